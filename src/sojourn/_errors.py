@@ -1,0 +1,16 @@
+"""Errors that carry the offending field, so the CLI can print one clear line."""
+
+from __future__ import annotations
+
+
+class SojournError(Exception):
+    """Base class of every error sojourn raises on purpose."""
+
+
+class ConfigError(SojournError, ValueError):
+    """Bad input: names the field (dotted path, e.g. ``fleet.tp``) and what is allowed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
