@@ -1,0 +1,824 @@
+"""The hardware and model catalogues: GPUs, dense models, and how to load them.
+
+The built-in catalogue is package data (``gpus.toml`` and ``models.toml`` next
+to this module). Every number in it carries its source. Users extend or
+override it with a TOML file of ``[gpus.<id>]`` and ``[models.<id>]`` tables
+(:meth:`Catalogue.from_file`) or in code (:meth:`Catalogue.with_overrides`);
+a model may also be given as a Hugging Face ``config.json``
+(:func:`model_from_hf_config`).
+
+Every lookup and validation error is a :class:`~sojourn.ConfigError` naming
+the offending field, e.g. ``catalogue.gpus.my-gpu.memory_gib`` or ``fleet.gpu``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from sojourn._errors import ConfigError
+
+__all__ = [
+    "GPU",
+    "PRECISIONS",
+    "Catalogue",
+    "ModelSpec",
+    "count_parameters",
+    "default_catalogue",
+    "model_from_hf_config",
+]
+
+#: Tensor-core precisions a GPU entry may give a dense peak rate for.
+PRECISIONS: tuple[str, ...] = ("bf16", "fp8", "fp4")
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
+_DATE_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])(-\d{2})?$")
+
+# Field groups of a GPU entry, each with one citation in ``sources``.
+GPU_SOURCE_GROUPS: dict[str, tuple[str, ...]] = {
+    "specs": (
+        "name",
+        "vendor",
+        "memory_gib",
+        "mem_bandwidth_tbps",
+        "bf16_tflops",
+        "fp8_tflops",
+        "fp4_tflops",
+        "interconnect_gbps",
+        "tdp_w",
+    ),
+    "price": ("price_usd_per_gpu_hour", "price_date"),
+    "purchase": ("purchase_usd",),
+}
+
+_GPU_REQUIRED = (
+    "name",
+    "vendor",
+    "memory_gib",
+    "mem_bandwidth_tbps",
+    "bf16_tflops",
+    "interconnect_gbps",
+    "tdp_w",
+    "price_usd_per_gpu_hour",
+    "purchase_usd",
+    "price_date",
+)
+_GPU_POSITIVE = (
+    "memory_gib",
+    "mem_bandwidth_tbps",
+    "bf16_tflops",
+    "interconnect_gbps",
+    "tdp_w",
+    "price_usd_per_gpu_hour",
+    "purchase_usd",
+)
+_GPU_OPTIONAL = (
+    "fp8_tflops",
+    "fp4_tflops",
+    "sources",
+    "notes",
+    "price_estimated",
+    "price_estimate_reason",
+    "purchase_estimated",
+    "purchase_estimate_reason",
+)
+_GPU_KEYS = _GPU_REQUIRED + _GPU_OPTIONAL
+
+# Prefixes of the notes generated from ``*_estimate_reason`` (so that an entry
+# can be turned back into a table and overridden).
+_ESTIMATE_NOTE = {
+    "price": "price_usd_per_gpu_hour is an estimate: ",
+    "purchase": "purchase_usd is an estimate: ",
+}
+
+_MODEL_INT_FIELDS = (
+    "num_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+)
+# the fields the parameter count depends on
+_MODEL_ARCH_FIELDS = tuple(f for f in _MODEL_INT_FIELDS if f != "max_position_embeddings") + (
+    "tie_word_embeddings",
+)
+_MODEL_REQUIRED = (
+    "name",
+    "num_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "max_position_embeddings",
+)
+_MODEL_KEYS = _MODEL_REQUIRED + ("head_dim", "tie_word_embeddings", "num_parameters", "source")
+
+_MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+
+USER_SOURCE = "user-supplied"
+
+
+# ---------------------------------------------------------------------------
+# Entries
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One GPU type. Rates are per GPU, dense (no sparsity).
+
+    ``memory_gib`` is the vendor capacity figure (HBM read as binary GiB); the
+    driver reports slightly less. ``interconnect_gbps`` is the per-GPU
+    unidirectional bandwidth usable for tensor-parallel all-reduce.
+    """
+
+    id: str
+    name: str
+    vendor: str
+    memory_gib: float
+    mem_bandwidth_tbps: float
+    bf16_tflops: float
+    fp8_tflops: float | None
+    fp4_tflops: float | None
+    interconnect_gbps: float
+    tdp_w: float
+    price_usd_per_gpu_hour: float
+    purchase_usd: float
+    price_date: str
+    sources: Mapping[str, str] = field(hash=False)
+    notes: tuple[str, ...] = ()
+    price_estimated: bool = False
+    purchase_estimated: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gib * 2**30
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float:
+        return self.mem_bandwidth_tbps * 1e12
+
+    @property
+    def interconnect_bytes_per_s(self) -> float:
+        return self.interconnect_gbps * 1e9
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions this GPU has a dense peak rate for, in PRECISIONS order."""
+        return tuple(p for p in PRECISIONS if getattr(self, f"{p}_tflops") is not None)
+
+    def peak_flops(self, precision: str) -> float:
+        """Dense peak tensor-core FLOP/s at ``precision`` ("bf16", "fp8" or "fp4")."""
+        key = precision.strip().lower() if isinstance(precision, str) else precision
+        if key not in PRECISIONS:
+            raise ConfigError(
+                "model.precision",
+                f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}",
+            )
+        tflops = getattr(self, f"{key}_tflops")
+        if tflops is None:
+            raise ConfigError(
+                "model.precision",
+                f"GPU '{self.id}' ({self.name}) has no {key} tensor-core rate; "
+                f"allowed: {', '.join(self.precisions)}",
+            )
+        return float(tflops) * 1e12
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A dense decoder-only transformer, as its Hugging Face config describes it."""
+
+    id: str
+    name: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    max_position_embeddings: int
+    num_parameters: float
+    source: str
+
+    @property
+    def embedding_parameters(self) -> float:
+        """Parameters of the input embedding table: vocab_size * hidden_size."""
+        return float(self.vocab_size * self.hidden_size)
+
+    @property
+    def matmul_parameters(self) -> float:
+        """Parameters that take part in the per-token matmuls (2 FLOPs each per token).
+
+        The input embedding is a table lookup, not a matmul, so it is left out.
+        With untied embeddings it is a separate vocab*hidden matrix:
+        ``num_parameters - vocab_size*hidden_size``. With tied embeddings the one
+        shared matrix is counted once in ``num_parameters`` and is also the
+        lm_head, which *is* a matmul, so every parameter counts:
+        ``num_parameters``. (Norm weights are included either way; they are
+        negligible.)
+        """
+        if self.tie_word_embeddings:
+            return float(self.num_parameters)
+        return float(self.num_parameters) - self.embedding_parameters
+
+
+def count_parameters(
+    *,
+    num_layers: int,
+    hidden_size: int,
+    intermediate_size: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    head_dim: int,
+    vocab_size: int,
+    tie_word_embeddings: bool,
+    attention_bias: bool = False,
+) -> int:
+    """Total parameters of a llama-style dense decoder.
+
+    embedding V*h, + lm_head V*h when untied, + per layer: q h*heads*hd,
+    k and v h*kv*hd each, o heads*hd*h, gated MLP 3*h*I, two RMSNorms 2*h
+    (+ q/k/v biases when ``attention_bias``), + the final norm h.
+    """
+    h, hd = hidden_size, head_dim
+    q = h * num_attention_heads * hd
+    kv = 2 * h * num_key_value_heads * hd
+    o = num_attention_heads * hd * h
+    mlp = 3 * h * intermediate_size
+    norms = 2 * h
+    bias = (num_attention_heads * hd + 2 * num_key_value_heads * hd) if attention_bias else 0
+    per_layer = q + kv + o + mlp + norms + bias
+    embed = vocab_size * h
+    lm_head = 0 if tie_word_embeddings else vocab_size * h
+    return embed + lm_head + num_layers * per_layer + h
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_number(value: Any, where: str, what: str = "") -> float:
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(where, f"{what}must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _positive_int(value: Any, where: str, what: str = "") -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(where, f"{what}must be a positive integer, got {value!r}")
+    return value
+
+
+def _text(value: Any, where: str, what: str = "") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(where, f"{what}must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _flag(value: Any, where: str, what: str = "") -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(where, f"{what}must be true or false, got {value!r}")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: Callable[[str], str]) -> None:
+    for key, value in table.items():
+        if key not in allowed:
+            hint = ""
+            if isinstance(value, Mapping):
+                hint = " (an id containing dots must be quoted in TOML: [models.\"llama-3.1-8b\"])"
+            raise ConfigError(where(key), f"unknown field{hint}; allowed: {', '.join(allowed)}")
+
+
+def _normalise_id(raw: Any, where: str) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(where, f"id must be a string, got {raw!r}")
+    key = raw.strip().lower()
+    if not _ID_RE.match(key):
+        raise ConfigError(
+            where, f"bad id {raw!r}: use letters, digits and . _ + - (case-insensitive)"
+        )
+    return key
+
+
+def _require_table(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, f"expected a table of fields, got {type(value).__name__}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# GPU tables <-> GPU
+# ---------------------------------------------------------------------------
+
+
+def _build_gpu(
+    gpu_id: str, table: Mapping[str, Any], *, strict: bool, default_source: str = USER_SOURCE
+) -> GPU:
+    """Validate a GPU table. ``strict`` (the built-in data) demands every source;
+    otherwise a field group without a citation is cited as ``default_source``."""
+    prefix = f"catalogue.gpus.{gpu_id}"
+
+    def where(key: str) -> str:
+        return f"{prefix}.{key}"
+
+    _check_keys(table, _GPU_KEYS, where)
+    for key in _GPU_REQUIRED:
+        if key not in table:
+            raise ConfigError(where(key), "required field is missing")
+
+    values: dict[str, Any] = {}
+    for key in ("name", "vendor"):
+        values[key] = _text(table[key], where(key))
+    values["vendor"] = values["vendor"].lower()
+    for key in _GPU_POSITIVE:
+        values[key] = _positive_number(table[key], where(key))
+    for key in ("fp8_tflops", "fp4_tflops"):
+        raw = table.get(key)
+        values[key] = None if raw is None else _positive_number(raw, where(key))
+    date = _text(table["price_date"], where("price_date"))
+    if not _DATE_RE.match(date):
+        raise ConfigError(where("price_date"), f"must look like 'YYYY-MM', got {date!r}")
+    values["price_date"] = date
+
+    raw_sources = _require_table(table.get("sources", {}), where("sources"))
+    sources: dict[str, str] = {}
+    for group, citation in raw_sources.items():
+        if group not in GPU_SOURCE_GROUPS:
+            raise ConfigError(
+                f"{where('sources')}.{group}",
+                f"unknown field group; allowed: {', '.join(GPU_SOURCE_GROUPS)}",
+            )
+        sources[group] = _text(citation, f"{where('sources')}.{group}", "a citation ")
+    for group in GPU_SOURCE_GROUPS:
+        if group not in sources:
+            if strict:
+                raise ConfigError(f"{where('sources')}.{group}", "every field group needs a citation")
+            sources[group] = default_source
+
+    raw_notes = table.get("notes", [])
+    if isinstance(raw_notes, str) or not isinstance(raw_notes, (list, tuple)):
+        raise ConfigError(where("notes"), f"must be a list of strings, got {raw_notes!r}")
+    notes = [_text(n, where("notes"), "each note ") for n in raw_notes]
+
+    estimated: dict[str, bool] = {}
+    for group in ("price", "purchase"):
+        flag_key, reason_key = f"{group}_estimated", f"{group}_estimate_reason"
+        flag = _flag(table.get(flag_key, False), where(flag_key))
+        reason = table.get(reason_key)
+        if reason is not None:
+            reason = _text(reason, where(reason_key))
+            if not flag:
+                raise ConfigError(where(reason_key), f"given but {flag_key} is not true")
+        if flag and reason is None and strict:
+            raise ConfigError(where(reason_key), f"required when {flag_key} = true")
+        estimated[group] = flag
+        if reason is not None:
+            note = _ESTIMATE_NOTE[group] + reason
+            notes = [n for n in notes if not n.startswith(_ESTIMATE_NOTE[group])]
+            notes.append(note)
+
+    return GPU(
+        id=gpu_id,
+        sources=sources,
+        notes=tuple(notes),
+        price_estimated=estimated["price"],
+        purchase_estimated=estimated["purchase"],
+        **values,
+    )
+
+
+def _gpu_table(gpu: GPU) -> dict[str, Any]:
+    """The table a GPU was (or could have been) built from."""
+    table: dict[str, Any] = {
+        key: getattr(gpu, key) for key in _GPU_REQUIRED + ("fp8_tflops", "fp4_tflops")
+    }
+    for key in ("fp8_tflops", "fp4_tflops"):
+        if table[key] is None:
+            del table[key]
+    table["sources"] = dict(gpu.sources)
+    notes = []
+    for note in gpu.notes:
+        for group, prefix in _ESTIMATE_NOTE.items():
+            if note.startswith(prefix) and getattr(gpu, f"{group}_estimated"):
+                table[f"{group}_estimate_reason"] = note[len(prefix) :]
+                break
+        else:
+            notes.append(note)
+    table["notes"] = notes
+    table["price_estimated"] = gpu.price_estimated
+    table["purchase_estimated"] = gpu.purchase_estimated
+    return table
+
+
+def _merge_gpu(base: GPU, override: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    table = _gpu_table(base)
+    sources = dict(table["sources"])
+    given_sources = override.get("sources", {})
+    if isinstance(given_sources, Mapping):
+        sources.update(given_sources)
+        for group, fields in GPU_SOURCE_GROUPS.items():
+            changed = [f for f in fields if f in override]
+            if group in given_sources or not changed:
+                continue
+            if group == "specs":  # the other specs keep their citation
+                sources[group] = f"{sources[group]}; {', '.join(changed)} from {origin}"
+            else:  # a price is one number: the old quote no longer applies
+                sources[group] = origin
+    for group, price_field in (("price", "price_usd_per_gpu_hour"), ("purchase", "purchase_usd")):
+        # a new price replaces the old estimate unless it says it is one itself
+        if price_field in override and f"{group}_estimated" not in override:
+            table[f"{group}_estimated"] = False
+            table.pop(f"{group}_estimate_reason", None)
+    merged = {**table, **override}
+    if isinstance(given_sources, Mapping):
+        merged["sources"] = sources
+    if not merged.get("price_estimated", False):
+        merged.pop("price_estimate_reason", None)
+    if not merged.get("purchase_estimated", False):
+        merged.pop("purchase_estimate_reason", None)
+    return merged
+
+
+# ---------------------------------------------------------------------------
+# Model tables <-> ModelSpec
+# ---------------------------------------------------------------------------
+
+
+def _build_model(
+    model_id: str,
+    table: Mapping[str, Any],
+    *,
+    strict: bool,
+    where: Callable[[str], str] | None = None,
+    context: str = "",
+    default_source: str = USER_SOURCE,
+) -> ModelSpec:
+    if where is None:
+        prefix = f"catalogue.models.{model_id}"
+
+        def where(key: str) -> str:
+            return f"{prefix}.{key}"
+
+    _check_keys(table, _MODEL_KEYS, where)
+    for key in _MODEL_REQUIRED:
+        if key not in table:
+            raise ConfigError(where(key), f"{context}required field '{key}' is missing")
+    if strict:
+        for key in ("num_parameters", "source", "head_dim", "tie_word_embeddings"):
+            if key not in table:
+                raise ConfigError(where(key), f"{context}required field '{key}' is missing")
+
+    values: dict[str, Any] = {"name": _text(table["name"], where("name"), context)}
+    for key in _MODEL_INT_FIELDS:
+        if key == "head_dim" and table.get("head_dim") is None:
+            continue
+        values[key] = _positive_int(table[key], where(key), f"{context}{key} ")
+    heads, kv = values["num_attention_heads"], values["num_key_value_heads"]
+    if heads % kv:
+        raise ConfigError(
+            where("num_key_value_heads"),
+            f"{context}num_attention_heads ({heads}) must be a multiple of "
+            f"num_key_value_heads ({kv})",
+        )
+    if "head_dim" not in values:
+        if values["hidden_size"] % heads:
+            raise ConfigError(
+                where("head_dim"),
+                f"{context}hidden_size ({values['hidden_size']}) is not a multiple of "
+                f"num_attention_heads ({heads}); give head_dim explicitly",
+            )
+        values["head_dim"] = values["hidden_size"] // heads
+    values["tie_word_embeddings"] = _flag(
+        table.get("tie_word_embeddings", False),
+        where("tie_word_embeddings"),
+        f"{context}tie_word_embeddings ",
+    )
+    if table.get("num_parameters") is None:
+        values["num_parameters"] = float(
+            count_parameters(**{k: values[k] for k in _MODEL_ARCH_FIELDS})
+        )
+    else:
+        values["num_parameters"] = _positive_number(
+            table["num_parameters"], where("num_parameters"), f"{context}num_parameters "
+        )
+    values["source"] = _text(table.get("source", default_source), where("source"), context)
+    return ModelSpec(id=model_id, **values)
+
+
+def _model_table(spec: ModelSpec) -> dict[str, Any]:
+    return {key: getattr(spec, key) for key in _MODEL_KEYS}
+
+
+def _merge_model(base: ModelSpec, override: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    table = _model_table(base)
+    touched_arch = any(k in override for k in _MODEL_ARCH_FIELDS)
+    if touched_arch and "num_parameters" not in override:
+        del table["num_parameters"]  # recomputed from the new architecture
+    changed = [k for k in override if k != "source"]
+    if "source" not in override and changed:
+        table["source"] = f"{base.source}; {', '.join(changed)} from {origin}"
+    return {**table, **override}
+
+
+# ---------------------------------------------------------------------------
+# Hugging Face config.json
+# ---------------------------------------------------------------------------
+
+
+def model_from_hf_config(
+    path_or_dict: str | os.PathLike[str] | Mapping[str, Any], model_id: str | None = None
+) -> ModelSpec:
+    """A :class:`ModelSpec` from a dense llama/qwen/mistral-style HF ``config.json``.
+
+    ``path_or_dict`` is the parsed config, a path to the file, or a directory
+    holding ``config.json``. The parameter count is computed from the
+    architecture (see :func:`count_parameters`). Mixture-of-experts configs are
+    rejected. Errors are :class:`ConfigError` on ``model.name``.
+    """
+    if isinstance(path_or_dict, Mapping):
+        config: Mapping[str, Any] = path_or_dict
+        source = "config dict"
+        default_id = str(config.get("_name_or_path") or "custom").rstrip("/").rsplit("/", 1)[-1]
+    else:
+        path = Path(path_or_dict).expanduser()
+        if path.is_dir():
+            path = path / "config.json"
+        source = str(path)
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("model.name", f"HF config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError("model.name", f"cannot read HF config {path}: {exc}") from None
+        if not isinstance(config, Mapping):
+            raise ConfigError("model.name", f"HF config {path} is not a JSON object")
+        default_id = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
+    context = f"HF config {source}: "
+
+    # multimodal wrappers keep the language model under text_config
+    if "num_hidden_layers" not in config and isinstance(config.get("text_config"), Mapping):
+        outer_name = config.get("_name_or_path")
+        config = dict(config["text_config"])
+        if outer_name and "_name_or_path" not in config:
+            config["_name_or_path"] = outer_name
+
+    for key in _MOE_KEYS:
+        if config.get(key) not in (None, 0):
+            raise ConfigError(
+                "model.name",
+                f"{context}{key} = {config[key]!r}: this is a mixture-of-experts model; "
+                "sojourn models dense models only",
+            )
+
+    hf_keys = {
+        "num_layers": "num_hidden_layers",
+        "hidden_size": "hidden_size",
+        "intermediate_size": "intermediate_size",
+        "num_attention_heads": "num_attention_heads",
+        "vocab_size": "vocab_size",
+        "max_position_embeddings": "max_position_embeddings",
+    }
+    for hf_key in hf_keys.values():
+        if config.get(hf_key) is None:
+            raise ConfigError("model.name", f"{context}required key '{hf_key}' is missing")
+
+    table: dict[str, Any] = {ours: config[theirs] for ours, theirs in hf_keys.items()}
+    table["num_key_value_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
+    table["head_dim"] = config.get("head_dim")
+    table["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", False))
+    mid = (model_id or default_id or "custom").strip().lower()
+    table["name"] = config.get("_name_or_path") or model_id or default_id or "custom"
+    table["source"] = source
+
+    def where(key: str) -> str:
+        return "model.name"
+
+    # validate the architecture first (errors name the HF key in the message)
+    arch = _build_model(mid, table, strict=False, where=where, context=context)
+    bias = config.get("attention_bias", False)
+    table["num_parameters"] = float(
+        count_parameters(
+            num_layers=arch.num_layers,
+            hidden_size=arch.hidden_size,
+            intermediate_size=arch.intermediate_size,
+            num_attention_heads=arch.num_attention_heads,
+            num_key_value_heads=arch.num_key_value_heads,
+            head_dim=arch.head_dim,
+            vocab_size=arch.vocab_size,
+            tie_word_embeddings=arch.tie_word_embeddings,
+            attention_bias=bool(bias),
+        )
+    )
+    table["head_dim"] = arch.head_dim
+    return _build_model(mid, table, strict=False, where=where, context=context)
+
+
+# ---------------------------------------------------------------------------
+# The catalogue
+# ---------------------------------------------------------------------------
+
+
+class Catalogue:
+    """GPUs and models by id (ids are case-insensitive, stored lower-case)."""
+
+    gpus: Mapping[str, GPU]
+    models: Mapping[str, ModelSpec]
+
+    def __init__(self, gpus: Mapping[str, GPU], models: Mapping[str, ModelSpec]) -> None:
+        self.gpus = MappingProxyType({k.lower(): v for k, v in gpus.items()})
+        self.models = MappingProxyType({k.lower(): v for k, v in models.items()})
+        # HF repo names need not be unique (a variant may share its base's
+        # name); a lookup by name finds the first entry that has it
+        self._by_hf_name: dict[str, ModelSpec] = {}
+        for spec in self.models.values():
+            self._by_hf_name.setdefault(spec.name.lower(), spec)
+
+    def __repr__(self) -> str:
+        return f"Catalogue(gpus=[{', '.join(self.gpus)}], models=[{', '.join(self.models)}])"
+
+    # -- lookups -------------------------------------------------------------
+
+    def gpu(self, gpu_id: str) -> GPU:
+        """The GPU with this id (case-insensitive)."""
+        key = gpu_id.strip().lower() if isinstance(gpu_id, str) else None
+        if key is None or key not in self.gpus:
+            raise ConfigError("fleet.gpu", f"unknown GPU {gpu_id!r}; known: {', '.join(self.gpus)}")
+        return self.gpus[key]
+
+    def model(
+        self, name_or_path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None = None
+    ) -> ModelSpec:
+        """A model by catalogue id, HF repo name, or path to a HF ``config.json``.
+
+        Ids and repo names match case-insensitively. A relative path is taken
+        relative to ``base_dir`` (default: the working directory); a directory
+        means its ``config.json``.
+        """
+        if isinstance(name_or_path, str):
+            key = name_or_path.strip().lower()
+            if key in self.models:
+                return self.models[key]
+            if key in self._by_hf_name:
+                return self._by_hf_name[key]
+        elif not isinstance(name_or_path, os.PathLike):
+            raise ConfigError("model.name", f"expected a model name or path, got {name_or_path!r}")
+
+        path = Path(name_or_path).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        if path.is_dir() and (path / "config.json").is_file():
+            return model_from_hf_config(path / "config.json")
+        if path.is_file():
+            return model_from_hf_config(path)
+        if str(name_or_path).endswith(".json"):
+            raise ConfigError("model.name", f"HF config file not found: {path}")
+        raise ConfigError(
+            "model.name",
+            f"unknown model {str(name_or_path)!r}; known: {', '.join(self.models)} "
+            "(or their Hugging Face names) or a path to a HF config.json",
+        )
+
+    # -- building ------------------------------------------------------------
+
+    @classmethod
+    def _from_tables(
+        cls, gpus: Mapping[str, Any], models: Mapping[str, Any], *, strict: bool
+    ) -> Catalogue:
+        return cls(
+            _build_gpus({}, gpus, strict=strict, origin=""),
+            _build_models({}, models, strict=strict, origin=""),
+        )
+
+    def with_overrides(
+        self,
+        gpus: Mapping[str, Mapping[str, Any]] | None = None,
+        models: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        origin: str = "user override",
+    ) -> Catalogue:
+        """A new catalogue with entries added or fields overridden.
+
+        For an existing id a partial table overrides just those fields; the
+        citation of every field group touched becomes ``origin`` unless the
+        table gives its own ``sources``. A new id needs every required field.
+        """
+        new_gpus = _build_gpus(self.gpus, gpus or {}, strict=False, origin=origin)
+        new_models = _build_models(self.models, models or {}, strict=False, origin=origin)
+        return Catalogue(new_gpus, new_models)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], base: Catalogue | None = None) -> Catalogue:
+        """Apply a user TOML of ``[gpus.<id>]`` / ``[models.<id>]`` tables on ``base``.
+
+        ``base`` defaults to the built-in catalogue. A model table may give
+        ``hf_config = "path/to/config.json"`` (relative to the file) to import
+        its architecture; its other keys then override the imported values.
+        Ids containing dots must be quoted: ``[models."llama-3.1-8b"]``.
+        """
+        path = Path(path).expanduser()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("catalogue", f"catalogue file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError("catalogue", f"cannot read catalogue file {path}: {exc}") from None
+        for key in data:
+            if key not in ("gpus", "models"):
+                raise ConfigError(
+                    f"catalogue.{key}", f"unknown table in {path}; allowed: [gpus.<id>], [models.<id>]"
+                )
+        gpus = _require_table(data.get("gpus", {}), "catalogue.gpus")
+        raw_models = _require_table(data.get("models", {}), "catalogue.models")
+        models: dict[str, Mapping[str, Any]] = {}
+        for raw_id, table in raw_models.items():
+            table = dict(_require_table(table, f"catalogue.models.{raw_id}"))
+            hf = table.pop("hf_config", None)
+            if hf is not None:
+                hf_path = Path(_text(hf, f"catalogue.models.{raw_id}.hf_config")).expanduser()
+                if not hf_path.is_absolute():
+                    hf_path = path.parent / hf_path
+                spec = model_from_hf_config(hf_path, model_id=str(raw_id))
+                table = {**_model_table(spec), **table}
+            models[raw_id] = table
+        base = default_catalogue() if base is None else base
+        return base.with_overrides(gpus, models, origin=f"user catalogue {path}")
+
+
+def _build_gpus(
+    existing: Mapping[str, GPU], tables: Mapping[str, Any], *, strict: bool, origin: str
+) -> dict[str, GPU]:
+    out = dict(existing)
+    seen: dict[str, str] = {}
+    for raw_id, table in _require_table(tables, "catalogue.gpus").items():
+        gpu_id = _normalise_id(raw_id, f"catalogue.gpus.{raw_id}")
+        if gpu_id in seen:
+            raise ConfigError(
+                f"catalogue.gpus.{raw_id}", f"duplicate of {seen[gpu_id]!r} (ids are case-insensitive)"
+            )
+        seen[gpu_id] = str(raw_id)
+        table = _require_table(table, f"catalogue.gpus.{gpu_id}")
+        if gpu_id in out:
+            table = _merge_gpu(out[gpu_id], table, origin)
+        out[gpu_id] = _build_gpu(gpu_id, table, strict=strict, default_source=origin or USER_SOURCE)
+    return out
+
+
+def _build_models(
+    existing: Mapping[str, ModelSpec], tables: Mapping[str, Any], *, strict: bool, origin: str
+) -> dict[str, ModelSpec]:
+    out = dict(existing)
+    seen: dict[str, str] = {}
+    for raw_id, table in _require_table(tables, "catalogue.models").items():
+        model_id = _normalise_id(raw_id, f"catalogue.models.{raw_id}")
+        if model_id in seen:
+            raise ConfigError(
+                f"catalogue.models.{raw_id}", f"duplicate of {seen[model_id]!r} (ids are case-insensitive)"
+            )
+        seen[model_id] = str(raw_id)
+        table = _require_table(table, f"catalogue.models.{model_id}")
+        if model_id in out:
+            table = _merge_model(out[model_id], table, origin)
+        out[model_id] = _build_model(model_id, table, strict=strict, default_source=origin or USER_SOURCE)
+    return out
+
+
+def _load_package_toml(filename: str) -> dict[str, Any]:
+    text = resources.files("sojourn.catalogue").joinpath(filename).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+@functools.cache
+def default_catalogue() -> Catalogue:
+    """The built-in catalogue (package data), loaded and validated once."""
+    return Catalogue._from_tables(
+        _load_package_toml("gpus.toml"), _load_package_toml("models.toml"), strict=True
+    )
