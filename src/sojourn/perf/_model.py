@@ -1,0 +1,311 @@
+"""Engine performance model: memory (weights, KV capacity) and step time of one replica.
+
+One replica is a vLLM-like engine on ``tp`` GPUs with tensor parallelism: every GPU
+holds 1/tp of the weights and of the KV heads (KV heads are replicated when there
+are fewer of them than GPUs). The step time is a per-kernel-group roofline,
+
+    t = t0 + s·T                                    fixed and per-sequence overheads
+        + max(F_lin·T / (tp·peak·e_c), W_gpu / (bw·e_m))   layer GEMMs: compute or weight reads
+        + F_attn·pairs / (tp·peak·e_c)              prefill attention (compute-bound)
+        + kv_gpu·ctx / (bw·e_m)                     decode attention: KV reads (memory-bound)
+        + [tp>1] 2·L·(lat + 2(tp-1)/tp · T·h·2 B / (ic·e_ic))   two all-reduces per layer
+
+where T = prefill + decode tokens in the step. The efficiency factors come from a
+``Profile`` fitted to measurements (``sojourn calibrate``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sojourn._errors import ConfigError
+from sojourn.perf._profile import Profile, default_profile, load_profile
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sojourn.catalogue import GPU, ModelSpec
+
+__all__ = ["GIB", "PerfModel", "build_perf_model", "weight_bytes_per_param", "kv_bytes_per_element"]
+
+GIB = float(2**30)
+
+#: Bytes per weight parameter of the transformer layers by precision. FP4 (NVFP4) stores
+#: 4-bit values plus one 8-bit scale per 16 values: 0.5 + 1/16 bytes.
+_WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5625}
+#: KV cache element size: fp8 and fp4 checkpoints serve with an fp8 KV cache.
+_KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 1.0}
+
+#: Memory vLLM keeps outside the KV cache besides the weights (CUDA context, CUDA graphs,
+#: NCCL buffers), per GPU. Estimate from typical vLLM start-up logs ("non-torch memory"
+#: 0.3-0.7 GiB plus "graph capturing" 0.2-0.6 GiB); a stated estimate, not a measurement.
+FIXED_RESERVE_BYTES = 1.0 * GIB
+
+
+def weight_bytes_per_param(precision: str) -> float:
+    try:
+        return _WEIGHT_BYTES[precision]
+    except KeyError:
+        raise ConfigError("model.precision", f"got {precision!r}; allowed: {', '.join(_WEIGHT_BYTES)}") from None
+
+
+def kv_bytes_per_element(precision: str) -> float:
+    weight_bytes_per_param(precision)
+    return _KV_BYTES[precision]
+
+
+@dataclass(frozen=True)
+class PerfModel:
+    """Memory and step-time model of one engine replica. All times in seconds."""
+
+    model: ModelSpec
+    gpu: GPU
+    tp: int
+    precision: str
+    profile: Profile
+    gpu_memory_utilization: float = 0.9
+    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = 256
+    block_size: int = 16
+
+    def __post_init__(self) -> None:
+        m = self.model
+        if self.tp < 1:
+            raise ConfigError("fleet.tp", f"must be >= 1, got {self.tp}")
+        if m.num_attention_heads % self.tp:
+            allowed = [d for d in range(1, m.num_attention_heads + 1) if m.num_attention_heads % d == 0]
+            raise ConfigError(
+                "fleet.tp",
+                f"tp={self.tp} does not divide {m.id}'s {m.num_attention_heads} attention heads; "
+                f"allowed: {', '.join(map(str, allowed))}",
+            )
+        kv = m.num_key_value_heads
+        if kv % self.tp and self.tp % kv:
+            raise ConfigError(
+                "fleet.tp",
+                f"tp={self.tp} neither divides nor is a multiple of {m.id}'s {kv} KV heads",
+            )
+        # Validates the precision against the GPU (e.g. no fp8 on A100).
+        self.gpu.peak_flops(self.precision)
+        # Precompute the constants of the hot path (step_time is called per simulated step).
+        p = self.profile
+        L, h = m.num_layers, m.hidden_size
+        peak = self.gpu.peak_flops(self.precision) * self.tp * p.eff_compute
+        bw = self.gpu.bandwidth_bytes_per_s * p.eff_memory
+        lm_head = m.vocab_size * h
+        layer_matmul = m.matmul_parameters - lm_head
+        object.__setattr__(self, "_c_tok", 2.0 * layer_matmul / peak + p.seq_overhead_s)
+        object.__setattr__(self, "_c_logit", 2.0 * lm_head / peak)
+        object.__setattr__(self, "_w_time", self.weights_bytes_per_gpu / bw)
+        object.__setattr__(self, "_c_pair", 4.0 * L * m.num_attention_heads * m.head_dim / peak)
+        object.__setattr__(self, "_c_ctx", self.kv_bytes_per_token_per_gpu / bw)
+        if self.tp > 1:
+            ic = self.gpu.interconnect_bytes_per_s * p.eff_interconnect
+            comm_fixed = 2 * L * p.comm_latency_s
+            comm_tok = 2 * L * 2 * (self.tp - 1) / self.tp * h * 2.0 / ic
+        else:
+            comm_fixed = comm_tok = 0.0
+        object.__setattr__(self, "_comm_fixed", comm_fixed)
+        object.__setattr__(self, "_comm_tok", comm_tok)
+
+    # -- memory ---------------------------------------------------------------
+
+    @property
+    def weights_bytes(self) -> float:
+        """Bytes of all weights of one replica (embeddings and lm_head stay bf16)."""
+        m = self.model
+        emb = m.vocab_size * m.hidden_size * (1 if m.tie_word_embeddings else 2)
+        return (m.num_parameters - emb) * weight_bytes_per_param(self.precision) + emb * 2.0
+
+    @property
+    def weights_bytes_per_gpu(self) -> float:
+        return self.weights_bytes / self.tp
+
+    @property
+    def kv_heads_per_gpu(self) -> int:
+        return max(1, self.model.num_key_value_heads // self.tp)
+
+    @property
+    def kv_bytes_per_token_per_gpu(self) -> float:
+        m = self.model
+        return 2.0 * m.num_layers * self.kv_heads_per_gpu * m.head_dim * kv_bytes_per_element(self.precision)
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """KV bytes of one token over the whole replica (replicated heads counted once per GPU)."""
+        return self.kv_bytes_per_token_per_gpu * self.tp
+
+    @property
+    def activation_reserve_bytes_per_gpu(self) -> float:
+        """Peak activation memory vLLM's profiling run reserves, plus fixed runtime memory.
+
+        The profiling forward pass holds ``max_num_batched_tokens`` hidden states and
+        the sharded MLP intermediate (gate and up projections), and the sampler's
+        float32 logits for ``max_num_seqs`` sequences.
+        """
+        m = self.model
+        M = self.max_num_batched_tokens
+        hidden = M * (4 * m.hidden_size + 2 * m.intermediate_size / self.tp) * 2.0
+        logits = min(self.max_num_seqs, M) * m.vocab_size * 4.0 / self.tp
+        return FIXED_RESERVE_BYTES + hidden + logits
+
+    @property
+    def kv_free_bytes_per_gpu(self) -> float:
+        return (
+            self.gpu.memory_bytes * self.gpu_memory_utilization
+            - self.weights_bytes_per_gpu
+            - self.activation_reserve_bytes_per_gpu
+        )
+
+    @property
+    def kv_capacity_blocks(self) -> int:
+        free = self.kv_free_bytes_per_gpu
+        if free <= 0:
+            return 0
+        return int(free // (self.kv_bytes_per_token_per_gpu * self.block_size))
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """Tokens of KV cache of one replica (whole blocks)."""
+        return self.kv_capacity_blocks * self.block_size
+
+    def requests_in_kv(self, tokens_per_request: int) -> int:
+        """How many requests of this many tokens (prompt + output) fit at once."""
+        blocks = math.ceil(tokens_per_request / self.block_size)
+        return self.kv_capacity_blocks // blocks if blocks else 0
+
+    def check_fits(self, max_model_len: int | None = None) -> None:
+        """Raise a ConfigError naming the field when the model or one request does not fit."""
+        usable = self.gpu.memory_bytes * self.gpu_memory_utilization
+        if self.weights_bytes_per_gpu >= usable:
+            raise ConfigError(
+                "fleet.tp",
+                f"{self.model.id} weights need {self.weights_bytes_per_gpu / GIB:.1f} GiB per GPU at tp={self.tp} "
+                f"({self.precision}), but {self.gpu.id} offers {usable / GIB:.1f} GiB at "
+                f"gpu_memory_utilization={self.gpu_memory_utilization}: raise tp, use fp8, or a larger GPU",
+            )
+        if self.kv_capacity_blocks <= 0:
+            raise ConfigError(
+                "serving.gpu_memory_utilization",
+                f"no memory left for the KV cache on {self.gpu.id} at tp={self.tp}: weights "
+                f"{self.weights_bytes_per_gpu / GIB:.1f} GiB + activations "
+                f"{self.activation_reserve_bytes_per_gpu / GIB:.1f} GiB per GPU exceed "
+                f"{usable / GIB:.1f} GiB; raise gpu_memory_utilization or tp, or lower max_num_batched_tokens",
+            )
+        if max_model_len is not None and self.kv_capacity_tokens < max_model_len:
+            raise ConfigError(
+                "serving.max_model_len",
+                f"the KV cache holds {self.kv_capacity_tokens} tokens per replica, fewer than one request of "
+                f"max_model_len={max_model_len}; lower max_model_len to at most {self.kv_capacity_tokens} "
+                "or add memory (gpu_memory_utilization, tp)",
+            )
+
+    # -- time -----------------------------------------------------------------
+
+    def step_time(
+        self,
+        prefill_tokens: float,
+        decode_seqs: float,
+        decode_context: float,
+        prefill_pairs: float | None = None,
+        prefill_done: int = 0,
+    ) -> float:
+        """Seconds of one engine step.
+
+        ``decode_context`` is the total context (tokens of KV) the decoding sequences
+        read; ``prefill_pairs`` is the attention work of the prefill chunks,
+        sum of chunk·(prior context + chunk/2) — by default a fresh prompt, chunk²/2.
+        ``prefill_done`` counts prefills finishing this step (their first token needs logits).
+        """
+        T = prefill_tokens + decode_seqs
+        if T <= 0:
+            return 0.0
+        if prefill_pairs is None:
+            prefill_pairs = 0.5 * prefill_tokens * prefill_tokens
+        p = self.profile
+        lin = max(self._c_tok * T + self._c_logit * (decode_seqs + prefill_done), self._w_time)
+        return (
+            p.step_overhead_s
+            + lin
+            + self._c_pair * prefill_pairs
+            + self._c_ctx * decode_context
+            + self._comm_fixed
+            + self._comm_tok * T
+        )
+
+    def decode_run_time(self, seqs: int, context0: float, steps: int) -> float:
+        """Exact time of ``steps`` consecutive decode-only steps of ``seqs`` sequences.
+
+        The batch is fixed, so each step's cost is affine in the context, which grows
+        by ``seqs`` tokens per step: the sum is arithmetic, no per-step loop.
+        """
+        if steps <= 0 or seqs <= 0:
+            return 0.0
+        a = self.decode_step_fixed(seqs)
+        return steps * a + self._c_ctx * (steps * context0 + seqs * steps * (steps - 1) / 2.0)
+
+    def decode_step_fixed(self, seqs: int) -> float:
+        """Part of a decode step's time that does not depend on the context read."""
+        T = seqs
+        lin = max(self._c_tok * T + self._c_logit * seqs, self._w_time)
+        return self.profile.step_overhead_s + lin + self._comm_fixed + self._comm_tok * T
+
+    @property
+    def seconds_per_context_token(self) -> float:
+        """Decode-step seconds per token of context read (the slope of β in context)."""
+        return self._c_ctx
+
+    def alpha(self, chunk: int | None = None) -> float:
+        """Prefill seconds per token: one fresh prompt of ``chunk`` tokens in one step, per token."""
+        c = chunk or self.max_num_batched_tokens
+        return self.step_time(c, 0, 0, prefill_done=1) / c
+
+    def beta(self, batch: int, context: float) -> float:
+        """Decode step time with ``batch`` sequences each holding ``context`` tokens."""
+        return self.step_time(0, batch, batch * context)
+
+    def describe(self) -> dict[str, Any]:
+        prof = self.profile
+        return {
+            "model": self.model.id,
+            "gpu": self.gpu.id,
+            "tp": self.tp,
+            "precision": self.precision,
+            "profile_source": prof.source,
+            "profile_carried_from": prof.carried_from,
+        }
+
+
+def build_perf_model(
+    model: ModelSpec,
+    gpu: GPU,
+    tp: int = 1,
+    precision: str = "bf16",
+    profile: str | Profile | None = None,
+    backend: str = "vllm",
+    serving: Any = None,
+    base_dir: str | Path = ".",
+    check: bool = True,
+) -> PerfModel:
+    """A PerfModel for a replica, with the shipped or named profile, validated to fit."""
+    if isinstance(profile, Profile):
+        prof = profile
+    elif profile:
+        prof = load_profile(profile, base_dir)
+    else:
+        prof = default_profile(gpu.id, backend)
+    kwargs: dict[str, Any] = {}
+    max_model_len = None
+    if serving is not None:
+        kwargs = dict(
+            gpu_memory_utilization=serving.gpu_memory_utilization,
+            max_num_batched_tokens=serving.max_num_batched_tokens,
+            max_num_seqs=serving.max_num_seqs,
+            block_size=serving.block_size,
+        )
+        max_model_len = serving.max_model_len
+    pm = PerfModel(model=model, gpu=gpu, tp=tp, precision=precision, profile=prof, **kwargs)
+    if check:
+        pm.check_fits(max_model_len)
+    return pm

@@ -1,0 +1,174 @@
+"""Performance profiles: the fitted efficiency factors and overheads of one engine on one GPU.
+
+A profile is what ``sojourn calibrate`` writes and what a scenario names in
+``serving.profile``. The shipped defaults live in ``perf/profiles/*.json``, each
+with the data it was fitted on. A GPU without measurements gets the factors of
+the closest measured GPU, and the profile says so (``carried_from``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sojourn._errors import ConfigError
+
+__all__ = [
+    "CARRY_OVER",
+    "PRIOR",
+    "Profile",
+    "default_profile",
+    "load_profile",
+    "save_profile",
+    "shipped_profiles",
+]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Efficiency factors of the roofline step-time model (see ``PerfModel``)."""
+
+    gpu: str
+    backend: str = "vllm"
+    #: Fraction of the dense peak FLOP/s that GEMMs and prefill attention reach.
+    eff_compute: float = 0.6
+    #: Fraction of the HBM bandwidth that weight and KV reads reach.
+    eff_memory: float = 0.8
+    #: Fixed time of one engine step (scheduler, launch and sync costs not hidden by CUDA graphs).
+    step_overhead_s: float = 0.004
+    #: Per-sequence cost in a step (sampling, input preparation), seconds.
+    seq_overhead_s: float = 0.0
+    #: Latency of one tensor-parallel all-reduce (two per layer per step).
+    comm_latency_s: float = 1.0e-5
+    #: Fraction of the interconnect bandwidth an all-reduce reaches.
+    eff_interconnect: float = 0.7
+    source: str = "uncalibrated prior"
+    carried_from: str | None = None
+    fit: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("eff_compute", "eff_memory", "eff_interconnect"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise ConfigError(f"profile.{name}", f"must be in (0, 1], got {v!r}")
+        for name in ("step_overhead_s", "seq_overhead_s", "comm_latency_s"):
+            v = getattr(self, name)
+            if not v >= 0:
+                raise ConfigError(f"profile.{name}", f"must be >= 0, got {v!r}")
+
+    def carried_to(self, gpu: str, reason: str) -> Profile:
+        return replace(self, gpu=gpu, carried_from=self.gpu, source=f"{self.source}; carried over: {reason}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The prior used where nothing is measured for an engine at all: typical published
+#: efficiencies (GEMM ~60% of dense peak, HBM ~80% of nominal bandwidth), stated as a prior.
+PRIOR = Profile(gpu="*", source="uncalibrated prior: 60% of dense peak FLOP/s, 80% of HBM bandwidth")
+
+#: Which measured GPU a GPU without measurements borrows its factors from, and why.
+CARRY_OVER: dict[str, tuple[str, str]] = {
+    "h200": ("h100-sxm", "same Hopper GH100 die as H100 SXM, larger and faster HBM3e"),
+    "h100-pcie": ("h100-sxm", "same Hopper architecture, lower clocks and power (in the catalogue peaks)"),
+    "a100-40gb": ("a100-80gb", "same Ampere GA100 die, HBM2 instead of HBM2e"),
+    "a100-80gb": ("h100-sxm", "no A100 measurements: Hopper factors applied to A100 peaks"),
+    "l4": ("l40s", "same Ada architecture, PCIe card"),
+    "l40s": ("a100-80gb", "no L40S measurements: factors of the nearest measured data-centre GPU"),
+    "mi300x": ("h100-sxm", "no AMD measurements in the public data: H100 factors applied to MI300X peaks"),
+    "b200": ("h100-sxm", "no B200 measurements for this engine: Hopper factors applied to Blackwell peaks"),
+}
+
+
+def _profiles_dir():
+    return resources.files("sojourn.perf").joinpath("profiles")
+
+
+@cache
+def shipped_profiles() -> dict[tuple[str, str], Profile]:
+    """The default profiles shipped in the package, keyed by (gpu, backend)."""
+    out: dict[tuple[str, str], Profile] = {}
+    d = _profiles_dir()
+    if not d.is_dir():
+        return out
+    for entry in sorted(d.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            prof = _from_dict(json.loads(entry.read_text()), where=f"profile {entry.name}")
+            out[(prof.gpu, prof.backend)] = prof
+    return out
+
+
+def default_profile(gpu: str, backend: str = "vllm") -> Profile:
+    """The shipped profile for (gpu, backend), or an honest carry-over from the closest measured GPU."""
+    table = shipped_profiles()
+    if (gpu, backend) in table:
+        return table[(gpu, backend)]
+    seen = {gpu}
+    reasons = []
+    cur = gpu
+    while cur in CARRY_OVER:
+        nxt, why = CARRY_OVER[cur]
+        if nxt in seen:
+            break
+        reasons.append(f"{cur} <- {nxt} ({why})")
+        if (nxt, backend) in table:
+            return table[(nxt, backend)].carried_to(gpu, "; ".join(reasons))
+        seen.add(nxt)
+        cur = nxt
+    if backend != "vllm":
+        base = default_profile(gpu, "vllm")
+        return replace(base, backend=backend, source=f"{base.source}; vllm factors used for {backend}")
+    return replace(PRIOR, gpu=gpu, backend=backend)
+
+
+def _from_dict(data: dict[str, Any], where: str) -> Profile:
+    allowed = set(Profile.__dataclass_fields__)
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(where, f"unknown keys {unknown}; allowed: {sorted(allowed)}")
+    if "gpu" not in data:
+        raise ConfigError(f"{where}.gpu", "required")
+    try:
+        return Profile(**data)
+    except TypeError as err:
+        raise ConfigError(where, str(err)) from None
+
+
+def load_profile(name_or_path: str, base_dir: str | Path = ".") -> Profile:
+    """A profile by shipped name (``h100-sxm-vllm``) or by path to a JSON file."""
+    for (gpu, backend), prof in shipped_profiles().items():
+        if name_or_path == f"{gpu}-{backend}":
+            return prof
+    p = Path(name_or_path).expanduser()
+    if not p.is_absolute():
+        p = Path(base_dir) / p
+    if not p.exists():
+        names = ", ".join(f"{g}-{b}" for g, b in shipped_profiles())
+        raise ConfigError("serving.profile", f"no profile {name_or_path!r}: not a file; shipped: {names or 'none'}")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError("serving.profile", f"{p} is not valid JSON: {err}") from None
+    return _from_dict(data, where="serving.profile")
+
+
+def save_profile(profile: Profile, path: str | Path) -> Path:
+    """Write atomically: a temporary file in the same folder, then rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(profile.to_dict(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
