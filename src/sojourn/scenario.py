@@ -1,0 +1,329 @@
+"""Scenario files: one validated description of a sizing problem.
+
+A scenario is TOML (see ``examples/``) or built from Python; pydantic validates
+each field once, at the boundary, and the cross-field hardware checks (the model
+fits, ``tp`` divides the heads, one ``max_model_len`` request fits in the KV
+cache) run when the scenario is built, so a bad file fails with one message
+that names the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sojourn._errors import ConfigError
+from sojourn.distributions import DistributionSpec, Fixed
+
+__all__ = [
+    "CatalogueOverrides",
+    "Fleet",
+    "GenericServer",
+    "ModelConfig",
+    "SCENARIO_DISCIPLINES",
+    "Scenario",
+    "Serving",
+    "SimulationSettings",
+    "SlaClass",
+    "Workload",
+    "load_scenario",
+    "scenario_from_dict",
+    "format_validation_error",
+]
+
+#: Queue disciplines the simulator implements (see ``sojourn.sim.disciplines``).
+SCENARIO_DISCIPLINES = ("fifo", "lifo", "sjf", "sjf_work", "edf", "fair", "triage")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SlaClass(_Strict):
+    """A deadline class for mixed-SLA workloads: a batch gets ``hours`` with probability ``weight``."""
+
+    hours: float = Field(gt=0)
+    weight: float = Field(default=1.0, gt=0)
+    name: str | None = None
+
+
+class Workload(_Strict):
+    """What arrives: M^X batches with random request sizes, or a replayed trace."""
+
+    batch_rate_per_hour: float | None = Field(default=None, gt=0)
+    batch_size: DistributionSpec = Field(default_factory=lambda: Fixed(dist="fixed", value=1))
+    input_tokens: DistributionSpec | None = None
+    output_tokens: DistributionSpec | None = None
+    #: 24 hourly multipliers of the batch rate (non-homogeneous Poisson arrivals).
+    rate_profile: list[Annotated[float, Field(ge=0)]] | None = None
+    #: Trace replay: the file's own arrival times and lengths are used.
+    trace: str | None = None
+    format: Literal["azure", "mooncake"] | None = None
+    rate_scale: float = Field(default=1.0, gt=0)
+    batch_window_s: float = Field(default=0.0, ge=0)
+    #: Mixed SLAs: each batch draws one class; absent means every batch has ``sla_hours``.
+    sla_classes: list[SlaClass] | None = None
+
+    @field_validator("rate_profile")
+    @classmethod
+    def _profile_shape(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            if len(v) != 24:
+                raise ValueError(f"must hold 24 hourly multipliers, got {len(v)}")
+            if sum(v) <= 0:
+                raise ValueError("must have at least one positive multiplier")
+        return v
+
+    @model_validator(mode="after")
+    def _source(self) -> Workload:
+        if self.trace is not None:
+            if self.format is None:
+                raise ValueError("format: required with trace; allowed: 'azure', 'mooncake'")
+            return self
+        missing = [
+            name
+            for name in ("batch_rate_per_hour", "input_tokens", "output_tokens")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: required unless a trace is given")
+        return self
+
+    @property
+    def mean_requests_per_hour(self) -> float:
+        """Offered requests per hour of the synthetic workload (profile-averaged)."""
+        if self.batch_rate_per_hour is None:
+            raise ConfigError("workload.batch_rate_per_hour", "not set (trace workloads have no rate)")
+        mult = 1.0 if self.rate_profile is None else sum(self.rate_profile) / 24.0
+        return self.batch_rate_per_hour * mult * self.batch_size.int_mean
+
+
+class ModelConfig(_Strict):
+    """The served model: a catalogue name or a path to a HF config.json."""
+
+    name: str = "llama-3.1-8b"
+    precision: Literal["bf16", "fp8", "fp4"] = "bf16"
+
+
+class GenericServer(_Strict):
+    """A plain c-server node for validation: each request holds a slot for its own service time."""
+
+    kind: Literal["generic"] = "generic"
+    service_time: DistributionSpec
+    concurrency: int = Field(default=1, ge=1)
+
+
+class Fleet(_Strict):
+    """The hardware: ``nodes`` engine replicas of ``tp`` GPUs each."""
+
+    gpu: str = "h100-sxm"
+    nodes: int = Field(default=1, ge=1)
+    tp: int = Field(default=1, ge=1)
+    routing: Literal["pull", "round_robin", "least_loaded"] = "pull"
+    server: GenericServer | None = None
+    #: Overrides the catalogue's rent price for this scenario.
+    price_usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+
+
+class Serving(_Strict):
+    """Engine and queue settings, with vLLM's names where vLLM has one."""
+
+    gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
+    max_num_batched_tokens: int = Field(default=8192, ge=1)
+    max_num_seqs: int = Field(default=256, ge=1)
+    max_model_len: int = Field(default=32768, ge=1)
+    block_size: Literal[1, 8, 16, 32, 64, 128] = 16
+    discipline: Literal[SCENARIO_DISCIPLINES] = "fifo"  # type: ignore[valid-type]
+    #: Requests waiting beyond this many in the central queue are rejected (None: unbounded).
+    max_queue: int | None = Field(default=None, ge=0)
+    #: What happens to unfinished work at its deadline: dropped (as batch APIs do) or finished late.
+    on_deadline: Literal["cancel", "finish"] = "cancel"
+    #: Performance profile: a shipped profile name or a path to a profile file from ``sojourn calibrate``.
+    profile: str | None = None
+    backend: Literal["vllm", "sglang", "trtllm"] = "vllm"
+
+
+class SimulationSettings(_Strict):
+    horizon_hours: float = Field(default=168, gt=0)
+    warmup_hours: float = Field(default=24, ge=0)
+    replications: int = Field(default=8, ge=2)
+    seed: int = Field(default=1, ge=0)
+    fidelity: Literal["fast", "request", "auto"] = "request"
+
+
+class CatalogueOverrides(_Strict):
+    """Extra or overridden GPUs and models: from a file, or inline tables."""
+
+    file: str | None = None
+    gpus: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Scenario(_Strict):
+    """A complete sizing problem: workload, model, fleet, serving, simulation settings."""
+
+    sla_hours: float = Field(default=24, gt=0)
+    workload: Workload
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    fleet: Fleet = Field(default_factory=Fleet)
+    serving: Serving = Field(default_factory=Serving)
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
+    catalogue: CatalogueOverrides | None = None
+    #: Directory that relative paths (traces, config.json, profiles) are resolved against.
+    base_dir: str = Field(default=".", exclude=True)
+
+    @model_validator(mode="after")
+    def _hardware_fits(self) -> Scenario:
+        # Generic servers stand for no real engine: only the GPU (for cost) must exist.
+        self.gpu_spec()
+        if self.fleet.server is None:
+            sv = self.serving
+            if sv.max_num_batched_tokens < sv.max_num_seqs:
+                # vLLM refuses this too: every running sequence needs a token of the step budget.
+                raise ConfigError(
+                    "serving.max_num_batched_tokens",
+                    f"{sv.max_num_batched_tokens} is below max_num_seqs={sv.max_num_seqs}; "
+                    "allowed: >= max_num_seqs",
+                )
+            limit = self.model_spec().max_position_embeddings
+            if sv.max_model_len > limit:
+                raise ConfigError(
+                    "serving.max_model_len",
+                    f"{sv.max_model_len} exceeds {self.model.name}'s max_position_embeddings={limit}; "
+                    f"allowed: 1..{limit}",
+                )
+            self.perf_model()  # raises ConfigError naming the field when it does not fit
+        return self
+
+    # -- resolved objects ---------------------------------------------------
+
+    def path(self, p: str) -> Path:
+        """Resolve a path from the scenario file's directory."""
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else Path(self.base_dir) / q
+
+    def catalogue_obj(self):
+        from sojourn.catalogue import Catalogue, default_catalogue
+
+        cat = default_catalogue()
+        if self.catalogue is None:
+            return cat
+        if self.catalogue.file:
+            cat = Catalogue.from_file(self.path(self.catalogue.file), base=cat)
+        if self.catalogue.gpus or self.catalogue.models:
+            cat = cat.with_overrides(gpus=self.catalogue.gpus, models=self.catalogue.models)
+        return cat
+
+    def gpu_spec(self):
+        return self.catalogue_obj().gpu(self.fleet.gpu)
+
+    def model_spec(self):
+        return self.catalogue_obj().model(self.model.name, base_dir=self.base_dir)
+
+    def perf_model(self):
+        """The engine performance model of one replica (validates that the model fits)."""
+        from sojourn.perf import build_perf_model
+
+        return build_perf_model(
+            model=self.model_spec(),
+            gpu=self.gpu_spec(),
+            tp=self.fleet.tp,
+            precision=self.model.precision,
+            profile=self.serving.profile,
+            backend=self.serving.backend,
+            serving=self.serving,
+            base_dir=self.base_dir,
+        )
+
+    @property
+    def price_per_gpu_hour(self) -> float:
+        if self.fleet.price_usd_per_gpu_hour is not None:
+            return self.fleet.price_usd_per_gpu_hour
+        return self.gpu_spec().price_usd_per_gpu_hour
+
+    @property
+    def cost_per_hour(self) -> float:
+        """Rent cost of the fleet in $/hour."""
+        return self.price_per_gpu_hour * self.fleet.tp * self.fleet.nodes
+
+    @property
+    def sla_seconds(self) -> float:
+        return self.sla_hours * 3600.0
+
+    def with_updates(self, updates: dict[str, Any]) -> Scenario:
+        """A copy with dotted-path updates (``{"fleet.nodes": 8}``), validated again."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        for key, value in updates.items():
+            node = data
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return scenario_from_dict(data, base_dir=self.base_dir)
+
+
+_DIST_TAGS = frozenset(
+    ("fixed", "exponential", "geometric", "lognormal", "gamma", "pareto", "uniform", "empirical")
+)
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> ConfigError:
+    """One ConfigError from a pydantic ValidationError: field path and allowed values, no traceback."""
+    lines = []
+    first_field = ""
+    for e in err.errors(include_url=False):
+        # Drop validator names and discriminated-union tags (e.g. 'lognormal') that pydantic
+        # inserts in the path: the user wrote workload.batch_size.sigma, not ...lognormal.sigma.
+        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-") and str(p) not in _DIST_TAGS]
+        field = ".".join(([prefix] if prefix else []) + loc)
+        msg = e["msg"]
+        inner = (e.get("ctx") or {}).get("error")
+        if isinstance(inner, ConfigError):  # raised by a cross-field check: it names its own field
+            field, msg = inner.field, inner.message
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting of this section)"
+        elif e["type"] == "literal_error" and "ctx" in e:
+            msg = f"got {e.get('input')!r}; allowed: {e['ctx'].get('expected')}"
+        elif e["type"] == "union_tag_invalid" and "ctx" in e:
+            msg = f"unknown distribution {e['ctx'].get('tag')!r}; allowed: {e['ctx'].get('expected_tags')}"
+        elif "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        first_field = first_field or field
+        lines.append(f"{field}: {msg}" if field else msg)
+    if len(lines) == 1:
+        return ConfigError(first_field, lines[0].split(": ", 1)[1] if first_field else lines[0])
+    return ConfigError(first_field, "invalid settings:\n  " + "\n  ".join(lines))
+
+
+def scenario_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> Scenario:
+    """Build and validate a Scenario from plain data (e.g. parsed TOML)."""
+    payload = dict(data)
+    payload["base_dir"] = str(base_dir)
+    try:
+        return Scenario.model_validate(payload, context={"base_dir": str(base_dir)})
+    except ValidationError as err:
+        raise format_validation_error(err) from None
+
+
+def load_toml(path: str | Path, what: str = "scenario") -> dict[str, Any]:
+    """Read a TOML file; a missing file or a syntax error is a ConfigError, not a traceback."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(what, f"file not found: {p}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(what, f"{p} is not valid TOML: {err}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and validate a scenario TOML file; relative paths resolve from its directory."""
+    p = Path(path)
+    return scenario_from_dict(load_toml(p), base_dir=p.resolve().parent)
+
