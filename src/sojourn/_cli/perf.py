@@ -1,0 +1,175 @@
+"""``sojourn perf``: what one engine replica holds and how fast it steps, each number with its source."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from sojourn._cli._common import emit_json, int_list
+from sojourn._errors import ConfigError
+
+DEFAULT_BATCH = "1,8,32,64,128,256"
+DEFAULT_CONTEXT = "1024,4096,16384"
+
+
+def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help="memory, KV capacity, prefill and decode step times of one replica",
+        description=__doc__,
+    )
+    p.add_argument("--model", required=True, help="catalogue model id or a path to a HF config.json")
+    p.add_argument("--gpu", required=True, help="catalogue GPU id (e.g. h100-sxm)")
+    p.add_argument("--tp", type=int, default=1, help="GPUs per replica (tensor parallel)")
+    p.add_argument("--precision", default="bf16", help="bf16 | fp8 | fp4 (weights and KV cache)")
+    p.add_argument("--backend", default="vllm", help="engine whose profile to use: vllm | sglang | trtllm")
+    p.add_argument("--profile", default=None, help="a profile from `sojourn calibrate` (name or path)")
+    p.add_argument("--batch", default=DEFAULT_BATCH, help="decode batch sizes of the β table")
+    p.add_argument("--context", default=DEFAULT_CONTEXT, help="context tokens per sequence of the β table")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--request-tokens", type=int, default=None,
+                   help="tokens of one request for 'KV capacity in requests' (default isl+osl, else 1024+256)")
+    p.add_argument("--isl", type=int, help="input tokens per request (closed-loop prediction)")
+    p.add_argument("--osl", type=int, help="output tokens per request (closed-loop prediction)")
+    p.add_argument("--concurrency", type=int, help="requests kept in flight by the benchmark client")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    return p
+
+
+class _Serving:
+    """The serving knobs a PerfModel needs, from the command line."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        if not 0 < args.gpu_memory_utilization <= 1:
+            raise ConfigError("--gpu-memory-utilization", f"must be in (0, 1], got {args.gpu_memory_utilization}")
+        for opt in ("max_num_batched_tokens", "max_num_seqs", "block_size", "tp"):
+            if getattr(args, opt) < 1:
+                raise ConfigError(f"--{opt.replace('_', '-')}", f"must be >= 1, got {getattr(args, opt)}")
+        self.gpu_memory_utilization = args.gpu_memory_utilization
+        self.max_num_batched_tokens = args.max_num_batched_tokens
+        self.max_num_seqs = args.max_num_seqs
+        self.block_size = args.block_size
+        self.max_model_len = None
+
+
+def report(args: argparse.Namespace) -> dict[str, Any]:
+    from sojourn.catalogue import default_catalogue
+    from sojourn.perf import build_perf_model
+
+    cat = default_catalogue()
+    model = cat.model(args.model)
+    gpu = cat.gpu(args.gpu)
+    if args.backend not in ("vllm", "sglang", "trtllm"):
+        raise ConfigError("--backend", f"got {args.backend!r}; allowed: vllm, sglang, trtllm")
+    pm = build_perf_model(model, gpu, tp=args.tp, precision=args.precision, profile=args.profile,
+                          backend=args.backend, serving=_Serving(args))
+    batches = int_list(args.batch, "--batch")
+    contexts = int_list(args.context, "--context")
+    closed = [args.isl, args.osl, args.concurrency]
+    if any(v is not None for v in closed) and not all(v is not None for v in closed):
+        raise ConfigError("--isl/--osl/--concurrency", "give all three for a closed-loop prediction")
+    for name, v in zip(("--isl", "--osl", "--concurrency"), closed):
+        if v is not None and v < 1:
+            raise ConfigError(name, f"must be >= 1, got {v}")
+    req_tokens = args.request_tokens or ((args.isl + args.osl) if args.isl else 1024 + 256)
+    prof = pm.profile
+    prof_src = prof.source + (f" (factors carried over from {prof.carried_from})" if prof.carried_from else "")
+    out: dict[str, Any] = {
+        "model": model.id,
+        "gpu": gpu.id,
+        "tp": args.tp,
+        "precision": args.precision,
+        "backend": args.backend,
+        "weights_bytes": pm.weights_bytes,
+        "weights_bytes_per_gpu": pm.weights_bytes_per_gpu,
+        "kv_bytes_per_token": pm.kv_bytes_per_token,
+        "kv_capacity_tokens": pm.kv_capacity_tokens,
+        "kv_capacity_blocks": pm.kv_capacity_blocks,
+        "kv_capacity_requests": {"tokens_per_request": req_tokens, "requests": pm.requests_in_kv(req_tokens)},
+        "alpha_s_per_token": pm.alpha(),
+        "alpha_chunk_tokens": pm.max_num_batched_tokens,
+        "decode_step_s": {
+            "batch": batches,
+            "context": contexts,
+            "seconds": [[pm.beta(b, c) for c in contexts] for b in batches],
+        },
+        "profile": {k: v for k, v in prof.to_dict().items() if k != "fit"},
+        "sources": {
+            "weights_bytes": f"{model.id} parameters ({model.source}) x bytes per parameter at {args.precision}",
+            "kv_capacity_tokens": (
+                f"{gpu.id} memory ({gpu.sources.get('specs', '')}) x gpu_memory_utilization "
+                f"- weights - activation reserve (estimate), / KV bytes per token"
+            ),
+            "alpha_s_per_token": f"roofline with profile: {prof_src}",
+            "decode_step_s": f"roofline with profile: {prof_src}",
+        },
+    }
+    if prof.carried_from:
+        out["warning"] = (
+            f"no measurements for {gpu.id} ({args.backend}): efficiency factors carried over from "
+            f"{prof.carried_from}; treat times as a roofline estimate"
+        )
+    if args.isl is not None:
+        from sojourn.perf._closed_loop import closed_loop
+
+        try:
+            res = closed_loop(pm, args.isl, args.osl, args.concurrency)
+        except ValueError as err:
+            raise ConfigError("--isl/--osl", str(err)) from None
+        out.update(
+            isl=args.isl,
+            osl=args.osl,
+            concurrency=args.concurrency,
+            ttft_s=res.ttft_s,
+            tpot_s=res.tpot_s,
+            e2e_s=res.e2e_s,
+            throughput_rps=res.throughput_rps,
+            output_tokens_per_s=res.output_tokens_per_s,
+            preemptions=res.preemptions,
+        )
+        out["sources"]["ttft_s"] = out["sources"]["tpot_s"] = (
+            "closed-loop run of the engine scheduler (sojourn.sim.engine) with the step times above"
+        )
+    return out
+
+
+def _table(out: dict[str, Any]) -> str:
+    gib = 2**30
+    lines = [
+        f"{out['model']} on {out['gpu']} x{out['tp']} ({out['precision']}, {out['backend']})",
+        f"  weights            {out['weights_bytes'] / gib:8.1f} GiB  ({out['weights_bytes_per_gpu'] / gib:.1f} GiB per GPU)",
+        f"  KV per token       {out['kv_bytes_per_token'] / 1024:8.1f} KiB",
+        f"  KV capacity        {out['kv_capacity_tokens']:8d} tokens = "
+        f"{out['kv_capacity_requests']['requests']} requests of {out['kv_capacity_requests']['tokens_per_request']} tokens",
+        f"  alpha (prefill)    {out['alpha_s_per_token'] * 1e6:8.2f} us/token  (chunk of {out['alpha_chunk_tokens']})",
+        "  beta (decode step, ms)   context ->",
+    ]
+    d = out["decode_step_s"]
+    lines.append("    batch " + "".join(f"{c:>10d}" for c in d["context"]))
+    for b, row in zip(d["batch"], d["seconds"]):
+        lines.append(f"    {b:5d} " + "".join(f"{s * 1e3:10.2f}" for s in row))
+    if "ttft_s" in out:
+        lines.append(
+            f"  closed loop isl={out['isl']} osl={out['osl']} c={out['concurrency']}: "
+            f"TTFT {out['ttft_s'] * 1e3:.1f} ms, TPOT {out['tpot_s'] * 1e3:.2f} ms, "
+            f"{out['throughput_rps']:.2f} req/s, {out['preemptions']} preemptions"
+        )
+    lines.append("  sources:")
+    for k, v in out["sources"].items():
+        lines.append(f"    {k}: {v}")
+    if "warning" in out:
+        lines.append(f"  warning: {out['warning']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = report(args)
+    if args.json:
+        emit_json(out)
+    else:
+        sys.stdout.write(_table(out) + "\n")
+    return 0

@@ -1,0 +1,59 @@
+"""The ``sojourn`` command line: one subcommand per module in ``sojourn._cli``.
+
+Every bad input ends as one line on stderr naming the field and what is allowed,
+with exit code 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from sojourn._errors import SojournError
+
+#: Subcommands, in the order ``--help`` lists them: name -> module in sojourn._cli.
+COMMANDS = {
+    "study": "study",
+    "compare-hardware": "compare_hardware",
+    "simulate": "simulate",
+    "perf": "perf",
+    "calibrate": "calibrate",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit code 2 with one line, as argparse does
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sojourn", description=__doc__.splitlines()[0] if __doc__ else None)
+    from sojourn import __version__
+
+    parser.add_argument("--version", action="version", version=f"sojourn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(f"sojourn._cli.{module}")
+        p = mod.add_parser(sub, name)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except SojournError as err:
+        print(f"sojourn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sojourn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
