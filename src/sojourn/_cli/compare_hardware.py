@@ -1,0 +1,56 @@
+"""``sojourn compare-hardware``: the cheapest confirmed configuration per GPU type, rent against own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from sojourn._cli._common import write_atomic
+from sojourn._errors import ConfigError
+
+COLUMNS = ["gpu", "nodes", "tp", "gpus", "p_miss", "p_miss_upper", "rent_usd_per_hour", "own_usd_per_hour",
+           "capex_usd_per_hour", "power_usd_per_hour", "hosting_usd_per_hour", "purchase_usd", "trial", "note"]
+
+
+def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help="cheapest configuration per GPU type meeting a P(miss) target",
+                       description=__doc__)
+    p.add_argument("study", help="study TOML file (run it first)")
+    p.add_argument("--target-miss", type=float, required=True, help="P(sojourn > SLA) to meet, e.g. 0.001")
+    p.add_argument("--replications", type=int, default=None, help="replications of the confirming simulation")
+    p.add_argument("--n-jobs", type=int, default=1)
+    p.add_argument("--out", default=None, help="folder for hardware.csv and hardware.png (default: study output)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from sojourn.study import StudyRunner, compare_hardware, load_study
+    from sojourn.study.plot import plot_hardware
+
+    if not 0 < args.target_miss < 1:
+        raise ConfigError("--target-miss", f"must be in (0, 1), got {args.target_miss}")
+    runner = StudyRunner(load_study(args.study), n_jobs=args.n_jobs)
+    study = runner.load(create=False)
+    rows = compare_hardware(runner, study, args.target_miss, replications=args.replications)
+    out = Path(args.out) if args.out else runner.cfg.output_dir
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(out / "hardware.csv", buf.getvalue())
+    plot_hardware(rows, out / "hardware.png", args.target_miss)
+    print(f"{'gpu':<10} {'config':>12} {'P(miss) upper':>14} {'rent $/h':>10} {'own $/h':>10}")
+    for r in rows:
+        if r.get("rent_usd_per_hour") is None:
+            print(f"{r['gpu']:<10} {'-':>12} {'-':>14} {'-':>10} {'-':>10}  {r.get('note', '')}")
+        else:
+            cfgs = f"{r['nodes']}x tp{r['tp']}"
+            print(f"{r['gpu']:<10} {cfgs:>12} {r['p_miss_upper']:>14.3g} {r['rent_usd_per_hour']:>10.2f} "
+                  f"{r['own_usd_per_hour']:>10.2f}")
+    print(f"wrote {out / 'hardware.csv'} and {out / 'hardware.png'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,106 @@
+"""``sojourn study``: run a sizing study, export its Pareto front, plot it."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+from sojourn._cli._common import write_atomic
+from sojourn._errors import ConfigError
+
+
+def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help="run a sizing study; export and plot its Pareto front", description=__doc__)
+    ss = p.add_subparsers(dest="study_command", metavar="ACTION", parser_class=type(p))
+    ss.required = True
+    r = ss.add_parser("run", help="run (or resume) the study, confirm and print the front")
+    r.add_argument("study", help="study TOML file")
+    r.add_argument("--n-trials", type=int, default=None, help="trials to add (default: up to the file's n_trials)")
+    r.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    r.add_argument("--n-jobs", type=int, default=1, help="processes for the replications of each simulation")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-confirm", action="store_true", help="skip re-simulating the front")
+    f = ss.add_parser("front", help="the feasible non-dominated trials")
+    f.add_argument("study")
+    f.add_argument("--format", choices=["csv", "json"], default="csv")
+    f.add_argument("--out", default=None, help="write here (atomically) instead of stdout")
+    g = ss.add_parser("plot", help="plot cost against P(miss)")
+    g.add_argument("study")
+    g.add_argument("--out", default=None, help="front.png, front.svg or front.html (default: <output dir>/front.png)")
+    return p
+
+
+def _runner(args: argparse.Namespace, n_jobs: int = 1, progress: bool = False):
+    from sojourn.study import StudyRunner, load_study
+
+    return StudyRunner(load_study(args.study), n_jobs=n_jobs, progress=progress)
+
+
+def format_front(rows: list[dict[str, Any]], space: list[str]) -> str:
+    if not rows:
+        return "no feasible trial yet: widen the space, raise the budget, or run more trials"
+    head = f"{'trial':>5} {'$/hour':>9} {'P(miss)':>10} {'95% CI':>23} {'upper':>10}  " + "  ".join(space)
+    lines = [head]
+    for r in rows:
+        ci = f"[{_g(r['p_miss_ci_lo'])}, {_g(r['p_miss_ci_hi'])}]"
+        params = "  ".join(str(r.get(k)) for k in space)
+        mark = "" if r["confirmed"] else " (unconfirmed)"
+        lines.append(
+            f"{r['trial']:>5} {r['cost_per_hour']:>9.2f} {_g(r['p_miss']):>10} {ci:>23} {_g(r['p_miss_upper']):>10}  {params}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def _g(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isfinite(v):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sojourn.study.front import confirm_front, front_rows, rows_to_csv, rows_to_json
+    from sojourn.study.plot import plot_front
+
+    if args.study_command == "run":
+        if args.n_trials is not None and args.n_trials < 0:
+            raise ConfigError("--n-trials", f"must be >= 0, got {args.n_trials}")
+        if args.n_jobs < 1:
+            raise ConfigError("--n-jobs", f"must be >= 1, got {args.n_jobs}")
+        runner = _runner(args, n_jobs=args.n_jobs, progress=not args.no_progress and sys.stderr.isatty())
+        cfg = runner.cfg
+        print(f"study {cfg.study.name}: storage {cfg.storage_url}", file=sys.stderr)
+        try:
+            study = runner.run(n_trials=args.n_trials, timeout=args.timeout)
+        except KeyboardInterrupt:
+            print("interrupted: every finished trial is saved; run the same command to resume", file=sys.stderr)
+            return 130
+        n = len(study.trials)
+        print(f"{n} trials in the study ({sum(1 for t in study.trials if t.state.is_finished())} finished)", file=sys.stderr)
+        if not args.no_confirm:
+            confirm_front(runner, study)
+        space = list(cfg.space)
+        rows = front_rows(study, space)
+        out = cfg.output_dir
+        write_atomic(out / "front.csv", rows_to_csv(rows))
+        plot_front(study, out / "front.png", budget=cfg.study.budget_per_hour)
+        print(format_front(rows, space))
+        print(f"wrote {out / 'front.csv'} and {out / 'front.png'}", file=sys.stderr)
+        return 0
+    runner = _runner(args)
+    study = runner.load(create=False)
+    if args.study_command == "front":
+        rows = front_rows(study, list(runner.cfg.space))
+        text = rows_to_csv(rows) if args.format == "csv" else rows_to_json(rows)
+        if args.out:
+            write_atomic(args.out, text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    out = args.out or str(runner.cfg.output_dir / "front.png")
+    path = plot_front(study, out, budget=runner.cfg.study.budget_per_hour)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0

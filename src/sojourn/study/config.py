@@ -1,0 +1,176 @@
+"""Study files: a base scenario, the search space, the objectives, the constraints, how to run.
+
+The search space names scenario fields: the short names of the study example
+(``gpu``, ``tp``, ``nodes``, ``gpu_memory_utilization``, ``max_num_batched_tokens``,
+``max_num_seqs``, ``discipline``, ``routing``, ``precision``) or any dotted scenario
+path (``serving.block_size``). A list is a categorical choice; a table
+``{ low, high, log, step }`` a range (integers when both bounds are integers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sojourn._errors import ConfigError
+from sojourn.scenario import Scenario, format_validation_error, load_scenario, load_toml, scenario_from_dict
+
+__all__ = ["Costs", "Range", "StudyConfig", "StudySettings", "load_study", "SHORT_NAMES"]
+
+#: Short parameter names of the search space and the scenario field each sets.
+SHORT_NAMES = {
+    "gpu": "fleet.gpu",
+    "tp": "fleet.tp",
+    "nodes": "fleet.nodes",
+    "routing": "fleet.routing",
+    "precision": "model.precision",
+    "gpu_memory_utilization": "serving.gpu_memory_utilization",
+    "max_num_batched_tokens": "serving.max_num_batched_tokens",
+    "max_num_seqs": "serving.max_num_seqs",
+    "discipline": "serving.discipline",
+    "max_queue": "serving.max_queue",
+    "block_size": "serving.block_size",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Range(_Strict):
+    """A numeric range of the search space."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> Range:
+        if not self.high >= self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        if self.log and self.low <= 0:
+            raise ValueError("log ranges need low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined (Optuna does not support it)")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return float(self.low).is_integer() and float(self.high).is_integer() and (
+            self.step is None or float(self.step).is_integer()
+        )
+
+
+class Costs(_Strict):
+    """Own-and-operate cost assumptions for ``compare-hardware`` (rent prices come from the catalogue)."""
+
+    years: float = Field(default=4.0, gt=0)  # amortisation period of the purchase
+    power_usd_per_kwh: float = Field(default=0.12, ge=0)
+    pue: float = Field(default=1.3, ge=1)  # data-centre power usage effectiveness
+    #: Hosting (space, network, staff) per GPU-hour; a typical colocation figure, override it.
+    hosting_usd_per_gpu_hour: float = Field(default=0.25, ge=0)
+    #: Average power draw as a fraction of TDP.
+    power_fraction_of_tdp: float = Field(default=0.75, gt=0, le=1)
+
+
+class StudySettings(_Strict):
+    name: str
+    scenario: str | dict[str, Any]
+    n_trials: int = Field(default=60, ge=1)
+    objectives: list[str] = Field(default_factory=lambda: ["sla_miss", "cost_per_hour"], min_length=1)
+    budget_per_hour: float | None = Field(default=None, gt=0)
+    seed: int = Field(default=0, ge=0)
+    storage: str | None = None  # default: SQLite next to the study file
+    sampler: Literal["nsga2", "tpe"] = "tpe"
+    #: Replications per trial (default: the scenario's); the front is confirmed with more.
+    replications: int | None = Field(default=None, ge=2)
+    confirm_replications: int | None = Field(default=None, ge=2)
+    #: Horizon per trial (default: the scenario's).
+    horizon_hours: float | None = Field(default=None, gt=0)
+    fidelity: Literal["fast", "request", "auto"] | None = None
+    #: Which estimate of P(miss) the sla_miss objective uses.
+    sla_miss_statistic: Literal["upper", "mean"] = "upper"
+    timeout_s: float | None = Field(default=None, gt=0)
+    n_jobs: int = Field(default=1, ge=1)
+    output_dir: str | None = None  # default: <study dir>/<name>-out
+    objectives_dir: str | None = None
+    #: Offered load above this fraction of the fleet's capacity is infeasible without simulating.
+    max_load: float = Field(default=1.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\ "):
+            raise ValueError("must be a non-empty name without spaces or slashes")
+        return v
+
+
+class StudyConfig(_Strict):
+    study: StudySettings
+    space: dict[str, list[Any] | Range] = Field(default_factory=dict)
+    costs: Costs = Field(default_factory=Costs)
+    base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name, spec in v.items():
+            if isinstance(spec, list) and not spec:
+                raise ValueError(f"{name}: a choice needs at least one value")
+            if name not in SHORT_NAMES and "." not in name:
+                raise ValueError(
+                    f"{name}: unknown parameter; allowed: {', '.join(SHORT_NAMES)} or a dotted scenario path"
+                )
+        return v
+
+    # -- derived --------------------------------------------------------------
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.base_dir)
+
+    def path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else self.dir / q
+
+    @property
+    def storage_url(self) -> str:
+        if self.study.storage:
+            s = self.study.storage
+            if s.startswith("sqlite:///") and not s.startswith("sqlite:////"):
+                rel = s[len("sqlite:///") :]
+                return f"sqlite:///{self.path(rel).resolve()}"
+            return s
+        return f"sqlite:///{(self.dir / (self.study.name + '.db')).resolve()}"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.path(self.study.output_dir) if self.study.output_dir else self.dir / f"{self.study.name}-out"
+
+    def base_scenario(self) -> Scenario:
+        sc = self.study.scenario
+        if isinstance(sc, str):
+            return load_scenario(self.path(sc))
+        return scenario_from_dict(sc, base_dir=self.dir)
+
+    def scenario_field(self, name: str) -> str:
+        return SHORT_NAMES.get(name, name)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Load and validate a study TOML file (and its base scenario)."""
+    p = Path(path)
+    data = load_toml(p, what="study")
+    data["base_dir"] = str(p.resolve().parent)
+    try:
+        cfg = StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise format_validation_error(err) from None
+    try:
+        cfg.base_scenario()
+    except ConfigError as err:
+        raise ConfigError(f"study.scenario ({err.field})" if err.field else "study.scenario", err.message) from None
+    return cfg

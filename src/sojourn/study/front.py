@@ -1,0 +1,136 @@
+"""The Pareto front of a study: feasible, non-dominated trials, confirmed by re-simulation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+
+from sojourn.study.runner import CONSTRAINTS_ATTR, INFEASIBLE_ATTR, StudyRunner, evaluate
+
+__all__ = ["confirm_front", "front_rows", "front_trials", "is_feasible", "non_dominated", "rows_to_csv"]
+
+CONFIRM_PREFIX = "confirm:"
+
+
+def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
+    return t.state == optuna.trial.TrialState.COMPLETE and all(
+        c <= 0 for c in t.user_attrs.get(CONSTRAINTS_ATTR, [0.0])
+    )
+
+
+def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[int]) -> bool:
+    """a dominates b: no worse in every objective, better in one (signs: +1 minimise, -1 maximise)."""
+    better = False
+    for x, y, s in zip(a, b, signs):
+        x, y = s * x, s * y
+        if x > y:
+            return False
+        if x < y:
+            better = True
+    return better
+
+
+def non_dominated(points: Sequence[Sequence[float]], signs: Sequence[int]) -> list[int]:
+    """Indices of the non-dominated points (duplicates all kept)."""
+    return [
+        i
+        for i, p in enumerate(points)
+        if not any(_dominates(q, p, signs) for j, q in enumerate(points) if j != i)
+    ]
+
+
+def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Feasible non-dominated trials, cheapest first."""
+    feas = [t for t in study.trials if is_feasible(t)]
+    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
+    idx = non_dominated([t.values for t in feas], signs)
+    front = [feas[i] for i in idx]
+    return sorted(front, key=lambda t: (t.user_attrs.get("cost_per_hour", 0.0), t.number))
+
+
+def confirm_front(runner: StudyRunner, study: optuna.Study, replications: int | None = None,
+                  trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> dict[int, dict[str, Any]]:
+    """Re-simulate front trials with more replications at request level; stored on the study."""
+    reps = replications or runner.cfg.study.confirm_replications or 2 * runner.base.simulation.replications
+    out: dict[int, dict[str, Any]] = {}
+    for t in trials if trials is not None else front_trials(study):
+        key = f"{CONFIRM_PREFIX}{t.number}"
+        prev = study.user_attrs.get(key)
+        if prev and prev.get("replications", 0) >= reps:
+            out[t.number] = prev
+            continue
+        sc = runner.trial_scenario({k: t.params[k] for k in runner.cfg.space if k in t.params})
+        res = evaluate(sc, "request", replications=reps, n_jobs=runner.n_jobs)
+        keep = {k: res[k] for k in ("p_miss", "p_miss_ci", "p_miss_upper", "batch_miss", "sojourn_p99_s") if k in res}
+        keep["replications"] = reps
+        keep["fidelity"] = res.get("fidelity", "request")
+        study.set_user_attr(key, keep)
+        out[t.number] = keep
+    return out
+
+
+def front_rows(study: optuna.Study, space: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per front trial: P(miss) (confirmed when available), its CI, cost, every parameter."""
+    rows = []
+    for t in front_trials(study):
+        ua = t.user_attrs
+        conf = study.user_attrs.get(f"{CONFIRM_PREFIX}{t.number}")
+        src = conf or ua
+        ci = src.get("p_miss_ci") or [math.nan, math.nan]
+        row: dict[str, Any] = {
+            "trial": t.number,
+            "cost_per_hour": ua.get("cost_per_hour"),
+            "p_miss": src.get("p_miss"),
+            "p_miss_ci_lo": ci[0],
+            "p_miss_ci_hi": ci[1],
+            "p_miss_upper": src.get("p_miss_upper"),
+            "batch_miss": src.get("batch_miss"),
+            "sojourn_p99_h": _hours(src.get("sojourn_p99_s")),
+            "confirmed": bool(conf),
+            "replications": conf.get("replications") if conf else None,
+            "fidelity": src.get("fidelity"),
+        }
+        for name, value in zip(study.user_attrs.get("objectives", []), t.values):
+            row[f"objective_{name}"] = value
+        for name in space:
+            row[name] = t.params.get(name)
+        rows.append(row)
+    return rows
+
+
+def _hours(v: Any) -> Any:
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        return v / 3600.0
+    return v
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def rows_to_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2) + "\n"
+
+
+def trial_summary(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    ua = t.user_attrs
+    return {
+        "trial": t.number,
+        "feasible": is_feasible(t),
+        "reason": ua.get(INFEASIBLE_ATTR),
+        "cost_per_hour": ua.get("cost_per_hour"),
+        "p_miss_upper": ua.get("p_miss_upper"),
+        "params": dict(t.params),
+    }

@@ -1,0 +1,115 @@
+"""Plots of a study: the cost / P(miss) front, and the hardware comparison."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from sojourn._errors import ConfigError
+from sojourn.study.front import front_trials, is_feasible
+
+__all__ = ["plot_front", "plot_hardware", "save_figure"]
+
+#: P(miss) values below this are drawn at it (a log axis has no zero).
+FLOOR = 1e-7
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, out: str | Path, title: str) -> Path:
+    """PNG, SVG or a self-contained HTML page (inline SVG); written atomically."""
+    p = Path(out)
+    ext = p.suffix.lower()
+    if ext not in (".png", ".svg", ".html"):
+        raise ConfigError("--out", f"unsupported plot format {ext or '(none)'}; allowed: .png, .svg, .html")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if ext == ".html":
+            buf = io.StringIO()
+            fig.savefig(buf, format="svg", bbox_inches="tight")
+            Path(tmp).write_text(
+                f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+                f"<body><h1>{title}</h1>{buf.getvalue()}</body></html>\n"
+            )
+        else:
+            fig.savefig(tmp, format=ext[1:], dpi=130, bbox_inches="tight")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None) -> Path:
+    """Cost on x, P(miss) (log) on y; feasible and infeasible trials apart, the front joined, the budget drawn."""
+    plt = _pyplot()
+    names = study.user_attrs.get("objectives", [])
+    miss_key = "p_miss_upper"
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    feas = [t for t in done if is_feasible(t)]
+    infeas = [t for t in done if not is_feasible(t)]
+
+    def xy(ts):
+        return (
+            [t.user_attrs.get("cost_per_hour", float("nan")) for t in ts],
+            [max(float(t.user_attrs.get(miss_key, 1.0) or 0.0), FLOOR) for t in ts],
+        )
+
+    if infeas:
+        x, y = xy(infeas)
+        ax.scatter(x, y, marker="x", color="0.6", label=f"infeasible ({len(infeas)})")
+    if feas:
+        x, y = xy(feas)
+        ax.scatter(x, y, marker="o", color="tab:blue", alpha=0.6, label=f"feasible ({len(feas)})")
+    front = front_trials(study)
+    if front:
+        x, y = xy(front)
+        confirmed = [study.user_attrs.get(f"confirm:{t.number}") for t in front]
+        y = [max(float(c[miss_key]), FLOOR) if c else v for c, v in zip(confirmed, y)]
+        ax.step(x, y, where="post", color="tab:red", lw=1.5)
+        ax.scatter(x, y, marker="D", color="tab:red", zorder=3, label=f"Pareto front ({len(front)})")
+    if budget is not None:
+        ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:g} $/h")
+    ax.set_yscale("log")
+    ax.set_xlabel("fleet cost ($/hour)")
+    ax.set_ylabel("P(sojourn > SLA), upper 95% bound")
+    ax.set_title(f"study {study.study_name}" + (f" — objectives: {', '.join(names)}" if names else ""))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    path = save_figure(fig, out, f"sojourn study {study.study_name}")
+    plt.close(fig)
+    return path
+
+
+def plot_hardware(rows: list[dict[str, Any]], out: str | Path, target: float) -> Path:
+    """Rent against own-and-operate $/hour of the cheapest configuration per GPU type."""
+    plt = _pyplot()
+    ok = [r for r in rows if r.get("rent_usd_per_hour") is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    labels = [f"{r['gpu']}\n{r['nodes']}x tp{r['tp']}" for r in ok]
+    xs = range(len(ok))
+    ax.bar([x - 0.2 for x in xs], [r["rent_usd_per_hour"] for r in ok], width=0.4, label="rent")
+    ax.bar([x + 0.2 for x in xs], [r["own_usd_per_hour"] for r in ok], width=0.4, label="own and operate")
+    ax.set_xticks(list(xs), labels, fontsize=8)
+    ax.set_ylabel("$/hour")
+    ax.set_title(f"cheapest configuration per GPU with P(miss) <= {target:g}")
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    path = save_figure(fig, out, "sojourn hardware comparison")
+    plt.close(fig)
+    return path

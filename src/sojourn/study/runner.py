@@ -1,0 +1,255 @@
+"""Running a sizing study: Optuna proposes configurations, simulation scores them.
+
+Every trial simulates the same traffic (common random numbers: the study seed is
+every trial's replication seed), so two configurations are compared on the same
+batches. Configurations that cannot work — the model does not fit, the offered
+load exceeds the fleet's capacity — are settled by a cheap check and recorded as
+infeasible (with the reason) without simulating. The study lives in an Optuna
+storage (SQLite next to the study file by default), so it resumes after a crash
+or Ctrl-C with every finished trial intact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from sojourn._errors import ConfigError
+from sojourn.scenario import Scenario
+from sojourn.study.config import Range, StudyConfig
+from sojourn.study.objectives import Objective, find_objectives_dir, load_objectives
+
+__all__ = [
+    "INFEASIBLE_ATTR",
+    "StudyRunner",
+    "evaluate",
+    "pessimistic_result",
+    "suggest",
+]
+
+#: User attribute holding the constraint values (<= 0 is feasible): [cost - budget, infeasible].
+CONSTRAINTS_ATTR = "constraints"
+INFEASIBLE_ATTR = "infeasible_reason"
+
+
+def suggest(trial: optuna.trial.BaseTrial, space: dict[str, Any]) -> dict[str, Any]:
+    """Draw one configuration from the search space (works with FixedTrial too)."""
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if isinstance(spec, Range):
+            if spec.is_int:
+                step = int(spec.step) if spec.step else 1
+                params[name] = trial.suggest_int(name, int(spec.low), int(spec.high), step=step, log=spec.log)
+            else:
+                params[name] = trial.suggest_float(name, spec.low, spec.high, step=spec.step, log=spec.log)
+        else:
+            params[name] = trial.suggest_categorical(name, list(spec))
+    return params
+
+
+def pessimistic_result(scenario_cost: float) -> dict[str, Any]:
+    """The result assigned to a configuration that cannot work: every request misses."""
+    return {
+        "p_miss": 1.0,
+        "p_miss_ci": [1.0, 1.0],
+        "p_miss_upper": 1.0,
+        "batch_miss": 1.0,
+        "sojourn_mean_s": math.inf,
+        "sojourn_p50_s": math.inf,
+        "sojourn_p99_s": math.inf,
+        "throughput_rps": 0.0,
+        "cost_per_hour": scenario_cost,
+        "fidelity": "check",
+    }
+
+
+def offered_load(scenario: Scenario) -> float | None:
+    """Offered work over fleet capacity (fast path), or None when it cannot be computed."""
+    try:
+        from sojourn.fast import offered_load as _load
+    except ImportError:  # pragma: no cover - the fast path ships with the package
+        return None
+    try:
+        return float(_load(scenario))
+    except ConfigError:
+        return None
+
+
+def evaluate(
+    scenario: Scenario,
+    fidelity: str = "request",
+    replications: int | None = None,
+    n_jobs: int = 1,
+) -> dict[str, Any]:
+    """Simulate a scenario at the given fidelity and return the result dict."""
+    if fidelity == "fast":
+        from sojourn.fast import fast_simulate
+
+        return dict(fast_simulate(scenario, replications=replications))
+    from sojourn.sim import simulate
+
+    return simulate(scenario, replications=replications, n_jobs=n_jobs).to_dict()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if hasattr(v, "item"):
+        return _jsonable(v.item())
+    return v
+
+
+@dataclass
+class StudyRunner:
+    """Everything a study needs: config, objectives, the Optuna study."""
+
+    cfg: StudyConfig
+    n_jobs: int = 1
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        self.objectives: list[Objective] = load_objectives(
+            self.cfg.study.objectives, find_objectives_dir(self.cfg.dir, self.cfg.study.objectives_dir)
+        )
+        self.base = self.cfg.base_scenario()
+        # Trials always run at this fidelity; "auto" screens with the fast path.
+        fid = self.cfg.study.fidelity or self.base.simulation.fidelity
+        self.fidelity = fid
+        self.trial_fidelity = "fast" if fid in ("fast", "auto") else "request"
+
+    # -- Optuna objects --------------------------------------------------------
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def sampler(self, offset: int = 0) -> optuna.samplers.BaseSampler:
+        seed = self.cfg.study.seed + offset
+        if self.cfg.study.sampler == "nsga2":
+            pop = max(8, min(50, self.cfg.study.n_trials // 5))
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                          n_startup_trials=max(5, min(20, self.cfg.study.n_trials // 4)))
+
+    def load(self, create: bool = True) -> optuna.Study:
+        """The study in its storage (created when absent, unless ``create`` is False)."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        url = self.cfg.storage_url
+        if not create:
+            try:
+                study = optuna.load_study(study_name=self.cfg.study.name, storage=url)
+            except KeyError:
+                raise ConfigError("study.name", f"no study {self.cfg.study.name!r} in {url}; run `sojourn study run` first") from None
+            return study
+        existing = 0
+        try:
+            existing = len(optuna.load_study(study_name=self.cfg.study.name, storage=url).trials)
+        except KeyError:
+            pass
+        study = optuna.create_study(
+            study_name=self.cfg.study.name,
+            storage=url,
+            directions=self.directions,
+            sampler=self.sampler(offset=existing),
+            load_if_exists=True,
+        )
+        if list(study.directions) != [optuna.study.StudyDirection.MINIMIZE if d == "minimize" else optuna.study.StudyDirection.MAXIMIZE for d in self.directions]:
+            raise ConfigError("study.objectives", "the stored study has other objectives; use a new study name")
+        study.set_user_attr("objectives", [o.name for o in self.objectives])
+        study.set_user_attr("budget_per_hour", self.cfg.study.budget_per_hour)
+        return study
+
+    # -- one trial -------------------------------------------------------------
+
+    def trial_scenario(self, params: dict[str, Any]) -> Scenario:
+        updates = {self.cfg.scenario_field(k): v for k, v in params.items()}
+        updates["simulation.seed"] = self.cfg.study.seed  # common random numbers across trials
+        if self.cfg.study.replications:
+            updates["simulation.replications"] = self.cfg.study.replications
+        if self.cfg.study.horizon_hours:
+            updates["simulation.horizon_hours"] = self.cfg.study.horizon_hours
+        return self.base.with_updates(updates)
+
+    def _cost_of(self, params: dict[str, Any]) -> float:
+        """Rent cost even for a configuration that does not validate (the GPU still has a price)."""
+        fleet = self.base.fleet
+        gpu = params.get("gpu", fleet.gpu)
+        tp = params.get("tp", fleet.tp)
+        nodes = params.get("nodes", fleet.nodes)
+        price = fleet.price_usd_per_gpu_hour
+        if price is None:
+            price = self.base.catalogue_obj().gpu(gpu).price_usd_per_gpu_hour
+        return float(price) * int(tp) * int(nodes)
+
+    def objective(self) -> Callable[[optuna.trial.BaseTrial], tuple[float, ...]]:
+        budget = self.cfg.study.budget_per_hour
+
+        def fn(trial: optuna.trial.BaseTrial) -> tuple[float, ...]:
+            params = suggest(trial, self.cfg.space)
+            reason = None
+            scenario = None
+            try:
+                scenario = self.trial_scenario(params)
+                cost = scenario.cost_per_hour
+            except ConfigError as err:
+                reason = str(err)
+                cost = self._cost_of(params)
+            if reason is None and budget is not None and cost > budget:
+                # Cannot be on the front within budget: not worth a simulation.
+                reason = f"cost {cost:.2f} $/h above the budget {budget:g} $/h"
+            if reason is None and scenario is not None:
+                load = offered_load(scenario)
+                if load is not None:
+                    trial.set_user_attr("load", load)
+                    if load >= self.cfg.study.max_load:
+                        reason = f"offered load {load:.2f} of capacity >= {self.cfg.study.max_load}"
+            if reason is not None:
+                result = pessimistic_result(cost)
+                trial.set_user_attr(INFEASIBLE_ATTR, reason)
+                values_scenario: Any = scenario if scenario is not None else _CostOnly(cost)
+            else:
+                result = evaluate(scenario, self.trial_fidelity, n_jobs=self.n_jobs)
+                values_scenario = scenario
+            for k, v in result.items():
+                trial.set_user_attr(k, _jsonable(v))
+            trial.set_user_attr("cost_per_hour", cost)
+            # Constraints (<= 0 is feasible), seen by the samplers; also a user attribute for the dashboard.
+            over = cost - budget if budget is not None else 0.0
+            trial.set_constraint("over_budget", over)
+            trial.set_constraint("infeasible", 1.0 if reason else 0.0)
+            trial.set_user_attr(CONSTRAINTS_ATTR, [over, 1.0 if reason else 0.0])
+            return tuple(o(result, values_scenario, self.cfg.study) for o in self.objectives)
+
+        return fn
+
+    # -- the whole run -----------------------------------------------------------
+
+    def run(self, n_trials: int | None = None, timeout: float | None = None) -> optuna.Study:
+        """Run trials: ``n_trials`` more, or up to the study file's total when None."""
+        study = self.load()
+        done = sum(1 for t in study.trials if t.state.is_finished())
+        todo = n_trials if n_trials is not None else max(0, self.cfg.study.n_trials - done)
+        if todo > 0:
+            study.optimize(
+                self.objective(),
+                n_trials=todo,
+                timeout=timeout or self.cfg.study.timeout_s,
+                show_progress_bar=self.progress,
+                catch=(),
+            )
+        return study
+
+
+class _CostOnly:
+    """Stands in for a scenario that did not validate: objectives may still ask its cost."""
+
+    def __init__(self, cost: float) -> None:
+        self.cost_per_hour = cost
