@@ -14,3 +14,6 @@ class ConfigError(SojournError, ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}" if field else message)
+
+    def __reduce__(self):  # picklable, so errors cross joblib worker processes intact
+        return (type(self), (self.field, self.message))

@@ -304,8 +304,8 @@ class Engine:
         budget = self.budget - self.dec_n
         chunks: list[tuple[Request, int]] = []
         free = self.total_blocks - self.used - need
-        # 2. Running requests still prefilling, in admission order.
-        for r in self.running:
+        # 2. Running requests still prefilling, in admission order (skip the scan when none is).
+        for r in self.running if len(self.running) > self.dec_n else ():
             if budget <= 0:
                 break
             if not r.decoding:

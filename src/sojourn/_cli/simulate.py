@@ -1,0 +1,89 @@
+"""``sojourn simulate``: the request-level estimate of one scenario."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from sojourn._cli._common import emit_json
+from sojourn._errors import ConfigError
+
+
+def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help="simulate every request of a scenario: P(miss), sojourn times, utilisation",
+        description="Request-level simulation of a scenario, with confidence intervals from replications.",
+    )
+    p.add_argument("scenario", metavar="SCENARIO.toml")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--replications", type=int, default=None, metavar="R", help="replications (>= 2)")
+    p.add_argument("--n-jobs", type=int, default=1, metavar="J", help="parallel workers (-1: all CPUs)")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="root seed of the replications")
+    p.add_argument("--horizon-hours", type=float, default=None, metavar="H", help="measured span after warm-up")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from sojourn.scenario import load_scenario
+    from sojourn.sim import simulate
+
+    scenario = load_scenario(args.scenario)
+    if args.horizon_hours is not None:
+        if not (math.isfinite(args.horizon_hours) and args.horizon_hours > 0):
+            raise ConfigError("--horizon-hours", f"must be a positive number of hours, got {args.horizon_hours}")
+        scenario = scenario.with_updates({"simulation.horizon_hours": args.horizon_hours})
+    result = simulate(
+        scenario,
+        replications=args.replications,
+        n_jobs=args.n_jobs,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        print(format_table(result.to_dict()))
+    return 0
+
+
+def _num(x: Any, unit: str = "", digits: int = 4) -> str:
+    if x is None:
+        return "unserved" if unit == "s" else "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}{(' ' + unit) if unit else ''}"
+    return f"{x}{(' ' + unit) if unit else ''}"
+
+
+def format_table(d: dict[str, Any]) -> str:
+    """A short human summary of ``SimResult.to_dict()``."""
+    lo, hi = d["p_miss_ci"]
+    rows = [
+        ("P(S > SLA)", f"{_num(d['p_miss'])}  95% CI [{_num(lo)}, {_num(hi)}], upper bound {_num(d['p_miss_upper'])}"),
+        ("batches missing SLA", _num(d["batch_miss"])),
+        (
+            "sojourn",
+            f"mean {_num(d['sojourn_mean_s'], 's')}, p50 {_num(d['sojourn_p50_s'], 's')}, "
+            f"p90 {_num(d['sojourn_p90_s'], 's')}, p99 {_num(d['sojourn_p99_s'], 's')}",
+        ),
+        ("mean wait", _num(d["wait_mean_s"], "s")),
+        ("throughput", _num(d["throughput_rps"], "req/s")),
+        (
+            "requests",
+            f"{d['requests_arrived']} arrived, {d['requests_completed']} completed, "
+            f"{d['requests_rejected']} rejected, {d['requests_cancelled']} cancelled, "
+            f"{d['requests_in_system']} in system",
+        ),
+        ("utilisation", f"busy {_num(d['busy_fraction'])}, KV {_num(d['kv_utilization'])}, "
+                        f"{d['preemptions']} preemptions"),
+        ("cost", _num(d["cost_per_hour"], "$/h")),
+        ("run", f"{d['replications']} replications of {_num(d['horizon_hours'], 'h')} (seed {d['seed']}), "
+                f"{d['requests_simulated']} requests simulated in {d['wall_s']:.1f} s"),
+    ]
+    for key in ("rejected_by", "cancelled_by"):
+        if d.get(key):
+            rows.append((key.replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(d[key].items()))))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

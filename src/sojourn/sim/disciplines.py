@@ -1,0 +1,303 @@
+"""Queue disciplines: the order of a waiting queue and which request a node takes next.
+
+Each discipline is a small plug-in with one contract (``Discipline``): ``push`` a
+request, ``peek(now)`` at the one a node would take next, ``pop(now)`` it,
+``discard`` one that left (cancelled at its deadline), ``len`` of the live
+requests. Removal is lazy (a request's ``inq`` flag), so no operation scans the
+queue. Requests are duck-typed: ``rid`` (arrival order), ``prompt``, ``deadline``
+(absolute seconds), ``batch``, ``inq``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "DISCIPLINES",
+    "Discipline",
+    "Edf",
+    "Fair",
+    "Fifo",
+    "Lifo",
+    "QueueContext",
+    "Sjf",
+    "SjfWork",
+    "Triage",
+    "make_discipline",
+]
+
+
+def _no_drop(req: Any, now: float) -> None:
+    raise RuntimeError("a discipline dropped a request but no drop handler was given")
+
+
+@dataclass(frozen=True)
+class QueueContext:
+    """What a discipline may know besides the requests themselves.
+
+    ``predict(req)`` is the predicted service time in seconds (output length not
+    known: the mean is used); ``drop(req, now)`` is called when a discipline gives
+    up on a request; ``late_ok`` means late work is finished (``on_deadline =
+    "finish"``), so nothing may be dropped.
+    """
+
+    predict: Callable[[Any], float] = lambda req: 0.0
+    drop: Callable[[Any, float], None] = _no_drop
+    late_ok: bool = False
+
+
+class Discipline(ABC):
+    """The contract every discipline implements (see the module docstring)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, ctx: QueueContext | None = None) -> None:
+        self.ctx = ctx or QueueContext()
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def push(self, req: Any) -> None:
+        req.inq = True
+        self.n += 1
+        self._push(req)
+
+    def peek(self, now: float) -> Any | None:
+        """The request a node would take next at ``now`` (None: the queue is empty)."""
+        return self._head(now) if self.n else None
+
+    def pop(self, now: float) -> Any | None:
+        """Take the request ``peek(now)`` names."""
+        req = self.peek(now)
+        if req is not None:
+            self._remove_head(req)
+            req.inq = False
+            self.n -= 1
+        return req
+
+    def discard(self, req: Any) -> None:
+        """A queued request leaves (cancelled); its entry is dropped lazily."""
+        if req.inq:
+            req.inq = False
+            self.n -= 1
+
+    @abstractmethod
+    def _push(self, req: Any) -> None: ...
+
+    @abstractmethod
+    def _head(self, now: float) -> Any | None:
+        """The live head (stale entries cleaned off); only called when n > 0."""
+
+    @abstractmethod
+    def _remove_head(self, req: Any) -> None: ...
+
+
+class Fifo(Discipline):
+    """Batch arrival order, requests of a batch in order."""
+
+    name = "fifo"
+
+    def __init__(self, ctx: QueueContext | None = None) -> None:
+        super().__init__(ctx)
+        self.q: deque[Any] = deque()
+
+    def _push(self, req: Any) -> None:
+        self.q.append(req)
+
+    def _head(self, now: float) -> Any | None:
+        q = self.q
+        while not q[0].inq:
+            q.popleft()
+        return q[0]
+
+    def _remove_head(self, req: Any) -> None:
+        self.q.popleft()
+
+
+class Lifo(Discipline):
+    """The newest request first (a stack): old work waits, fresh work meets its deadline."""
+
+    name = "lifo"
+
+    def __init__(self, ctx: QueueContext | None = None) -> None:
+        super().__init__(ctx)
+        self.q: list[Any] = []
+
+    def _push(self, req: Any) -> None:
+        self.q.append(req)
+
+    def _head(self, now: float) -> Any | None:
+        q = self.q
+        while not q[-1].inq:
+            q.pop()
+        return q[-1]
+
+    def _remove_head(self, req: Any) -> None:
+        self.q.pop()
+
+
+class _Keyed(Discipline):
+    """A heap on ``key(req)``, ties in arrival order."""
+
+    def __init__(self, ctx: QueueContext | None = None) -> None:
+        super().__init__(ctx)
+        self.h: list[tuple[float, int, Any]] = []
+
+    def key(self, req: Any) -> float:
+        raise NotImplementedError
+
+    def _push(self, req: Any) -> None:
+        heapq.heappush(self.h, (self.key(req), req.rid, req))
+
+    def _head(self, now: float) -> Any | None:
+        h = self.h
+        while not h[0][2].inq:
+            heapq.heappop(h)
+        return h[0][2]
+
+    def _remove_head(self, req: Any) -> None:
+        heapq.heappop(self.h)
+
+
+class Sjf(_Keyed):
+    """Shortest prompt first: what a scheduler can see without knowing the output length."""
+
+    name = "sjf"
+
+    def key(self, req: Any) -> float:
+        return req.prompt
+
+
+class SjfWork(_Keyed):
+    """Least predicted work first: the predicted service time (prompt plus the mean output).
+
+    With one output-length mean for every request this orders as ``sjf`` does on an
+    engine; it differs where the predictor knows more (a per-request output forecast).
+    """
+
+    name = "sjf_work"
+
+    def key(self, req: Any) -> float:
+        return self.ctx.predict(req)
+
+
+class Edf(_Keyed):
+    """Earliest deadline first (per-batch SLA classes)."""
+
+    name = "edf"
+
+    def key(self, req: Any) -> float:
+        return req.deadline
+
+
+class Fair(Discipline):
+    """Round-robin over the queued batches: one request of each batch in turn."""
+
+    name = "fair"
+
+    def __init__(self, ctx: QueueContext | None = None) -> None:
+        super().__init__(ctx)
+        self.turns: deque[tuple[Any, deque[Any]]] = deque()  # (batch, its own FIFO) in turn order
+        self.of: dict[Any, deque[Any]] = {}
+
+    def _push(self, req: Any) -> None:
+        q = self.of.get(req.batch)
+        if q is None:
+            q = self.of[req.batch] = deque()
+            self.turns.append((req.batch, q))
+        q.append(req)
+
+    def _head(self, now: float) -> Any | None:
+        turns = self.turns
+        while True:
+            batch, q = turns[0]
+            while q and not q[0].inq:
+                q.popleft()
+            if q:
+                return q[0]
+            turns.popleft()
+            del self.of[batch]
+
+    def _remove_head(self, req: Any) -> None:
+        turn = self.turns.popleft()
+        q = turn[1]
+        q.popleft()
+        if q:
+            self.turns.append(turn)
+        else:
+            del self.of[turn[0]]
+
+
+class Triage(Discipline):
+    """Earliest deadline first, but never starts a request that can no longer make it.
+
+    A request is hopeless when ``now + predict(req)`` is past its deadline, the
+    prediction being optimistic (service alone, no further waiting). Hopeless
+    requests are dropped (``ctx.drop``: a miss, counted as cancelled) so capacity
+    goes to requests that can still make it; when late work is finished
+    (``late_ok``) they wait in a late queue served only when no request can make it.
+    """
+
+    name = "triage"
+
+    def __init__(self, ctx: QueueContext | None = None) -> None:
+        super().__init__(ctx)
+        self.h: list[tuple[float, int, float, Any]] = []
+        self.late: deque[Any] = deque()  # already in deadline order (moved off the heap's top)
+        self._from_late = False
+
+    def _push(self, req: Any) -> None:
+        heapq.heappush(self.h, (req.deadline, req.rid, self.ctx.predict(req), req))
+
+    def _head(self, now: float) -> Any | None:
+        h = self.h
+        while h:
+            deadline, _, est, req = h[0]
+            if not req.inq:
+                heapq.heappop(h)
+            elif now + est > deadline:
+                heapq.heappop(h)
+                if self.ctx.late_ok:
+                    self.late.append(req)
+                else:
+                    req.inq = False
+                    self.n -= 1
+                    self.ctx.drop(req, now)
+            else:
+                self._from_late = False
+                return req
+        late = self.late
+        while late and not late[0].inq:
+            late.popleft()
+        if late:
+            self._from_late = True
+            return late[0]
+        return None
+
+    def _remove_head(self, req: Any) -> None:
+        if self._from_late:
+            self.late.popleft()
+        else:
+            heapq.heappop(self.h)
+
+
+#: Every discipline by its scenario name (``serving.discipline``).
+DISCIPLINES: dict[str, type[Discipline]] = {
+    cls.name: cls for cls in (Fifo, Lifo, Sjf, SjfWork, Edf, Fair, Triage)
+}
+
+
+def make_discipline(name: str, ctx: QueueContext | None = None) -> Discipline:
+    try:
+        cls = DISCIPLINES[name]
+    except KeyError:
+        from sojourn._errors import ConfigError
+
+        raise ConfigError("serving.discipline", f"got {name!r}; allowed: {', '.join(DISCIPLINES)}") from None
+    return cls(ctx)

@@ -1,0 +1,555 @@
+"""One replication of the fleet: a discrete-event loop over nodes fed from a queue.
+
+Events sit on a heap keyed ``(time, kind, counter)`` as in SimPy: at equal times
+node steps come before arrivals, arrivals before deadlines (a request finishing
+exactly at its deadline meets it), and ties keep insertion order, so runs are
+deterministic. Only a handful of events are pending at once: each node's next step
+end, the next batch arrival, the next deadline and the measurement marks.
+
+Routing ``pull`` keeps one central queue that every node draws from when it has
+room (the engine's ``source`` callback); the push routers (``round_robin``,
+``least_loaded``) give each node its own queue with the same discipline and pick
+the node when a request arrives. A node is woken (``interrupt``) when new work
+could start on it or when a deadline removes work from it.
+
+Measurement: batches arriving in [warm-up, warm-up + horizon) are measured; each of
+their requests is followed until it completes, is rejected, or is cancelled at its
+deadline, while arrivals go on. With ``on_deadline = "finish"`` the run stops at
+the latest twice the longest SLA after the horizon; requests still unfinished then
+are ``in_system``, past their deadline, so counted as misses.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sojourn._errors import ConfigError
+from sojourn.sim.disciplines import QueueContext, make_discipline
+from sojourn.sim.engine import Engine, Request
+from sojourn.sim.generic import GenericNode
+from sojourn.sim.workload import batch_stream, mean_tokens
+
+__all__ = ["Batch", "FleetSim", "ReplicationStats", "SimRequest", "check_scenario", "run_replication"]
+
+# Request states.
+QUEUED, NODE, DONE, REJECTED, CANCELLED = 1, 2, 3, 4, 5
+# Event kinds, also their priority at equal times.
+_FIRE, _ARRIVAL, _DEADLINE, _MARK = 0, 1, 2, 3
+
+
+class SimRequest(Request):
+    """A request with what the fleet tracks: its batch, state, start of service, queue."""
+
+    __slots__ = ("batch", "state", "start", "service", "deadline", "queue", "inq")
+
+
+class Batch:
+    """A batch of requests sharing one arrival time and deadline."""
+
+    __slots__ = ("arrival", "deadline", "sla", "measured", "requests", "pending", "missed")
+
+    def __init__(self, arrival: float, sla: float, measured: bool) -> None:
+        self.arrival = arrival
+        self.sla = sla
+        self.deadline = arrival + sla
+        self.measured = measured
+        self.requests: list[SimRequest] = []
+        self.pending = 0  # requests not yet completed, rejected or cancelled
+        self.missed = False
+
+
+@dataclass
+class ReplicationStats:
+    """What one replication measured (counts over measured requests, rates over the horizon)."""
+
+    arrived: int = 0
+    completed: int = 0
+    rejected: int = 0
+    cancelled: int = 0
+    in_system: int = 0
+    rejected_by: dict[str, int] = field(default_factory=dict)
+    cancelled_by: dict[str, int] = field(default_factory=dict)
+    misses: int = 0  # requests not completed within their own batch's SLA
+    batches: int = 0
+    batches_missed: int = 0
+    batch_size_sum: float = 0.0
+    batch_size_sq: float = 0.0
+    sojourn: np.ndarray = field(default_factory=lambda: np.empty(0))  # completed requests
+    sojourn_sum: float = 0.0
+    wait_sum: float = 0.0
+    completions_in_horizon: int = 0  # of any request, for throughput
+    horizon_s: float = 0.0
+    busy_fraction: float = math.nan
+    kv_utilization: float = math.nan
+    preemptions: int = 0
+    sim_end_s: float = 0.0
+    requests_simulated: int = 0
+    wall_s: float = 0.0
+
+
+class FleetSim:
+    """One replication of a scenario's fleet, driven by its own seed."""
+
+    def __init__(self, scenario: Any, seed: np.random.SeedSequence) -> None:
+        sc = scenario
+        wl_seed, srv_seed = seed.spawn(2)
+        self._stream = batch_stream(sc, wl_seed)
+        sim = sc.simulation
+        self.W = sim.warmup_hours * 3600.0
+        self.H = sim.horizon_hours * 3600.0
+        self.WH = self.W + self.H
+        self.cancel = sc.serving.on_deadline == "cancel"
+        classes = sc.workload.sla_classes
+        sla_max = max(c.hours for c in classes) * 3600.0 if classes else sc.sla_seconds
+        self.cap = self.WH + sla_max * (1.0 if self.cancel else 2.0) + 1.0
+        self.max_queue = sc.serving.max_queue
+        self.max_model_len = sc.serving.max_model_len
+        n = sc.fleet.nodes
+        srv = sc.fleet.server
+        self.generic = srv is not None
+        if self.generic:
+            self.nodes: list[Any] = [GenericNode(srv.concurrency, index=i) for i in range(n)]
+            self._svc_dist = srv.service_time
+            self._svc_rng = np.random.default_rng(srv_seed)
+            self._svc_buf: list[float] = []
+            self._svc_i = 0
+            mean_service = float(srv.service_time.mean)
+            predict = lambda r: mean_service  # noqa: E731
+            self.bs = 1
+        else:
+            check_scenario(sc)
+            sv = sc.serving
+            perf = sc.perf_model()
+            self.bs = sv.block_size
+            kv = perf.kv_capacity_blocks
+            self.nodes = [
+                Engine(perf, kv, sv.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, index=i)
+                for i in range(n)
+            ]
+            predict = _engine_predictor(sc, perf)
+        self.push_routing = sc.fleet.routing != "pull"
+        self.routing = sc.fleet.routing
+        nq = n if self.push_routing else 1
+        ctx = QueueContext(predict=predict, drop=self._triage_drop, late_ok=not self.cancel)
+        self.queues = [make_discipline(sc.serving.discipline, ctx) for _ in range(nq)]
+        self.qload = [0] * nq  # queued load per queue: prompt blocks (engine) or requests (generic)
+        for i, node in enumerate(self.nodes):
+            node.source = self._make_source(i if self.push_routing else 0)
+        self._pend: list[list[SimRequest]] = [[] for _ in range(n)]  # cancelled, to remove at a boundary
+        self._version = [0] * n
+        self._sched = [math.inf] * n
+        self._rr = 0
+        # Time order of the open batches, one deque per SLA (each is then in deadline order).
+        self._open: dict[float, deque[Batch]] = {}
+        self._timer = math.inf
+        self._timer_v = 0
+        self.heap: list[tuple[float, int, int, Any, int]] = []
+        self._count = 0
+        self.now = 0.0
+        self.n_waiting = 0  # requests queued and never started (for max_queue)
+        self.rid = 0
+        self.measured_open = 0
+        self.marked_end = False
+        self.st = ReplicationStats(horizon_s=self.H)
+        self._soj: list[float] = []
+        self._marks: dict[str, tuple[float, float, int, int]] = {}
+        self.completions = 0
+
+    # -- the event heap ---------------------------------------------------------------
+
+    def _push(self, t: float, kind: int, arg: Any = None, version: int = 0) -> None:
+        self._count += 1
+        heapq.heappush(self.heap, (t, kind, self._count, arg, version))
+
+    def _replan(self, node: Any) -> None:
+        """Plan the node's next step from its boundary; schedule its end if it moved."""
+        end = node.plan()
+        i = node.index
+        if end != self._sched[i]:
+            self._sched[i] = end
+            self._version[i] += 1
+            if end < math.inf:
+                self._push(end, _FIRE, i, self._version[i])
+
+    def _poke(self, node: Any, t: float) -> None:
+        """New work or a removal at ``t``: stop the node at its first boundary and replan there."""
+        node.interrupt(t)
+        if node.plan_.kind == "idle":
+            if self._pend[node.index]:
+                self._purge(node)
+            self._replan(node)
+        # Otherwise a step that cannot be cut is in flight; its end replans.
+
+    def _purge(self, node: Any) -> None:
+        pend = self._pend[node.index]
+        for r in pend:
+            node.remove(r)
+        pend.clear()
+
+    # -- queues and nodes -------------------------------------------------------------
+
+    def _make_source(self, qi: int):
+        q = self.queues[qi]
+        bs = self.bs
+        generic = self.generic
+        qload = self.qload
+
+        def source(node: Any, free: int) -> SimRequest | None:
+            r = q.peek(node.now)
+            if r is None:
+                return None
+            if generic:
+                qload[qi] -= 1
+            else:
+                need = -(-r.prompt // bs)
+                if need > free:
+                    return None  # head-of-line blocking
+                qload[qi] -= need
+            q.pop(node.now)
+            r.state = NODE
+            r.start = node.now
+            self.n_waiting -= 1
+            return r
+
+        return source
+
+    def _can_take(self, node: Any, q: Any, t: float) -> bool:
+        """Whether waking the node now could start the queue's head on it."""
+        if self.generic:
+            return node.busy < node.c
+        kind = node.plan_.kind
+        if kind == "idle":
+            return True
+        if kind == "step":
+            return False  # its end comes soon and pulls then
+        head = q.peek(t)
+        return head is not None and node.can_admit(head.prompt)
+
+    def _offer(self, qi: int, candidates: Any, t: float) -> None:
+        q = self.queues[qi]
+        nodes = self.nodes
+        for i in candidates:
+            if not q.n:
+                return
+            node = nodes[i]
+            if self._can_take(node, q, t):
+                self._poke(node, t)
+
+    def _route(self, r: SimRequest) -> int:
+        if self.routing == "round_robin":
+            i = self._rr
+            self._rr = (i + 1) % len(self.nodes)
+            return i
+        # least_loaded: KV blocks in use plus those queued for it (busy slots plus queued, generic).
+        nodes, qload = self.nodes, self.qload
+        if self.generic:
+            loads = [nodes[i].busy + qload[i] for i in range(len(nodes))]
+        else:
+            loads = [nodes[i].used + qload[i] for i in range(len(nodes))]
+        return loads.index(min(loads))
+
+    # -- request outcomes ---------------------------------------------------------------
+
+    def _resolve(self, r: SimRequest) -> Batch:
+        b = r.batch
+        b.pending -= 1
+        if b.measured:
+            self.measured_open -= 1
+        return b
+
+    def _reject(self, r: SimRequest, reason: str) -> None:
+        r.state = REJECTED
+        b = self._resolve(r)
+        if b.measured:
+            st = self.st
+            st.rejected += 1
+            st.rejected_by[reason] = st.rejected_by.get(reason, 0) + 1
+            self._miss(b)
+
+    def _cancel(self, r: SimRequest, reason: str) -> None:
+        r.state = CANCELLED
+        b = self._resolve(r)
+        if b.measured:
+            st = self.st
+            st.cancelled += 1
+            st.cancelled_by[reason] = st.cancelled_by.get(reason, 0) + 1
+            self._miss(b)
+
+    def _miss(self, b: Batch) -> None:
+        self.st.misses += 1
+        if not b.missed:
+            b.missed = True
+            self.st.batches_missed += 1
+
+    def _complete(self, r: SimRequest, t: float) -> None:
+        r.state = DONE
+        self.completions += 1
+        b = self._resolve(r)
+        if b.measured:
+            s = t - b.arrival
+            st = self.st
+            st.completed += 1
+            st.sojourn_sum += s
+            st.wait_sum += r.start - b.arrival
+            self._soj.append(s)
+            if s > b.sla:
+                self._miss(b)
+
+    def _triage_drop(self, r: SimRequest, now: float) -> None:
+        """A discipline gave up on a queued request (it cannot make its deadline); it left the queue."""
+        self.n_waiting -= 1
+        self.qload[r.queue] -= 1 if self.generic else -(-r.prompt // self.bs)
+        self._cancel(r, "triage")
+
+    def _unqueue(self, r: SimRequest) -> None:
+        self.queues[r.queue].discard(r)
+        self.n_waiting -= 1
+        self.qload[r.queue] -= 1 if self.generic else -(-r.prompt // self.bs)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _next_arrival(self) -> None:
+        t, prompts, outputs, sla = next(self._stream)
+        self._push(t, _ARRIVAL, (prompts, outputs, sla))
+
+    def _service_time(self) -> float:
+        if self._svc_i >= len(self._svc_buf):
+            self._svc_buf = self._svc_dist.sample(self._svc_rng, 8192).tolist()
+            self._svc_i = 0
+        x = self._svc_buf[self._svc_i]
+        self._svc_i += 1
+        return x
+
+    def _arrive(self, t: float, prompts: list[int], outputs: list[int], sla: float) -> None:
+        measured = self.W <= t < self.WH
+        b = Batch(t, sla, measured)
+        st = self.st
+        size = len(prompts)
+        if measured:
+            st.arrived += size
+            st.batches += 1
+            st.batch_size_sum += size
+            st.batch_size_sq += size * size
+            self.measured_open += size
+        b.pending = size
+        reqs = b.requests
+        generic, push = self.generic, self.push_routing
+        mml, mq, bs = self.max_model_len, self.max_queue, self.bs
+        queues, qload = self.queues, self.qload
+        deadline = b.deadline
+        touched: set[int] = set()
+        joined: list[SimRequest] = []
+        rid = self.rid
+        for p, o in zip(prompts, outputs):
+            r = SimRequest(rid, p, o)
+            rid += 1
+            r.batch = b
+            r.deadline = deadline
+            r.start = math.nan
+            r.inq = False
+            reqs.append(r)
+            if generic:
+                r.service = self._service_time()
+            elif p < 1 or o < 1:
+                self._reject(r, "empty")
+                continue
+            elif p + o > mml:
+                self._reject(r, "max_model_len")
+                continue
+            qi = self._route(r) if push else 0
+            r.queue = qi
+            r.state = QUEUED
+            queues[qi].push(r)
+            qload[qi] += 1 if generic else -(-p // bs)
+            self.n_waiting += 1
+            joined.append(r)
+            if push:
+                touched.add(qi)
+        self.rid = rid
+        if b.pending:
+            dq = self._open.get(sla)
+            if dq is None:
+                dq = self._open[sla] = deque()
+            while dq and dq[0].pending == 0:
+                dq.popleft()
+            dq.append(b)
+            if self.cancel and deadline < self._timer:
+                self._set_timer(deadline)
+        if push:
+            for qi in sorted(touched):
+                self._offer(qi, (qi,), t)
+        else:
+            self._offer(0, range(len(self.nodes)), t)
+        if mq is not None and self.n_waiting > mq:
+            # Admission: what cannot start and finds the queue full is rejected, the batch's last first.
+            for r in reversed(joined):
+                if self.n_waiting <= mq:
+                    break
+                if r.state == QUEUED:
+                    self._unqueue(r)
+                    self._reject(r, "queue_full")
+
+    def _expire(self, t: float) -> None:
+        """Cancel the unfinished work of every batch whose deadline has come."""
+        touched: set[int] = set()
+        for dq in self._open.values():
+            while dq and (dq[0].pending == 0 or dq[0].deadline <= t):
+                b = dq.popleft()
+                if b.pending == 0:
+                    continue
+                for r in b.requests:
+                    s = r.state
+                    if s == QUEUED:
+                        self._unqueue(r)
+                        self._cancel(r, "deadline")
+                    elif s == NODE:
+                        self._cancel(r, "deadline")
+                        self._pend[r.node].append(r)
+                        touched.add(r.node)
+                b.requests = []
+        for i in sorted(touched):
+            self._poke(self.nodes[i], t)
+        nxt = min((dq[0].deadline for dq in self._open.values() if dq), default=math.inf)
+        if nxt < math.inf:
+            self._set_timer(nxt)
+
+    def _set_timer(self, t: float) -> None:
+        # Only the latest timer is live (its version), and it is always the earliest deadline.
+        self._timer = t
+        self._timer_v += 1
+        self._push(t, _DEADLINE, None, self._timer_v)
+
+    def _fire(self, i: int) -> None:
+        node = self.nodes[i]
+        self._sched[i] = math.inf
+        for ev in node.fire():
+            if ev.kind == "done":
+                r = ev.request
+                if r.state == NODE:
+                    self._complete(r, ev.time)
+        if self._pend[i]:
+            self._purge(node)
+        self._replan(node)
+
+    def _counters(self, t: float) -> tuple[float, float, int, int]:
+        """(busy seconds, KV block-seconds, preemptions, completions) up to ``t``, to within one step."""
+        busy = kv = 0.0
+        pre = 0
+        for node in self.nodes:
+            if self.generic:
+                busy += node.busy_time_at(t) / node.c
+                continue
+            b, k = node.busy_time, node.kv_block_seconds
+            p = node.plan_
+            if p.kind != "idle" and p.start < t:
+                d = min(t, p.end) - p.start
+                b += d
+                k += node.used * d
+            busy += b
+            kv += k
+            pre += node.preemptions
+        return busy, kv, pre, self.completions
+
+    def _mark(self, name: str) -> None:
+        self._marks[name] = self._counters(self.now)
+        if name == "end":
+            self.marked_end = True
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> ReplicationStats:
+        wall = time.perf_counter()
+        self._push(self.W, _MARK, "start")
+        self._push(self.WH, _MARK, "end")
+        self._next_arrival()
+        heap, pop = self.heap, heapq.heappop
+        version = self._version
+        cap = self.cap
+        while heap:
+            t, kind, _, arg, ver = pop(heap)
+            if t > cap:
+                break
+            self.now = t
+            if kind == _FIRE:
+                if ver != version[arg]:
+                    continue
+                self._fire(arg)
+            elif kind == _ARRIVAL:
+                self._arrive(t, *arg)
+                self._next_arrival()
+            elif kind == _DEADLINE:
+                if ver != self._timer_v:
+                    continue
+                self._timer = math.inf
+                self._expire(t)
+            else:
+                self._mark(arg)
+            if self.marked_end and self.measured_open == 0:
+                break
+        if not self.marked_end:  # pragma: no cover - the end mark precedes the cap
+            self._mark("end")
+        return self._finish(wall)
+
+    def _finish(self, wall: float) -> ReplicationStats:
+        st = self.st
+        # Measured requests still unresolved (only with on_deadline = "finish"): past deadline.
+        for dq in self._open.values():
+            for b in dq:
+                if b.measured and b.pending:
+                    for r in b.requests:
+                        if r.state in (QUEUED, NODE):
+                            st.in_system += 1
+                            self._miss(b)
+        st.sojourn = np.asarray(self._soj, dtype=np.float64)
+        b0, k0, p0, c0 = self._marks["start"]
+        b1, k1, p1, c1 = self._marks["end"]
+        n, H = len(self.nodes), self.H
+        st.busy_fraction = (b1 - b0) / (n * H)
+        if not self.generic:
+            st.kv_utilization = (k1 - k0) / (n * self.nodes[0].total_blocks * H)
+        st.preemptions = p1 - p0
+        st.completions_in_horizon = c1 - c0
+        st.sim_end_s = self.now
+        st.requests_simulated = self.rid
+        st.wall_s = time.perf_counter() - wall
+        return st
+
+
+def _engine_predictor(scenario: Any, perf: Any):
+    """Predicted service time of a request on a busy engine, its output length unknown.
+
+    Prefill at the full-chunk rate plus the mean output length of decode steps at the
+    batch a saturated engine runs (KV- or ``max_num_seqs``-limited): optimistic in
+    that it ignores any further waiting and preemption.
+    """
+    mean_in, mean_out = mean_tokens(scenario)
+    ctx = mean_in + mean_out / 2.0
+    batch = max(1, min(scenario.serving.max_num_seqs, int(perf.kv_capacity_tokens // max(ctx, 1.0))))
+    alpha = perf.alpha()
+    decode = mean_out * perf.beta(batch, ctx)
+    return lambda r: alpha * r.prompt + decode
+
+
+def check_scenario(scenario: Any) -> None:
+    """What the simulator needs beyond the scenario's own validation; raises ConfigError."""
+    sv = scenario.serving
+    if scenario.fleet.server is None and sv.max_num_batched_tokens < sv.max_num_seqs:
+        raise ConfigError(
+            "serving.max_num_batched_tokens",
+            f"{sv.max_num_batched_tokens} is below max_num_seqs={sv.max_num_seqs}; "
+            "vLLM requires max_num_batched_tokens >= max_num_seqs",
+        )
+    if scenario.workload.trace is not None:
+        mean_tokens(scenario)  # reads (and caches) the trace: a bad file fails here, once
+
+
+def run_replication(scenario: Any, seed: np.random.SeedSequence) -> ReplicationStats:
+    """Simulate one replication of ``scenario`` from ``seed``."""
+    return FleetSim(scenario, seed).run()

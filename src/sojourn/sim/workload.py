@@ -1,0 +1,214 @@
+"""Batch arrivals: M^X batches (optionally non-homogeneous over the day) or a replayed trace.
+
+A stream yields batches ``(time_s, prompts, outputs, sla_s)`` in time order, drawn
+lazily in fixed-size chunks from its own random streams (gaps, sizes, input
+tokens, output tokens, SLA classes), so the traffic of a replication depends on
+its seed only, never on the fleet or on how far the simulation runs: two
+configurations see the same traffic (common random numbers).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sojourn._errors import ConfigError
+
+__all__ = ["BatchTuple", "batch_stream", "load_trace", "mean_tokens"]
+
+#: One batch: arrival time (s), prompt and output token counts of its requests, SLA (s).
+BatchTuple = tuple[float, list[int], list[int], float]
+
+#: Batches drawn per chunk of a synthetic stream; fixed, so a seed fixes the traffic.
+_CHUNK = 256
+
+
+def batch_stream(scenario: Any, seed: np.random.SeedSequence) -> Iterator[BatchTuple]:
+    """The scenario's batches, forever, in time order (empty batches are skipped)."""
+    wl = scenario.workload
+    gaps, sizes, ins, outs, classes = (np.random.default_rng(s) for s in seed.spawn(5))
+    sla = _sla_sampler(scenario, classes)
+    if wl.trace is not None:
+        return _trace_batches(scenario, gaps, sla)
+    return _synthetic_batches(wl, gaps, sizes, ins, outs, sla)
+
+
+def _sla_sampler(scenario: Any, rng: np.random.Generator):
+    """Draws the SLA (seconds) of ``n`` batches: one class per batch, by weight."""
+    classes = scenario.workload.sla_classes
+    if not classes:
+        sla = scenario.sla_seconds
+        return lambda n: [sla] * n
+    hours = np.array([c.hours for c in classes]) * 3600.0
+    w = np.array([c.weight for c in classes])
+    p = w / w.sum()
+    buf: list[float] = []
+
+    def draw(n: int) -> list[float]:
+        nonlocal buf
+        while len(buf) < n:  # drawn in chunks: the same sequence however it is asked for
+            buf += hours[rng.choice(len(hours), size=_CHUNK, p=p)].tolist()
+        out, buf = buf[:n], buf[n:]
+        return out
+
+    return draw
+
+
+def _synthetic_batches(wl, gaps, sizes, ins, outs, sla) -> Iterator[BatchTuple]:
+    """Poisson batch arrivals, thinned by the hourly profile when one is given."""
+    rate = wl.batch_rate_per_hour / 3600.0
+    accept = None
+    if wl.rate_profile is not None:
+        prof = np.asarray(wl.rate_profile, dtype=np.float64)
+        rate *= prof.max()
+        accept = prof / prof.max()  # thinning: keep a candidate at hour h with prob. profile[h]/max
+    t = 0.0
+    while True:
+        cand = t + np.cumsum(gaps.exponential(1.0 / rate, _CHUNK))
+        t = float(cand[-1])
+        if accept is not None:
+            hour = (cand // 3600.0).astype(np.int64) % 24
+            cand = cand[gaps.random(_CHUNK) < accept[hour]]
+        n = len(cand)
+        if n == 0:
+            continue
+        size = wl.batch_size.sample_int(sizes, n)
+        total = int(size.sum())
+        prompts = wl.input_tokens.sample_int(ins, total).tolist()
+        outputs = wl.output_tokens.sample_int(outs, total).tolist()
+        slas = sla(n)
+        ends = np.cumsum(size).tolist()
+        times = cand.tolist()
+        a = 0
+        for i in range(n):
+            b = ends[i]
+            if b > a:
+                yield times[i], prompts[a:b], outputs[a:b], slas[i]
+            a = b
+
+
+def _trace_batches(scenario, gaps, sla) -> Iterator[BatchTuple]:
+    """A trace replayed cyclically from a random phase, arrivals grouped into windows.
+
+    Time is divided by ``rate_scale``. The trace repeats with period span + mean gap,
+    starting at a uniformly random point of the cycle (drawn per replication, so
+    replications differ); lengths are used as given. With ``batch_window_s = w > 0``
+    the requests arriving in each window [k·w, (k+1)·w) form one batch, submitted at
+    the window's end; with w = 0 every request is its own batch.
+    """
+    wl = scenario.workload
+    times, prompts, outputs = load_trace(scenario.path(wl.trace), wl.format)
+    times = times / wl.rate_scale
+    n = len(times)
+    period = float(times[-1] - times[0]) * n / (n - 1) if times[-1] > times[0] else 1.0
+    times = times - times[0]
+    phase = float(gaps.uniform(0.0, period))
+    w = wl.batch_window_s
+    plist, olist = prompts.tolist(), outputs.tolist()
+    # Pending requests of the current window: (prompts, outputs), its window index.
+    cur_p: list[int] = []
+    cur_o: list[int] = []
+    cur_k = -1
+    k = 0
+    while True:
+        t = (times + (k * period - phase)).tolist()
+        k += 1
+        for i in range(n):
+            ti = t[i]
+            if ti < 0.0:
+                continue
+            if w <= 0.0:
+                yield ti, [plist[i]], [olist[i]], sla(1)[0]
+                continue
+            win = int(ti // w)
+            if win != cur_k:
+                if cur_p:
+                    yield (cur_k + 1) * w, cur_p, cur_o, sla(1)[0]
+                cur_p, cur_o, cur_k = [], [], win
+            cur_p.append(plist[i])
+            cur_o.append(olist[i])
+
+
+@functools.lru_cache(maxsize=8)
+def _load_trace_cached(path: str, mtime: float, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = Path(path)
+    if fmt == "azure":
+        t, i, o = _read_azure(p)
+    elif fmt == "mooncake":
+        t, i, o = _read_mooncake(p)
+    else:
+        raise ConfigError("workload.format", f"got {fmt!r}; allowed: 'azure', 'mooncake'")
+    if len(t) < 2:
+        raise ConfigError("workload.trace", f"{p} holds {len(t)} requests; a replay needs at least 2")
+    order = np.argsort(t, kind="stable")
+    out = (t[order] - t[order][0], i[order], o[order])
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def load_trace(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(arrival seconds from the first, input tokens, output tokens) of a trace file, sorted by time."""
+    p = Path(path)
+    try:
+        mtime = p.stat().st_mtime
+    except OSError:
+        raise ConfigError("workload.trace", f"file not found: {p}") from None
+    return _load_trace_cached(str(p.resolve()), mtime, fmt)
+
+
+def _read_azure(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Azure LLM inference trace CSV: ``TIMESTAMP,ContextTokens,GeneratedTokens``."""
+    stamps, ins, outs = [], [], []
+    with p.open(encoding="utf-8-sig") as fh:
+        header = fh.readline().strip().split(",")
+        want = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
+        if header[:3] != want:
+            raise ConfigError("workload.trace", f"{p} is not an azure trace: header {header}, expected {want}")
+        for line_no, line in enumerate(fh, start=2):
+            if not line.strip():
+                continue
+            try:
+                ts, a, b = line.strip().split(",")[:3]
+                stamps.append(ts.replace(" ", "T"))
+                ins.append(int(a))
+                outs.append(int(b))
+            except ValueError:
+                raise ConfigError("workload.trace", f"{p}, line {line_no}: cannot read {line.strip()!r}") from None
+    try:
+        ns = np.array(stamps, dtype="datetime64[ns]").astype(np.int64)
+    except ValueError as err:
+        raise ConfigError("workload.trace", f"{p}: bad TIMESTAMP ({err})") from None
+    t = (ns - ns.min()).astype(np.float64) / 1e9
+    return t, np.array(ins, dtype=np.int64), np.array(outs, dtype=np.int64)
+
+
+def _read_mooncake(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mooncake trace JSONL: ``timestamp`` (ms), ``input_length``, ``output_length`` per line."""
+    t, ins, outs = [], [], []
+    with p.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                t.append(float(rec["timestamp"]) / 1000.0)
+                ins.append(int(rec["input_length"]))
+                outs.append(int(rec["output_length"]))
+            except (ValueError, KeyError, TypeError) as err:
+                raise ConfigError("workload.trace", f"{p}, line {line_no}: not a mooncake record ({err})") from None
+    return np.array(t), np.array(ins, dtype=np.int64), np.array(outs, dtype=np.int64)
+
+
+def mean_tokens(scenario: Any) -> tuple[float, float]:
+    """Mean (input, output) tokens per request: of the distributions, or of the trace."""
+    wl = scenario.workload
+    if wl.trace is not None:
+        _, i, o = load_trace(scenario.path(wl.trace), wl.format)
+        return float(i.mean()), float(o.mean())
+    return float(wl.input_tokens.int_mean), float(wl.output_tokens.int_mean)
