@@ -136,6 +136,8 @@ class Serving(_Strict):
     max_num_seqs: int = Field(default=256, ge=1)
     max_model_len: int = Field(default=32768, ge=1)
     block_size: Literal[1, 8, 16, 32, 64, 128] = 16
+    #: KV-cache element type (vLLM's --kv-cache-dtype); unset: fp8 with fp8/fp4 weights, else bf16.
+    kv_cache_dtype: Literal["bf16", "fp8"] | None = None
     discipline: Literal[SCENARIO_DISCIPLINES] = "fifo"  # type: ignore[valid-type]
     #: Requests waiting beyond this many in the central queue are rejected (None: unbounded).
     max_queue: int | None = Field(default=None, ge=0)

@@ -31,6 +31,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--max-num-batched-tokens", type=int, default=8192)
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--kv-cache-dtype", default=None, help="bf16 | fp8 (default: fp8 with fp8/fp4 weights, else bf16)")
     p.add_argument("--request-tokens", type=int, default=None,
                    help="tokens of one request for 'KV capacity in requests' (default isl+osl, else 1024+256)")
     p.add_argument("--isl", type=int, help="input tokens per request (closed-loop prediction)")
@@ -54,6 +55,9 @@ class _Serving:
         self.max_num_seqs = args.max_num_seqs
         self.block_size = args.block_size
         self.max_model_len = None
+        if args.kv_cache_dtype not in (None, "bf16", "fp8"):
+            raise ConfigError("--kv-cache-dtype", f"got {args.kv_cache_dtype!r}; allowed: bf16, fp8")
+        self.kv_cache_dtype = args.kv_cache_dtype
 
 
 def report(args: argparse.Namespace) -> dict[str, Any]:

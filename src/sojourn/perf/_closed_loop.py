@@ -97,9 +97,9 @@ def closed_loop(
     while done < total:
         end = eng.plan()
         while pending and pending[0] < end:
-            t = pending.pop(0)
-            eng.interrupt(t)
-            launch(max(t, eng.now))
+            if eng.interrupt(pending[0]) > eng.now:
+                break  # inside a prefill step, which is never cut: the client joins after it
+            launch(pending.pop(0))  # its clock starts when the client sends, even if it waits
             end = eng.plan()
         if math.isinf(end):  # pragma: no cover - cannot happen with requests in flight
             raise RuntimeError("closed loop stalled")

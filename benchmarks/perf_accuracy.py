@@ -1,0 +1,237 @@
+"""Accuracy of the performance model against real engine benchmarks, on held-out rows.
+
+    .venv/bin/python benchmarks/perf_accuracy.py [--engines vllm,sglang,trtllm] [--write]
+
+For every engine and GPU with dense-model, aggregated-serving rows in
+../shared/data/silicon_sample_public.csv, fit a profile on one half of the rows
+and predict TPOT and TTFT of the other half exactly as
+``sojourn perf --isl I --osl O --concurrency C`` does (``closed_loop`` on the
+engine scheduler, with the fitted profile). Prints the mean absolute percentage
+error per engine, GPU, model, precision and TP, and overall.
+
+Split: by the parity of the CRC-32 of the row id (``holdout_split``). It is
+deterministic, survives re-sorting of the file, and puts every shape, concurrency
+and TP size in both halves, so the figure measures how well one profile per
+(GPU, engine) predicts configurations it was not fitted to. Holding out whole
+(isl, osl) shapes would leave the Llama-3.1-70B groups (three shapes each) with
+one or two shapes to fit on, and mostly measure extrapolation in shape.
+
+``--write`` replaces the ``## perf_accuracy`` section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from sojourn import __version__
+from sojourn.perf._calibrate import evaluate, fit_profile, fits, holdout_split, load_silicon
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fit_default_profiles as fdp  # noqa: E402  (the same fit settings as the shipped profiles)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SECTION = "## perf_accuracy"
+TARGET_TPOT = 15.0  # % MAPE on held-out dense-model vLLM rows (issue 2, section 5)
+
+
+def _stats(preds) -> dict[str, float]:
+    e_tpot = np.array([p.tpot_s / p.record.tpot_s - 1 for p in preds])
+    e_ttft = np.array([p.ttft_s / p.record.ttft_s - 1 for p in preds])
+    return {
+        "rows": len(preds),
+        "tpot": 100 * float(np.mean(np.abs(e_tpot))),
+        "tpot_bias": 100 * float(np.mean(e_tpot)),
+        "tpot_p90": 100 * float(np.quantile(np.abs(e_tpot), 0.9)),
+        "ttft": 100 * float(np.mean(np.abs(e_ttft))),
+        "ttft_bias": 100 * float(np.mean(e_ttft)),
+    }
+
+
+def _row(label: list[str], st: dict[str, float]) -> str:
+    cells = [*label, str(st["rows"]), f"{st['tpot']:.1f}", f"{st['tpot_bias']:+.1f}", f"{st['tpot_p90']:.1f}",
+             f"{st['ttft']:.1f}", f"{st['ttft_bias']:+.1f}"]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = [
+    "| engine | GPU | model | precision | TP | held-out rows | TPOT MAPE % | TPOT bias % | TPOT p90 % "
+    "| TTFT MAPE % | TTFT bias % |",
+    "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def run(engines: list[str], log=print) -> tuple[list[str], dict]:
+    """Fit on one half, predict the other; return the markdown lines and the key figures."""
+    all_rows = load_silicon(fdp.SILICON)
+    lines = list(HEADER)
+    figures: dict = {"fits": {}}
+    held_all: dict[str, list] = defaultdict(list)
+    for engine in engines:
+        gpus = sorted({r.gpu for r in all_rows.records if r.backend == engine})
+        for gpu in gpus:
+            loaded = load_silicon(fdp.SILICON, backend=engine, gpu=gpu)
+            fit_rows, held = holdout_split(loaded.records)
+            held = [r for r in held if fits(r) is None]
+            t0 = time.perf_counter()
+            prof = fit_profile(fit_rows, gpu, engine, ttft_weight=fdp.TTFT_WEIGHT)
+            preds = evaluate(held, prof)
+            log(f"{engine}/{gpu}: fitted on {prof.fit['rows_used']} rows, {len(held)} held out "
+                f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+            figures["fits"][(engine, gpu)] = prof
+            groups = defaultdict(list)
+            for p in preds:
+                groups[(p.record.model, p.record.precision, p.record.tp)].append(p)
+            for (model, prec, tp), ps in sorted(groups.items()):
+                lines.append(_row([engine, gpu, model, prec, str(tp)], _stats(ps)))
+            lines.append(_row([f"**{engine}**", f"**{gpu}**", "all", "", ""], _stats(preds)))
+            held_all[engine].extend(preds)
+    lines.append("")
+    lines.append("| engine | held-out rows | TPOT MAPE % | TPOT bias % | TPOT p90 % | TTFT MAPE % | TTFT bias % |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    everything = []
+    for engine, preds in held_all.items():
+        st = _stats(preds)
+        figures[engine] = st
+        lines.append(_row([engine], st))
+        calm = [p for p in preds if p.preemptions == 0]
+        if len(calm) < len(preds):
+            st2 = _stats(calm)
+            figures[f"{engine}_no_kv_exhaustion"] = st2
+            lines.append(_row([f"{engine}, rows the model runs without KV exhaustion"], st2))
+        everything.extend(preds)
+    figures["overall"] = _stats(everything)
+    lines.append(_row(["**all engines**"], figures["overall"]))
+    return lines, figures
+
+
+def grid_transfer_check(h100_fit, log=print) -> list[str]:
+    """How good are grid-fitted profiles (A100, L40S ship them)? Check on B200, which has both.
+
+    The B200 profile is fitted to the step grid alone, and to the grid plus the host
+    overheads carried from H100 (as fit_default_profiles.py does, but from the H100
+    profile fitted on the fit half only); both predict every B200 vLLM silicon row.
+    """
+    grid_h100, _ = fdp.fit_grid("h100-sxm")
+    grid_b200, _ = fdp.fit_grid("b200")
+    extra = fdp.host_overheads(h100_fit, grid_h100)
+    rows = [r for r in load_silicon(fdp.SILICON, backend="vllm", gpu="b200").records if fits(r) is None]
+    out = [
+        "| B200 vLLM profile | rows | TPOT MAPE % | TPOT bias % | TPOT p90 % | TTFT MAPE % | TTFT bias % |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, prof in [
+        ("step grid only", grid_b200),
+        (f"step grid + H100 host overheads (+{extra['step_overhead_s'] * 1e3:.2f} ms/step, "
+         f"+{extra['seq_overhead_s'] * 1e6:.1f} us/seq)", fdp.with_host_overheads(grid_b200, extra)),
+    ]:  # fmt: skip
+        st = _stats(evaluate(rows, replace(prof, fit={})))
+        out.append(_row([label], st))
+        log(f"grid check: {label}: TPOT {st['tpot']:.1f}%")
+    return out
+
+
+def write_section(text: str) -> None:
+    from sojourn._cli._common import write_atomic
+
+    fresh = "# Benchmark results\n\nEach section is written by its benchmark.\n"
+    old = RESULTS.read_text() if RESULTS.exists() else fresh
+    lines = old.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
+    if start is None:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
+        tail = "".join(lines[end:])
+        new = "".join(lines[:start]) + text + ("\n" + tail if tail else "")
+    write_atomic(RESULTS, new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", default="vllm,sglang,trtllm")
+    ap.add_argument("--write", action="store_true", help="replace the perf_accuracy section of RESULTS.md")
+    args = ap.parse_args(argv)
+    if not fdp.SILICON.is_file():
+        print(f"reference data not found: {fdp.SILICON}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    engines = [e for e in args.engines.split(",") if e]
+    table, figures = run(engines)
+    grid = grid_transfer_check(figures["fits"][("vllm", "h100-sxm")]) if "vllm" in engines else []
+    wall = time.perf_counter() - t0
+    vllm = figures.get("vllm")
+    verdict = ""
+    if vllm:
+        ok = vllm["tpot"] <= TARGET_TPOT
+        verdict = (
+            f"Target (TPOT MAPE <= {TARGET_TPOT:.0f}% on held-out dense-model vLLM rows): "
+            f"{'met' if ok else 'MISSED'}, {vllm['tpot']:.1f}% on {vllm['rows']} rows."
+        )
+    cmd = f".venv/bin/python benchmarks/perf_accuracy.py --engines {args.engines} --write"
+    body = [
+        SECTION,
+        "",
+        f"Command: `{cmd}` (sojourn {__version__}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {wall:.0f} s).",
+        "",
+        "Held-out accuracy of TPOT and TTFT predicted as `sojourn perf --isl --osl --concurrency` does "
+        "(the engine scheduler on a closed loop of C clients), against the dense-model, aggregated-serving "
+        "rows of `silicon_sample_public.csv` (aiconfigurator-core 0.12.0, Apache-2.0). One profile per "
+        "(engine, GPU), fitted with `fit_profile` on the rows whose CRC-32 of the id is even, across all "
+        "models, precisions and TP sizes; errors on the other rows. Bias is the mean signed error "
+        "(negative: the model predicts too fast). Rows skipped by the loader: MoE models, disaggregated "
+        "serving, systems outside the catalogue (B300, GB200, GB300), Dynamo whole-node deployments.",
+        "",
+        verdict,
+        "",
+        *table,
+        "",
+        "How good are the grid-fitted profiles (A100, L40S: no silicon rows)? The same procedure on B200, "
+        "which has both, against all B200 vLLM silicon rows:",
+        "",
+        *grid,
+        "",
+        *NOTES,
+        "",
+    ]
+    text = "\n".join(body)
+    print(text)
+    if args.write:
+        write_section(text)
+        print(f"wrote the {SECTION} section of {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+NOTES = [
+    "Notes:",
+    "- TTFT is not predicted well (MAPE 40-90%, biased low) and is weighted 0.1 in the fit. The measured "
+    "TTFT carries a front-end cost per request (~50-90 ms in the vLLM rows even at low load) and grows with "
+    "concurrency much faster than clients with independent phases would see: benchmark clients start "
+    "together and keep arriving in waves, so prefills queue behind each other. SGLang's TTFT (seconds, "
+    "growing with the output length at fixed input) is dominated by its conservative KV admission, which "
+    "the vLLM-like scheduler does not model. Raising the TTFT weight to 0.3 drags eff_compute down "
+    "(H100 vLLM: 0.6 -> 0.4) and the held-out vLLM TPOT error up (H100 4.9% -> 10.0%, B200 6.4% -> 7.8%; "
+    "measured with the same split).",
+    "- Rows where the engine ran out of KV cache (measured TTFT of many seconds) are the hardest: whether "
+    "and how much a closed loop preempts depends on the exact KV capacity and on the clients' phases.",
+    "- The H100 vLLM fp8 rows are predicted with a bf16 KV cache (vLLM's `--kv-cache-dtype auto` on a "
+    "checkpoint without KV quantisation); see `BENCH_KV_CACHE` in `sojourn/perf/_calibrate.py` for the "
+    "evidence. `sojourn perf` would need the same setting to reproduce them.",
+    "- SGLang and TensorRT-LLM schedule differently from vLLM (SGLang runs prefill batches apart from "
+    "decode; TRT-LLM has lower per-step overheads), so their profiles are effective parameters of the "
+    "vLLM-like model: the SGLang fit puts eff_compute at the bound, and TRT-LLM Llama-3.1-8B fits worst.",
+]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
