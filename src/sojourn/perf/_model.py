@@ -4,14 +4,15 @@ One replica is a vLLM-like engine on ``tp`` GPUs with tensor parallelism: every 
 holds 1/tp of the weights and of the KV heads (KV heads are replicated when there
 are fewer of them than GPUs). The step time is a per-kernel-group roofline,
 
-    t = t0 + s·T                                    fixed and per-sequence overheads
+    t = t0 + s·(B + P_done)                         fixed and per-sampled-sequence overheads
         + max(F_lin·T / (tp·peak·e_c), W_gpu / (bw·e_m))   layer GEMMs: compute or weight reads
         + F_attn·pairs / (tp·peak·e_c)              prefill attention (compute-bound)
         + kv_gpu·ctx / (bw·e_m)                     decode attention: KV reads (memory-bound)
         + [tp>1] 2·L·(lat + 2(tp-1)/tp · T·h·2 B / (ic·e_ic))   two all-reduces per layer
 
-where T = prefill + decode tokens in the step. The efficiency factors come from a
-``Profile`` fitted to measurements (``sojourn calibrate``).
+where T = prefill + decode tokens in the step, B the decoding sequences and P_done
+the prefills finishing in the step (each samples a token, as a decode does). The
+efficiency factors come from a ``Profile`` fitted to measurements (``sojourn calibrate``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ GIB = float(2**30)
 #: Bytes per weight parameter of the transformer layers by precision. FP4 (NVFP4) stores
 #: 4-bit values plus one 8-bit scale per 16 values: 0.5 + 1/16 bytes.
 _WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5625}
-#: KV cache element size: fp8 and fp4 checkpoints serve with an fp8 KV cache.
+#: KV cache element size: fp8 and fp4 checkpoints serve with an fp8 KV cache unless
+#: ``kv_cache_dtype`` says otherwise (vLLM's ``--kv-cache-dtype auto`` keeps bf16 for
+#: checkpoints that carry no KV-cache quantisation).
 _KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 1.0}
+KV_CACHE_DTYPES = ("bf16", "fp8")
 
 #: Memory vLLM keeps outside the KV cache besides the weights (CUDA context, CUDA graphs,
 #: NCCL buffers), per GPU. Estimate from typical vLLM start-up logs ("non-torch memory"
@@ -50,9 +54,16 @@ def weight_bytes_per_param(precision: str) -> float:
         raise ConfigError("model.precision", f"got {precision!r}; allowed: {', '.join(_WEIGHT_BYTES)}") from None
 
 
-def kv_bytes_per_element(precision: str) -> float:
+def kv_bytes_per_element(precision: str, kv_cache_dtype: str | None = None) -> float:
+    """Bytes of one KV-cache element: ``kv_cache_dtype`` if given, else what ``precision`` implies."""
     weight_bytes_per_param(precision)
-    return _KV_BYTES[precision]
+    if kv_cache_dtype is None:
+        return _KV_BYTES[precision]
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ConfigError(
+            "serving.kv_cache_dtype", f"got {kv_cache_dtype!r}; allowed: {', '.join(KV_CACHE_DTYPES)} (or unset)"
+        )
+    return _KV_BYTES[kv_cache_dtype]
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,8 @@ class PerfModel:
     max_num_batched_tokens: int = 8192
     max_num_seqs: int = 256
     block_size: int = 16
+    #: KV-cache element type; None: fp8 for fp8/fp4 weights, bf16 for bf16 weights.
+    kv_cache_dtype: str | None = None
 
     def __post_init__(self) -> None:
         m = self.model
@@ -95,7 +108,7 @@ class PerfModel:
         bw = self.gpu.bandwidth_bytes_per_s * p.eff_memory
         lm_head = m.vocab_size * h
         layer_matmul = m.matmul_parameters - lm_head
-        object.__setattr__(self, "_c_tok", 2.0 * layer_matmul / peak + p.seq_overhead_s)
+        object.__setattr__(self, "_c_tok", 2.0 * layer_matmul / peak)
         object.__setattr__(self, "_c_logit", 2.0 * lm_head / peak)
         object.__setattr__(self, "_w_time", self.weights_bytes_per_gpu / bw)
         object.__setattr__(self, "_c_pair", 4.0 * L * m.num_attention_heads * m.head_dim / peak)
@@ -129,7 +142,8 @@ class PerfModel:
     @property
     def kv_bytes_per_token_per_gpu(self) -> float:
         m = self.model
-        return 2.0 * m.num_layers * self.kv_heads_per_gpu * m.head_dim * kv_bytes_per_element(self.precision)
+        kv = kv_bytes_per_element(self.precision, self.kv_cache_dtype)
+        return 2.0 * m.num_layers * self.kv_heads_per_gpu * m.head_dim * kv
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -224,9 +238,11 @@ class PerfModel:
         if prefill_pairs is None:
             prefill_pairs = 0.5 * prefill_tokens * prefill_tokens
         p = self.profile
-        lin = max(self._c_tok * T + self._c_logit * (decode_seqs + prefill_done), self._w_time)
+        sampled = decode_seqs + prefill_done
+        lin = max(self._c_tok * T + self._c_logit * sampled, self._w_time)
         return (
             p.step_overhead_s
+            + p.seq_overhead_s * sampled
             + lin
             + self._c_pair * prefill_pairs
             + self._c_ctx * decode_context
@@ -249,7 +265,8 @@ class PerfModel:
         """Part of a decode step's time that does not depend on the context read."""
         T = seqs
         lin = max(self._c_tok * T + self._c_logit * seqs, self._w_time)
-        return self.profile.step_overhead_s + lin + self._comm_fixed + self._comm_tok * T
+        p = self.profile
+        return p.step_overhead_s + p.seq_overhead_s * seqs + lin + self._comm_fixed + self._comm_tok * T
 
     @property
     def seconds_per_context_token(self) -> float:
@@ -272,6 +289,7 @@ class PerfModel:
             "gpu": self.gpu.id,
             "tp": self.tp,
             "precision": self.precision,
+            "kv_cache_dtype": self.kv_cache_dtype or ("bf16" if _KV_BYTES[self.precision] == 2.0 else "fp8"),
             "profile_source": prof.source,
             "profile_carried_from": prof.carried_from,
         }
@@ -287,8 +305,13 @@ def build_perf_model(
     serving: Any = None,
     base_dir: str | Path = ".",
     check: bool = True,
+    kv_cache_dtype: str | None = None,
 ) -> PerfModel:
-    """A PerfModel for a replica, with the shipped or named profile, validated to fit."""
+    """A PerfModel for a replica, with the shipped or named profile, validated to fit.
+
+    ``kv_cache_dtype`` (or ``serving.kv_cache_dtype`` where the serving settings have
+    it) overrides the KV-cache element type that ``precision`` implies.
+    """
     if isinstance(profile, Profile):
         prof = profile
     elif profile:
@@ -305,7 +328,10 @@ def build_perf_model(
             block_size=serving.block_size,
         )
         max_model_len = serving.max_model_len
-    pm = PerfModel(model=model, gpu=gpu, tp=tp, precision=precision, profile=prof, **kwargs)
+        kv_cache_dtype = kv_cache_dtype or getattr(serving, "kv_cache_dtype", None)
+    pm = PerfModel(
+        model=model, gpu=gpu, tp=tp, precision=precision, profile=prof, kv_cache_dtype=kv_cache_dtype, **kwargs
+    )
     if check:
         pm.check_fits(max_model_len)
     return pm
