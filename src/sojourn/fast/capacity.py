@@ -1,0 +1,554 @@
+"""What one node sustains for the workload mix, and the work measure the fast path runs on.
+
+The fast path treats the fleet as one server of capacity ``nodes`` node-seconds per
+second. A request's *work* is the node-seconds it takes out of a saturated node:
+
+    w(I, O) = a·share(I, O) + c_tok·I + c_pair·I²/2 + c_ctx·((O − 1)·I + O(O − 1)/2)
+
+each term of ``PerfModel.step_time`` charged to the request that causes it:
+
+* prefill attention pairs (I²/2 whatever the chunking) and the KV its decode steps
+  read (context I + g at its g-th step), exactly, at the model's own rates;
+* prefill tokens at their marginal cost in the steps that carried them
+  (``c_tok``: what they added to those steps on the saturated run, attention
+  aside; nearly nothing while steps are bound by weight reads, the GEMM cost per
+  token once prefill makes them compute-bound);
+* the rest of each step (fixed overhead, weight reads, decode GEMMs, all-reduces)
+  to the resource that limits how many requests run at once: a sequence slot
+  held for O steps (share = O) when ``max_num_seqs`` binds, or the KV tokens held
+  over those steps (share = O·I + O(O + 1)/2) when the cache fills first. Its rate
+  ``a`` is set so that the works of the requests the saturated node completed add
+  up to the time they took.
+
+So the mean work is 1/throughput and the fast path's throughput agrees with the
+engine by construction; and the split agrees with the engine on sub-mixes too
+(e.g. the quartiles of the Azure conversation trace by prompt length, each run
+saturated on its own: within 3%, where charging every token alike was off by 20%).
+That matters when batches are small and for shortest-first orders.
+
+The saturated node is the request-level engine itself (``sojourn.sim.engine``) fed
+from an endless queue of requests drawn from the scenario's distributions with a
+fixed seed, FIFO with head-of-line blocking as the fleet's central queue does; its
+throughput is cached per node configuration. A generic c-server node needs no run:
+it serves c/E[S] requests per second and a request's work is S/c.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sojourn._errors import ConfigError
+from sojourn.fast.outcomes import Latency
+
+__all__ = [
+    "LoadReport",
+    "NodeCapacity",
+    "analytic_node_throughput",
+    "clear_capacity_cache",
+    "load_report",
+    "node_capacity",
+]
+
+#: Seed of the request mix the saturated node runs on: fixed, so capacity is a
+#: deterministic function of the configuration (and cacheable).
+MIX_SEED = 0x5A7_0C0DE
+#: Requests drawn for the mix's moments (and the bootstrap pool of request works).
+MIX_SIZE = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class NodeCapacity:
+    """Sustained throughput of one node at saturation for the workload mix, and the request work law.
+
+    Work is in node-seconds (a node serves 1 node-second per second). ``works`` is a
+    fixed sample of accepted requests' works (the bootstrap pool for batches of few
+    requests); ``reject_fraction`` is the share of requests the engine refuses
+    (prompt + output beyond ``max_model_len``), which never reach a node.
+    """
+
+    requests_per_s: float
+    input_tokens_per_s: float
+    output_tokens_per_s: float
+    #: Mean number of requests in service at saturation (Little: throughput × latency).
+    concurrency: float
+    #: Mean latency of a request in a saturated node (admission to completion).
+    latency_s: float
+    work_mean: float
+    work_var: float
+    reject_fraction: float
+    source: str
+    analytic_requests_per_s: float = math.nan
+    measured_requests: int = 0
+    preemptions: int = 0
+    wall_s: float = 0.0
+    works: NDArray[np.float64] = field(default_factory=lambda: np.empty(0), repr=False)
+    #: Input tokens of the pool requests (the key of shortest-prompt-first), aligned with ``works``.
+    inputs: NDArray[np.float64] = field(default_factory=lambda: np.empty(0), repr=False)
+    #: Draws fresh request works (generic servers); None means bootstrap from ``works``.
+    sampler: Any = field(default=None, repr=False)
+    #: Law of a request's latency in service (admission to completion) on a saturated node.
+    latency: Latency | None = field(default=None, repr=False)
+    #: Work (node-seconds) the other requests in service still hold when one starts; nan: from the law.
+    in_service_work: float = math.nan
+    #: (a, c_tok, c_pair, c_ctx, kv_bound) of the work measure (module docstring); None for generic nodes.
+    work_coef: tuple[float, float, float, float, bool] | None = None
+
+    @functools.cached_property
+    def work_quantiles(self) -> NDArray[np.float64]:
+        """16,384 evenly spaced order statistics of the work pool (its law, compressed; for m.g.f.s)."""
+        w = np.sort(self.works)
+        if len(w) <= 16_384:
+            return w
+        return w[np.linspace(0, len(w) - 1, 16_384).round().astype(np.int64)]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.input_tokens_per_s + self.output_tokens_per_s
+
+    @property
+    def work_second_moment(self) -> float:
+        return self.work_var + self.work_mean**2
+
+    @property
+    def work_excess_mean(self) -> float:
+        """Mean residual work of a request in service, E[w²] / (2 E[w])."""
+        return self.work_second_moment / (2.0 * self.work_mean)
+
+    def fleet_in_service(self, nodes: int) -> float:
+        """D: the work the other requests in service hold when a request starts, fleet-wide.
+
+        Measured on the saturated engine (per node, times the nodes); for a generic
+        node, the nodes·c − 1 other slots each hold a residual E[w²]/2E[w].
+        """
+        if math.isfinite(self.in_service_work):
+            return nodes * self.in_service_work
+        return max(nodes * self.concurrency - 1.0, 0.0) * self.work_excess_mean
+
+    def work_of(self, inp: NDArray[Any], out: NDArray[Any], rng: np.random.Generator | None = None
+                ) -> NDArray[np.float64]:
+        """Works of requests of these sizes (a generic node ignores sizes: fresh service draws)."""
+        if self.work_coef is None:
+            return self.sample_work(rng if rng is not None else np.random.default_rng(MIX_SEED), len(inp))
+        return _work(np.asarray(inp), np.asarray(out), self.work_coef)
+
+    def sample_work(self, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+        """``n`` request works (node-seconds) of accepted requests."""
+        if self.sampler is not None:
+            return self.sampler(rng, n)
+        return rng.choice(self.works, size=n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests_per_s": self.requests_per_s,
+            "tokens_per_s": self.tokens_per_s,
+            "input_tokens_per_s": self.input_tokens_per_s,
+            "output_tokens_per_s": self.output_tokens_per_s,
+            "concurrency": self.concurrency,
+            "latency_s": self.latency_s,
+            "reject_fraction": self.reject_fraction,
+            "source": self.source,
+            "analytic_requests_per_s": self.analytic_requests_per_s,
+            "measured_requests": self.measured_requests,
+            "preemptions": self.preemptions,
+            "wall_s": self.wall_s,
+        }
+
+
+# --- the cache -------------------------------------------------------------------
+
+_CACHE: OrderedDict[str, NodeCapacity] = OrderedDict()
+_CACHE_SIZE = 512
+_LOCK = threading.Lock()
+
+
+def clear_capacity_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _cache_key(scenario: Any, measure: int) -> str:
+    """Everything a node's saturated throughput depends on, and nothing else (not the node count)."""
+    sv = scenario.serving
+    wl = scenario.workload
+    data = {
+        "model": scenario.model.model_dump(mode="json"),
+        "gpu": scenario.fleet.gpu,
+        "tp": scenario.fleet.tp,
+        "server": None if scenario.fleet.server is None else scenario.fleet.server.model_dump(mode="json"),
+        "serving": sv.model_dump(mode="json", exclude={"discipline", "max_queue", "on_deadline"}),
+        "input": None if wl.input_tokens is None else wl.input_tokens.model_dump(mode="json"),
+        "output": None if wl.output_tokens is None else wl.output_tokens.model_dump(mode="json"),
+        "trace": None if wl.trace is None else [str(scenario.path(wl.trace)), wl.format],
+        "catalogue": None if scenario.catalogue is None else scenario.catalogue.model_dump(mode="json"),
+        "base_dir": scenario.base_dir,
+        "measure": measure,
+    }
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def node_capacity(scenario: Any, *, measure: int = 100_000, mix: tuple[Any, Any] | None = None) -> NodeCapacity:
+    """One node's saturation throughput for the scenario's request mix (cached per node configuration).
+
+    ``measure`` completions are timed on the saturated engine after a warm-up
+    (1-3 s, once per node configuration); the rate's statistical error is about
+    CV(work)/sqrt(measure), some 0.2% by default. A load within a few 0.1% of 1
+    needs more: P(miss) there moves with 1/(1 − rho).
+    A trace workload's mix is the trace's own (input, output) pairs; ``mix`` gives
+    the token arrays directly instead (not cached).
+    """
+    key = _cache_key(scenario, measure) if mix is None else None
+    if key is not None:
+        with _LOCK:
+            hit = _CACHE.get(key)
+            if hit is not None:
+                _CACHE.move_to_end(key)
+                return hit
+    t0 = time.perf_counter()
+    if scenario.fleet.server is not None:
+        cap = _generic_capacity(scenario)
+    else:
+        cap = _engine_capacity(scenario, measure, mix)
+    cap = _with_wall(cap, time.perf_counter() - t0)
+    if key is not None:
+        with _LOCK:
+            _CACHE[key] = cap
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return cap
+
+
+def _with_wall(cap: NodeCapacity, wall: float) -> NodeCapacity:
+    object.__setattr__(cap, "wall_s", wall)
+    return cap
+
+
+# --- generic c-server nodes -----------------------------------------------------------
+
+
+def _generic_capacity(scenario: Any) -> NodeCapacity:
+    srv = scenario.fleet.server
+    dist, c = srv.service_time, srv.concurrency
+    mean, var = float(dist.mean), float(dist.var)
+    if not (math.isfinite(mean) and mean > 0):
+        raise ConfigError("fleet.server.service_time", f"mean is {mean}; the fast path needs a finite positive mean")
+
+    def sampler(rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+        return dist.sample(rng, n) / c
+
+    rps = c / mean
+    return NodeCapacity(
+        requests_per_s=rps,
+        input_tokens_per_s=0.0,
+        output_tokens_per_s=0.0,
+        concurrency=float(c),
+        latency_s=mean,
+        work_mean=mean / c,
+        work_var=var / (c * c) if math.isfinite(var) else math.inf,
+        reject_fraction=0.0,
+        source="generic server: concurrency / E[service_time]",
+        analytic_requests_per_s=rps,
+        works=sampler(np.random.default_rng(MIX_SEED), 1 << 16),
+        # Prompt lengths (the key of shortest-prompt-first), independent of a generic service time.
+        inputs=_generic_prompts(scenario, 1 << 16),
+        sampler=sampler,
+        latency=Latency.from_distribution(dist),
+    )
+
+
+def _generic_prompts(scenario: Any, n: int) -> NDArray[np.float64]:
+    d = scenario.workload.input_tokens
+    if d is None:
+        return np.ones(n)
+    return d.sample_int(np.random.default_rng(MIX_SEED + 1), n).astype(np.float64)
+
+
+# --- LLM engine nodes --------------------------------------------------------------------
+
+
+def _mix_tokens(scenario: Any, n: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    wl = scenario.workload
+    if wl.input_tokens is None or wl.output_tokens is None:
+        raise ConfigError("workload", "the fast path needs input_tokens and output_tokens (or a trace mix)")
+    rng = np.random.default_rng(MIX_SEED)
+    return wl.input_tokens.sample_int(rng, n), wl.output_tokens.sample_int(rng, n)
+
+
+def _accepted(scenario: Any, perf: Any, inp: NDArray[Any], out: NDArray[Any]) -> NDArray[np.bool_]:
+    """Requests the engine takes: positive sizes, prompt + output within max_model_len and the KV cache."""
+    total = inp + out
+    limit = min(scenario.serving.max_model_len, perf.kv_capacity_tokens)
+    return (inp >= 1) & (out >= 1) & (total <= limit)
+
+
+def _engine_capacity(scenario: Any, measure: int, mix: tuple[Any, Any] | None) -> NodeCapacity:
+    from sojourn.sim.engine import Engine, Request
+
+    perf = scenario.perf_model()
+    sv = scenario.serving
+    if mix is None and scenario.workload.trace is not None:
+        from sojourn.sim.workload import load_trace
+
+        _, inp_all, out_all = load_trace(scenario.path(scenario.workload.trace), scenario.workload.format)
+    elif mix is None:
+        inp_all, out_all = _mix_tokens(scenario, MIX_SIZE)
+    else:
+        inp_all, out_all = (np.asarray(m, dtype=np.int64) for m in mix)
+    ok = _accepted(scenario, perf, inp_all, out_all)
+    reject = 1.0 - float(ok.mean())
+    if not ok.any():
+        raise ConfigError(
+            "serving.max_model_len",
+            f"no request of the mix fits: every prompt + output exceeds {sv.max_model_len} tokens or the KV cache",
+        )
+    inp, out = inp_all[ok], out_all[ok]
+    warm = max(2_000, 3 * sv.max_num_seqs)
+    total = warm + measure
+    # The run cycles through the accepted pool (131k requests by default): the
+    # measured requests are a plain iid sample of the accepted mix.
+    n_pool = len(inp)
+    next_idx = 0
+    admitted_at: dict[int, float] = {}
+    latencies: list[float] = []
+    spans: list[tuple[float, float, int]] = []  # (admitted, done, rid) of the measured requests
+
+    eng: Engine
+
+    def source(engine: Engine, free: int) -> Request | None:
+        nonlocal next_idx
+        k = next_idx % n_pool
+        if engine.blocks_for(int(inp[k])) > free:
+            return None  # head-of-line blocking, as the central FIFO queue does
+        r = Request(next_idx, int(inp[k]), int(out[k]))
+        admitted_at[next_idx] = engine.now
+        next_idx += 1
+        return r
+
+    eng = Engine(perf, perf.kv_capacity_blocks, perf.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, source=source)
+    done = 0
+    t_start = math.nan
+    meas_in: list[int] = []
+    meas_out: list[int] = []
+    busy_seqs = 0.0  # time integral of the number of running requests over the measured span
+    tok_cost = tok_n = 0.0  # marginal step time of the prefill tokens, and their number
+    step_time = perf.step_time
+    while done < total:
+        end = eng.plan()
+        if math.isinf(end):  # pragma: no cover - an endless queue never idles
+            raise RuntimeError("saturated node went idle")
+        if done >= warm:
+            busy_seqs += eng.n_running * (end - eng.now)
+            plan = eng.plan_
+            if plan.kind == "step" and plan.chunks:
+                ptok = sum(m for _, m in plan.chunks)
+                fin = sum(1 for r, m in plan.chunks if r.computed + m >= r.target)
+                dec, cx = eng.dec_n, eng.context_sum()
+                # What the prefill tokens add to this step, attention pairs aside (charged exactly).
+                tok_cost += step_time(ptok, dec, cx, 0.0, fin) - step_time(0, dec, cx, 0.0, 0)
+                tok_n += ptok
+        for ev in eng.fire():
+            if ev.kind != "done":
+                continue
+            done += 1
+            r = ev.request
+            started = admitted_at.pop(r.rid)
+            if done == warm:
+                t_start = ev.time
+            elif done > warm:
+                latencies.append(ev.time - started)
+                spans.append((started, ev.time, r.rid))
+                meas_in.append(r.prompt)
+                meas_out.append(r.output)
+    span = eng.now - t_start
+    n = done - warm
+    concurrency = busy_seqs / span
+    c_pair = (step_time(1, 0, 0, 1e6) - step_time(1, 0, 0, 0.0)) / 1e6  # per attention pair (exact: linear)
+    c_ctx = perf.seconds_per_context_token
+    c_tok = tok_cost / tok_n if tok_n else 0.0
+    # The shared cost of a step (overhead, weight reads, decode GEMMs) goes to the resource
+    # that limits how many requests run: sequence slots, or KV tokens when the cache is full first.
+    kv_bound = concurrency < 0.95 * sv.max_num_seqs
+    mi, mo = np.asarray(meas_in), np.asarray(meas_out)
+    base = _work(mi, mo, (0.0, c_tok, c_pair, c_ctx, kv_bound))
+    share = _share(mi, mo, kv_bound)
+    # The rate such that the measured requests' works add up to the time they took.
+    a = max(span - float(base.sum()), 0.0) / float(share.sum())
+    coef = (a, c_tok, c_pair, c_ctx, kv_bound)
+    works = _work(inp, out, coef)
+    # Throughput = 1 / mean work over the whole pool rather than n / span: the works of
+    # the measured requests sum to the span, so this corrects n / span for the measured
+    # requests being a little heavier or lighter than the mix. (The two agree within
+    # their noise; most of the noise is the engine's own slow fluctuation.)
+    rps = 1.0 / float(works.mean())
+    # Work still to do in service: the prefill part is spent in the first steps after admission.
+    decode_part = works - (c_tok * inp + c_pair * 0.5 * inp.astype(np.float64) ** 2)
+    d_node = _in_service_at_admission(spans, decode_part, n_pool)
+    return NodeCapacity(
+        requests_per_s=rps,
+        input_tokens_per_s=rps * float(inp.mean()),
+        output_tokens_per_s=rps * float(out.mean()),
+        concurrency=concurrency,
+        latency_s=concurrency / rps,  # Little's law
+        work_mean=float(works.mean()),
+        work_var=float(works.var()),
+        reject_fraction=reject,
+        source=f"engine: saturated node, {n} completions of the workload mix",
+        analytic_requests_per_s=analytic_node_throughput(perf, inp, out, sv.max_num_seqs),
+        measured_requests=n,
+        preemptions=eng.preemptions,
+        works=works,
+        inputs=inp.astype(np.float64),
+        latency=Latency.from_sample(latencies),
+        in_service_work=d_node,
+        work_coef=coef,
+    )
+
+
+def _in_service_at_admission(spans: list[tuple[float, float, int]], works: NDArray[np.float64], n_pool: int) -> float:
+    """Mean remaining work in service at the moment a request is admitted, on the saturated node.
+
+    ``works`` is the part of each request's work spent over its decode steps, taken
+    as spent evenly over its latency (its prefill part is done when it starts); the
+    mean is over the admissions of the middle half of the measured requests (so the
+    requests in service around each are all measured).
+    """
+    a = np.array([s[0] for s in spans])
+    c = np.array([s[1] for s in spans])
+    w = works[np.array([s[2] for s in spans]) % n_pool]
+    order = np.argsort(a)
+    a, c, w = a[order], c[order], w[order]
+    lat = np.maximum(c - a, 1e-12)
+    n = len(a)
+    idx = np.arange(n // 4, 3 * n // 4)
+    if idx.size > 8000:  # a subsample of admissions is plenty for a mean
+        idx = idx[:: idx.size // 8000]
+    if idx.size == 0:
+        return math.nan
+    # The requests in service at a_j were admitted before it: look back far enough.
+    back = max(1, int(np.searchsorted(a, a[0] + float(lat.max())) * 2))
+    total = 0.0
+    for lo in range(0, idx.size, 512):
+        j = idx[lo : lo + 512]
+        k = j[:, None] - np.arange(1, back + 1)[None, :]
+        k = np.clip(k, 0, n - 1)
+        t = a[j][:, None]
+        live = (a[k] < t) & (c[k] > t) & (k >= 0)
+        total += float(np.sum(np.where(live, w[k] * (c[k] - t) / lat[k], 0.0)))
+    return total / idx.size
+
+
+def _work(inp: NDArray[Any], out: NDArray[Any], coef: tuple[float, float, float, float, bool]) -> NDArray[np.float64]:
+    """w = a·share + c_tok·I + c_pair·I²/2 + c_ctx·((O − 1)·I + O(O − 1)/2), node-seconds."""
+    a, c_tok, c_pair, c_ctx, kv_bound = coef
+    i = np.asarray(inp, dtype=np.float64)
+    o = np.asarray(out, dtype=np.float64)
+    w = c_tok * i + c_pair * 0.5 * i * i + c_ctx * ((o - 1.0) * i + 0.5 * o * (o - 1.0))
+    if a:
+        w = w + a * _share(i, o, kv_bound)
+    return w
+
+
+def _share(inp: NDArray[Any], out: NDArray[Any], kv_bound: bool) -> NDArray[np.float64]:
+    """What a request holds of the binding resource over its life: slot-steps (O), or KV token-steps."""
+    i = np.asarray(inp, dtype=np.float64)
+    o = np.asarray(out, dtype=np.float64)
+    if kv_bound:
+        return o * i + 0.5 * o * (o + 1.0)
+    return o
+
+
+def analytic_node_throughput(perf: Any, inp: NDArray[Any], out: NDArray[Any], max_num_seqs: int) -> float:
+    """Steady-state requests/s of a saturated node from the step-time model alone (a cross-check).
+
+    N sequences run (max_num_seqs, or fewer when their KV does not fit: a running
+    request holds I + O/2 tokens on average over its O steps, weighted by O);
+    each step decodes N tokens and prefills the prompts of the N/E[O] requests that
+    complete per step. Throughput = (N/E[O]) / step time. Ignores block rounding,
+    preemption and the jitter of the step composition.
+    """
+    i = np.asarray(inp, dtype=np.float64)
+    o = np.asarray(out, dtype=np.float64)
+    eo = float(o.mean())
+    held = float(np.mean(o * (i + 0.5 * o))) / eo  # time-averaged KV tokens of a running request
+    n = min(float(max_num_seqs), perf.kv_capacity_tokens / held)
+    per_step = n / eo
+    step = perf.step_time(
+        per_step * float(i.mean()),
+        n,
+        n * held,
+        per_step * 0.5 * float(np.mean(i * i)),
+        prefill_done=int(round(per_step)),
+    )
+    return per_step / step
+
+
+# --- load --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """Offered work against capacity: rho < 1 is needed for stability (rho_peak for each hour)."""
+
+    offered_rps: float
+    capacity_rps: float
+    rho: float
+    rho_peak: float
+    nodes: int
+    reject_fraction: float
+
+    @property
+    def stable(self) -> bool:
+        return self.rho < 1.0
+
+    def describe(self) -> str:
+        s = f"load rho = {self.rho:.4g} ({self.offered_rps:.4g} offered vs {self.capacity_rps:.4g} req/s capacity)"
+        if self.rho_peak > self.rho * (1 + 1e-12):
+            s += f", peak hour rho = {self.rho_peak:.4g}"
+        if not self.stable:
+            s += ": UNSTABLE, the queue grows without bound (deadline cancellation bounds it)"
+        elif self.rho_peak >= 1.0:
+            s += ": overloaded in the peak hours"
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "offered_rps": self.offered_rps,
+            "capacity_rps": self.capacity_rps,
+            "rho": self.rho,
+            "rho_peak": self.rho_peak,
+            "nodes": self.nodes,
+            "stable": self.stable,
+            "reject_fraction": self.reject_fraction,
+        }
+
+
+def load_report(scenario: Any, cap: NodeCapacity | None = None, *, offered_rps: float | None = None,
+                peak_factor: float | None = None) -> LoadReport:
+    """rho = accepted request rate × mean work / fleet capacity (requests refused outright are not load)."""
+    cap = cap if cap is not None else node_capacity(scenario)
+    n = scenario.fleet.nodes
+    wl = scenario.workload
+    if offered_rps is None:
+        offered_rps = wl.mean_requests_per_hour / 3600.0
+    if peak_factor is None:
+        prof = wl.rate_profile
+        peak_factor = 1.0 if prof is None else max(prof) / (sum(prof) / 24.0)
+    capacity = n * cap.requests_per_s
+    rho = offered_rps * (1.0 - cap.reject_fraction) / capacity
+    return LoadReport(
+        offered_rps=offered_rps,
+        capacity_rps=capacity,
+        rho=rho,
+        rho_peak=rho * peak_factor,
+        nodes=n,
+        reject_fraction=cap.reject_fraction,
+    )
