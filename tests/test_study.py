@@ -119,13 +119,22 @@ def test_same_seed_same_trials(tmp_path):
 
 def test_objective_with_fixed_trial(tmp_path):
     runner = StudyRunner(load_study(write_study(tmp_path)))
-    trial = optuna.trial.FixedTrial({"gpu": "h100-sxm", "nodes": 3, "discipline": "fifo"})
+    trial = optuna.trial.FixedTrial({"gpu": "h100-sxm", "nodes": 8, "discipline": "fifo"})
     miss, cost = runner.objective()(trial)
-    assert cost == pytest.approx(3 * runner.base.catalogue_obj().gpu("h100-sxm").price_usd_per_gpu_hour)
-    assert 0 <= miss <= 1
+    assert cost == pytest.approx(8 * runner.base.catalogue_obj().gpu("h100-sxm").price_usd_per_gpu_hour)
+    assert 0 < miss < 1
     assert trial.user_attrs["constraints"][1] == 0.0
+    assert trial.user_attrs["load"] == pytest.approx(100 / (32 * 3600 / 900))  # 100 req/h on 32 slots of 900 s
     # Common random numbers: the same configuration gives the same value.
-    assert runner.objective()(optuna.trial.FixedTrial({"gpu": "h100-sxm", "nodes": 3, "discipline": "fifo"}))[0] == miss
+    assert runner.objective()(optuna.trial.FixedTrial({"gpu": "h100-sxm", "nodes": 8, "discipline": "fifo"}))[0] == miss
+
+
+def test_offered_load_above_capacity_is_infeasible_without_simulating(tmp_path):
+    runner = StudyRunner(load_study(write_study(tmp_path)))
+    trial = optuna.trial.FixedTrial({"gpu": "h100-sxm", "nodes": 3, "discipline": "fifo"})
+    miss, _ = runner.objective()(trial)
+    assert miss == 1.0 and "offered load 2.08" in trial.user_attrs["infeasible_reason"]
+    assert "requests_simulated" not in trial.user_attrs
 
 
 def test_impossible_configuration_is_infeasible_without_simulating(tmp_path):
@@ -217,3 +226,45 @@ def test_compare_hardware(tmp_path, capsys):
                 float(r["capex_usd_per_hour"]) + float(r["power_usd_per_hour"]) + float(r["hosting_usd_per_hour"])
             )
     assert (tmp_path / "hw" / "hardware.png").exists()
+
+
+ISSUE_EXAMPLE = """
+[study]
+name = "quickstart"
+scenario = "quickstart-scenario.toml"
+n_trials = 60
+objectives = ["sla_miss", "cost_per_hour"]   # modules in objectives/
+budget_per_hour = 400                         # $/hour, a constraint
+seed = 7
+
+[space]
+gpu = ["a100-80gb", "h100-sxm", "h200"]
+tp = [1, 2]
+nodes = { low = 1, high = 32, log = true }
+gpu_memory_utilization = { low = 0.80, high = 0.95 }
+max_num_batched_tokens = [512, 1024, 2048, 4096, 8192, 16384]
+max_num_seqs = [64, 128, 256, 512]
+discipline = ["fifo", "sjf", "edf", "triage"]
+"""
+
+
+def test_the_documented_study_shape_works_as_written(tmp_path):
+    # The study example of the issue, verbatim, over a generic-server scenario (fast to run).
+    (tmp_path / "quickstart-scenario.toml").write_text(SCENARIO)
+    (tmp_path / "objectives").mkdir()
+    for name in ("sla_miss", "cost_per_hour"):
+        (tmp_path / "objectives" / f"{name}.py").write_text((ROOT / "objectives" / f"{name}.py").read_text())
+    (tmp_path / "quickstart.toml").write_text(ISSUE_EXAMPLE)
+    assert main(["study", "run", str(tmp_path / "quickstart.toml"), "--n-trials", "4", "--no-progress",
+                 "--no-confirm"]) == 0
+    study = StudyRunner(load_study(tmp_path / "quickstart.toml")).load(create=False)
+    assert len(study.trials) == 4
+    assert set(study.trials[0].params) == {"gpu", "tp", "nodes", "gpu_memory_utilization",
+                                           "max_num_batched_tokens", "max_num_seqs", "discipline"}
+    assert (tmp_path / "quickstart.db").exists()  # SQLite next to the study file by default
+
+
+def test_shipped_studies_load():
+    for name in ("quickstart", "overnight-70b", "hardware-purchase"):
+        runner = StudyRunner(load_study(ROOT / "studies" / f"{name}.toml"))
+        assert runner.base.perf_model().kv_capacity_tokens > 0

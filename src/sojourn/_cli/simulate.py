@@ -22,30 +22,33 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--n-jobs", type=int, default=1, metavar="J", help="parallel workers (-1: all CPUs)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="root seed of the replications")
     p.add_argument("--horizon-hours", type=float, default=None, metavar="H", help="measured span after warm-up")
+    p.add_argument("--fidelity", choices=["fast", "request", "auto"], default=None,
+                   help="simulation tier (default: the scenario's simulation.fidelity)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from sojourn.evaluate import run_scenario
     from sojourn.scenario import load_scenario
-    from sojourn.sim import simulate
 
     scenario = load_scenario(args.scenario)
     if args.horizon_hours is not None:
         if not (math.isfinite(args.horizon_hours) and args.horizon_hours > 0):
             raise ConfigError("--horizon-hours", f"must be a positive number of hours, got {args.horizon_hours}")
         scenario = scenario.with_updates({"simulation.horizon_hours": args.horizon_hours})
-    result = simulate(
+    result = run_scenario(
         scenario,
+        fidelity=args.fidelity,
         replications=args.replications,
         n_jobs=args.n_jobs,
         seed=args.seed,
         progress=not args.quiet,
     )
     if args.json:
-        emit_json(result.to_dict())
+        emit_json(result)
     else:
-        print(format_table(result.to_dict()))
+        print(format_table(result))
     return 0
 
 
@@ -76,12 +79,21 @@ def format_table(d: dict[str, Any]) -> str:
             f"{d['requests_rejected']} rejected, {d['requests_cancelled']} cancelled, "
             f"{d['requests_in_system']} in system",
         ),
-        ("utilisation", f"busy {_num(d['busy_fraction'])}, KV {_num(d['kv_utilization'])}, "
-                        f"{d['preemptions']} preemptions"),
         ("cost", _num(d["cost_per_hour"], "$/h")),
-        ("run", f"{d['replications']} replications of {_num(d['horizon_hours'], 'h')} (seed {d['seed']}), "
-                f"{d['requests_simulated']} requests simulated in {d['wall_s']:.1f} s"),
     ]
+    if d.get("fidelity") == "fast":
+        rows.insert(-1, ("load", f"rho {_num(d.get('load'))} of a capacity of {_num(d.get('capacity_rps'))} req/s"))
+        if d.get("analytic_p_miss") is not None:
+            rows.insert(1, ("analytic P(S > SLA)", f"{_num(d['analytic_p_miss'])} ({d.get('analytic_regime')})"))
+        rows.append(("run", f"fast tier (batch-level fluid model), {d.get('replications')} replications, "
+                            f"{_num(d.get('wall_s'), 's')}"))
+    else:
+        rows.insert(-1, ("utilisation", f"busy {_num(d['busy_fraction'])}, KV {_num(d['kv_utilization'])}, "
+                                        f"{d['preemptions']} preemptions"))
+        rows.append(("run", f"request tier, {d['replications']} replications of {_num(d['horizon_hours'], 'h')} "
+                            f"(seed {d['seed']}), {d['requests_simulated']} requests simulated in {d['wall_s']:.1f} s"))
+    if d.get("fidelity_note"):
+        rows.append(("note", d["fidelity_note"]))
     for key in ("rejected_by", "cancelled_by"):
         if d.get(key):
             rows.append((key.replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(d[key].items()))))

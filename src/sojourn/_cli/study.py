@@ -41,14 +41,16 @@ def _runner(args: argparse.Namespace, n_jobs: int = 1, progress: bool = False):
 def format_front(rows: list[dict[str, Any]], space: list[str]) -> str:
     if not rows:
         return "no feasible trial yet: widen the space, raise the budget, or run more trials"
-    head = f"{'trial':>5} {'$/hour':>9} {'P(miss)':>10} {'95% CI':>23} {'upper':>10}  " + "  ".join(space)
-    lines = [head]
+    head = (f"{'trial':>5} {'$/hour':>9} {'P(miss)':>10}  {'sampled':>9} {'95% CI':>21} {'analytic':>9}  "
+            + "  ".join(space))
+    lines = [head, "  P(miss): the value the study optimised (see objectives/sla_miss.py)"]
     for r in rows:
         ci = f"[{_g(r['p_miss_ci_lo'])}, {_g(r['p_miss_ci_hi'])}]"
-        params = "  ".join(str(r.get(k)) for k in space)
+        params = "  ".join(_g(r.get(k)) for k in space)
         mark = "" if r["confirmed"] else " (unconfirmed)"
         lines.append(
-            f"{r['trial']:>5} {r['cost_per_hour']:>9.2f} {_g(r['p_miss']):>10} {ci:>23} {_g(r['p_miss_upper']):>10}  {params}{mark}"
+            f"{r['trial']:>5} {r['cost_per_hour']:>9.2f} {_g(r.get('p_miss_objective')):>10}  {_g(r['p_miss']):>9} "
+            f"{ci:>21} {_g(r.get('p_miss_analytic')):>9}  {params}{mark}"
         )
     return "\n".join(lines)
 
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         space = list(cfg.space)
         rows = front_rows(study, space)
         out = cfg.output_dir
-        write_atomic(out / "front.csv", rows_to_csv(rows))
+        write_atomic(out / "front.csv", rows_to_csv(rows, space))
         plot_front(study, out / "front.png", budget=cfg.study.budget_per_hour)
         print(format_front(rows, space))
         print(f"wrote {out / 'front.csv'} and {out / 'front.png'}", file=sys.stderr)
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     study = runner.load(create=False)
     if args.study_command == "front":
         rows = front_rows(study, list(runner.cfg.space))
-        text = rows_to_csv(rows) if args.format == "csv" else rows_to_json(rows)
+        text = rows_to_csv(rows, list(runner.cfg.space)) if args.format == "csv" else rows_to_json(rows)
         if args.out:
             write_atomic(args.out, text)
         else:

@@ -88,6 +88,8 @@ class StudySettings(_Strict):
     #: Replications per trial (default: the scenario's); the front is confirmed with more.
     replications: int | None = Field(default=None, ge=2)
     confirm_replications: int | None = Field(default=None, ge=2)
+    #: At most this many front trials (spread over the cost range) are re-simulated.
+    confirm_max: int = Field(default=10, ge=1)
     #: Horizon per trial (default: the scenario's).
     horizon_hours: float | None = Field(default=None, gt=0)
     fidelity: Literal["fast", "request", "auto"] | None = None

@@ -56,23 +56,41 @@ def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def confirm_front(runner: StudyRunner, study: optuna.Study, replications: int | None = None,
                   trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> dict[int, dict[str, Any]]:
-    """Re-simulate front trials with more replications at request level; stored on the study."""
+    """Re-simulate front trials with more replications; stored on the study.
+
+    The request tier confirms, unless the study runs at ``fidelity = "fast"``: then the
+    fast tier re-simulates with more replications (and says so in ``fidelity``).
+    """
     reps = replications or runner.cfg.study.confirm_replications or 2 * runner.base.simulation.replications
+    tier = runner.confirm_fidelity
     out: dict[int, dict[str, Any]] = {}
-    for t in trials if trials is not None else front_trials(study):
+    chosen = list(trials) if trials is not None else spread(front_trials(study), runner.cfg.study.confirm_max)
+    for t in chosen:
         key = f"{CONFIRM_PREFIX}{t.number}"
         prev = study.user_attrs.get(key)
         if prev and prev.get("replications", 0) >= reps:
             out[t.number] = prev
             continue
         sc = runner.trial_scenario({k: t.params[k] for k in runner.cfg.space if k in t.params})
-        res = evaluate(sc, "request", replications=reps, n_jobs=runner.n_jobs)
-        keep = {k: res[k] for k in ("p_miss", "p_miss_ci", "p_miss_upper", "batch_miss", "sojourn_p99_s") if k in res}
+        res = evaluate(sc, tier, replications=reps, n_jobs=runner.n_jobs)
+        keep = {k: res[k] for k in ("p_miss", "p_miss_ci", "p_miss_upper", "batch_miss", "sojourn_p99_s",
+                                    "analytic_p_miss", "p_miss_best") if k in res}
         keep["replications"] = reps
-        keep["fidelity"] = res.get("fidelity", "request")
+        keep["fidelity"] = res.get("fidelity", tier)
         study.set_user_attr(key, keep)
         out[t.number] = keep
     return out
+
+
+def spread(items: Sequence[Any], k: int) -> list[Any]:
+    """At most ``k`` items evenly spread over a sorted sequence, both ends included."""
+    n = len(items)
+    if n <= k:
+        return list(items)
+    if k == 1:
+        return [items[0]]
+    idx = sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+    return [items[i] for i in idx]
 
 
 def front_rows(study: optuna.Study, space: Sequence[str]) -> list[dict[str, Any]]:
@@ -83,9 +101,14 @@ def front_rows(study: optuna.Study, space: Sequence[str]) -> list[dict[str, Any]
         conf = study.user_attrs.get(f"{CONFIRM_PREFIX}{t.number}")
         src = conf or ua
         ci = src.get("p_miss_ci") or [math.nan, math.nan]
+        names = study.user_attrs.get("objectives", [])
         row: dict[str, Any] = {
             "trial": t.number,
             "cost_per_hour": ua.get("cost_per_hour"),
+            # The value the sla_miss objective optimised (e.g. the upper bound, or the
+            # fast tier's analytic value where sampling could not resolve P(miss)).
+            "p_miss_objective": t.values[names.index("sla_miss")] if "sla_miss" in names else None,
+            "p_miss_analytic": src.get("analytic_p_miss", ua.get("analytic_p_miss")),
             "p_miss": src.get("p_miss"),
             "p_miss_ci_lo": ci[0],
             "p_miss_ci_hi": ci[1],
@@ -110,11 +133,17 @@ def _hours(v: Any) -> Any:
     return v
 
 
-def rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
+FRONT_COLUMNS = [
+    "trial", "cost_per_hour", "p_miss_objective", "p_miss_analytic", "p_miss", "p_miss_ci_lo", "p_miss_ci_hi",
+    "p_miss_upper", "batch_miss", "sojourn_p99_h", "confirmed", "replications", "fidelity",
+]  # fmt: skip
+
+
+def rows_to_csv(rows: list[dict[str, Any]], space: Sequence[str] = ()) -> str:
+    """CSV with a header even when the front is empty (so scripts can rely on the columns)."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    fields = list(rows[0]) if rows else FRONT_COLUMNS + list(space)
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()

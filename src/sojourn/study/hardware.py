@@ -1,7 +1,8 @@
 """Hardware comparison: per GPU type, the cheapest configuration meeting a P(miss) target.
 
 Candidates come from a study's feasible trials; the cheapest candidate of each
-GPU type is confirmed by re-simulating with more replications (the upper 95%
+GPU type is confirmed by re-simulating with more replications (request tier, or
+the fast tier for a ``fidelity = "fast"`` study) (the upper 95%
 bound must meet the target), falling back to the next cheapest. Rent is the
 catalogue's $/GPU-hour; own-and-operate amortises the purchase price over the
 study's ``costs.years`` and adds power (TDP x draw fraction x PUE at $/kWh) and hosting.
@@ -58,7 +59,7 @@ def compare_hardware(
         chosen = None
         for t in cands[:max_tries]:
             sc = runner.trial_scenario({k: t.params[k] for k in cfg.space if k in t.params})
-            res = evaluate(sc, "request", replications=reps, n_jobs=runner.n_jobs)
+            res = evaluate(sc, runner.confirm_fidelity, replications=reps, n_jobs=runner.n_jobs)
             if res["p_miss_upper"] <= target_miss:
                 chosen = (t, sc, res)
                 break
