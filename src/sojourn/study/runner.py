@@ -34,6 +34,8 @@ __all__ = [
 #: User attribute holding the constraint values (<= 0 is feasible): [cost - budget, infeasible].
 CONSTRAINTS_ATTR = "constraints"
 INFEASIBLE_ATTR = "infeasible_reason"
+#: User attribute of a trial that repeated an evaluated configuration: that trial's number.
+DUPLICATE_ATTR = "duplicate_of"
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: dict[str, Any]) -> dict[str, Any]:
@@ -202,11 +204,25 @@ class StudyRunner:
             price = self.base.catalogue_obj().gpu(gpu).price_usd_per_gpu_hour
         return float(price) * int(tp) * int(nodes)
 
-    def objective(self) -> Callable[[optuna.trial.BaseTrial], tuple[float, ...]]:
+    def objective(
+        self, seen: dict[tuple, optuna.trial.FrozenTrial] | None = None
+    ) -> Callable[[optuna.trial.BaseTrial], tuple[float, ...]]:
+        """The trial function. ``seen`` maps configurations already evaluated to their trial:
+        a sampler that proposes one again (frequent in discrete spaces) gets the stored
+        result instead of a second, identical simulation (common random numbers make it so)."""
         budget = self.cfg.study.budget_per_hour
 
         def fn(trial: optuna.trial.BaseTrial) -> tuple[float, ...]:
             params = suggest(trial, self.cfg.space)
+            key = tuple(sorted(params.items()))
+            if seen is not None and key in seen:
+                prev = seen[key]
+                for k, v in prev.user_attrs.items():
+                    trial.set_user_attr(k, v)
+                trial.set_user_attr(DUPLICATE_ATTR, prev.number)
+                for k, v in prev.constraints.items():
+                    trial.set_constraint(k, v)
+                return tuple(prev.values)
             reason = None
             scenario = None
             try:
@@ -259,8 +275,19 @@ class StudyRunner:
         done = sum(1 for t in study.trials if t.state.is_finished())
         todo = n_trials if n_trials is not None else max(0, self.cfg.study.n_trials - done)
         if todo > 0:
+            seen = {
+                tuple(sorted(t.params.items())): t
+                for t in study.trials
+                if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs
+            }
+
+            def remember(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+                if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs:
+                    seen.setdefault(tuple(sorted(t.params.items())), t)
+
             study.optimize(
-                self.objective(),
+                self.objective(seen),
+                callbacks=[remember],
                 n_trials=todo,
                 timeout=timeout or self.cfg.study.timeout_s,
                 show_progress_bar=self.progress,
