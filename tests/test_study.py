@@ -268,3 +268,33 @@ def test_shipped_studies_load():
     for name in ("quickstart", "overnight-70b", "hardware-purchase"):
         runner = StudyRunner(load_study(ROOT / "studies" / f"{name}.toml"))
         assert runner.base.perf_model().kv_capacity_tokens > 0
+
+
+def test_ctrl_c_keeps_finished_trials_and_the_study_resumes(tmp_path):
+    import signal
+    import time
+
+    path = write_study(tmp_path, n_trials=500)
+    proc = subprocess.Popen([sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "tiny.db"
+    deadline = time.monotonic() + 120
+    done = 0
+    while time.monotonic() < deadline and done < 3:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                st = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+                done = sum(1 for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE)
+            except KeyError:
+                pass
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "resume" in err
+    st = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+    kept = [t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(kept) >= 3 and all("cost_per_hour" in t.user_attrs for t in kept)
+    assert main(["study", "run", str(path), "--n-trials", "2", "--no-progress", "--no-confirm"]) == 0
+    st = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+    assert sum(1 for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE) == len(kept) + 2

@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("interrupted: every finished trial is saved; run the same command to resume", file=sys.stderr)
             return 130
+        if runner.interrupted:
+            done = sum(1 for t in study.trials if t.state.is_finished())
+            print(f"interrupted after {done} trials, all saved; run the same command to resume", file=sys.stderr)
+            return 130
         n = len(study.trials)
         print(f"{n} trials in the study ({sum(1 for t in study.trials if t.state.is_finished())} finished)", file=sys.stderr)
         if not args.no_confirm:

@@ -12,6 +12,9 @@ or Ctrl-C with every finished trial intact.
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +131,7 @@ class StudyRunner:
     cfg: StudyConfig
     n_jobs: int = 1
     progress: bool = False
+    interrupted: bool = False
 
     def __post_init__(self) -> None:
         self.objectives: list[Objective] = load_objectives(
@@ -270,7 +274,30 @@ class StudyRunner:
     # -- the whole run -----------------------------------------------------------
 
     def run(self, n_trials: int | None = None, timeout: float | None = None) -> optuna.Study:
-        """Run trials: ``n_trials`` more, or up to the study file's total when None."""
+        """Run trials: ``n_trials`` more, or up to the study file's total when None.
+
+        The first Ctrl-C lets the running trial finish and stops (``interrupted`` is
+        then True); a second one aborts the running trial. Finished trials are always
+        in the storage, so running again resumes.
+        """
+        self.interrupted = False
+        handler = None
+        if threading.current_thread() is threading.main_thread():
+
+            def on_sigint(signum: int, frame: Any) -> None:
+                if self.interrupted:
+                    raise KeyboardInterrupt
+                self.interrupted = True
+                print("stopping after the running trial (Ctrl-C again to abort it)", file=sys.stderr)
+
+            handler = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            return self._run(n_trials, timeout)
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGINT, handler)
+
+    def _run(self, n_trials: int | None, timeout: float | None) -> optuna.Study:
         study = self.load()
         done = sum(1 for t in study.trials if t.state.is_finished())
         todo = n_trials if n_trials is not None else max(0, self.cfg.study.n_trials - done)
@@ -285,9 +312,13 @@ class StudyRunner:
                 if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs:
                     seen.setdefault(tuple(sorted(t.params.items())), t)
 
+            def stop_if_asked(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+                if self.interrupted:
+                    st.stop()
+
             study.optimize(
                 self.objective(seen),
-                callbacks=[remember],
+                callbacks=[remember, stop_if_asked],
                 n_trials=todo,
                 timeout=timeout or self.cfg.study.timeout_s,
                 show_progress_bar=self.progress,
