@@ -57,7 +57,7 @@ def test_same_seed_same_result_different_seed_different():
     b = fast_simulate(scenario(), min_batches=5_000)
     c = fast_simulate(scenario(), seed=99, min_batches=5_000)
     assert a.to_dict() | {"wall_s": 0} == b.to_dict() | {"wall_s": 0}
-    assert a.p_miss != c.p_miss
+    assert a.sojourn_mean_s != c.sojourn_mean_s  # other traffic (P(miss) may be 0 in both)
 
 
 @pytest.mark.parametrize("discipline", FAST_DISCIPLINES)
