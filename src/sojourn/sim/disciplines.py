@@ -1,11 +1,12 @@
 """Queue disciplines: the order of a waiting queue and which request a node takes next.
 
 Each discipline is a small plug-in with one contract (``Discipline``): ``push`` a
-request, ``peek(now)`` at the one a node would take next, ``pop(now)`` it,
-``discard`` one that left (cancelled at its deadline), ``len`` of the live
-requests. Removal is lazy (a request's ``inq`` flag), so no operation scans the
-queue. Requests are duck-typed: ``rid`` (arrival order), ``prompt``, ``deadline``
-(absolute seconds), ``batch``, ``inq``.
+request (``extend`` several), ``peek(now)`` at the one a node would take next,
+``pop(now)`` it (or ``take`` the one just peeked at), ``discard`` one that left
+(cancelled at its deadline), ``len`` of the live requests. Removal is lazy (a
+request's ``inq`` flag), so no operation scans the queue. Requests are
+duck-typed: ``rid`` (arrival order), ``prompt``, ``deadline`` (absolute seconds),
+``batch``, ``inq``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,20 @@ class Discipline(ABC):
             self.n -= 1
         return req
 
+    def take(self, req: Any) -> None:
+        """Remove ``req``, the request ``peek(now)`` has just named (nothing pushed or popped since).
+
+        The same as ``pop(now)`` without looking for the head a second time.
+        """
+        self._remove_head(req)
+        req.inq = False
+        self.n -= 1
+
+    def extend(self, reqs: Any) -> None:
+        """Push requests in order (as ``push`` one by one)."""
+        for req in reqs:
+            self.push(req)
+
     def discard(self, req: Any) -> None:
         """A queued request leaves (cancelled); its entry is dropped lazily."""
         if req.inq:
@@ -110,6 +125,20 @@ class Fifo(Discipline):
     def _push(self, req: Any) -> None:
         self.q.append(req)
 
+    def extend(self, reqs: Any) -> None:
+        for req in reqs:
+            req.inq = True
+        self.n += len(reqs)
+        self.q.extend(reqs)
+
+    def peek(self, now: float) -> Any | None:
+        if not self.n:
+            return None
+        q = self.q
+        while not q[0].inq:
+            q.popleft()
+        return q[0]
+
     def _head(self, now: float) -> Any | None:
         q = self.q
         while not q[0].inq:
@@ -118,6 +147,11 @@ class Fifo(Discipline):
 
     def _remove_head(self, req: Any) -> None:
         self.q.popleft()
+
+    def take(self, req: Any) -> None:
+        self.q.popleft()
+        req.inq = False
+        self.n -= 1
 
 
 class Lifo(Discipline):

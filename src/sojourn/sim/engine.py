@@ -29,7 +29,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Engine", "EngineEvent", "Request"]
@@ -89,13 +89,41 @@ class EngineEvent:
     reason: str = ""
 
 
-@dataclass
+_IDLE, _STEP, _RUN = "idle", "step", "run"
+
+
+def _partial_need(hist: list[int], bs: int, base: int, part: int) -> int:
+    """Blocks the decoding set needs over steps base..base+part-1, part < bs.
+
+    Step s needs ``hist[(-s) % bs]``; over consecutive steps the index walks down from
+    r0 = (-base) % bs, so the sum is one slice of the histogram, or two when it wraps.
+    """
+    if part <= 0:
+        return 0
+    r0 = (-base) % bs
+    lo = r0 - part + 1
+    if lo >= 0:
+        return sum(hist[lo : r0 + 1])
+    return sum(hist[: r0 + 1]) + sum(hist[bs + lo :])
+
+
+_NO_CHUNKS: tuple = ()
+
+
 class _Plan:
-    kind: str  # "step" (one step with prefill) | "run" (k decode-only steps) | "idle"
-    start: float
-    end: float
-    steps: int = 0
-    chunks: list = field(default_factory=list)  # (request, tokens) of the prefill step
+    """The step or decode run fixed by ``plan()``; one per engine, updated in place."""
+
+    __slots__ = ("kind", "start", "end", "steps", "chunks")
+
+    def __init__(self, kind: str, start: float, end: float, steps: int = 0, chunks: Any = _NO_CHUNKS) -> None:
+        self.kind = kind  # "step" (one step with prefill) | "run" (k decode-only steps) | "idle"
+        self.start = start
+        self.end = end
+        self.steps = steps
+        self.chunks = chunks  # (request, tokens) of the prefill step
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"_Plan({self.kind}, {self.start}, {self.end}, steps={self.steps})"
 
 
 class Engine:
@@ -105,6 +133,12 @@ class Engine:
     boundary fixes the next step or decode run and returns its end time;
     ``fire()`` applies it and returns the events; ``interrupt(t)`` stops a decode run
     at the first step boundary at or after ``t`` (so a new arrival can be admitted).
+
+    Hot-path notes (behaviour is that of the plain rules above): ``running`` is an
+    insertion-ordered dict used as an ordered set (O(1) removal at completion, the
+    newest is its last key), and ``prefilling`` the same for the running requests
+    still prefilling, so a step never scans the decoding ones; the plan object is
+    reused; ``plan`` and ``fire`` bind what they use to locals.
     """
 
     def __init__(
@@ -129,7 +163,9 @@ class Engine:
         self.now = 0.0
         self.step = 0
         self.used = 0
-        self.running: list[Request] = []  # admission order; the newest is preempted first
+        # Admission order; the newest (last key) is preempted first. Values unused.
+        self.running: dict[Request, None] = {}
+        self.prefilling: dict[Request, None] = {}  # the running requests not decoding yet, in admission order
         self.waiting: deque[Request] = deque()  # local queue: preempted (front) and pushed requests
         # Aggregates of the decoding set (see module docstring).
         self.dec_n = 0
@@ -137,13 +173,15 @@ class Engine:
         self.dec_hist = [0] * self.bs
         self.finish_heap: list[tuple[int, int, int, Request]] = []
         self._seq = 0
-        self.plan_: _Plan = _Plan("idle", 0.0, math.inf)
+        self.plan_ = _Plan(_IDLE, 0.0, math.inf)
         # Statistics.
         self.busy_time = 0.0
         self.kv_block_seconds = 0.0
         self.preemptions = 0
         self.steps_done = 0
         self._events: list[EngineEvent] = []  # preemptions found while planning, returned by fire()
+        #: Whether ``fire()`` reports "first_token" events (``first_token_time`` is set either way).
+        self.first_token_events = True
 
     # -- queries ----------------------------------------------------------------
 
@@ -167,7 +205,7 @@ class Engine:
         return (
             not self.waiting
             and len(self.running) < self.max_seqs
-            and self.blocks_for(tokens) <= self.total_blocks - self.used - self._decode_need(self.step)
+            and -(-tokens // self.bs) <= self.total_blocks - self.used - self._decode_need(self.step)
         )
 
     def next_event_time(self) -> float:
@@ -182,49 +220,24 @@ class Engine:
         """Blocks the decoding set needs to run step ``step``."""
         return self.dec_hist[(-step) % self.bs] if self.dec_n else 0
 
-    def _enter_decoding(self, r: Request) -> None:
-        r.decoding = True
-        r.enter_step = self.step
-        r.enter_ctx = r.target
-        c = (r.enter_ctx - r.enter_step) % self.bs
-        r.residue = c
-        self.dec_n += 1
-        self.dec_cbase += r.enter_ctx - r.enter_step
-        self.dec_hist[c] += 1
-        r.epoch += 1
-        self._seq += 1
-        heapq.heappush(self.finish_heap, (r.enter_step + (r.output - r.generated), self._seq, r.epoch, r))
-
-    def _leave_decoding(self, r: Request) -> None:
-        # The heap entry is dropped lazily (checked against r.alive / r.decoding).
-        r.decoding = False
-        self.dec_n -= 1
-        self.dec_cbase -= r.enter_ctx - r.enter_step
-        self.dec_hist[r.residue] -= 1
-        r.generated += self.step - r.enter_step
-
-    def _sync_blocks(self, r: Request) -> None:
-        """Bring a decoding request's block count and generated tokens up to the current step."""
-        if r.decoding:
-            ctx = r.enter_ctx + (self.step - r.enter_step)
-            r.blocks = self.blocks_for(ctx)
-
     def _release(self, r: Request) -> None:
+        """Free a running request's blocks and drop it from the running set."""
         if r.decoding:
-            self._sync_blocks(r)
-            self._leave_decoding(r)
-        self.used -= r.blocks
+            # Its blocks and generated tokens brought up to the current step; its heap
+            # entry is dropped lazily (checked against r.alive / r.decoding / r.epoch).
+            step = self.step
+            self.used -= -(-(r.enter_ctx + (step - r.enter_step)) // self.bs)
+            r.decoding = False
+            self.dec_n -= 1
+            self.dec_cbase -= r.enter_ctx - r.enter_step
+            self.dec_hist[r.residue] -= 1
+            r.generated += step - r.enter_step
+        else:
+            self.used -= r.blocks
+            del self.prefilling[r]
         r.blocks = 0
         r.alive = False
-        self.running.remove(r)
-
-    def _recount_used(self) -> None:
-        """Blocks held after decode steps: recompute from the aggregates (cheap: O(running))."""
-        total = 0
-        for r in self.running:
-            self._sync_blocks(r)
-            total += r.blocks
-        self.used = total
+        del self.running[r]
 
     # -- the outside world ---------------------------------------------------------
 
@@ -254,14 +267,14 @@ class Engine:
         boundary is its end, and the caller must wait for ``fire()``.
         """
         p = self.plan_
-        if p.kind == "idle":
+        if p.kind == _IDLE:
             self.now = max(self.now, t)
             return self.now
         if t <= p.start:
             # Not started yet: drop the plan (requests it admitted stay, still to prefill).
-            self.plan_ = _Plan("idle", self.now, math.inf)
+            self._set_idle()
             return self.now
-        if p.kind == "step" or t >= p.end:
+        if p.kind == _STEP or t >= p.end:
             return p.end
         j = self._steps_within(t - p.start)
         if j >= p.steps:
@@ -269,8 +282,16 @@ class Engine:
         if j > 0:
             dt = self.perf.decode_run_time(self.dec_n, self.context_sum(), j)
             self._advance_decode(j, dt)
-        self.plan_ = _Plan("idle", self.now, math.inf)
+        self._set_idle()
         return self.now
+
+    def _set_idle(self) -> None:
+        p = self.plan_
+        p.kind = _IDLE
+        p.start = self.now
+        p.end = math.inf
+        p.steps = 0
+        p.chunks = _NO_CHUNKS
 
     def _steps_within(self, dt: float) -> int:
         """Smallest j with decode_run_time(j) >= dt (quadratic in j, then fixed up)."""
@@ -295,62 +316,113 @@ class Engine:
 
     def plan(self) -> float:
         """Fix the next step (with prefill) or decode run from the current boundary; return its end."""
+        if self.plan_.kind != "idle":
+            raise RuntimeError("plan() while a step or run is planned: fire() or interrupt() it first")
         now = self.now
+        step = self.step
+        bs = self.bs
+        hist = self.dec_hist
+        total = self.total_blocks
+        running = self.running
         # 1. Make room for this step's decode tokens: preempt the newest until the blocks fit.
-        need = self._decode_need(self.step)
-        while self.dec_n and self.used + need > self.total_blocks:
-            self._preempt(self.running[-1])
-            need = self._decode_need(self.step)
-        budget = self.budget - self.dec_n
-        chunks: list[tuple[Request, int]] = []
-        free = self.total_blocks - self.used - need
-        # 2. Running requests still prefilling, in admission order (skip the scan when none is).
-        for r in self.running if len(self.running) > self.dec_n else ():
-            if budget <= 0:
-                break
-            if not r.decoding:
-                n = min(r.target - r.computed, budget)
+        need = hist[(-step) % bs] if self.dec_n else 0
+        while self.dec_n and self.used + need > total:
+            self._preempt(next(reversed(running)))
+            need = hist[(-step) % bs] if self.dec_n else 0
+        dec_n = self.dec_n
+        budget = self.budget - dec_n
+        chunks: list[tuple[Request, int]] | None = None
+        free = total - self.used - need
+        ptok = 0
+        pairs = 0
+        done = 0
+        # 2. Running requests still prefilling, in admission order.
+        if self.prefilling:
+            chunks = []
+            for r in self.prefilling:
+                if budget <= 0:
+                    break
+                n = r.target - r.computed
+                if n > budget:
+                    n = budget
                 chunks.append((r, n))
                 budget -= n
+                ptok += n
+                pairs += n * (r.computed + 0.5 * n)
+                if r.computed + n >= r.target:
+                    done += 1
         # 3. Admit waiting requests (local queue first, then the central queue).
-        while budget > 0 and len(self.running) < self.max_seqs:
-            if self.waiting:
-                r = self.waiting[0]
-                if self.blocks_for(r.target) > free:
-                    break  # head-of-line blocking
-                self.waiting.popleft()
-            elif self.source is not None:
-                r = self.source(self, free)
-                if r is None:
+        if budget > 0 and len(running) < self.max_seqs:
+            waiting, source, max_seqs = self.waiting, self.source, self.max_seqs
+            prefilling = self.prefilling
+            index = self.index
+            while budget > 0 and len(running) < max_seqs:
+                if waiting:
+                    r = waiting[0]
+                    if -(-r.target // bs) > free:
+                        break  # head-of-line blocking
+                    waiting.popleft()
+                elif source is not None:
+                    r = source(self, free)
+                    if r is None:
+                        break
+                else:
                     break
-            else:
-                break
-            b = self.blocks_for(r.target)
-            r.blocks = b
-            r.computed = 0
-            r.alive = True
-            r.node = self.index
-            self.used += b
-            free -= b
-            self.running.append(r)
-            n = min(r.target, budget)
-            chunks.append((r, n))
-            budget -= n
+                target = r.target
+                b = -(-target // bs)
+                r.blocks = b
+                r.computed = 0
+                r.alive = True
+                r.node = index
+                self.used += b
+                free -= b
+                running[r] = None
+                prefilling[r] = None
+                n = target if target < budget else budget
+                if chunks is None:
+                    chunks = []
+                chunks.append((r, n))
+                budget -= n
+                ptok += n
+                pairs += n * (0 + 0.5 * n)
+                if n >= target:
+                    done += 1
+        p = self.plan_
         if chunks:
-            ptok = sum(n for _, n in chunks)
-            pairs = sum(n * (r.computed + 0.5 * n) for r, n in chunks)
-            done = sum(1 for r, n in chunks if r.computed + n >= r.target)
-            dt = self.perf.step_time(ptok, self.dec_n, self.context_sum(), pairs, done)
-            self.plan_ = _Plan("step", now, now + dt, 1, chunks)
-        elif self.dec_n:
-            k = self.finish_heap_min() - self.step
-            k = min(k, self._steps_until_block_failure())
-            k = max(k, 1)
-            dt = self.perf.decode_run_time(self.dec_n, self.context_sum(), k)
-            self.plan_ = _Plan("run", now, now + dt, k)
+            dt = self.perf.step_time(ptok, dec_n, self.dec_cbase + dec_n * step, pairs, done)
+            p.kind = _STEP
+            p.start = now
+            p.end = now + dt
+            p.steps = 1
+            p.chunks = chunks
+        elif dec_n:
+            # Steps to the next completion (stale heap entries dropped on the way).
+            h = self.finish_heap
+            while h:
+                s, _, epoch, r = h[0]
+                if r.alive and r.decoding and epoch == r.epoch:
+                    break
+                heapq.heappop(h)
+            k = (s - step) if h else 1
+            # A block allocation can fail within k steps only if the free blocks do not
+            # cover the most the decoding set can ask for: each sequence one per bs steps.
+            if free + need < dec_n * -(-k // bs):
+                k = min(k, self._steps_until_block_failure())
+            if k < 1:
+                k = 1
+            dt = self.perf.decode_run_time(dec_n, self.dec_cbase + dec_n * step, k)
+            p.kind = _RUN
+            p.start = now
+            p.end = now + dt
+            p.steps = k
+            p.chunks = _NO_CHUNKS
         else:
-            self.plan_ = _Plan("idle", now, math.inf)
-        return self.plan_.end
+            p.kind = _IDLE
+            p.start = now
+            p.end = math.inf
+            p.steps = 0
+            p.chunks = _NO_CHUNKS
+        return p.end
 
     def finish_heap_min(self) -> int:
         """Step index of the next completion among decoding sequences (stale entries dropped)."""
@@ -367,9 +439,10 @@ class Engine:
         free = self.total_blocks - self.used
         B = self.dec_n
         periods = free // B if B else 0
-        k = periods * self.bs
+        bs = self.bs
+        k = periods * bs
         rem = free - periods * B
-        hist, bs, s = self.dec_hist, self.bs, self.step + k
+        hist, s = self.dec_hist, self.step + k
         for j in range(bs):
             need = hist[(-(s + j)) % bs]
             if need > rem:
@@ -392,12 +465,10 @@ class Engine:
         """Apply k decode-only steps taking dt seconds (no completion inside)."""
         self.kv_block_seconds += self.used * dt
         need = 0
-        hist, bs = self.dec_hist, self.bs
         if self.dec_n:
+            bs = self.bs
             full, part = divmod(k, bs)
-            need = full * self.dec_n
-            for j in range(part):
-                need += hist[(-(self.step + full * bs + j)) % bs]
+            need = full * self.dec_n + _partial_need(self.dec_hist, bs, self.step + full * bs, part)
         self.used += need
         self.step += k
         self.steps_done += k
@@ -408,34 +479,101 @@ class Engine:
         """Apply the planned step or run; return its events (first tokens, completions, preemptions)."""
         p = self.plan_
         events = self._events
-        if p.kind == "idle":
-            self.plan_ = _Plan("idle", self.now, math.inf)
-            out, self._events = events, []
-            return out
+        self._events = []
+        kind = p.kind
+        if kind == _IDLE:
+            self._set_idle()
+            return events
+        # As _advance_decode(k, dt), inlined.
         dt = p.end - p.start
-        if p.kind == "run":
-            self._advance_decode(p.steps, dt)
+        used = self.used
+        self.kv_block_seconds += used * dt
+        step = self.step
+        dec_n = self.dec_n
+        bs = self.bs
+        hist = self.dec_hist
+        if kind == _RUN:
+            k = p.steps
+            if dec_n:
+                full, part = divmod(k, bs)
+                used += full * dec_n
+                if part:
+                    used += _partial_need(hist, bs, step + full * bs, part)
         else:
-            self._advance_decode(1, dt)
+            k = 1
+            if dec_n:
+                used += hist[(-step) % bs]
+        step += k
+        self.step = step
+        self.steps_done += k
+        self.busy_time += dt
+        now = self.now = self.now + dt
+        running = self.running
+        cbase = self.dec_cbase
+        h = self.finish_heap
+        if kind == _STEP:
+            prefilling = self.prefilling
+            first_events = self.first_token_events
             for r, n in p.chunks:
                 if not r.alive:
                     continue
-                r.computed += n
-                if r.computed >= r.target:
+                c = r.computed = r.computed + n
+                target = r.target
+                if c >= target:
                     if r.generated == 0:
-                        r.first_token_time = self.now
-                        events.append(EngineEvent("first_token", r, self.now))
-                    r.generated += 1
-                    if r.generated >= r.output:
-                        self._release(r)
-                        events.append(EngineEvent("done", r, self.now))
+                        r.first_token_time = now
+                        if first_events:
+                            events.append(EngineEvent("first_token", r, now))
+                    g = r.generated = r.generated + 1
+                    del prefilling[r]
+                    if g >= r.output:
+                        # As _release(r) of a request not decoding.
+                        used -= r.blocks
+                        r.blocks = 0
+                        r.alive = False
+                        del running[r]
+                        events.append(EngineEvent("done", r, now))
                     else:
-                        self._enter_decoding(r)
-        # Completions of decoding sequences at this boundary.
-        while self.dec_n and self.finish_heap_min() == self.step:
-            r = heapq.heappop(self.finish_heap)[3]
-            self._release(r)
-            events.append(EngineEvent("done", r, self.now))
-        self.plan_ = _Plan("idle", self.now, math.inf)
-        self._events = []
+                        # r enters the decoding set (the aggregates of the module docstring).
+                        r.decoding = True
+                        r.enter_step = step
+                        r.enter_ctx = target
+                        res = r.residue = (target - step) % bs
+                        dec_n += 1
+                        cbase += target - step
+                        hist[res] += 1
+                        e = r.epoch = r.epoch + 1
+                        self._seq += 1
+                        heapq.heappush(h, (step + (r.output - g), self._seq, e, r))
+        # Completions of decoding sequences at this boundary (stale heap entries dropped).
+        if dec_n:
+            pop = heapq.heappop
+            while h:
+                s, _, epoch, r = h[0]
+                if not (r.alive and r.decoding and epoch == r.epoch):
+                    pop(h)
+                    continue
+                if s != step:
+                    break
+                pop(h)
+                # As _release(r) of a decoding request.
+                es = r.enter_step
+                used -= -(-(r.enter_ctx + (step - es)) // bs)
+                r.decoding = False
+                dec_n -= 1
+                cbase -= r.enter_ctx - es
+                hist[r.residue] -= 1
+                r.generated += step - es
+                r.blocks = 0
+                r.alive = False
+                del running[r]
+                events.append(EngineEvent("done", r, now))
+        self.used = used
+        self.dec_n = dec_n
+        self.dec_cbase = cbase
+        p.kind = _IDLE
+        p.start = now
+        p.end = math.inf
+        p.steps = 0
+        p.chunks = _NO_CHUNKS
         return events

@@ -133,6 +133,8 @@ class FleetSim:
                 Engine(perf, kv, sv.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, index=i)
                 for i in range(n)
             ]
+            for node in self.nodes:
+                node.first_token_events = False  # the fleet only reads completions
             predict = _engine_predictor(sc, perf)
         self.push_routing = sc.fleet.routing != "pull"
         self.routing = sc.fleet.routing
@@ -201,8 +203,11 @@ class FleetSim:
         generic = self.generic
         qload = self.qload
 
+        peek, take = q.peek, q.take
+
         def source(node: Any, free: int) -> SimRequest | None:
-            r = q.peek(node.now)
+            now = node.now
+            r = peek(now)
             if r is None:
                 return None
             if generic:
@@ -212,9 +217,9 @@ class FleetSim:
                 if need > free:
                     return None  # head-of-line blocking
                 qload[qi] -= need
-            q.pop(node.now)
+            take(r)
             r.state = NODE
-            r.start = node.now
+            r.start = now
             self.n_waiting -= 1
             return r
 
@@ -262,6 +267,8 @@ class FleetSim:
         b.pending -= 1
         if b.measured:
             self.measured_open -= 1
+        if not b.pending:
+            b.requests = []  # settled: nothing reads them again, and refcounting frees them
         return b
 
     def _reject(self, r: SimRequest, reason: str) -> None:
@@ -291,8 +298,12 @@ class FleetSim:
     def _complete(self, r: SimRequest, t: float) -> None:
         r.state = DONE
         self.completions += 1
-        b = self._resolve(r)
+        b = r.batch
+        b.pending -= 1
+        if not b.pending:
+            b.requests = []  # as in _resolve
         if b.measured:
+            self.measured_open -= 1
             s = t - b.arrival
             st = self.st
             st.completed += 1
@@ -347,12 +358,14 @@ class FleetSim:
         touched: set[int] = set()
         joined: list[SimRequest] = []
         rid = self.rid
+        load = 0  # pull routing: the batch joins the one queue at once, in order
+        nan = math.nan
         for p, o in zip(prompts, outputs):
             r = SimRequest(rid, p, o)
             rid += 1
             r.batch = b
             r.deadline = deadline
-            r.start = math.nan
+            r.start = nan
             r.inq = False
             reqs.append(r)
             if generic:
@@ -363,15 +376,22 @@ class FleetSim:
             elif p + o > mml:
                 self._reject(r, "max_model_len")
                 continue
-            qi = self._route(r) if push else 0
-            r.queue = qi
             r.state = QUEUED
-            queues[qi].push(r)
-            qload[qi] += 1 if generic else -(-p // bs)
-            self.n_waiting += 1
             joined.append(r)
             if push:
+                qi = self._route(r)
+                r.queue = qi
+                queues[qi].push(r)
+                qload[qi] += 1 if generic else -(-p // bs)
+                self.n_waiting += 1
                 touched.add(qi)
+            else:
+                r.queue = 0
+                load += 1 if generic else -(-p // bs)
+        if not push and joined:
+            queues[0].extend(joined)
+            qload[0] += load
+            self.n_waiting += len(joined)
         self.rid = rid
         if b.pending:
             dq = self._open.get(sla)
@@ -427,16 +447,22 @@ class FleetSim:
         self._push(t, _DEADLINE, None, self._timer_v)
 
     def _fire(self, i: int) -> None:
+        """Node ``i``'s step or run ends: its completions, then its next step (as ``_replan``)."""
         node = self.nodes[i]
-        self._sched[i] = math.inf
+        complete = self._complete
         for ev in node.fire():
             if ev.kind == "done":
                 r = ev.request
                 if r.state == NODE:
-                    self._complete(r, ev.time)
+                    complete(r, ev.time)
         if self._pend[i]:
             self._purge(node)
-        self._replan(node)
+        end = node.plan()
+        self._sched[i] = end
+        if end < math.inf:
+            v = self._version[i] = self._version[i] + 1
+            self._count += 1
+            heapq.heappush(self.heap, (end, _FIRE, self._count, i, v))
 
     def _counters(self, t: float) -> tuple[float, float, int, int]:
         """(busy seconds, KV block-seconds, preemptions, completions) up to ``t``, to within one step."""
@@ -471,6 +497,7 @@ class FleetSim:
         self._next_arrival()
         heap, pop = self.heap, heapq.heappop
         version = self._version
+        fire = self._fire
         cap = self.cap
         while heap:
             t, kind, _, arg, ver = pop(heap)
@@ -480,7 +507,7 @@ class FleetSim:
             if kind == _FIRE:
                 if ver != version[arg]:
                     continue
-                self._fire(arg)
+                fire(arg)
             elif kind == _ARRIVAL:
                 self._arrive(t, *arg)
                 self._next_arrival()
