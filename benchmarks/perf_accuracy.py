@@ -141,19 +141,10 @@ def grid_transfer_check(h100_fit, log=print) -> list[str]:
 
 
 def write_section(text: str) -> None:
-    from sojourn._cli._common import write_atomic
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import write_section as _write
 
-    fresh = "# Benchmark results\n\nEach section is written by its benchmark.\n"
-    old = RESULTS.read_text() if RESULTS.exists() else fresh
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + text + ("\n" + tail if tail else "")
-    write_atomic(RESULTS, new)
+    _write(SECTION, text, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,6 +108,28 @@ class TestDisciplineContract:
             runs.append([q.pop(0.0).rid for _ in range(50)])
         assert runs[0] == runs[1]
 
+    def test_take_after_peek_is_pop(self, name):
+        a, b = make_discipline(name, ctx()), make_discipline(name, ctx())
+        for q in (a, b):
+            for r in random_requests(60, seed=4):
+                q.push(r)
+        popped, taken = [], []
+        while len(a):
+            popped.append(a.pop(0.0).rid)
+            head = b.peek(0.0)
+            b.take(head)
+            assert not head.inq
+            taken.append(head.rid)
+        assert taken == popped and len(b) == 0
+
+    def test_extend_is_push_one_by_one(self, name):
+        a, b = make_discipline(name, ctx()), make_discipline(name, ctx())
+        for r in random_requests(40, seed=5):
+            a.push(r)
+        b.extend(random_requests(40, seed=5))
+        assert len(a) == len(b) == 40
+        assert [a.pop(0.0).rid for _ in range(40)] == [b.pop(0.0).rid for _ in range(40)]
+
     def test_peek_does_not_remove(self, name):
         q = make_discipline(name, ctx())
         for r in random_requests(5):
