@@ -773,42 +773,37 @@ class Catalogue:
         return base.with_overrides(gpus, models, origin=f"user catalogue {path}")
 
 
+def _build_entries(
+    existing: Mapping[str, Any], tables: Mapping[str, Any], kind: str, merge: Any, build: Any,
+    *, strict: bool, origin: str,
+) -> dict[str, Any]:
+    """Add or override the ``kind`` ("gpus" or "models") entries given as TOML tables."""
+    out = dict(existing)
+    seen: dict[str, str] = {}
+    for raw_id, table in _require_table(tables, f"catalogue.{kind}").items():
+        entry_id = _normalise_id(raw_id, f"catalogue.{kind}.{raw_id}")
+        if entry_id in seen:
+            raise ConfigError(
+                f"catalogue.{kind}.{raw_id}", f"duplicate of {seen[entry_id]!r} (ids are case-insensitive)"
+            )
+        seen[entry_id] = str(raw_id)
+        table = _require_table(table, f"catalogue.{kind}.{entry_id}")
+        if entry_id in out:
+            table = merge(out[entry_id], table, origin)
+        out[entry_id] = build(entry_id, table, strict=strict, default_source=origin or USER_SOURCE)
+    return out
+
+
 def _build_gpus(
     existing: Mapping[str, GPU], tables: Mapping[str, Any], *, strict: bool, origin: str
 ) -> dict[str, GPU]:
-    out = dict(existing)
-    seen: dict[str, str] = {}
-    for raw_id, table in _require_table(tables, "catalogue.gpus").items():
-        gpu_id = _normalise_id(raw_id, f"catalogue.gpus.{raw_id}")
-        if gpu_id in seen:
-            raise ConfigError(
-                f"catalogue.gpus.{raw_id}", f"duplicate of {seen[gpu_id]!r} (ids are case-insensitive)"
-            )
-        seen[gpu_id] = str(raw_id)
-        table = _require_table(table, f"catalogue.gpus.{gpu_id}")
-        if gpu_id in out:
-            table = _merge_gpu(out[gpu_id], table, origin)
-        out[gpu_id] = _build_gpu(gpu_id, table, strict=strict, default_source=origin or USER_SOURCE)
-    return out
+    return _build_entries(existing, tables, "gpus", _merge_gpu, _build_gpu, strict=strict, origin=origin)
 
 
 def _build_models(
     existing: Mapping[str, ModelSpec], tables: Mapping[str, Any], *, strict: bool, origin: str
 ) -> dict[str, ModelSpec]:
-    out = dict(existing)
-    seen: dict[str, str] = {}
-    for raw_id, table in _require_table(tables, "catalogue.models").items():
-        model_id = _normalise_id(raw_id, f"catalogue.models.{raw_id}")
-        if model_id in seen:
-            raise ConfigError(
-                f"catalogue.models.{raw_id}", f"duplicate of {seen[model_id]!r} (ids are case-insensitive)"
-            )
-        seen[model_id] = str(raw_id)
-        table = _require_table(table, f"catalogue.models.{model_id}")
-        if model_id in out:
-            table = _merge_model(out[model_id], table, origin)
-        out[model_id] = _build_model(model_id, table, strict=strict, default_source=origin or USER_SOURCE)
-    return out
+    return _build_entries(existing, tables, "models", _merge_model, _build_model, strict=strict, origin=origin)
 
 
 def _load_package_toml(filename: str) -> dict[str, Any]:
