@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,17 @@ def test_engine_statistics_are_in_range():
     assert 0.0 < r.kv_utilization <= 1.0
     assert r.throughput_rps > 0
     assert r.cost_per_hour > 0
+
+
+def test_progress_reporting_does_not_change_results(capsys):
+    from sojourn.scenario import load_scenario
+    from sojourn.sim import simulate
+
+    sc = load_scenario(Path(__file__).resolve().parents[1] / "examples" / "generic-mmc.toml")
+    sc = sc.with_updates({"simulation.horizon_hours": 0.5})
+    quiet = simulate(sc, replications=2, progress=False).to_dict()
+    loud = simulate(sc, replications=2, progress=True).to_dict()
+    assert "replication 2/2" in capsys.readouterr().err
+    for d in (quiet, loud):
+        d.pop("wall_s")
+    assert quiet == loud

@@ -268,7 +268,10 @@ def simulate(
     start = time.perf_counter()
     reps: list[ReplicationStats] = []
     if n_jobs == 1:
-        results = (run_replication(scenario, s) for s in seeds)
+        results = (
+            run_replication(scenario, s, f"replication {i}/{R}" if progress else None)
+            for i, s in enumerate(seeds, start=1)
+        )
     else:
         from joblib import Parallel, delayed
 

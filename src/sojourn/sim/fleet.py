@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -483,7 +484,17 @@ class FleetSim:
             pre += node.preemptions
         return busy, kv, pre, self.completions
 
+    #: When set, a long replication reports its progress on stderr under this label.
+    progress_label: str | None = None
+
     def _mark(self, name: str) -> None:
+        if name.startswith("progress:"):
+            now = time.perf_counter()
+            if now - self._last_report >= 5.0:  # at most one line per 5 s; short runs stay quiet
+                self._last_report = now
+                print(f"{self.progress_label}: {name[9:]}% of the measured span simulated "
+                      f"({now - self._wall0:.0f} s)", file=sys.stderr, flush=True)
+            return
         self._marks[name] = self._counters(self.now)
         if name == "end":
             self.marked_end = True
@@ -491,9 +502,12 @@ class FleetSim:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> ReplicationStats:
-        wall = time.perf_counter()
+        wall = self._wall0 = self._last_report = time.perf_counter()
         self._push(self.W, _MARK, "start")
         self._push(self.WH, _MARK, "end")
+        if self.progress_label:
+            for k in range(1, 10):
+                self._push(self.W + self.H * k / 10, _MARK, f"progress:{10 * k}")
         self._next_arrival()
         heap, pop = self.heap, heapq.heappop
         version = self._version
@@ -577,6 +591,8 @@ def check_scenario(scenario: Any) -> None:
         mean_tokens(scenario)  # reads (and caches) the trace: a bad file fails here, once
 
 
-def run_replication(scenario: Any, seed: np.random.SeedSequence) -> ReplicationStats:
-    """Simulate one replication of ``scenario`` from ``seed``."""
-    return FleetSim(scenario, seed).run()
+def run_replication(scenario: Any, seed: np.random.SeedSequence, progress_label: str | None = None) -> ReplicationStats:
+    """Simulate one replication of ``scenario`` from ``seed`` (reporting progress under a label)."""
+    sim = FleetSim(scenario, seed)
+    sim.progress_label = progress_label
+    return sim.run()
