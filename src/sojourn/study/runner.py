@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +164,10 @@ class StudyRunner:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         url = self.cfg.storage_url
         if not create:
+            db = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+            if db is not None and not Path(db).exists():  # don't leave an empty database behind
+                raise ConfigError("study.name", f"no study {self.cfg.study.name!r}: {db} does not exist; "
+                                  "run `sojourn study run` first")
             try:
                 study = optuna.load_study(study_name=self.cfg.study.name, storage=url)
             except KeyError:
