@@ -80,3 +80,23 @@ def test_sjf_shortens_the_mean_sojourn_on_an_engine():
     fifo = simulate(engine("fifo", 2000.0))
     sjf = simulate(engine("sjf", 2000.0))
     assert sjf.sojourn_mean_s < fifo.sojourn_mean_s
+
+
+def test_per_class_miss_probabilities_add_up_and_show_where_edf_helps():
+    # The same two-class traffic as above: each class gets its own P(miss) and interval,
+    # the classes' misses add up to the total, and EDF's gain is in the 20 s class.
+    classes = [{"hours": 20 / 3600}, {"hours": 600 / 3600}]
+    svc = {"dist": "exponential", "mean": 1.0}
+    fifo = simulate(generic("fifo", 0.95, 60.0, svc, classes))
+    edf = simulate(generic("edf", 0.95, 60.0, svc, classes))
+    for res in (fifo, edf):
+        by = {round(c["sla_hours"] * 3600): c for c in res.to_dict()["by_sla_class"]}
+        assert set(by) == {20, 600}
+        assert sum(c["requests_arrived"] for c in by.values()) == res.requests_arrived
+        total = sum(c["p_miss"] * c["requests_arrived"] for c in by.values())
+        assert total == pytest.approx(res.p_miss * res.requests_arrived, rel=1e-9)
+        for c in by.values():
+            assert c["p_miss_ci"][0] <= c["p_miss"] <= c["p_miss_ci"][1]
+    f20 = next(c for c in fifo.by_sla_class if round(c["sla_hours"] * 3600) == 20)
+    e20 = next(c for c in edf.by_sla_class if round(c["sla_hours"] * 3600) == 20)
+    assert e20["p_miss_ci"][1] < f20["p_miss_ci"][0]

@@ -92,6 +92,10 @@ def format_table(d: dict[str, Any]) -> str:
                                         f"{d['preemptions']} preemptions"))
         rows.append(("run", f"request tier, {d['replications']} replications of {_num(d['horizon_hours'], 'h')} "
                             f"(seed {d['seed']}), {d['requests_simulated']} requests simulated in {d['wall_s']:.1f} s"))
+    for c in d.get("by_sla_class") or []:
+        lo, hi = c["p_miss_ci"]
+        rows.append((f"  SLA {_num(c['sla_hours'])} h",
+                     f"P(miss) {_num(c['p_miss'])}  95% CI [{_num(lo)}, {_num(hi)}] of {c['requests_arrived']} requests"))
     if d.get("fidelity_note"):
         rows.append(("note", d["fidelity_note"]))
     for key in ("rejected_by", "cancelled_by"):

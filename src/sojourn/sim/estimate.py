@@ -109,6 +109,8 @@ class SimResult:
     wall_s: float
     requests_simulated: int
     fidelity: str = "request"
+    #: Per SLA class (mixed-SLA workloads): hours, requests, P(miss) and its 95% interval.
+    by_sla_class: list[dict[str, Any]] = field(default_factory=list)
     reps: list[ReplicationStats] = field(default_factory=list, repr=False)
     keep_samples: bool = False
 
@@ -162,6 +164,10 @@ class SimResult:
             "warmup_hours": self.warmup_hours,
             "requests_simulated": self.requests_simulated,
             "wall_s": self.wall_s,
+            "by_sla_class": [
+                {**c, "p_miss": fin(c["p_miss"]), "p_miss_ci": [fin(x) for x in c["p_miss_ci"]]}
+                for c in self.by_sla_class
+            ],
         }
 
 
@@ -201,6 +207,13 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
             cancelled_by[k] = cancelled_by.get(k, 0) + v
     horizon = sum(r.horizon_s for r in reps)
     sim = scenario.simulation
+    by_class = []
+    if scenario.workload.sla_classes:
+        for sla in sorted({k for r in reps for k in r.by_sla}):
+            a = arr(lambda r: r.by_sla.get(sla, (0, 0))[0])
+            c_p, c_lo, c_hi = ratio_ci(arr(lambda r: r.by_sla.get(sla, (0, 0))[1]), a)
+            by_class.append({"sla_hours": sla / 3600.0, "requests_arrived": int(a.sum()),
+                             "p_miss": c_p, "p_miss_ci": [_clip01(c_lo), _clip01(c_hi)]})
     result = SimResult(
         p_miss=p,
         p_miss_ci=(lo, hi),
@@ -234,6 +247,7 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
         wall_s=wall_s,
         requests_simulated=sum(r.requests_simulated for r in reps),
         keep_samples=keep_samples,
+        by_sla_class=by_class,
     )
     if not keep_samples:
         for r in reps:

@@ -78,6 +78,8 @@ class ReplicationStats:
     rejected_by: dict[str, int] = field(default_factory=dict)
     cancelled_by: dict[str, int] = field(default_factory=dict)
     misses: int = 0  # requests not completed within their own batch's SLA
+    #: Per SLA (seconds): [requests arrived, misses], for mixed-SLA workloads.
+    by_sla: dict[float, list[int]] = field(default_factory=dict)
     batches: int = 0
     batches_missed: int = 0
     batch_size_sum: float = 0.0
@@ -292,6 +294,7 @@ class FleetSim:
 
     def _miss(self, b: Batch) -> None:
         self.st.misses += 1
+        self.st.by_sla[b.sla][1] += 1
         if not b.missed:
             b.missed = True
             self.st.batches_missed += 1
@@ -346,6 +349,10 @@ class FleetSim:
         size = len(prompts)
         if measured:
             st.arrived += size
+            cls = st.by_sla.get(sla)
+            if cls is None:
+                cls = st.by_sla[sla] = [0, 0]
+            cls[0] += size
             st.batches += 1
             st.batch_size_sum += size
             st.batch_size_sq += size * size
