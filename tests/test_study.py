@@ -221,7 +221,7 @@ def test_compare_hardware(tmp_path, capsys):
     assert {r["gpu"] for r in rows} == {"h100-sxm", "a100-80gb"}
     for r in rows:
         if r["rent_usd_per_hour"]:
-            assert float(r["p_miss_upper"]) <= 0.5
+            assert float(r["p_miss_used"]) <= 0.5
             assert float(r["own_usd_per_hour"]) == pytest.approx(
                 float(r["capex_usd_per_hour"]) + float(r["power_usd_per_hour"]) + float(r["hosting_usd_per_hour"])
             )

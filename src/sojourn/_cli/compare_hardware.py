@@ -10,7 +10,7 @@ from typing import Any
 from sojourn._cli._common import write_atomic
 from sojourn._errors import ConfigError
 
-COLUMNS = ["gpu", "nodes", "tp", "gpus", "p_miss", "p_miss_upper", "rent_usd_per_hour", "own_usd_per_hour",
+COLUMNS = ["gpu", "nodes", "tp", "gpus", "p_miss_used", "p_miss", "p_miss_upper", "rent_usd_per_hour", "own_usd_per_hour",
            "capex_usd_per_hour", "power_usd_per_hour", "hosting_usd_per_hour", "purchase_usd", "trial", "note"]
 
 
@@ -44,13 +44,13 @@ def run(args: argparse.Namespace) -> int:
     w.writerows(rows)
     write_atomic(out / "hardware.csv", buf.getvalue())
     plot_hardware(rows, out / "hardware.png", args.target_miss)
-    print(f"{'gpu':<10} {'config':>12} {'P(miss) upper':>14} {'rent $/h':>10} {'own $/h':>10}")
+    print(f"{'gpu':<10} {'config':>12} {'P(miss)':>14} {'rent $/h':>10} {'own $/h':>10}")
     for r in rows:
         if r.get("rent_usd_per_hour") is None:
             print(f"{r['gpu']:<10} {'-':>12} {'-':>14} {'-':>10} {'-':>10}  {r.get('note', '')}")
         else:
             cfgs = f"{r['nodes']}x tp{r['tp']}"
-            print(f"{r['gpu']:<10} {cfgs:>12} {r['p_miss_upper']:>14.3g} {r['rent_usd_per_hour']:>10.2f} "
+            print(f"{r['gpu']:<10} {cfgs:>12} {r['p_miss_used']:>14.3g} {r['rent_usd_per_hour']:>10.2f} "
                   f"{r['own_usd_per_hour']:>10.2f}")
     print(f"wrote {out / 'hardware.csv'} and {out / 'hardware.png'}", file=sys.stderr)
     return 0

@@ -2,10 +2,11 @@
 
 Candidates come from a study's feasible trials; the cheapest candidate of each
 GPU type is confirmed by re-simulating with more replications (request tier, or
-the fast tier for a ``fidelity = "fast"`` study) (the upper 95%
-bound must meet the target), falling back to the next cheapest. Rent is the
-catalogue's $/GPU-hour; own-and-operate amortises the purchase price over the
-study's ``costs.years`` and adds power (TDP x draw fraction x PUE at $/kWh) and hosting.
+the fast tier for a ``fidelity = "fast"`` study): P(miss) as the study's sla_miss
+objective reads it (by default the upper 95% bound) must meet the target, else the
+next cheapest is tried. Rent is the catalogue's $/GPU-hour; own-and-operate
+amortises the purchase price over the study's ``costs.years`` and adds power
+(TDP x draw fraction x PUE at $/kWh) and hosting.
 """
 
 from __future__ import annotations
@@ -32,6 +33,20 @@ def own_cost_per_hour(gpu: Any, n_gpus: int, costs: Any) -> dict[str, float]:
             "own_usd_per_hour": capex + power + hosting}
 
 
+def _result_miss(runner: StudyRunner, result: dict[str, Any], scenario: Any) -> float:
+    """P(miss) as the study's sla_miss objective reads it (the upper bound without one)."""
+    obj = next((o for o in runner.objectives if o.name == "sla_miss"), None)
+    return obj(result, scenario, runner.cfg.study) if obj else float(result["p_miss_upper"])
+
+
+def _trial_miss(runner: StudyRunner, t: optuna.trial.FrozenTrial) -> float:
+    names = [o.name for o in runner.objectives]
+    if "sla_miss" in names and t.values:
+        return float(t.values[names.index("sla_miss")])
+    v = t.user_attrs.get("p_miss_upper")
+    return float(v) if v is not None else 1.0
+
+
 def compare_hardware(
     runner: StudyRunner,
     study: optuna.Study,
@@ -51,8 +66,7 @@ def compare_hardware(
             t for t in study.trials
             if is_feasible(t)
             and t.params.get("gpu", runner.base.fleet.gpu) == gpu_id
-            and (t.user_attrs.get("p_miss_upper") is not None)
-            and float(t.user_attrs["p_miss_upper"]) <= target_miss
+            and _trial_miss(runner, t) <= target_miss
         ]
         cands.sort(key=lambda t: (t.user_attrs["cost_per_hour"], t.number))
         row: dict[str, Any] = {"gpu": gpu_id, "candidates": len(cands)}
@@ -60,7 +74,7 @@ def compare_hardware(
         for t in cands[:max_tries]:
             sc = runner.trial_scenario({k: t.params[k] for k in cfg.space if k in t.params})
             res = evaluate(sc, runner.confirm_fidelity, replications=reps, n_jobs=runner.n_jobs)
-            if res["p_miss_upper"] <= target_miss:
+            if _result_miss(runner, res, sc) <= target_miss:
                 chosen = (t, sc, res)
                 break
         if chosen is None:
@@ -81,6 +95,7 @@ def compare_hardware(
             gpus=n_gpus,
             p_miss=res["p_miss"],
             p_miss_upper=res["p_miss_upper"],
+            p_miss_used=_result_miss(runner, res, sc),
             replications=reps,
             rent_usd_per_hour=sc.cost_per_hour,
             **own_cost_per_hour(gpu, n_gpus, cfg.costs),
