@@ -279,3 +279,16 @@ def test_shipped_profiles_name_their_data():
     assert "not end-to-end" in table[("a100-80gb", "vllm")].source
     h200 = default_profile("h200", "vllm")
     assert h200.carried_from == "h100-sxm" and h200.eff_memory == table[("h100-sxm", "vllm")].eff_memory
+
+
+def test_request_overhead_is_seen_by_the_client_only():
+    cat = default_catalogue()
+    base = build_perf_model(cat.model("llama-3.1-8b"), cat.gpu("h100-sxm"), profile=KNOWN, check=False)
+    slow = build_perf_model(cat.model("llama-3.1-8b"), cat.gpu("h100-sxm"),
+                            profile=replace(KNOWN, request_overhead_s=0.07), check=False)
+    from sojourn.perf import closed_loop
+
+    a, b = closed_loop(base, 1024, 128, 16), closed_loop(slow, 1024, 128, 16)
+    assert b.ttft_s == pytest.approx(a.ttft_s + 0.07)
+    assert b.e2e_s == pytest.approx(a.e2e_s + 0.07)
+    assert b.tpot_s == a.tpot_s and b.throughput_rps == a.throughput_rps  # the engine never sees it

@@ -63,7 +63,7 @@ def closed_loop(
         # Random phases (fixed seed, so predictions are deterministic): collisions of
         # prefills happen as often as in a benchmark whose clients drift independently.
         rng = np.random.default_rng(20240601)
-        offsets = sorted(rng.uniform(0.0, first.e2e_s, size=concurrency).tolist())
+        offsets = sorted(rng.uniform(0.0, first.e2e_s - perf.profile.request_overhead_s, size=concurrency).tolist())
         offsets[0] = 0.0
     else:
         offsets = [0.0] * concurrency
@@ -122,10 +122,11 @@ def closed_loop(
                 launch(ev.time)
     span = t_last - t_first
     rps = (n - 1) / span if n > 1 and span > 0 else math.nan
+    front_end = perf.profile.request_overhead_s  # outside the engine: seen by the client only
     return ClosedLoopResult(
-        ttft_s=ttft / n,
+        ttft_s=ttft / n + front_end,
         tpot_s=tpot / n if osl > 1 else 0.0,
-        e2e_s=e2e / n,
+        e2e_s=e2e / n + front_end,
         throughput_rps=rps,
         output_tokens_per_s=rps * osl,
         preemptions=eng.preemptions,
