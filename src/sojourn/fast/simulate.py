@@ -86,9 +86,7 @@ class FastResult:
     def p_miss_best(self) -> float:
         """The analytic value where sampling saw too few misses to resolve it, else the sampled one."""
         misses = self.p_miss * self.requests_arrived
-        if math.isfinite(self.analytic_p_miss) and misses < 30:
-            return self.analytic_p_miss
-        return self.p_miss
+        return self.analytic_p_miss if _analytic_is_best(self.analytic_p_miss, misses) else self.p_miss
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values; a non-finite number (a quantile beyond every served request) is None."""
@@ -137,6 +135,11 @@ def offered_load(scenario: Any, capacity: NodeCapacity | None = None) -> float:
         rps, _ = trace_rate(scenario)
         return load_report(scenario, cap, offered_rps=rps, peak_factor=1.0).rho
     return load_report(scenario, cap).rho
+
+
+def _analytic_is_best(analytic: float, sampled_misses: float) -> bool:
+    """The analytic P(miss) is the best estimate where sampling saw too few misses to resolve it."""
+    return math.isfinite(analytic) and sampled_misses < 30
 
 
 def fluid_fleet(scenario: Any, cap: NodeCapacity) -> FluidFleet:
@@ -244,7 +247,7 @@ def fast_simulate(
         "sojourn": "fluid (sampled)",
         "throughput_rps": "fluid (sampled)",
         "analytic_p_miss": f"analytic ({regime})",
-        "p_miss_best": "analytic" if (math.isfinite(a_p) and res["misses"] < 30) else "fluid (sampled)",
+        "p_miss_best": "analytic" if _analytic_is_best(a_p, res["misses"]) else "fluid (sampled)",
     }
     return FastResult(
         p_miss=res["p_miss"],
