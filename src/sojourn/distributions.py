@@ -61,6 +61,11 @@ _INT_MEAN_TERMS = 2**22
 _INT_MEAN_TAIL = 1e-13
 
 
+@functools.lru_cache(maxsize=1024)
+def _cached_law(dist: "Distribution") -> Any:
+    return dist._frozen()
+
+
 class Distribution(BaseModel):
     """A non-negative random quantity, optionally clipped at ``max``, with exact moments."""
 
@@ -78,6 +83,16 @@ class Distribution(BaseModel):
         """X as an object with the sf/cdf/ppf interface of a frozen scipy.stats distribution."""
         raise NotImplementedError
 
+    def _frozen_once(self) -> Any:
+        """``_frozen()``, built once per distinct distribution.
+
+        Freezing a scipy.stats law costs ~0.5 ms (it builds docstrings), more than
+        the fast tier's whole recursion; the tail analytics ask for sf/cdf hundreds
+        of times per call. Frozen pydantic models are hashable by value, so equal
+        distributions share one law.
+        """
+        return _cached_law(self)
+
     def _draw(self, rng: np.random.Generator, size: int) -> NDArray[Any]:
         """``size`` draws of X from ``rng``."""
         raise NotImplementedError
@@ -94,7 +109,7 @@ class Distribution(BaseModel):
 
     def _limited_moment(self, k: int, m: float) -> float:
         """E[min(X, m)^k]: the k-th moment of X clipped at m."""
-        return self._partial_moment(k, m) + m**k * float(self._frozen().sf(m))
+        return self._partial_moment(k, m) + m**k * float(self._frozen_once().sf(m))
 
     def _check_fields(self, context: Mapping[str, Any]) -> None:
         """Cross-field checks (and, for empirical files, loading) of one family."""
@@ -114,7 +129,7 @@ class Distribution(BaseModel):
         # One validator for every family, so the family's own checks (which may load
         # data) always run before the check of max, which needs that data.
         self._check_fields(info.context or {})
-        if self.max is not None and float(self._frozen().cdf(self.max)) == 0.0:
+        if self.max is not None and float(self._frozen_once().cdf(self.max)) == 0.0:
             raise ValueError(
                 f"max={_fmt(self.max)} is at or below every value of "
                 f"{self.dist}({', '.join(self._params())}): every draw would be clipped to max"
@@ -149,7 +164,7 @@ class Distribution(BaseModel):
     def sf(self, x: ArrayLike) -> Any:
         """P(Y > x), vectorised; 0 from ``max`` on."""
         x = np.asarray(x, dtype=np.float64)
-        out = np.asarray(self._frozen().sf(x), dtype=np.float64)
+        out = np.asarray(self._frozen_once().sf(x), dtype=np.float64)
         if self.max is not None:
             out = np.where(x >= self.max, 0.0, out)
         return out[()]
@@ -157,14 +172,14 @@ class Distribution(BaseModel):
     def cdf(self, x: ArrayLike) -> Any:
         """P(Y <= x), vectorised; 1 from ``max`` on."""
         x = np.asarray(x, dtype=np.float64)
-        out = np.asarray(self._frozen().cdf(x), dtype=np.float64)
+        out = np.asarray(self._frozen_once().cdf(x), dtype=np.float64)
         if self.max is not None:
             out = np.where(x >= self.max, 1.0, out)
         return out[()]
 
     def ppf(self, q: ArrayLike) -> Any:
         """The q-quantile of Y, vectorised: min(ppf of X, max); nan outside [0, 1]."""
-        out = np.asarray(self._frozen().ppf(np.asarray(q, dtype=np.float64)), dtype=np.float64)
+        out = np.asarray(self._frozen_once().ppf(np.asarray(q, dtype=np.float64)), dtype=np.float64)
         if self.max is not None:
             out = np.minimum(out, self.max)  # nan stays nan
         return out[()]
@@ -486,6 +501,10 @@ class Empirical(Distribution):
             raise ValueError("empirical file needs column = the name of the CSV column to use")
         base_dir = Path(context.get("base_dir") or ".")
         self._law = _EmpiricalLaw(_read_csv_column(base_dir / self.file, self.column))
+
+    def _frozen_once(self) -> _EmpiricalLaw:
+        # Already built once, at validation; hashing the values would cost more.
+        return self._frozen()
 
     def _frozen(self) -> _EmpiricalLaw:
         if self._law is None:

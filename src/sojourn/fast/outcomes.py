@@ -95,6 +95,13 @@ class Latency:
         x = np.concatenate(([s[0]], s))
         f = np.concatenate(([0.0], (np.arange(1, m + 1)) / m))
         pool = s.copy()
+        if m > 2 * _KNOTS:
+            # Thinned to quantile knots (evenly spaced in F, denser in the upper tail down to
+            # the last order statistic): every lookup is a search over the knots, and 100k of
+            # them cost ~5x more per call than ~4k, for a cdf within 1/_KNOTS of the same.
+            u = np.unique(np.concatenate((np.linspace(0.0, 0.999, _KNOTS),
+                                          1.0 - np.geomspace(1e-3, 1.0 / m, 200), [1.0])))
+            x, f = np.interp(u, f, x), u
         return Latency(x, f, draw=lambda rng, n: pool[rng.integers(0, len(pool), size=n)])
 
     @staticmethod
