@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.target_miss < 1:
         raise ConfigError("--target-miss", f"must be in (0, 1), got {args.target_miss}")
     runner = StudyRunner(load_study(args.study), n_jobs=args.n_jobs)
+    floor = runner.cfg.study.p_miss_floor
+    if args.target_miss < floor:
+        raise ConfigError("--target-miss", f"{args.target_miss:g} is below the study's p_miss_floor {floor:g}, "
+                          "where the study stops telling configurations apart; lower study.p_miss_floor")
     study = runner.load(create=False)
     rows = compare_hardware(runner, study, args.target_miss, replications=args.replications)
     out = Path(args.out) if args.out else runner.cfg.output_dir

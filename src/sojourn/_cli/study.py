@@ -22,6 +22,9 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     r.add_argument("--n-jobs", type=int, default=1, help="processes for the replications of each simulation")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-confirm", action="store_true", help="skip re-simulating the front")
+    r.add_argument("--worker-id", type=int, default=0,
+                   help="this worker's number when several run one study on a shared storage "
+                        "(PostgreSQL, MySQL): each gets its own sampler seed (default 0)")
     f = ss.add_parser("front", help="the feasible non-dominated trials")
     f.add_argument("study")
     f.add_argument("--format", choices=["csv", "json"], default="csv")
@@ -72,9 +75,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--n-trials", f"must be >= 0, got {args.n_trials}")
         if args.n_jobs < 1:
             raise ConfigError("--n-jobs", f"must be >= 1, got {args.n_jobs}")
+        if args.worker_id < 0:
+            raise ConfigError("--worker-id", f"must be >= 0, got {args.worker_id}")
         runner = _runner(args, n_jobs=args.n_jobs, progress=not args.no_progress and sys.stderr.isatty())
+        runner.worker_id = args.worker_id
         cfg = runner.cfg
-        print(f"study {cfg.study.name}: storage {cfg.storage_url}", file=sys.stderr)
+        print(f"study {cfg.study.name}: storage {runner.display_url()}", file=sys.stderr)
         try:
             study = runner.run(n_trials=args.n_trials, timeout=args.timeout)
         except KeyboardInterrupt:

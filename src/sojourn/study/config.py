@@ -95,12 +95,20 @@ class StudySettings(_Strict):
     fidelity: Literal["fast", "request", "auto"] | None = None
     #: Which estimate of P(miss) the sla_miss objective uses.
     sla_miss_statistic: Literal["upper", "mean"] = "upper"
+    #: The miss probabilities objectives (sla_miss, batch_miss) read below this count as this:
+    #: the models are not trusted further out, and a front of ever-smaller probabilities at
+    #: ever-higher cost helps nobody. The trial's attributes keep the value computed.
+    p_miss_floor: float = Field(default=1e-6, ge=0, lt=1)
     timeout_s: float | None = Field(default=None, gt=0)
     n_jobs: int = Field(default=1, ge=1)
     output_dir: str | None = None  # default: <study dir>/<name>-out
     objectives_dir: str | None = None
     #: Offered load above this fraction of the fleet's capacity is infeasible without simulating.
     max_load: float = Field(default=1.0, gt=0)
+    #: Choose ``nodes`` from what the study knows of the rest of the configuration: the
+    #: cheapest node count the measured load allows, then the neighbours of its front
+    #: points (``sojourn.study.sampler.NodesAwareSampler``). False: the sampler alone.
+    refine_nodes: bool = True
 
     @field_validator("name")
     @classmethod

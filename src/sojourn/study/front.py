@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from sojourn.study.runner import CONSTRAINTS_ATTR, INFEASIBLE_ATTR, StudyRunner, evaluate
+from sojourn.study.runner import INFEASIBLE_ATTR, StudyRunner, _dominates, _feasible, evaluate
 
 __all__ = ["confirm_front", "front_rows", "front_trials", "is_feasible", "non_dominated", "rows_to_csv"]
 
@@ -19,21 +19,7 @@ CONFIRM_PREFIX = "confirm:"
 
 
 def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state == optuna.trial.TrialState.COMPLETE and all(
-        c <= 0 for c in t.user_attrs.get(CONSTRAINTS_ATTR, [0.0])
-    )
-
-
-def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[int]) -> bool:
-    """a dominates b: no worse in every objective, better in one (signs: +1 minimise, -1 maximise)."""
-    better = False
-    for x, y, s in zip(a, b, signs):
-        x, y = s * x, s * y
-        if x > y:
-            return False
-        if x < y:
-            better = True
-    return better
+    return t.state == optuna.trial.TrialState.COMPLETE and _feasible(t)
 
 
 def non_dominated(points: Sequence[Sequence[float]], signs: Sequence[int]) -> list[int]:

@@ -45,7 +45,8 @@ DUPLICATE_ATTR = "duplicate_of"
 def suggest(trial: optuna.trial.BaseTrial, space: dict[str, Any]) -> dict[str, Any]:
     """Draw one configuration from the search space (works with FixedTrial too)."""
     params: dict[str, Any] = {}
-    for name, spec in space.items():
+    # nodes last: a sampler choosing it (NodesAwareSampler) sees the rest of the configuration.
+    for name, spec in sorted(space.items(), key=lambda kv: kv[0] == "nodes"):
         if isinstance(spec, Range):
             if spec.is_int:
                 step = int(spec.step) if spec.step else 1
@@ -133,6 +134,8 @@ class StudyRunner:
     n_jobs: int = 1
     progress: bool = False
     interrupted: bool = False
+    #: Several workers on one shared storage: each needs its own sampler seed.
+    worker_id: int = 0
 
     def __post_init__(self) -> None:
         self.objectives: list[Objective] = load_objectives(
@@ -148,19 +151,67 @@ class StudyRunner:
     # -- Optuna objects --------------------------------------------------------
 
     @property
+    def shared_storage(self) -> bool:
+        """A database server that several workers may share (anything but SQLite and memory)."""
+        url = self.cfg.storage_url
+        return not (url.startswith("sqlite:") or url.startswith("memory"))
+
+    @property
     def directions(self) -> list[str]:
         return [o.direction for o in self.objectives]
 
     def sampler(self, offset: int = 0) -> optuna.samplers.BaseSampler:
-        seed = self.cfg.study.seed + offset
+        seed = self.cfg.study.seed + offset + 1_000_003 * self.worker_id
+        base: optuna.samplers.BaseSampler
         if self.cfg.study.sampler == "nsga2":
             pop = max(8, min(50, self.cfg.study.n_trials // 5))
-            return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                          n_startup_trials=max(5, min(20, self.cfg.study.n_trials // 4)))
+            base = optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
+        else:
+            base = optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                              n_startup_trials=max(5, min(20, self.cfg.study.n_trials // 4)))
+        spec = self.cfg.space.get("nodes")
+        if self.cfg.study.refine_nodes and isinstance(spec, Range) and spec.is_int:
+            from sojourn.study.sampler import NodesAwareSampler
+
+            return NodesAwareSampler(base, self)
+        return base
 
     def load(self, create: bool = True) -> optuna.Study:
-        """The study in its storage (created when absent, unless ``create`` is False)."""
+        """The study in its storage (created when absent, unless ``create`` is False).
+
+        Workers started together on a new database race to create its tables and the
+        study: the loser's error is retried (a few times, with a short random pause).
+        A storage that cannot be opened is a ConfigError naming ``study.storage``.
+        """
+        import random
+        import time
+
+        from sqlalchemy.exc import SQLAlchemyError
+
+        for attempt in range(6):
+            try:
+                return self._load(create)
+            except SQLAlchemyError as err:
+                reason = str(err).splitlines()[0]
+                race = "already exists" in reason or "duplicate key" in reason or "UniqueViolation" in reason
+                if attempt == 5 or not race:
+                    raise ConfigError("study.storage", f"cannot open {self.display_url()}: {reason}") from None
+                time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+            except (ImportError, ModuleNotFoundError) as err:
+                raise ConfigError("study.storage", f"cannot open {self.display_url()}: {err} "
+                                  "(for PostgreSQL: pip install 'sojourn[postgres]')") from None
+        raise AssertionError("unreachable")
+
+    def display_url(self) -> str:
+        """The storage URL without its password."""
+        url = self.cfg.storage_url
+        if "@" in url and "://" in url:
+            scheme, rest = url.split("://", 1)
+            cred, host = rest.rsplit("@", 1)
+            return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else url
+        return url
+
+    def _load(self, create: bool) -> optuna.Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         url = self.cfg.storage_url
         if not create:
@@ -224,6 +275,11 @@ class StudyRunner:
         def fn(trial: optuna.trial.BaseTrial) -> tuple[float, ...]:
             params = suggest(trial, self.cfg.space)
             key = tuple(sorted(params.items()))
+            if seen is not None and key not in seen and isinstance(trial, optuna.Trial) and self.shared_storage:
+                # Another worker may have evaluated it since this one started.
+                for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                    if DUPLICATE_ATTR not in t.user_attrs:
+                        seen.setdefault(tuple(sorted(t.params.items())), t)
             if seen is not None and key in seen:
                 prev = seen[key]
                 for k, v in prev.user_attrs.items():
@@ -330,6 +386,16 @@ class StudyRunner:
                 catch=(),
             )
         return study
+
+
+def _feasible(t: optuna.trial.FrozenTrial) -> bool:
+    return all(c <= 0 for c in t.user_attrs.get(CONSTRAINTS_ATTR, [0.0]))
+
+
+def _dominates(a: Any, b: Any, signs: list[int]) -> bool:
+    """a dominates b: no worse in every objective, better in one (signs: +1 minimise, -1 maximise)."""
+    pairs = [(s * x, s * y) for x, y, s in zip(a, b, signs)]
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
 
 class _CostOnly:

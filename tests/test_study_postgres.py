@@ -1,0 +1,162 @@
+"""Several workers on one study in a real PostgreSQL server (the multi-machine setup).
+
+A throwaway PostgreSQL cluster is created (``initdb``) and started on a free port
+for this module, and removed after. Skipped only where no PostgreSQL server
+binaries are installed (CI has them: PostgreSQL 15 from Debian).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sojourn.study import StudyRunner, front_trials, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCENARIO = """
+sla_hours = 2.0
+[workload]
+batch_rate_per_hour = 20.0
+batch_size = { dist = "geometric", mean = 5 }
+input_tokens = { dist = "fixed", value = 100 }
+output_tokens = { dist = "fixed", value = 100 }
+[fleet]
+gpu = "h100-sxm"
+nodes = 1
+server = { kind = "generic", service_time = { dist = "exponential", mean = 900.0 }, concurrency = 4 }
+[simulation]
+horizon_hours = 40
+warmup_hours = 4
+replications = 3
+seed = 3
+"""
+
+
+def _pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    cands = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return cands[-1] if cands else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    pytest.importorskip("psycopg2")
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+    home = Path(tempfile.mkdtemp(prefix="sojourn-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = home / "data"
+    subprocess.run(as_user + [initdb, "-D", str(data), "-A", "trust", "-U", "sojourn", "--no-sync"],
+                   check=True, capture_output=True)
+    opts = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-o", opts, "-w", "-t", "60", "-l", str(home / "log"),
+                              "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://sojourn@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_two_workers_share_one_study(tmp_path, postgres_url):
+    (tmp_path / "scenario.toml").write_text(SCENARIO)
+    path = tmp_path / "shared.toml"
+    path.write_text(textwrap.dedent(f"""
+        [study]
+        name = "shared"
+        scenario = "scenario.toml"
+        n_trials = 6
+        budget_per_hour = 30
+        storage = "{postgres_url}"
+        objectives_dir = "{ROOT / 'objectives'}"
+        [space]
+        gpu = ["h100-sxm", "a100-80gb"]
+        nodes = {{ low = 1, high = 8 }}
+        discipline = ["fifo", "edf"]
+        """))
+    cmd = [sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--no-progress", "--no-confirm",
+           "--n-trials", "6"]
+    workers = [subprocess.Popen(cmd + ["--worker-id", str(k)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for k in range(2)]
+    for w in workers:
+        out, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err
+        assert "Traceback" not in err
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    trials = study.trials
+    assert len(trials) == 12 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sorted(t.number for t in trials) == list(range(12))
+    # Each worker drew its own configurations (its own sampler seed), and the front reads the shared study.
+    front = front_trials(StudyRunner(load_study(path)).load(create=False))
+    assert front and all(t.user_attrs["cost_per_hour"] <= 30 for t in front)
+    # A third worker resumes the same study.
+    run = subprocess.run(cmd[:-1] + ["2", "--worker-id", "2"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert len(optuna.load_study(study_name="shared", storage=postgres_url).trials) == 14
+
+
+def test_workers_seed_differently(tmp_path):
+    (tmp_path / "scenario.toml").write_text(SCENARIO)
+    path = tmp_path / "s.toml"
+    path.write_text(textwrap.dedent(f"""
+        [study]
+        name = "s"
+        scenario = "scenario.toml"
+        objectives_dir = "{ROOT / 'objectives'}"
+        [space]
+        gpu = ["h100-sxm", "a100-80gb"]
+        nodes = {{ low = 1, high = 8 }}
+        """))
+    a, b = StudyRunner(load_study(path)), StudyRunner(load_study(path), worker_id=1)
+    draws = [r.sampler().base._rng.rng.randint(1 << 30, size=4).tolist() for r in (a, b)]
+    assert draws[0] != draws[1]
+
+
+def test_a_storage_that_cannot_be_opened_is_one_clear_error(tmp_path, capsys):
+    from sojourn.cli import main
+
+    pytest.importorskip("psycopg2")
+    (tmp_path / "scenario.toml").write_text(SCENARIO)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    path = tmp_path / "s.toml"
+    path.write_text(textwrap.dedent(f"""
+        [study]
+        name = "s"
+        scenario = "scenario.toml"
+        storage = "postgresql+psycopg2://someone:secret@127.0.0.1:{port}/db"
+        objectives_dir = "{ROOT / 'objectives'}"
+        [space]
+        nodes = {{ low = 1, high = 8 }}
+        """))
+    assert main(["study", "run", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "study.storage" in err and "Traceback" not in err
+    assert "secret" not in err and "***" in err
