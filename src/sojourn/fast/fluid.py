@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -147,6 +148,30 @@ def fifo_runs(b: Batches, fleet: FluidFleet) -> tuple[Runs, NDArray[np.int64], N
     return Runs.concat([head, rest]), refused, v
 
 
+#: The class split of recent request pools (a pool belongs to a cached node capacity and is
+#: split the same way on every call): (pool_key, pool_work, bins) -> (probabilities, works).
+_CLASS_CACHE: list[tuple[NDArray[np.float64], NDArray[np.float64], int, Any]] = []
+
+
+def _key_classes(pool_key: NDArray[np.float64], pool_work: NDArray[np.float64], bins: int
+                 ) -> tuple[NDArray[np.float64], list[NDArray[np.float64]]]:
+    """Class probabilities and each class's request works: quantile bins of the key over the pool."""
+    for key, work, nb, out in _CLASS_CACHE:
+        if key is pool_key and work is pool_work and nb == bins:
+            return out
+    # Quantile edges of the key; equal keys always share a class (a tie is served in arrival order).
+    edges = np.unique(np.quantile(pool_key, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    cls = np.searchsorted(edges, pool_key, side="right")
+    order = np.argsort(cls, kind="stable")
+    bounds = np.searchsorted(cls[order], np.arange(len(edges) + 2))
+    groups = [order[a:z] for a, z in zip(bounds[:-1], bounds[1:]) if z > a]
+    p = np.array([len(g) for g in groups], dtype=np.float64)
+    out = (p / p.sum(), [pool_work[g] for g in groups])
+    _CLASS_CACHE.insert(0, (pool_key, pool_work, bins, out))
+    del _CLASS_CACHE[16:]
+    return out
+
+
 def split_by_key(b: Batches, pool_key: NDArray[np.float64], pool_work: NDArray[np.float64],
                  rng: np.random.Generator, bins: int = 8) -> Segments:
     """Split each batch into ``bins`` priority classes of equal probability by a request key.
@@ -156,22 +181,15 @@ def split_by_key(b: Batches, pool_key: NDArray[np.float64], pool_work: NDArray[n
     and each class's work is summed as in ``batches.batch_work``, with that class's
     own mean and variance of the request work.
     """
-    # Quantile edges of the key; equal keys always share a class (a tie is served in arrival order).
-    edges = np.unique(np.quantile(pool_key, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    cls = np.searchsorted(edges, pool_key, side="right")
-    groups = [np.flatnonzero(cls == k) for k in range(len(edges) + 1)]
-    groups = [g for g in groups if g.size]
-    bins = len(groups)
-    p = np.array([len(g) for g in groups], dtype=np.float64)
-    p /= p.sum()
+    p, works = _key_classes(pool_key, pool_work, bins)
+    bins = len(works)
     counts = rng.multinomial(b.accepted, p)  # (batches, bins)
     nb = len(b)
     seg_batch = np.repeat(np.arange(nb), bins)
     seg_key = np.tile(np.arange(bins, dtype=np.float64), nb)
     seg_count = counts.ravel()
     seg_work = np.zeros(len(seg_count))
-    for k, g in enumerate(groups):
-        wk = pool_work[g]
+    for k, wk in enumerate(works):
         m, v = float(wk.mean()), float(wk.var())
         idx = np.flatnonzero((seg_key == k) & (seg_count > 0))
         x = seg_count[idx]

@@ -47,6 +47,8 @@ __all__ = [
 
 #: Positions summed one by one before switching to a trapezoid on a log grid.
 _EXACT_POSITIONS = 20_000
+#: Below this, a Cramér–Lundberg amplitude c·e^{−γτ} is handled in log space.
+_TINY_AMPLITUDE = 1e-300
 
 
 # --- generating functions ----------------------------------------------------------
@@ -219,6 +221,115 @@ def position_mean(xdist: Any, q: float, f: Callable[[NDArray[np.float64]], NDArr
     # Positions j1, j1 + 1, ...: Σ_{j >= j1} P(X' >= j) = E[(X' − j1 + 1)+].
     total += q * float(excess_mean(xdist, (j1 - 1.0) / q, integer=True))
     return min(total / ex, 1.0)
+
+
+def _sorted_unique(g: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.unique(g)`` without its sort where g (a geomspace) is already strictly increasing."""
+    return g if bool(np.all(g[1:] > g[:-1])) else np.unique(g)
+
+
+def _cl_position_means(xdist: Any, q: float, amps: list[tuple[float, float]], lz: float, psi_k: float, norm: float,
+                       n_exact: int = _EXACT_POSITIONS, n_grid: int = 4000) -> list[float]:
+    """``position_mean`` of the Cramér–Lundberg miss probability for several amplitudes at once.
+
+    For amplitude a, given as (a, log a), one per latency node, the mean is over positions j of
+    f(j) = (min(1, a·z^{j−1}) − ψ(K))+ / (1 − ψ(K)), z = e^{lz} > 1, as ``tail_p_miss``
+    builds it. The survival P(X' >= j) over positions is the same for every amplitude,
+    so it is computed once (one sf call for all of them, not one a node: scipy's
+    per-call cost dominates on these arrays), as is z^{j−1}; the exact positions are
+    summed as a·Σ S_j z^{j−1} − ψ·Σ S_j over the j where a·z^{j−1} > ψ. An amplitude
+    below 1e-300 (a deadline many drain times long) goes through e^{log_a + lz(j−1)}
+    instead, as a underflows and z^{j−1} overflows. Values match ``position_mean`` to
+    rounding (~1e-15).
+    """
+    ex = q * xdist.int_mean
+    direct, j1s = [], []
+    for a, la in amps:
+        direct.append(a if a > _TINY_AMPLITUDE else 0.0)  # 0: the log-space path
+        if a > _TINY_AMPLITUDE:
+            j_one = 1.0 + math.log(1.0 / a) / lz if a < 1.0 else 1.0
+        else:
+            j_one = 1.0 - la / lz
+        j1s.append(max(1.0, math.ceil(min(j_one, 1e18))))
+    nex = [int(min(j1 - 1, n_exact)) for j1 in j1s]
+    n_max = max(nex, default=0)
+    if n_max > 0:
+        j = np.arange(1, n_max + 1, dtype=np.float64)
+        s_exact = survival(xdist, (j - 1.0) / q)
+        # z^{j−1} < 1/a <= 1e300 below j_one, where the direct path uses it.
+        n_z = max((n for n, a in zip(nex, direct) if a > 0.0), default=0)
+        z_exact = np.exp(lz * (j[:n_z] - 1.0))
+    # The log grids beyond the exact positions, all in one survival call.
+    grids = [_sorted_unique(np.geomspace(n + 1, j1 - 1, n_grid)) if j1 - 1 > n else None for j1, n in zip(j1s, nex)]
+    live = [g for g in grids if g is not None]
+    if live:
+        s_all = survival(xdist, (np.concatenate(live) - 1.0) / q)
+    excess = np.atleast_1d(excess_mean(xdist, np.array([(j1 - 1.0) / q for j1 in j1s]), integer=True))
+    out, at = [], 0
+    for a, (_, la), n, g, e in zip(direct, amps, nex, grids, excess):
+        total = 0.0
+        if n > 0 and a > 0.0:
+            # a·z_j < 1 below j_one, and it rises with j: the terms at or below ψ lead.
+            j0 = int(np.searchsorted(z_exact[:n], psi_k / a, side="right")) if psi_k > 0 else 0
+            if j0 < n:
+                sj, zj = s_exact[j0:n], z_exact[j0:n]
+                # np.sum, not a BLAS dot: OpenBLAS threads a dot this long and stalls on a busy machine.
+                total += (a * float(np.sum(sj * zj)) - psi_k * float(np.sum(sj))) / norm
+        elif n > 0:
+            t = np.exp(la + lz * (j[:n] - 1.0))
+            total += float(np.sum(s_exact[:n] * (np.maximum(np.minimum(1.0, t) - psi_k, 0.0) / norm)))
+        if g is not None:
+            k = len(g)
+            sg = s_all[at:at + k]
+            at += k
+            t = a * np.exp(lz * (g - 1.0)) if a > 0.0 else np.exp(la + lz * (g - 1.0))
+            y = sg * (np.maximum(np.minimum(1.0, t) - psi_k, 0.0) / norm)
+            total += float(np.trapezoid(y, g)) + 0.5 * (y[0] + y[-1])
+        total += q * float(e)
+        out.append(min(total / ex, 1.0))
+    return out
+
+
+def _subexp_position_means(xdist: Any, q: float, taus: list[float], unit: float,
+                           f_arg: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+                           n_exact: int = 64, n_grid: int = 200) -> list[float]:
+    """``position_mean`` of f(j) = f_arg(τ − (j − 1)·unit) for several τ at once (the subexponential miss).
+
+    The same sums as ``position_mean`` with j_one = 1 + τ/unit, but with one call of
+    f_arg, of the survival and of the excess mean for all τ (each call has a fixed cost
+    far above the work on these short arrays). Values match ``position_mean`` exactly.
+    """
+    ex = q * xdist.int_mean
+    j1s = [max(1.0, math.ceil(1.0 + tau / unit)) for tau in taus]
+    nex = [int(min(j1 - 1, n_exact)) for j1 in j1s]
+    n_max = max(nex, default=0)
+    j = np.arange(1, n_max + 1, dtype=np.float64)
+    s_exact = survival(xdist, (j - 1.0) / q) if n_max > 0 else j
+    grids = [_sorted_unique(np.geomspace(n + 1, j1 - 1, n_grid)) if j1 - 1 > n else None for j1, n in zip(j1s, nex)]
+    live = [g for g in grids if g is not None]
+    s_all = survival(xdist, (np.concatenate(live) - 1.0) / q) if live else j
+    args = []
+    for tau, n, g in zip(taus, nex, grids):
+        args.append(tau - (j[:n] - 1.0) * unit)
+        if g is not None:
+            args.append(tau - (g - 1.0) * unit)
+    f_all = f_arg(np.concatenate(args))
+    excess = np.atleast_1d(excess_mean(xdist, np.array([(j1 - 1.0) / q for j1 in j1s]), integer=True))
+    out, at_f, at_g = [], 0, 0
+    for n, g, e in zip(nex, grids, excess):
+        total = 0.0
+        if n > 0:
+            total += float(np.sum(s_exact[:n] * f_all[at_f:at_f + n]))
+            at_f += n
+        if g is not None:
+            k = len(g)
+            y = s_all[at_g:at_g + k] * f_all[at_f:at_f + k]
+            at_f += k
+            at_g += k
+            total += float(np.trapezoid(y, g)) + 0.5 * (y[0] + y[-1])
+        total += q * float(e)
+        out.append(min(total / ex, 1.0))
+    return out
 
 
 def excess_mean(d: Any, m: ArrayLike, integer: bool = False) -> NDArray[np.float64] | float:
@@ -411,35 +522,47 @@ def tail_p_miss(scenario: Any, cap: Any, tail: FifoTail, sla_s: float, in_servic
         lats = np.interp(u, latency.f, latency.x)
         late = 1.0 - f_t
     wts = weights / 2.0 if latency is not None else np.array([1.0])
+    if tail.regime == "cramer-lundberg":
+        # E[e^{γ U_{j−1}}] = z^{j−1} exactly, U the sum of j − 1 works: the miss probability
+        # at position j is min(1, a·z^{j−1}), a = c·e^{−γτ}, one amplitude per latency node.
+        total = 0.0
+        amps, amp_wts = [], []
+        log_c = math.log(tail.constant) if tail.constant > 0 else -math.inf
+        for ell, wt in zip(lats, wts):
+            tau = min(sla_s - ell + in_service_s, queue_s)
+            if tau <= 0:
+                total += wt
+            else:
+                amps.append((tail.constant * math.exp(-tail.gamma * tau), log_c - tail.gamma * tau))
+                amp_wts.append(wt)
+        if amps:
+            means = _cl_position_means(xd, q, amps, math.log(tail.z), psi_k, norm)
+            for wt, pm in zip(amp_wts, means):
+                total += wt * pm
+        return late + (1.0 - late) * total
     total = 0.0
+    taus, tau_wts = [], []
     for ell, wt in zip(lats, wts):
         tau = min(sla_s - ell + in_service_s, queue_s)
         if tau <= 0:
             total += wt
-            continue
-        if tail.regime == "cramer-lundberg":
-            # E[e^{γ U_{j−1}}] = z^{j−1} exactly, U the sum of j − 1 works.
-            a = tail.constant * math.exp(-tail.gamma * tau)
-            lz = math.log(tail.z)
+        else:
+            taus.append(tau)
+            tau_wts.append(wt)
+    if taus and tail.regime != "subexponential":
+        return math.nan
+    if taus:
+        unit = cap.work_mean / C  # seconds of fleet time per request
 
-            def f(j: NDArray[np.float64], a: float = a, lz: float = lz) -> NDArray[np.float64]:
-                return np.maximum(np.minimum(1.0, a * np.exp(lz * (j - 1.0))) - psi_k, 0.0) / norm
+        def f_arg(x: NDArray[np.float64]) -> NDArray[np.float64]:
+            return np.maximum(tail.sf_array(x) - psi_k, 0.0) / norm
 
-            j_one = 1.0 + math.log(1.0 / a) / lz if a < 1.0 else 1.0
-            total += wt * position_mean(xd, q, f, min(j_one, 1e18))
-        elif tail.regime == "subexponential":
-            unit = cap.work_mean / C  # seconds of fleet time per request
-
-            def f(j: NDArray[np.float64], tau: float = tau, unit: float = unit) -> NDArray[np.float64]:
-                return np.maximum(tail.sf_array(tau - (j - 1.0) * unit) - psi_k, 0.0) / norm
-
-            p = position_mean(xd, q, f, 1.0 + tau / unit, n_exact=64, n_grid=200)
+        means = _subexp_position_means(xd, q, taus, unit, f_arg)
+        for tau, wt, p in zip(taus, tau_wts, means):
             if srv is not None and srv.service_time.is_heavy_tailed and xd.mean > 1:
                 # A batch-mate ahead with a huge service time: E[X(X−1)/2]/E[X]·P(w/C > τ).
                 ex2 = xd.var + xd.mean**2 if math.isfinite(xd.var) else math.inf
                 mult = (ex2 - xd.mean) / (2.0 * xd.mean)
                 p = min(1.0, p + mult * float(srv.service_time.sf(tau * C * srv.concurrency)))
             total += wt * p
-        else:
-            return math.nan
     return late + (1.0 - late) * total
