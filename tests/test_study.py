@@ -65,12 +65,17 @@ def write_study(tmp_path: Path, name="tiny", n_trials=8, budget=30.0, extra_spac
     return p
 
 
+def n_evaluated(study) -> int:
+    """Configurations evaluated: trials that repeated one (``duplicate_of``) do not count."""
+    return sum(1 for t in study.trials if t.state.is_finished() and "duplicate_of" not in t.user_attrs)
+
+
 def test_study_runs_end_to_end_and_front_is_non_dominated_within_budget(tmp_path):
     path = write_study(tmp_path)
     assert main(["study", "run", str(path), "--no-progress"]) == 0
     runner = StudyRunner(load_study(path))
     study = runner.load(create=False)
-    assert len(study.trials) == 8
+    assert n_evaluated(study) == 8
     front = front_trials(study)
     assert front, "some configuration must be feasible"
     assert all(is_feasible(t) and t.user_attrs["cost_per_hour"] <= 30.0 for t in front)
@@ -94,10 +99,10 @@ def test_resuming_adds_trials_to_the_same_study(tmp_path):
     assert main(["study", "run", str(path), "--no-progress", "--no-confirm"]) == 0
     assert main(["study", "run", str(path), "--no-progress", "--no-confirm"]) == 0  # already at n_trials
     study = StudyRunner(load_study(path)).load(create=False)
-    assert len(study.trials) == 3
+    assert n_evaluated(study) == 3
     assert main(["study", "run", str(path), "--no-progress", "--no-confirm", "--n-trials", "2"]) == 0
     study = StudyRunner(load_study(path)).load(create=False)
-    assert len(study.trials) == 5
+    assert n_evaluated(study) == 5
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) >= 2
 
 
@@ -297,4 +302,21 @@ def test_ctrl_c_keeps_finished_trials_and_the_study_resumes(tmp_path):
     assert len(kept) >= 3 and all("cost_per_hour" in t.user_attrs for t in kept)
     assert main(["study", "run", str(path), "--n-trials", "2", "--no-progress", "--no-confirm"]) == 0
     st = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
-    assert sum(1 for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE) == len(kept) + 2
+    assert n_evaluated(st) == sum(1 for t in kept if "duplicate_of" not in t.user_attrs) + 2
+
+
+def test_n_trials_counts_configurations_evaluated_not_repeats(tmp_path):
+    # 4 configurations in all: the sampler repeats some, and repeats do not count.
+    path = write_study(tmp_path, n_trials=4)
+    text = path.read_text().replace('nodes = { low = 1, high = 8 }', 'nodes = [8]')
+    path.write_text(text)
+    runner = StudyRunner(load_study(path))
+    study = runner.run()
+    configs = [tuple(sorted(t.params.items())) for t in study.trials if "duplicate_of" not in t.user_attrs]
+    assert len(configs) == len(set(configs)) == 4
+    # Asking for more than the space holds ends after a bounded number of repeats.
+    study = runner.run(n_trials=3)
+    assert n_evaluated(study) == 4 and len(study.trials) <= 4 + 10 * 3 + 100 + 4
+    # The front lists a configuration once, however often it was repeated.
+    front = front_trials(study)
+    assert len({tuple(sorted(t.params.items())) for t in front}) == len(front)

@@ -102,8 +102,11 @@ def test_front_points_are_walked_to_their_neighbours(setup):
     assert sampler.choose_nodes(study, rest, NODES) == 6
     add(study, runner, "h100-sxm", 6, 0.02, load=0.50)
     assert sampler.choose_nodes(study, rest, NODES) == 7
-    # A cheaper configuration that beats all of them ends the walk: the base sampler chooses.
+    # A cheaper configuration that beats all of them ends the walk; what is left to try of
+    # this rest is its lowest P(miss), the most nodes the space and budget allow (8), then nothing.
     add(study, runner, "a100-80gb", 1, 0.001, load=0.10)
+    assert sampler.choose_nodes(study, rest, NODES) == 8
+    add(study, runner, "h100-sxm", 8, 0.002, load=0.37)
     assert sampler.choose_nodes(study, rest, NODES) is None
 
 
@@ -115,6 +118,11 @@ def test_the_walk_stays_within_the_budget(tmp_path):
     study = optuna.create_study(directions=runner.directions, sampler=sampler)
     add(study, runner, "h100-sxm", 4, 0.10, load=0.75)
     add(study, runner, "h100-sxm", 5, 0.05, load=0.60)
+    assert sampler.choose_nodes(study, {"gpu": "h100-sxm", "discipline": "fifo"}, NODES) is None
+    # Dominated everywhere: the most nodes within the budget is 5, already tried.
+    add(study, runner, "a100-80gb", 1, 0.001, load=0.10)
+    assert sampler.choose_nodes(study, {"gpu": "h100-sxm", "discipline": "fifo"}, NODES) is None
+    add(study, runner, "h100-sxm", 2, 1.0, load=1.5, feasible=False)
     assert sampler.choose_nodes(study, {"gpu": "h100-sxm", "discipline": "fifo"}, NODES) is None
 
 
@@ -137,7 +145,7 @@ def test_studies_with_the_sampler_are_reproducible(tmp_path):
         StudyRunner(load_study(study_file(tmp_path / d))).run()
         study = StudyRunner(load_study(tmp_path / d / "s.toml")).load(create=False)
         out.append([(t.params, t.values) for t in study.trials])
-    assert out[0] == out[1] and len(out[0]) == 10
+    assert out[0] == out[1] and len(out[0]) >= 10
 
 
 def test_p_miss_floor(tmp_path):
@@ -157,3 +165,11 @@ def test_compare_hardware_refuses_a_target_below_the_floor(tmp_path, capsys):
     assert main(["compare-hardware", str(path), "--target-miss", "0.001"]) == 2
     err = capsys.readouterr().err
     assert "--target-miss" in err and "p_miss_floor" in err and "Traceback" not in err
+
+
+def test_simulation_seed_separates_the_traffic_from_the_sampler(tmp_path):
+    params = {"gpu": "h100-sxm", "nodes": 8, "discipline": "fifo"}
+    plain = StudyRunner(load_study(study_file(tmp_path, extra="seed = 7")))
+    assert plain.trial_scenario(params).simulation.seed == 7
+    split = StudyRunner(load_study(study_file(tmp_path, extra="seed = 7\nsimulation_seed = 11")))
+    assert split.trial_scenario(params).simulation.seed == 11

@@ -83,6 +83,9 @@ class StudySettings(_Strict):
     objectives: list[str] = Field(default_factory=lambda: ["sla_miss", "cost_per_hour"], min_length=1)
     budget_per_hour: float | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0)
+    #: The replications' seed of every trial (common random numbers); default: ``seed``.
+    #: Set it to rerun a search with another sampler seed on the same traffic.
+    simulation_seed: int | None = Field(default=None, ge=0)
     storage: str | None = None  # default: SQLite next to the study file
     sampler: Literal["nsga2", "tpe"] = "tpe"
     #: Replications per trial (default: the scenario's); the front is confirmed with more.

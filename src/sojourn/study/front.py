@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from sojourn.study.runner import INFEASIBLE_ATTR, StudyRunner, _dominates, _feasible, evaluate
+from sojourn.study.runner import DUPLICATE_ATTR, INFEASIBLE_ATTR, StudyRunner, _dominates, _feasible, evaluate
 
 __all__ = ["confirm_front", "front_rows", "front_trials", "is_feasible", "non_dominated", "rows_to_csv"]
 
@@ -33,7 +33,8 @@ def non_dominated(points: Sequence[Sequence[float]], signs: Sequence[int]) -> li
 
 def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Feasible non-dominated trials, cheapest first."""
-    feas = [t for t in study.trials if is_feasible(t)]
+    # A trial that repeated a configuration carries that configuration's result: list it once.
+    feas = [t for t in study.trials if is_feasible(t) and DUPLICATE_ATTR not in t.user_attrs]
     signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
     idx = non_dominated([t.values for t in feas], signs)
     front = [feas[i] for i in idx]

@@ -246,7 +246,9 @@ class StudyRunner:
 
     def trial_scenario(self, params: dict[str, Any]) -> Scenario:
         updates = {self.cfg.scenario_field(k): v for k, v in params.items()}
-        updates["simulation.seed"] = self.cfg.study.seed  # common random numbers across trials
+        # Common random numbers across trials.
+        sim_seed = self.cfg.study.simulation_seed
+        updates["simulation.seed"] = self.cfg.study.seed if sim_seed is None else sim_seed
         if self.cfg.study.replications:
             updates["simulation.replications"] = self.cfg.study.replications
         if self.cfg.study.horizon_hours:
@@ -359,32 +361,63 @@ class StudyRunner:
                 signal.signal(signal.SIGINT, handler)
 
     def _run(self, n_trials: int | None, timeout: float | None) -> optuna.Study:
+        """Evaluate ``n_trials`` more configurations (or up to the file's ``n_trials``).
+
+        A trial that repeats an evaluated configuration is answered from the stored
+        result (``duplicate_of``) and does not count: in a discrete space samplers
+        propose repeats often, and ``n_trials`` means configurations evaluated. A
+        space with fewer new configurations than asked ends the run after
+        ``10 x n + 100`` trials in all.
+        """
+        import time
+
         study = self.load()
-        done = sum(1 for t in study.trials if t.state.is_finished())
+
+        def evaluated(t: optuna.trial.FrozenTrial) -> bool:
+            return t.state.is_finished() and DUPLICATE_ATTR not in t.user_attrs
+
+        done = sum(1 for t in study.trials if evaluated(t))
         todo = n_trials if n_trials is not None else max(0, self.cfg.study.n_trials - done)
-        if todo > 0:
-            seen = {
-                tuple(sorted(t.params.items())): t
-                for t in study.trials
-                if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs
-            }
+        if todo <= 0:
+            return study
+        seen = {
+            tuple(sorted(t.params.items())): t
+            for t in study.trials
+            if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs
+        }
+        count = [0]
 
-            def remember(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-                if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs:
-                    seen.setdefault(tuple(sorted(t.params.items())), t)
-
-            def stop_if_asked(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-                if self.interrupted:
+        def remember(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+            if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs:
+                seen.setdefault(tuple(sorted(t.params.items())), t)
+            if evaluated(t):
+                count[0] += 1
+                if count[0] >= todo:
                     st.stop()
 
+        def stop_if_asked(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+            if self.interrupted:
+                st.stop()
+
+        limit = timeout or self.cfg.study.timeout_s
+        deadline = None if limit is None else time.monotonic() + limit
+        attempts = 10 * todo + 100
+        first = True
+        while count[0] < todo and attempts > 0 and not self.interrupted:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            n = min(todo - count[0], attempts)
+            attempts -= n
             study.optimize(
                 self.objective(seen),
                 callbacks=[remember, stop_if_asked],
-                n_trials=todo,
-                timeout=timeout or self.cfg.study.timeout_s,
-                show_progress_bar=self.progress,
+                n_trials=n,
+                timeout=left,
+                show_progress_bar=self.progress and first,
                 catch=(),
             )
+            first = False
         return study
 
 

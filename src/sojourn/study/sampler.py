@@ -15,7 +15,9 @@ study has evaluated the same rest before:
    node count that load allows (the load at n nodes is load_1/n);
 2. else, a node count next to one of the rest's trials on the current feasible
    front and not yet evaluated (within the budget, below ``max_load``);
-3. else the base sampler's choice.
+3. else, when every feasible trial of the rest is dominated, the most nodes the
+   budget allows (the rest's lowest P(miss), which may still extend the front);
+4. else the base sampler's choice.
 
 Rule 2 walks each promising rest along its part of the front; the base sampler
 decides which rests are promising, as it learns from every trial.
@@ -115,7 +117,11 @@ class NodesAwareSampler(BaseSampler):
              if not any(_dominates(u.values, t.values, signs) for u in pool)),
         )
         if not front:
-            return None
+            # Every point of this rest is dominated where it was tried; its most reliable
+            # point, the most nodes the budget allows, may still extend the front's low end.
+            top = max((n for n in grid if cfg.budget_per_hour is None
+                       or self.runner._cost_of({**params, NODES: n}) <= cfg.budget_per_hour), default=None)
+            return top if top is not None and allowed(top) else None
         # The cheap end first (it moves the front most), then the other end, then gaps.
         for n in [front[0] - step, front[-1] + step] + [m + d for m in front for d in (-step, step)]:
             if allowed(n):
