@@ -173,3 +173,17 @@ def test_simulation_seed_separates_the_traffic_from_the_sampler(tmp_path):
     assert plain.trial_scenario(params).simulation.seed == 7
     split = StudyRunner(load_study(study_file(tmp_path, extra="seed = 7\nsimulation_seed = 11")))
     assert split.trial_scenario(params).simulation.seed == 11
+
+
+def test_continuous_parameters_do_not_split_a_rest(setup):
+    from optuna.distributions import FloatDistribution
+
+    runner, sampler, study = setup
+    dists = {**DISTS, "gpu_memory_utilization": FloatDistribution(0.8, 0.95)}
+    params = {"gpu": "h100-sxm", "discipline": "fifo", "gpu_memory_utilization": 0.91, "nodes": 2}
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions=dists, values=[1.0, runner._cost_of(params)],
+        user_attrs={"load": 1.6, "constraints": [0.0, 1.0]}))
+    rest = {"gpu": "h100-sxm", "discipline": "fifo", "gpu_memory_utilization": 0.83}
+    assert sampler.choose_nodes(study, rest, NODES) is None  # matched exactly: a new rest
+    assert sampler.choose_nodes(study, rest, NODES, continuous={"gpu_memory_utilization"}) == 4

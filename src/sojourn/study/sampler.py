@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
@@ -70,21 +70,31 @@ class NodesAwareSampler(BaseSampler):
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         if param_name == NODES and isinstance(param_distribution, IntDistribution):
-            n = self.choose_nodes(study, trial.params, param_distribution)
+            continuous = {k for k, d in trial.distributions.items() if isinstance(d, FloatDistribution)}
+            n = self.choose_nodes(study, trial.params, param_distribution, continuous)
             if n is not None:
                 return n
         return self.base.sample_independent(study, trial, param_name, param_distribution)
 
     # -- the choice of nodes ---------------------------------------------------------
 
-    def choose_nodes(self, study: optuna.Study, params: dict[str, Any], dist: IntDistribution) -> int | None:
-        """The node count for a trial whose other parameters are ``params``, or None to let the base choose."""
+    def choose_nodes(self, study: optuna.Study, params: dict[str, Any], dist: IntDistribution,
+                     continuous: set[str] = frozenset()) -> int | None:  # type: ignore[assignment]
+        """The node count for a trial whose other parameters are ``params``, or None to let the base choose.
+
+        The rest is matched on its discrete parameters only (``continuous`` names the
+        others, e.g. gpu_memory_utilization): a continuous parameter is almost never
+        drawn twice, and moves the capacity only a little.
+        """
         from sojourn.study.runner import DUPLICATE_ATTR, _dominates, _feasible
 
-        rest = {k: v for k, v in params.items() if k != NODES}
+        def rest_of(p: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in p.items() if k != NODES and k not in continuous}
+
+        rest = rest_of(params)
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if NODES in t.params and DUPLICATE_ATTR not in t.user_attrs]
-        siblings = [t for t in done if {k: v for k, v in t.params.items() if k != NODES} == rest]
+        siblings = [t for t in done if rest_of(t.params) == rest]
         if not siblings:
             return None
         cfg = self.runner.cfg.study
