@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import sys
 import tempfile
@@ -30,20 +31,35 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import sojourn  # noqa: E402
 from sojourn.study import StudyRunner, load_study  # noqa: E402
 from sojourn.study.front import is_feasible  # noqa: E402
 
 FLOOR = 1e-6
 
-SPACE = {
-    "gpu": ["a100-80gb", "h100-sxm", "h200"],
-    "tp": [1, 2],
-    "nodes": list(range(1, 17)),
-    "discipline": ["fifo", "edf"],
+SPACES = {
+    # 192 configurations: a front of 15 distinct points (x2: fifo and edf tie under one SLA).
+    "small": {
+        "gpu": ["a100-80gb", "h100-sxm", "h200"],
+        "tp": [1, 2],
+        "nodes": list(range(1, 17)),
+        "discipline": ["fifo", "edf"],
+    },
+    # 1,152 configurations: the engine settings too, as a real study searches them.
+    "large": {
+        "gpu": ["a100-80gb", "h100-sxm", "h200"],
+        "tp": [1, 2],
+        "nodes": list(range(1, 17)),
+        "max_num_seqs": [64, 128, 256],
+        "max_num_batched_tokens": [2048, 8192],
+        "discipline": ["fifo", "lifo"],
+    },
 }
+SPACE = SPACES["small"]
 
 
-def study_file(tmp: Path, name: str, seed: int, n_trials: int, fidelity: str, sampler: str) -> Path:
+def study_file(tmp: Path, name: str, seed: int, n_trials: int, fidelity: str, sampler: str,
+               refine: bool = True) -> Path:
     scenario = (ROOT / "studies" / "quickstart-scenario.toml").read_text()
     (tmp / "scenario.toml").write_text(scenario)
     text = textwrap.dedent(
@@ -55,16 +71,17 @@ def study_file(tmp: Path, name: str, seed: int, n_trials: int, fidelity: str, sa
         objectives = ["sla_miss", "cost_per_hour"]
         budget_per_hour = 80
         seed = {seed}
+        simulation_seed = 0
         sampler = "{sampler}"
         fidelity = "{fidelity}"
+        refine_nodes = {str(refine).lower()}
         objectives_dir = "{ROOT / 'objectives'}"
         [space]
-        gpu = {SPACE['gpu']}
-        tp = {SPACE['tp']}
-        nodes = {{ low = 1, high = 16 }}
-        discipline = {SPACE['discipline']}
         """
-    ).replace("'", '"')
+    )
+    for k, v in SPACE.items():
+        text += f"{k} = {{ low = {v[0]}, high = {v[-1]} }}\n" if k == "nodes" else f"{k} = {v}\n"
+    text = text.replace("'", '"')
     p = tmp / f"{name}.toml"
     p.write_text(text)
     return p
@@ -91,7 +108,13 @@ def main() -> None:
     ap.add_argument("--fidelity", default="fast")
     ap.add_argument("--sampler", default="tpe")
     ap.add_argument("--trials", type=int, default=None, help="trials per study (default: 30% of the space)")
+    ap.add_argument("--no-refine", action="store_true", help="without the node-neighbour refinement")
+    ap.add_argument("--space", choices=sorted(SPACES), default="small")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="keep the exhaustive evaluation here and reuse it while the space and version match")
     args = ap.parse_args()
+    global SPACE
+    SPACE = SPACES[args.space]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="sojourn-search-"))
     runner = StudyRunner(load_study(study_file(tmp, "exhaustive", 0, 1, args.fidelity, args.sampler)))
@@ -100,12 +123,19 @@ def main() -> None:
     ref = (0.0, budget)
     t0 = time.perf_counter()
     configs = [dict(zip(SPACE, combo)) for combo in itertools.product(*SPACE.values())]
-    feasible_pts = []
-    for params in configs:
-        trial = optuna.trial.FixedTrial(params)
-        miss, cost = objective(trial)
-        if all(c <= 0 for c in trial.user_attrs["constraints"]):
-            feasible_pts.append(transform(miss, cost))
+    key = json.dumps({"space": SPACE, "fidelity": args.fidelity, "sojourn": sojourn.__version__}, sort_keys=True)
+    cached = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
+    if cached.get("key") == key:
+        feasible_pts = [tuple(p) for p in cached["feasible"]]
+    else:
+        feasible_pts = []
+        for params in configs:
+            trial = optuna.trial.FixedTrial(params)
+            miss, cost = objective(trial)
+            if all(c <= 0 for c in trial.user_attrs["constraints"]):
+                feasible_pts.append(transform(miss, cost))
+        if args.cache:
+            args.cache.write_text(json.dumps({"key": key, "feasible": feasible_pts}))
     n_front = len([p for p in feasible_pts if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in feasible_pts)])
     t_exh = time.perf_counter() - t0
     hv_exact = hypervolume(feasible_pts, ref)
@@ -117,7 +147,7 @@ def main() -> None:
           f"(evaluated in {t_exh:.1f} s, fidelity {args.fidelity})")
     rows = []
     for seed in range(args.seeds):
-        path = study_file(tmp, f"s{seed}", seed, n_trials, args.fidelity, args.sampler)
+        path = study_file(tmp, f"s{seed}", seed, n_trials, args.fidelity, args.sampler, refine=not args.no_refine)
         r = StudyRunner(load_study(path))
         study = r.run()
         # Progress per configuration *evaluated*: a trial repeating a configuration reuses
