@@ -187,3 +187,12 @@ def test_continuous_parameters_do_not_split_a_rest(setup):
     rest = {"gpu": "h100-sxm", "discipline": "fifo", "gpu_memory_utilization": 0.83}
     assert sampler.choose_nodes(study, rest, NODES) is None  # matched exactly: a new rest
     assert sampler.choose_nodes(study, rest, NODES, continuous={"gpu_memory_utilization"}) == 4
+
+
+def test_nsga2_runs_under_the_nodes_aware_sampler(tmp_path):
+    runner = StudyRunner(load_study(study_file(tmp_path, extra='sampler = "nsga2"')))
+    assert isinstance(runner.sampler().base, optuna.samplers.NSGAIISampler)
+    study = runner.run(n_trials=12)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sum(1 for t in done if "duplicate_of" not in t.user_attrs) == 12
+    assert all("nodes" in t.params for t in done)
