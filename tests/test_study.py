@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from _tiny_study import TINY_SCENARIO
 from sojourn import ConfigError
 from sojourn.cli import main
 from sojourn.study import StudyRunner, front_trials, load_study, non_dominated
@@ -19,23 +20,7 @@ from sojourn.study.front import is_feasible
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCENARIO = """
-sla_hours = 2.0
-[workload]
-batch_rate_per_hour = 20.0
-batch_size = { dist = "geometric", mean = 5 }
-input_tokens = { dist = "fixed", value = 100 }
-output_tokens = { dist = "fixed", value = 100 }
-[fleet]
-gpu = "h100-sxm"
-nodes = 1
-server = { kind = "generic", service_time = { dist = "exponential", mean = 900.0 }, concurrency = 4 }
-[simulation]
-horizon_hours = 40
-warmup_hours = 4
-replications = 3
-seed = 3
-"""
+SCENARIO = TINY_SCENARIO
 
 
 def write_study(tmp_path: Path, name="tiny", n_trials=8, budget=30.0, extra_space="", seed=7, sampler="tpe") -> Path:
