@@ -305,3 +305,14 @@ def test_n_trials_counts_configurations_evaluated_not_repeats(tmp_path):
     # The front lists a configuration once, however often it was repeated.
     front = front_trials(study)
     assert len({tuple(sorted(t.params.items())) for t in front}) == len(front)
+
+
+def test_run_reports_configurations_evaluated_and_repeats(tmp_path, capsys):
+    path = write_study(tmp_path, n_trials=4)
+    path.write_text(path.read_text().replace('nodes = { low = 1, high = 8 }', 'nodes = [8]'))
+    assert main(["study", "run", str(path), "--no-progress", "--no-confirm"]) == 0
+    study = StudyRunner(load_study(path)).load(create=False)
+    repeats = sum(1 for t in study.trials if "duplicate_of" in t.user_attrs)
+    err = capsys.readouterr().err
+    assert f"{len(study.trials)} trials in the study: 4 configurations evaluated" in err
+    assert (f"{repeats} repeats answered" in err) == (repeats > 0)
