@@ -91,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"interrupted after {done} trials, all saved; run the same command to resume", file=sys.stderr)
             return 130
         n = len(study.trials)
+        from sojourn.study.runner import DUPLICATE_ATTR
+
         finished = [t for t in study.trials if t.state.is_finished()]
-        repeats = sum(1 for t in finished if "duplicate_of" in t.user_attrs)
+        repeats = sum(1 for t in finished if DUPLICATE_ATTR in t.user_attrs)
         print(f"{n} trials in the study: {len(finished) - repeats} configurations evaluated"
               + (f", {repeats} repeats answered from the stored results" if repeats else "")
               + (f", {n - len(finished)} unfinished" if n > len(finished) else ""), file=sys.stderr)

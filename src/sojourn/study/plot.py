@@ -12,6 +12,7 @@ import optuna
 
 from sojourn._errors import ConfigError
 from sojourn.study.front import front_trials, is_feasible
+from sojourn.study.runner import DUPLICATE_ATTR
 
 __all__ = ["plot_front", "plot_hardware", "save_figure"]
 
@@ -62,7 +63,7 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
     fig, ax = plt.subplots(figsize=(7.5, 5))
     # A trial that repeated a configuration is that configuration again: drawn once.
     done = [t for t in study.trials
-            if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+            if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs]
     feas = [t for t in done if is_feasible(t)]
     infeas = [t for t in done if not is_feasible(t)]
 
