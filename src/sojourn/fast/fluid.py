@@ -30,17 +30,19 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from sojourn.fast import _priority_kernel as _kernel
 from sojourn.fast.batches import Batches
 from sojourn.fast.lindley import lindley, lindley_capped
 from sojourn.fast.outcomes import Runs
 
-__all__ = ["FluidFleet", "Segments", "fifo_runs", "priority_runs", "split_by_key"]
+__all__ = ["FluidFleet", "Segments", "fifo_runs", "priority_runs", "priority_runs_reference", "split_by_key"]
 
 _EPS = 1e-9
 
@@ -148,14 +150,29 @@ def fifo_runs(b: Batches, fleet: FluidFleet) -> tuple[Runs, NDArray[np.int64], N
     return Runs.concat([head, rest]), refused, v
 
 
+@dataclass(frozen=True)
+class _Classes:
+    """A request pool split into priority classes: each class's probability, moments and works.
+
+    ``works`` holds the pool's request works sorted by class, class k's at
+    ``works[start[k]:start[k] + size[k]]``.
+    """
+
+    p: NDArray[np.float64]
+    mean: NDArray[np.float64]
+    var: NDArray[np.float64]
+    start: NDArray[np.int64]
+    size: NDArray[np.int64]
+    works: NDArray[np.float64]
+
+
 #: The class split of recent request pools (a pool belongs to a cached node capacity and is
-#: split the same way on every call): (pool_key, pool_work, bins) -> (probabilities, works).
-_CLASS_CACHE: list[tuple[NDArray[np.float64], NDArray[np.float64], int, Any]] = []
+#: split the same way on every call): (pool_key, pool_work, bins, classes).
+_CLASS_CACHE: list[tuple[NDArray[np.float64], NDArray[np.float64], int, _Classes]] = []
 
 
-def _key_classes(pool_key: NDArray[np.float64], pool_work: NDArray[np.float64], bins: int
-                 ) -> tuple[NDArray[np.float64], list[NDArray[np.float64]]]:
-    """Class probabilities and each class's request works: quantile bins of the key over the pool."""
+def _key_classes(pool_key: NDArray[np.float64], pool_work: NDArray[np.float64], bins: int) -> _Classes:
+    """Quantile bins of the key over the pool, and each bin's request works and their moments."""
     for key, work, nb, out in _CLASS_CACHE:
         if key is pool_key and work is pool_work and nb == bins:
             return out
@@ -163,52 +180,97 @@ def _key_classes(pool_key: NDArray[np.float64], pool_work: NDArray[np.float64], 
     edges = np.unique(np.quantile(pool_key, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
     cls = np.searchsorted(edges, pool_key, side="right")
     order = np.argsort(cls, kind="stable")
-    bounds = np.searchsorted(cls[order], np.arange(len(edges) + 2))
-    groups = [order[a:z] for a, z in zip(bounds[:-1], bounds[1:]) if z > a]
-    p = np.array([len(g) for g in groups], dtype=np.float64)
-    out = (p / p.sum(), [pool_work[g] for g in groups])
+    size = np.bincount(cls, minlength=len(edges) + 1)
+    used = size > 0
+    works = pool_work[order]
+    start = (np.cumsum(size) - size)[used]
+    size = size[used]
+    groups = [works[a:a + n] for a, n in zip(start, size)]
+    out = _Classes(p=size / size.sum(), mean=np.array([g.mean() for g in groups]),
+                   var=np.array([g.var() for g in groups]), start=start.astype(np.int64),
+                   size=size.astype(np.int64), works=works)
     _CLASS_CACHE.insert(0, (pool_key, pool_work, bins, out))
     del _CLASS_CACHE[16:]
     return out
 
 
+#: Prompt-length classes shortest-prompt-first is split into. Measured on the scale matrix's
+#: SJF rows (benchmarks/RESULTS.md): from 8 to 16 classes the share of batches with a miss
+#: moves 30-50% of the way to the request tier's, at 1.5x the fast tier's time.
+SJF_CLASSES = 16
+
+
 def split_by_key(b: Batches, pool_key: NDArray[np.float64], pool_work: NDArray[np.float64],
-                 rng: np.random.Generator, bins: int = 8) -> Segments:
+                 rng: np.random.Generator, bins: int = SJF_CLASSES) -> Segments:
     """Split each batch into ``bins`` priority classes of equal probability by a request key.
 
     The classes are quantile bins of the key over the request pool (input tokens
     for shortest-prompt-first); a batch's requests fall into them multinomially,
     and each class's work is summed as in ``batches.batch_work``, with that class's
-    own mean and variance of the request work.
+    own mean and variance of the request work: at most 8 requests by drawing their
+    works from the class's pool, more by a gamma law of the sum's mean and variance.
     """
-    p, works = _key_classes(pool_key, pool_work, bins)
-    bins = len(works)
-    counts = rng.multinomial(b.accepted, p)  # (batches, bins)
+    cl = _key_classes(pool_key, pool_work, bins)
+    k = len(cl.p)
+    counts = rng.multinomial(b.accepted, cl.p)  # (batches, classes)
     nb = len(b)
-    seg_batch = np.repeat(np.arange(nb), bins)
-    seg_key = np.tile(np.arange(bins, dtype=np.float64), nb)
     seg_count = counts.ravel()
-    seg_work = np.zeros(len(seg_count))
-    for k, wk in enumerate(works):
-        m, v = float(wk.mean()), float(wk.var())
-        idx = np.flatnonzero((seg_key == k) & (seg_count > 0))
-        x = seg_count[idx]
-        small = x <= 8
-        if small.any():
-            xs = x[small]
-            draws = rng.choice(wk, size=int(xs.sum()))
-            starts = np.concatenate(([0], np.cumsum(xs)[:-1]))
-            seg_work[idx[small]] = np.add.reduceat(draws, starts)
-        big = idx[~small]
-        if big.size:
-            xb = seg_count[big].astype(np.float64)
-            seg_work[big] = xb * m if v == 0 else rng.gamma(xb * (m * m / v), v / m)
-    keep = seg_count > 0
-    return Segments(seg_batch[keep], seg_key[keep], seg_count[keep], seg_work[keep])
+    keep = np.flatnonzero(seg_count > 0)
+    x = seg_count[keep]
+    c = keep % k  # each segment's class
+    work = np.empty(len(keep))
+    small = x <= 8
+    if small.any():
+        xs, cs = x[small], c[small]
+        owner = np.repeat(np.arange(len(xs)), xs)
+        pick = cl.start[cs][owner] + (rng.random(len(owner)) * cl.size[cs][owner]).astype(np.int64)
+        work[small] = np.bincount(owner, weights=cl.works[pick], minlength=len(xs))
+    big = ~small
+    if big.any():
+        xb, cb = x[big].astype(np.float64), c[big]
+        m, v = cl.mean[cb], cl.var[cb]
+        flat = v <= 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shape = np.where(flat, 1.0, xb * (m * m / np.where(flat, 1.0, v)))
+            scale = np.where(flat, 0.0, v / np.where(m > 0, m, 1.0))
+        work[big] = np.where(flat, xb * m, rng.gamma(shape, scale))
+    return Segments(keep // k, c.astype(np.float64), x, work)
 
 
 def priority_runs(b: Batches, seg: Segments, fleet: FluidFleet, order: str,
                   t_stop: float = math.inf) -> tuple[Runs, NDArray[np.int64]]:
+    """Event loop over batches: the server works on the highest-priority queued segment.
+
+    The compiled kernel (``_priority_kernel``) where numba is available, otherwise
+    ``priority_runs_reference``; both return the same runs.
+    """
+    kernel = _kernel.priority_kernel()
+    if kernel is None:
+        return priority_runs_reference(b, seg, fleet, order, t_stop)
+    if order not in _kernel.ORDERS:
+        raise ValueError(f"order = {order!r}; allowed: 'fifo', 'lifo', 'edf', 'key'")
+    nb = len(b)
+    sb = seg.batch
+    if len(sb) and np.any(np.diff(sb) < 0):
+        raise ValueError("segments must be sorted by batch")
+    seg_lo = np.searchsorted(sb, np.arange(nb + 1))
+    deadline = b.arrival + b.sla
+    dl_order = np.argsort(deadline, kind="stable") if fleet.cancel else np.empty(0, dtype=np.int64)
+    mq = -1 if fleet.max_queue is None else int(fleet.max_queue)
+    p_seg, p_t0, p_from, p_to, t_seg, t_t, t_pos, scale, refused = kernel(
+        np.ascontiguousarray(b.arrival, dtype=np.float64), deadline, seg_lo.astype(np.int64),
+        np.ascontiguousarray(seg.work, dtype=np.float64), np.ascontiguousarray(seg.count, dtype=np.int64),
+        np.ascontiguousarray(seg.key, dtype=np.float64), np.ascontiguousarray(b.accepted, dtype=np.int64),
+        _kernel.ORDERS[order], dl_order.astype(np.int64), mq, int(round(fleet.slots)), float(fleet.capacity),
+        float(fleet.in_service), float(t_stop))
+    runs = _pieces_to_runs(b, seg, fleet, scale, p_seg, p_t0, p_from, p_to)
+    if len(t_seg):
+        runs = Runs.concat([runs, _tails_to_runs(b, seg, fleet, scale, t_seg, t_t, t_pos)])
+    return runs, refused
+
+
+def priority_runs_reference(b: Batches, seg: Segments, fleet: FluidFleet, order: str,
+                            t_stop: float = math.inf) -> tuple[Runs, NDArray[np.int64]]:
     """Event loop over batches: the server works on the highest-priority queued segment.
 
     ``order``: "fifo" (by batch arrival), "lifo" (newest batch first), "edf"
@@ -365,16 +427,15 @@ def priority_runs(b: Batches, seg: Segments, fleet: FluidFleet, order: str,
                     nsys -= rem[s] / per_request(s)
     runs = _pieces_to_runs(b, seg, fleet, scale, p_seg, p_t0, p_from, p_to)
     if tails:
-        runs = Runs.concat([runs, _tails_to_runs(b, seg, fleet, scale, tails)])
+        t_seg = np.array([t[0] for t in tails], dtype=np.int64)
+        runs = Runs.concat([runs, _tails_to_runs(b, seg, fleet, scale, t_seg, np.array([t[1] for t in tails]),
+                                                 np.array([t[2] for t in tails]))])
     return runs, np.asarray(refused, dtype=np.int64)
 
 
-def _tails_to_runs(b: Batches, seg: Segments, fleet: FluidFleet, scale: list[float],
-                   tails: list[tuple[int, float, float]]) -> Runs:
+def _tails_to_runs(b: Batches, seg: Segments, fleet: FluidFleet, scale: Sequence[float] | NDArray[np.float64],
+                   s: NDArray[np.int64], t_dl: NDArray[np.float64], p: NDArray[np.float64]) -> Runs:
     """Requests a cancellation caught in service: those whose start (D before their work) came first."""
-    s = np.array([t[0] for t in tails], dtype=np.int64)
-    t_dl = np.array([t[1] for t in tails])
-    p = np.array([t[2] for t in tails])
     frac = np.asarray(scale)[s]
     cnt = np.round(seg.count[s] * frac)
     w = np.where(cnt > 0, seg.work[s] * frac / np.maximum(cnt, 1), np.inf)
@@ -389,10 +450,12 @@ def _tails_to_runs(b: Batches, seg: Segments, fleet: FluidFleet, scale: list[flo
     return Runs(batch=batch, start=start, step=w / c, count=(last - first + 1).astype(np.int64))
 
 
-def _pieces_to_runs(b: Batches, seg: Segments, fleet: FluidFleet, scale: list[float], p_seg: list[int],
-                    p_t0: list[float], p_from: list[float], p_to: list[float]) -> Runs:
+def _pieces_to_runs(b: Batches, seg: Segments, fleet: FluidFleet, scale: Sequence[float] | NDArray[np.float64],
+                    p_seg: Sequence[int] | NDArray[np.int64], p_t0: Sequence[float] | NDArray[np.float64],
+                    p_from: Sequence[float] | NDArray[np.float64], p_to: Sequence[float] | NDArray[np.float64]
+                    ) -> Runs:
     """Requests completing inside each served piece of a segment, as runs."""
-    if not p_seg:
+    if len(p_seg) == 0:
         return Runs.empty()
     s = np.asarray(p_seg, dtype=np.int64)
     t0 = np.asarray(p_t0)
