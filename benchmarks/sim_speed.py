@@ -190,13 +190,13 @@ def _count_fires() -> dict[str, int]:
     """Wrap ``Engine.fire`` to count the node events by kind (an untimed, instrumented run)."""
     from sojourn.sim import engine
 
-    counts = {"step": 0, "run": 0, "run_done": 0, "step_done": 0}
+    counts = {"step": 0, "run": 0, "steprun": 0, "run_done": 0, "step_done": 0, "steprun_done": 0}
     fire = engine.Engine.fire
 
     def counted(self: Any) -> list[Any]:
         kind = self.plan_.kind
         events = fire(self)
-        if kind in ("step", "run"):
+        if kind in counts:
             counts[kind] += 1
             counts[kind + "_done"] += sum(1 for e in events if e.kind == "done")
         return events
@@ -389,25 +389,28 @@ def main(argv: list[str] | None = None) -> int:
                 f"median {lo} to {hi}): prefill steps {per(lambda a, n: a['step'] / n)}; "
                 f"decode runs {per(lambda a, n: a['run'] / n)}, completing "
                 f"{per(lambda a, n: a['run_done'] / max(a['run'], 1))} requests each; "
+                f"prefill steps merged with the decode run after them {per(lambda a, n: a.get('steprun', 0) / n)}, "
+                f"completing {per(lambda a, n: a.get('steprun_done', 0) / max(a.get('steprun', 0), 1))} requests each; "
                 f"requests completing within a prefill step {per(lambda a, n: a['step_done'] / n)}."
             )
         if lo == 100 and 1000 in us and hi == 10000:
             tail = us[hi] / us[1000]
             pen = ms[-2]
+            n_ev = round(epr(hi))
+            worth = "event's" if n_ev == 1 else "events'"
             conclusion = (
                 "Conclusion on issue 3's \"cost per request as the mean output length grows tenfold (it must "
                 f"stay flat)\": not literally over the first tenfold, where it grows {us[1000] / us[lo]:.2f}x "
                 f"(median {lo} to 1000, no preemption), because short outputs share events and the sharing "
                 "thins out with length; but it is bounded and "
                 + ("levels off" if tail < 1.2 else "has not levelled off")
-                + f": events per request stay {'under' if max(map(epr, ms)) < 2 else 'about'} two at every "
-                f"length (at most {max(map(epr, ms)):.2f}), "
+                + f": events per request stay at or under {max(map(epr, ms)):.2f} at every length, "
                 f"µs/event {'does not grow' if upe(hi) <= 1.1 * min(map(upe, ms)) else 'grows'} ({', '.join(f'{1e6 * upe(m):.2f}' for m in ms)}), and over the last "
                 f"tenfold (1000 to {hi}) the cost grows {tail:.2f}x"
                 + (f", {us[hi] / us[pen]:.2f}x from {pen} to {hi}" if pen != 1000 else "")
                 + ", "
-                f"toward about two events' worth (2 x {1e6 * upe(hi):.2f} = {2e6 * upe(hi):.1f} µs per request; "
-                f"{us[hi]:.2f} at {hi})."
+                f"toward about {n_ev} {worth} worth "
+                f"({n_ev} x {1e6 * upe(hi):.2f} = {n_ev * 1e6 * upe(hi):.1f} µs per request; {us[hi]:.2f} at {hi})."
             )
             if "out1000" in have and "out1000-s128" in have:
                 a, b = best[("this", "out1000")], best[("this", "out1000-s128")]
@@ -421,14 +424,16 @@ def main(argv: list[str] | None = None) -> int:
     if len([n for n in have if n.startswith("out")]) >= 2:
         lines.append(
             "A request costs events, not tokens: steps grow with the output length, events do not beyond "
-            "about two per request (the prefill step that admits it, the end of the decode run that "
-            "completes it; fewer where completions coincide, or where one prefill step admits several), "
+            "about one per request (the prefill step that admits it, planned with the decode run after it "
+            "as one event that ends at the next completion; two, a prefill step and a decode run, where that "
+            "step's end can change the batch: a completion at it, a preemption, more to admit; fewer where "
+            "completions coincide, or where one prefill step admits several), "
             "plus at most two per preemption (the failing block allocation and the re-prefill, both shared when "
             "several sequences are preempted or re-admitted at once), which is the "
             "model's own work where long outputs overfill the KV cache. The cost of an event does not "
             "depend on the length (the engine's work per event is a few heap operations and a histogram "
             "of at most block_size residues), so the cost per request rises only while the coincidences "
-            "thin out, and stops at about two events' worth."
+            "thin out, and stops at about one event's worth."
         )
     if conclusion:
         lines.append(conclusion)

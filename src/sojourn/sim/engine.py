@@ -21,6 +21,32 @@ so a histogram of residues gives the blocks needed at every future step; and
 (3) admission can only change at a step boundary after something frees room
 (a completion) or something arrives (an interruption, which stops the run at the
 first step boundary after the arrival, as vLLM's scheduler would see it).
+
+A prefill step and the decode run after it can be one event too (``merge_steps``,
+on in the fleet): a "steprun", one step with prefill then k >= 1 decode-only steps.
+At the step's end ``plan()`` would (a) preempt until the step's new blocks fit,
+(b) go on with unfinished prefills, (c) admit waiting requests, (d) fix the decode
+run to the next completion or failing block allocation. The merged plan computes
+(d) at the step's start from the state the step will leave: the newly prefilled
+requests join the decoding set with known residues, contexts and finishing steps,
+so the block need, the run length and its time are those that ``fire()`` then
+``plan()`` would find (its times are even summed in the same order, to the bit).
+It is taken only when (a)-(c) provably do nothing, so the state at the step's end
+matters to nobody: every chunk completes its prompt (nothing left prefilling);
+nothing completes at the step's end (neither a sequence whose first token is its
+last nor a decoding one), so no room frees; the blocks of the first decode step
+fit (no preemption); and admission stops for a reason the step's duration cannot
+change: the sequence limit, a token budget the decoders use up, a local queue head
+that needs more blocks than the step's end leaves free, or a source that has
+nothing queued (it returns None; a central-queue head that does not fit is
+reported as False and prevents the merge, since another node taking it or a
+deadline removing it would not wake this one). What remains is the outside world
+during the prefill step: an arrival the step's end could take (``_Plan.open``)
+cuts the plan back to the prefill step (``cut_to_step``), whose end then plans as
+usual; an interruption (a deadline) during the prefill step does the same, and one
+during the decode part applies the prefill step and stops the run, as for a run
+planned at the step's end. Free blocks only shrink along a run, so ``can_admit``
+answers for the decode part with the blocks free at the step's end.
 """
 
 from __future__ import annotations
@@ -89,7 +115,7 @@ class EngineEvent:
     reason: str = ""
 
 
-_IDLE, _STEP, _RUN = "idle", "step", "run"
+_IDLE, _STEP, _RUN, _SRUN = "idle", "step", "run", "steprun"
 
 
 def _partial_need(hist: list[int], bs: int, base: int, part: int) -> int:
@@ -107,23 +133,49 @@ def _partial_need(hist: list[int], bs: int, base: int, part: int) -> int:
     return sum(hist[: r0 + 1]) + sum(hist[bs + lo :])
 
 
+def _failure_steps(free: int, B: int, hist: list[int], bs: int, step: int) -> int:
+    """Largest k such that steps step..step+k-1 of B decoding sequences (residue histogram
+    ``hist``) all find their new blocks among ``free``."""
+    periods = free // B if B else 0
+    k = periods * bs
+    rem = free - periods * B
+    s = step + k
+    for j in range(bs):
+        need = hist[(-(s + j)) % bs]
+        if need > rem:
+            return k + j
+        rem -= need
+    return k + bs  # unreachable in practice: a full period needs exactly B blocks
+
+
 _NO_CHUNKS: tuple = ()
 
 
 class _Plan:
     """The step or decode run fixed by ``plan()``; one per engine, updated in place."""
 
-    __slots__ = ("kind", "start", "end", "steps", "chunks")
+    __slots__ = ("kind", "start", "end", "steps", "chunks", "mid", "used1", "free1", "open")
 
     def __init__(self, kind: str, start: float, end: float, steps: int = 0, chunks: Any = _NO_CHUNKS) -> None:
-        self.kind = kind  # "step" (one step with prefill) | "run" (k decode-only steps) | "idle"
+        # "step" (one step with prefill) | "run" (k decode-only steps) | "idle" |
+        # "steprun" (one step with prefill, then steps - 1 >= 1 decode-only steps).
+        self.kind = kind
         self.start = start
         self.end = end
         self.steps = steps
         self.chunks = chunks  # (request, tokens) of the prefill step
+        # Of a "steprun" only: the end of its prefill step; the blocks in use after it and the
+        # blocks free at that boundary (as a "run" planned there would see them); whether a
+        # request arriving during the prefill step could be admitted at its end (then the
+        # fleet cuts the plan back to the prefill step, see Engine.cut_to_step).
+        self.mid = end
+        self.used1 = 0
+        self.free1 = 0
+        self.open = False
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"_Plan({self.kind}, {self.start}, {self.end}, steps={self.steps})"
+        mid = f", mid={self.mid}" if self.kind == _SRUN else ""
+        return f"_Plan({self.kind}, {self.start}, {self.end}, steps={self.steps}{mid})"
 
 
 class Engine:
@@ -133,6 +185,9 @@ class Engine:
     boundary fixes the next step or decode run and returns its end time;
     ``fire()`` applies it and returns the events; ``interrupt(t)`` stops a decode run
     at the first step boundary at or after ``t`` (so a new arrival can be admitted).
+    ``source(engine, free)`` gives the next request of a central queue if its prompt
+    fits in ``free`` blocks; else None when nothing is queued, False when the head
+    does not fit (head-of-line blocking; only None lets a "steprun" be planned).
 
     Hot-path notes (behaviour is that of the plain rules above): ``running`` is an
     insertion-ordered dict used as an ordered set (O(1) removal at completion, the
@@ -148,7 +203,7 @@ class Engine:
         block_size: int,
         max_num_seqs: int,
         max_num_batched_tokens: int,
-        source: Callable[[Engine, int], Request | None] | None = None,
+        source: Callable[[Engine, int], Request | None | bool] | None = None,
         index: int = 0,
     ) -> None:
         if max_num_batched_tokens < 1 or max_num_seqs < 1 or kv_blocks < 1 or block_size < 1:
@@ -182,6 +237,13 @@ class Engine:
         self._events: list[EngineEvent] = []  # preemptions found while planning, returned by fire()
         #: Whether ``fire()`` reports "first_token" events (``first_token_time`` is set either way).
         self.first_token_events = True
+        #: Whether ``plan()`` may fold a prefill step and the decode run after it into one
+        #: "steprun" plan (module docstring). Opt-in: a caller that sets it must, when a
+        #: request arrives during the prefill step of a "steprun" with ``plan_.open``, cut
+        #: it back to that step (``cut_to_step`` or ``interrupt``) and wait for its end, as
+        #: the fleet does; "first_token" events then come with the ``fire()`` that ends
+        #: the run (their times, and ``first_token_time``, are exact).
+        self.merge_steps = False
 
     # -- queries ----------------------------------------------------------------
 
@@ -201,12 +263,15 @@ class Engine:
         return self.blocks_for(req.prompt + req.output) <= self.total_blocks
 
     def can_admit(self, tokens: int) -> bool:
-        """Whether a prompt of ``tokens`` would be admitted at the next step boundary (ignoring budget)."""
-        return (
-            not self.waiting
-            and len(self.running) < self.max_seqs
-            and -(-tokens // self.bs) <= self.total_blocks - self.used - self._decode_need(self.step)
-        )
+        """Whether a prompt of ``tokens`` would be admitted at the next step boundary (ignoring budget).
+
+        During a run the answer is that of its first boundary, an upper bound of the later
+        ones (free blocks only shrink along a run); of a "steprun", that of the end of its
+        prefill step (where the decode run starts).
+        """
+        p = self.plan_
+        free = p.free1 if p.kind == _SRUN else self.total_blocks - self.used - self._decode_need(self.step)
+        return not self.waiting and len(self.running) < self.max_seqs and -(-tokens // self.bs) <= free
 
     def next_event_time(self) -> float:
         return self.plan_.end
@@ -264,7 +329,11 @@ class Engine:
         """Stop a decode run at the first step boundary at or after ``t``; return that boundary.
 
         An idle engine wakes at ``t``. A single prefill step is never cut: the
-        boundary is its end, and the caller must wait for ``fire()``.
+        boundary is its end, and the caller must wait for ``fire()``. A "steprun" is
+        cut back to its prefill step when ``t`` falls in it (its end moves earlier:
+        the caller must reschedule ``fire()``); after it, the prefill step is applied
+        as its own ``fire()`` would (its events wait for the next ``fire()``) and the
+        rest is the decode run planned at its end, stopped as any run.
         """
         p = self.plan_
         if p.kind == _IDLE:
@@ -274,6 +343,22 @@ class Engine:
             # Not started yet: drop the plan (requests it admitted stay, still to prefill).
             self._set_idle()
             return self.now
+        if p.kind == _SRUN:
+            if t < p.mid:
+                return self.cut_to_step()
+            if t >= p.end:
+                return p.end
+            end, k = p.end, p.steps - 1
+            p.kind = _STEP
+            p.end = p.mid
+            self._events = self.fire()
+            p.kind = _RUN
+            p.start = self.now
+            p.end = end
+            p.steps = k
+            if t <= p.start:
+                self._set_idle()
+                return self.now
         if p.kind == _STEP or t >= p.end:
             return p.end
         j = self._steps_within(t - p.start)
@@ -284,6 +369,18 @@ class Engine:
             self._advance_decode(j, dt)
         self._set_idle()
         return self.now
+
+    def cut_to_step(self) -> float:
+        """Cut a "steprun" back to its prefill step (a "step" now); return that step's end.
+
+        For an arrival during the prefill step that its end could admit (``_Plan.open``):
+        the caller reschedules ``fire()`` at the earlier end, where ``plan()`` pulls.
+        """
+        p = self.plan_
+        p.kind = _STEP
+        p.end = p.mid
+        p.steps = 1
+        return p.end
 
     def _set_idle(self) -> None:
         p = self.plan_
@@ -352,6 +449,7 @@ class Engine:
                 if r.computed + n >= r.target:
                     done += 1
         # 3. Admit waiting requests (local queue first, then the central queue).
+        empty = False  # the source was asked and has nothing queued
         if budget > 0 and len(running) < self.max_seqs:
             waiting, source, max_seqs = self.waiting, self.source, self.max_seqs
             prefilling = self.prefilling
@@ -364,7 +462,8 @@ class Engine:
                     waiting.popleft()
                 elif source is not None:
                     r = source(self, free)
-                    if r is None:
+                    if not r:  # None: nothing queued; False: the head does not fit in free
+                        empty = r is None
                         break
                 else:
                     break
@@ -390,11 +489,18 @@ class Engine:
         p = self.plan_
         if chunks:
             dt = self.perf.step_time(ptok, dec_n, self.dec_cbase + dec_n * step, pairs, done)
-            p.kind = _STEP
             p.start = now
-            p.end = now + dt
-            p.steps = 1
             p.chunks = chunks
+            h = self.finish_heap
+            if not (
+                self.merge_steps
+                and done == len(self.prefilling)
+                and (not h or h[0][0] > step + 1)  # quick look: no completion at the step's end
+                and self._plan_merged(chunks, empty, dt)
+            ):
+                p.kind = _STEP
+                p.end = now + dt
+                p.steps = 1
         elif dec_n:
             # Steps to the next completion (stale heap entries dropped on the way).
             h = self.finish_heap
@@ -434,21 +540,78 @@ class Engine:
             heapq.heappop(h)
         return self.step + 1
 
+    def _plan_merged(self, chunks: list[tuple[Request, int]], empty: bool, dt: float) -> bool:
+        """Plan this prefill step and the decode run after it as one "steprun", if that is exact.
+
+        Called by ``plan()`` when every running request still prefilling completes its
+        prefill in this step (``chunks``, taking ``dt``). The decode run is what
+        ``plan()`` would fix at the step's end, computed here from the state the step
+        leaves (module docstring); False (nothing changed) when that boundary could do
+        anything but plan a decode run: complete a request, preempt, or admit one.
+        """
+        bs = self.bs
+        hist = self.dec_hist
+        dec_n = self.dec_n
+        s1 = self.step + 1
+        used1 = self.used + (hist[(-(s1 - 1)) % bs] if dec_n else 0)  # after the step's own new blocks
+        need1 = hist[(-s1) % bs] if dec_n else 0  # what step s1 asks of the decoding set, old part
+        h = self.finish_heap
+        while h:
+            _, _, epoch, r = h[0]
+            if r.alive and r.decoding and epoch == r.epoch:
+                break
+            heapq.heappop(h)
+        first = h[0][0] if h else math.inf  # the next completion's step
+        if first <= s1:
+            return False  # a decoding sequence completes at the step's end
+        cbase = self.dec_cbase
+        for r, _ in chunks:
+            g = r.generated + 1
+            if g >= r.output:
+                return False  # completes at the step's end
+            target = r.target
+            if not target % bs:
+                need1 += 1  # enters decoding with full blocks: step s1 opens a new one
+            cbase += target - s1
+            f = s1 + r.output - g
+            if f < first:
+                first = f
+        B = dec_n + len(chunks)
+        total = self.total_blocks
+        free1 = total - used1 - need1
+        if free1 < 0:
+            return False  # step s1 would preempt
+        if len(self.running) < self.max_seqs and self.budget > B:
+            # Step s1 would try to admit: it must find nothing it could take.
+            waiting = self.waiting
+            if waiting:
+                if -(-waiting[0].target // bs) <= free1:
+                    return False
+            elif self.source is not None and not empty:
+                return False
+        k = first - s1
+        if free1 + need1 < B * -(-k // bs):
+            hist1 = hist[:]
+            for r, _ in chunks:
+                hist1[(r.target - s1) % bs] += 1
+            k = min(k, _failure_steps(total - used1, B, hist1, bs, s1))
+        # As fire() then plan() at the step's end would compute them, to the bit.
+        now = self.now
+        mid = now + dt
+        now1 = now + (mid - now)
+        p = self.plan_
+        p.kind = _SRUN
+        p.mid = mid
+        p.end = now1 + self.perf.decode_run_time(B, cbase + B * s1, k)
+        p.steps = 1 + k
+        p.used1 = used1
+        p.free1 = free1
+        p.open = empty
+        return True
+
     def _steps_until_block_failure(self) -> int:
         """Largest k such that steps step..step+k-1 all find their new blocks free."""
-        free = self.total_blocks - self.used
-        B = self.dec_n
-        periods = free // B if B else 0
-        bs = self.bs
-        k = periods * bs
-        rem = free - periods * B
-        hist, s = self.dec_hist, self.step + k
-        for j in range(bs):
-            need = hist[(-(s + j)) % bs]
-            if need > rem:
-                return k + j
-            rem -= need
-        return k + bs  # unreachable in practice: a full period needs exactly B blocks
+        return _failure_steps(self.total_blocks - self.used, self.dec_n, self.dec_hist, self.bs, self.step)
 
     def _preempt(self, r: Request) -> None:
         self._release(r)
@@ -485,14 +648,14 @@ class Engine:
             self._set_idle()
             return events
         # As _advance_decode(k, dt), inlined.
-        dt = p.end - p.start
         used = self.used
-        self.kv_block_seconds += used * dt
         step = self.step
         dec_n = self.dec_n
         bs = self.bs
         hist = self.dec_hist
         if kind == _RUN:
+            dt = p.end - p.start
+            self.kv_block_seconds += used * dt
             k = p.steps
             if dec_n:
                 full, part = divmod(k, bs)
@@ -500,6 +663,9 @@ class Engine:
                 if part:
                     used += _partial_need(hist, bs, step + full * bs, part)
         else:
+            # The prefill step (all of a "step", the first of a "steprun").
+            dt = (p.end if kind == _STEP else p.mid) - p.start
+            self.kv_block_seconds += used * dt
             k = 1
             if dec_n:
                 used += hist[(-step) % bs]
@@ -511,7 +677,7 @@ class Engine:
         running = self.running
         cbase = self.dec_cbase
         h = self.finish_heap
-        if kind == _STEP:
+        if kind != _RUN:
             prefilling = self.prefilling
             first_events = self.first_token_events
             for r, n in p.chunks:
@@ -545,6 +711,21 @@ class Engine:
                         e = r.epoch = r.epoch + 1
                         self._seq += 1
                         heapq.heappush(h, (step + (r.output - g), self._seq, e, r))
+            if kind == _SRUN:
+                # The decode run plan() would fix at this boundary (nothing completes at it), as
+                # its fire() would apply it: k >= 1 steps of the decoding set the step left.
+                k = p.steps - 1
+                dt = p.end - now
+                self.kv_block_seconds += used * dt
+                full, part = divmod(k, bs)
+                used += full * dec_n
+                if part:
+                    used += _partial_need(hist, bs, step + full * bs, part)
+                step += k
+                self.step = step
+                self.steps_done += k
+                self.busy_time += dt
+                now = self.now = now + dt
         # Completions of decoding sequences at this boundary (stale heap entries dropped).
         if dec_n:
             pop = heapq.heappop

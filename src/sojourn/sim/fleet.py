@@ -10,7 +10,9 @@ Routing ``pull`` keeps one central queue that every node draws from when it has
 room (the engine's ``source`` callback); the push routers (``round_robin``,
 ``least_loaded``) give each node its own queue with the same discipline and pick
 the node when a request arrives. A node is woken (``interrupt``) when new work
-could start on it or when a deadline removes work from it.
+could start on it or when a deadline removes work from it; a node whose prefill
+step was planned together with the decode run after it (the engine's "steprun")
+is cut back to that step when new work arrives that the step's end could take.
 
 Measurement: batches arriving in [warm-up, warm-up + horizon) are measured; each of
 their requests is followed until it completes, is rejected, or is cancelled at its
@@ -138,6 +140,7 @@ class FleetSim:
             ]
             for node in self.nodes:
                 node.first_token_events = False  # the fleet only reads completions
+                node.merge_steps = True  # prefill step + decode run as one event (_poke, _can_take)
             predict = _engine_predictor(sc, perf)
         self.push_routing = sc.fleet.routing != "pull"
         self.routing = sc.fleet.routing
@@ -186,11 +189,21 @@ class FleetSim:
     def _poke(self, node: Any, t: float) -> None:
         """New work or a removal at ``t``: stop the node at its first boundary and replan there."""
         node.interrupt(t)
-        if node.plan_.kind == "idle":
+        p = node.plan_
+        if p.kind == "idle":
             if self._pend[node.index]:
                 self._purge(node)
             self._replan(node)
+        elif p.end != self._sched[node.index]:
+            self._resched(node)  # a "steprun" cut back to its prefill step, whose end replans
         # Otherwise a step that cannot be cut is in flight; its end replans.
+
+    def _resched(self, node: Any) -> None:
+        """The node's plan ends earlier than scheduled (a "steprun" cut back to its prefill step)."""
+        i = node.index
+        end = self._sched[i] = node.plan_.end
+        self._version[i] += 1
+        self._push(end, _FIRE, i, self._version[i])
 
     def _purge(self, node: Any) -> None:
         pend = self._pend[node.index]
@@ -208,7 +221,7 @@ class FleetSim:
 
         peek, take = q.peek, q.take
 
-        def source(node: Any, free: int) -> SimRequest | None:
+        def source(node: Any, free: int) -> SimRequest | None | bool:
             now = node.now
             r = peek(now)
             if r is None:
@@ -218,7 +231,7 @@ class FleetSim:
             else:
                 need = -(-r.prompt // bs)
                 if need > free:
-                    return None  # head-of-line blocking
+                    return False  # head-of-line blocking (None would say the queue is empty)
                 qload[qi] -= need
             take(r)
             r.state = NODE
@@ -229,14 +242,26 @@ class FleetSim:
         return source
 
     def _can_take(self, node: Any, q: Any, t: float) -> bool:
-        """Whether waking the node now could start the queue's head on it."""
+        """Whether waking the node now could start the queue's head on it.
+
+        A "steprun" in its prefill step is not woken: when that step's end could pull
+        (``open``), the plan is cut back to the step here, as a plain step would end there.
+        """
         if self.generic:
             return node.busy < node.c
-        kind = node.plan_.kind
+        p = node.plan_
+        kind = p.kind
         if kind == "idle":
             return True
         if kind == "step":
             return False  # its end comes soon and pulls then
+        if kind == "steprun" and t < p.mid:
+            # In its prefill step: as for a "step", no peek and no interrupt. If that step's end
+            # would pull (p.open), the plan is cut back to the step, whose end then pulls.
+            if p.open:
+                node.cut_to_step()
+                self._resched(node)
+            return False
         head = q.peek(t)
         return head is not None and node.can_admit(head.prompt)
 
@@ -260,7 +285,13 @@ class FleetSim:
         if self.generic:
             loads = [nodes[i].busy + qload[i] for i in range(len(nodes))]
         else:
-            loads = [nodes[i].used + qload[i] for i in range(len(nodes))]
+            t = self.now
+            loads = []
+            for i, node in enumerate(nodes):
+                p = node.plan_
+                # A "steprun" past its prefill step: the blocks as that step's own end left them.
+                used = p.used1 if p.kind == "steprun" and t >= p.mid else node.used
+                loads.append(used + qload[i])
         return loads.index(min(loads))
 
     # -- request outcomes ---------------------------------------------------------------
@@ -483,9 +514,16 @@ class FleetSim:
             b, k = node.busy_time, node.kv_block_seconds
             p = node.plan_
             if p.kind != "idle" and p.start < t:
-                d = min(t, p.end) - p.start
+                start, used = p.start, node.used
+                if p.kind == "steprun" and t > p.mid:
+                    # Its prefill step done, then the decode run from that step's end.
+                    d = p.mid - start
+                    b += d
+                    k += used * d
+                    start, used = start + d, p.used1
+                d = min(t, p.end) - start
                 b += d
-                k += node.used * d
+                k += used * d
             busy += b
             kv += k
             pre += node.preemptions
