@@ -164,3 +164,42 @@ def test_progress_reporting_does_not_change_results(capsys):
     for d in (quiet, loud):
         d.pop("wall_s")
     assert quiet == loud
+
+
+def _episodic(mean_batch, sla_s, seed=10):
+    """M^X/M/8 at rho 0.9 with cancellation: misses come in congestion episodes (benchmarks/ci_coverage.py)."""
+    return scenario_from_dict({
+        "sla_hours": sla_s / 3600.0,
+        "workload": {"batch_rate_per_hour": 0.9 * 8 / mean_batch * 3600.0,
+                     "batch_size": {"dist": "geometric", "mean": mean_batch},
+                     "input_tokens": {"dist": "fixed", "value": 1}, "output_tokens": {"dist": "fixed", "value": 1}},
+        "fleet": {"nodes": 1, "server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 1.0},
+                                         "concurrency": 8}},
+        "serving": {"on_deadline": "cancel"},
+        "simulation": {"horizon_hours": 3.0, "warmup_hours": 0.2, "replications": 5, "seed": seed},
+    })
+
+
+def test_misses_are_grouped_into_congestion_episodes():
+    r = simulate(_episodic(200, 500.0), n_jobs=1)
+    for rep in r.reps:
+        # Every miss belongs to exactly one episode; an episode holds at least one missed batch.
+        assert sum(rep.miss_episodes) == rep.misses
+        assert len(rep.miss_episodes) <= rep.batches_missed
+        assert (len(rep.miss_episodes) > 0) == (rep.misses > 0)
+    assert r.miss_episodes == sum(len(rep.miss_episodes) for rep in r.reps) > 0
+    sizes = np.array([m for rep in r.reps for m in rep.miss_episodes], dtype=float)
+    assert r.miss_episodes_effective == pytest.approx(sizes.sum() ** 2 / (sizes @ sizes))
+    assert 1.0 <= r.miss_episodes_effective <= r.miss_episodes
+
+
+def test_an_interval_over_few_episodes_is_flagged_and_one_over_many_is_not():
+    few = simulate(_episodic(200, 500.0), n_jobs=1)
+    assert few.p_miss > 0 and few.miss_episodes_effective < 10
+    assert "episodes" in few.p_miss_note and few.to_dict()["p_miss_note"] == few.p_miss_note
+    many = simulate(_episodic(50, 60.0), n_jobs=1)
+    assert many.miss_episodes_effective >= 10
+    assert many.p_miss_note == ""
+    # No miss at all: nothing to flag (the upper bound speaks for itself).
+    none = simulate(_episodic(50, 3600.0), n_jobs=1)
+    assert none.p_miss == 0 and none.miss_episodes == 0 and none.p_miss_note == ""

@@ -56,7 +56,7 @@ class SimRequest(Request):
 class Batch:
     """A batch of requests sharing one arrival time and deadline."""
 
-    __slots__ = ("arrival", "deadline", "sla", "measured", "requests", "pending", "missed")
+    __slots__ = ("arrival", "deadline", "sla", "measured", "requests", "pending", "missed", "nmiss")
 
     def __init__(self, arrival: float, sla: float, measured: bool) -> None:
         self.arrival = arrival
@@ -66,6 +66,7 @@ class Batch:
         self.requests: list[SimRequest] = []
         self.pending = 0  # requests not yet completed, rejected or cancelled
         self.missed = False
+        self.nmiss = 0  # its requests that missed
 
 
 @dataclass
@@ -84,6 +85,9 @@ class ReplicationStats:
     by_sla: dict[float, list[int]] = field(default_factory=dict)
     batches: int = 0
     batches_missed: int = 0
+    #: Misses per congestion episode: measured batches with a miss, each arriving within its
+    #: SLA of the previous one, grouped (see ``FleetSim._episodes``).
+    miss_episodes: list[int] = field(default_factory=list)
     batch_size_sum: float = 0.0
     batch_size_sq: float = 0.0
     sojourn: np.ndarray = field(default_factory=lambda: np.empty(0))  # completed requests
@@ -169,6 +173,7 @@ class FleetSim:
         self._soj: list[float] = []
         self._marks: dict[str, tuple[float, float, int, int]] = {}
         self.completions = 0
+        self._missed: list[Batch] = []  # measured batches with a miss, for the episodes
 
     # -- the event heap ---------------------------------------------------------------
 
@@ -326,9 +331,29 @@ class FleetSim:
     def _miss(self, b: Batch) -> None:
         self.st.misses += 1
         self.st.by_sla[b.sla][1] += 1
+        b.nmiss += 1
         if not b.missed:
             b.missed = True
             self.st.batches_missed += 1
+            self._missed.append(b)
+
+    def _episodes(self) -> list[int]:
+        """Misses per congestion episode: missed batches grouped while each arrives within its SLA of the last.
+
+        Misses come in episodes (a huge batch, a run of arrivals), and one episode's
+        misses are correlated across its batches. Their count, not the requests', is
+        how many independent observations of the tail a replication holds
+        (``estimate``: the interval is reliable only with enough of them).
+        """
+        sizes: list[int] = []
+        last = -math.inf
+        for b in sorted(self._missed, key=lambda b: b.arrival):
+            if b.arrival - last > b.sla or not sizes:
+                sizes.append(b.nmiss)
+            else:
+                sizes[-1] += b.nmiss
+            last = b.arrival
+        return sizes
 
     def _complete(self, r: SimRequest, t: float) -> None:
         r.state = DONE
@@ -594,6 +619,7 @@ class FleetSim:
                             st.in_system += 1
                             self._miss(b)
         st.sojourn = np.asarray(self._soj, dtype=np.float64)
+        st.miss_episodes = self._episodes()
         b0, k0, p0, c0 = self._marks["start"]
         b1, k1, p1, c1 = self._marks["end"]
         n, H = len(self.nodes), self.H
