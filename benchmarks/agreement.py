@@ -245,7 +245,7 @@ def bench_scale(quick: bool = False) -> list[dict]:
     index = QUICK_SCALE if quick else range(len(SCALE))
     head = ("| # | gpu | rho | batch | disc | SLA min | drain s | batches | requests | t req s (1 process) | "
             "t fast s (warm) | speedup | P(miss) req [95% CI] | P(miss) fast | P(miss) fast (default span) | "
-            "agree | thr req ± 95% | thr fast | thr fast (default span) | thr err |")
+            "agree | episodes (eff) | thr req ± 95% | thr fast | thr fast (default span) | thr err |")
     print_head(head)
     out = []
     for k, i in enumerate(index, 1):
@@ -265,7 +265,8 @@ def bench_scale(quick: bool = False) -> list[dict]:
         print(f"| {k} | {gpu} | {rho} | {bname} | {disc} | {sla / 60:g} | {drain:.0f} | {fast_m.batches_measured} | "
               f"{req.requests_simulated / 1e6:.2f} M | {t_req:.1f} | {t_fm:.3f} | {t_req / t_fm:.0f}x | "
               f"{fmt(req.p_miss)} [{fmt(req.p_miss_ci[0])}, {fmt(req.p_miss_ci[1])}] | {fmt(fast_m.p_miss)} | "
-              f"{fmt(fast.p_miss)} | {ok_text} | {req.throughput_rps:.2f} ± {thr_half:.2f} | "
+              f"{fmt(fast.p_miss)} | {ok_text} | {req.miss_episodes} ({req.miss_episodes_effective:.1f}) | "
+              f"{req.throughput_rps:.2f} ± {thr_half:.2f} | "
               f"{fast_m.throughput_rps:.2f} | {fast.throughput_rps:.2f} | {100 * thr_err:+.1f}% |", flush=True)
         out.append({
             "gpu": gpu, "rho": rho, "batch": bname, "discipline": disc, "sla_s": sla, "drain_s": drain,
@@ -279,6 +280,8 @@ def bench_scale(quick: bool = False) -> list[dict]:
             "p_fast_matched": fast_m.p_miss, "p_fast_matched_ci": list(fast_m.p_miss_ci),
             "p_fast": fast.p_miss, "p_fast_ci": list(fast.p_miss_ci), "analytic": fast.analytic_p_miss,
             "regime": fast.analytic_regime, "agree": ok, "agree_text": ok_text,
+            "episodes": req.miss_episodes, "episodes_effective": req.miss_episodes_effective,
+            "flagged": bool(req.p_miss_note),
             "batch_miss_req": req.batch_miss, "batch_miss_fast": fast.batch_miss,
             "sojourn_req": req.sojourn_mean_s, "sojourn_fast": fast.sojourn_mean_s,
             "thr_req": req.throughput_rps, "thr_req_half": thr_half, "thr_fast_matched": fast_m.throughput_rps,
@@ -287,7 +290,11 @@ def bench_scale(quick: bool = False) -> list[dict]:
     speed = [r["speedup"] for r in out]
     n_ok = sum(r["agree"] for r in out)
     n_thr = sum(abs(r["thr_err"]) <= 0.05 for r in out)
-    print(f"\nat scale: speedup median {np.median(speed):.0f}x, min {min(speed):.0f}x, max {max(speed):.0f}x, "
+    flagged = [r for r in out if r["flagged"]]
+    print(f"\nrequest intervals flagged (< 10 effective episodes): {len(flagged)}/{len(out)}, of which the fast value "
+          f"is inside {sum(r['agree'] for r in flagged)}; not flagged: inside "
+          f"{sum(r['agree'] for r in out if not r['flagged'])}/{len(out) - len(flagged)}")
+    print(f"at scale: speedup median {np.median(speed):.0f}x, min {min(speed):.0f}x, max {max(speed):.0f}x, "
           f">= 1000x in {sum(x >= 1000 for x in speed)}/{len(out)}; P(miss) agrees: {n_ok}/{len(out)}; "
           f"throughput within 5%: {n_thr}/{len(out)}")
     for disc in ("fifo", "lifo", "edf", "sjf"):

@@ -213,7 +213,6 @@ def split_by_key(b: Batches, pool_key: NDArray[np.float64], pool_work: NDArray[n
     cl = _key_classes(pool_key, pool_work, bins)
     k = len(cl.p)
     counts = rng.multinomial(b.accepted, cl.p)  # (batches, classes)
-    nb = len(b)
     seg_count = counts.ravel()
     keep = np.flatnonzero(seg_count > 0)
     x = seg_count[keep]
