@@ -502,14 +502,7 @@ class Engine:
                 p.end = now + dt
                 p.steps = 1
         elif dec_n:
-            # Steps to the next completion (stale heap entries dropped on the way).
-            h = self.finish_heap
-            while h:
-                s, _, epoch, r = h[0]
-                if r.alive and r.decoding and epoch == r.epoch:
-                    break
-                heapq.heappop(h)
-            k = (s - step) if h else 1
+            k = self.finish_heap_min() - step  # steps to the next completion
             # A block allocation can fail within k steps only if the free blocks do not
             # cover the most the decoding set can ask for: each sequence one per bs steps.
             if free + need < dec_n * -(-k // bs):
@@ -555,13 +548,7 @@ class Engine:
         s1 = self.step + 1
         used1 = self.used + (hist[(-(s1 - 1)) % bs] if dec_n else 0)  # after the step's own new blocks
         need1 = hist[(-s1) % bs] if dec_n else 0  # what step s1 asks of the decoding set, old part
-        h = self.finish_heap
-        while h:
-            _, _, epoch, r = h[0]
-            if r.alive and r.decoding and epoch == r.epoch:
-                break
-            heapq.heappop(h)
-        first = h[0][0] if h else math.inf  # the next completion's step
+        first = self.finish_heap_min() if dec_n else math.inf  # the next completion's step
         if first <= s1:
             return False  # a decoding sequence completes at the step's end
         cbase = self.dec_cbase
