@@ -182,3 +182,39 @@ def test_a_run_of_decode_steps_is_one_event():
         eng.plan()
     assert eng.steps_done >= 1000
     assert fires < 30
+
+
+def _fires(outputs, prompts, *, kv_blocks, max_seqs, merge):
+    eng = Engine(PERF, kv_blocks, 16, max_seqs, 2048)
+    eng.merge_steps = merge
+    for i, (p, o) in enumerate(zip(prompts, outputs)):
+        eng.enqueue(Request(i, p, o))
+    fires = 0
+    eng.plan()
+    while eng.next_event_time() < math.inf:
+        eng.fire()
+        fires += 1
+        eng.plan()
+    return fires, eng.steps_done, eng.preemptions
+
+
+@pytest.mark.parametrize("merge", [False, True])
+@pytest.mark.parametrize("max_seqs", [8, 64])
+def test_events_do_not_grow_with_output_length(merge, max_seqs):
+    # Issue 3, section 3: "cost per request must not grow with its output length". The
+    # engine's work is per event, so the exact form of that claim is: scale every output
+    # length 1x, 10x, 100x (same prompts, same order of completions, a cache that never
+    # runs out) and the number of events stays exactly the same while the steps grow
+    # about a hundredfold. Outputs are distinct, at least 60 apart, so no two
+    # completions share a step at any scale, and 60 tokens are more than the prefill
+    # phase spans, so the order of completions is the order of the outputs.
+    rng = np.random.default_rng(7)
+    n = 48
+    prompts = rng.integers(100, 1500, n).tolist()
+    outputs = (60 * (rng.permutation(n) + 1)).tolist()
+    got = {k: _fires([o * k for o in outputs], prompts, kv_blocks=1_000_000, max_seqs=max_seqs, merge=merge) for k in (1, 10, 100)}
+    fires = {k: v[0] for k, v in got.items()}
+    assert all(v[2] == 0 for v in got.values())  # no preemption: the cache is roomy
+    assert fires[1] == fires[10] == fires[100], fires
+    assert fires[1] <= 2 * n  # about one event per request (at most a prefill step and a run)
+    assert got[100][1] > 50 * got[1][1]  # while the steps did grow with the length
