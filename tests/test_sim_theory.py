@@ -24,6 +24,7 @@ from sojourn.analytic import (
     mdc_mean_wait,
     mdc_wait_sf,
     mg1_mean_wait,
+    mg1_sjf_mean_wait,
     mmc_mean_sojourn,
     mmc_mean_wait,
     mmc_sojourn_sf,
@@ -129,6 +130,19 @@ def test_mg1_gamma_mean_wait():
     res = simulate(generic(lam, {"dist": "gamma", "mean": 1.0, "cv": cv}, horizon_h=8.0, seed=22))
     no_losses(res)
     check("E[W] M/G/1", mg1_mean_wait(lam, 1.0, 1.0 + cv * cv), res.wait_mean_s, res.wait_mean_ci)
+
+
+def test_mg1_shortest_job_first_mean_wait():
+    # sjf_work with an exact forecast (forecast_sigma = 0) on one exponential server is
+    # non-preemptive shortest-job-first of M/M/1; Phipps' formula gives its mean wait,
+    # 1.312 at rho = 0.7, against FCFS's 2.333, which the interval must exclude.
+    lam = 0.7
+    sc = generic(lam, {"dist": "exponential", "mean": 1.0}, horizon_h=8.0, seed=23)
+    sc = sc.model_copy(update={"serving": sc.serving.model_copy(update={"discipline": "sjf_work", "forecast_sigma": 0.0})})
+    res = simulate(sc)
+    no_losses(res)
+    check("E[W] M/M/1 SJF", mg1_sjf_mean_wait(lam, stats.expon()), res.wait_mean_s, res.wait_mean_ci)
+    assert not inside(mg1_mean_wait(lam, 1.0, 2.0), res.wait_mean_ci)
 
 
 @pytest.mark.slow

@@ -141,6 +141,11 @@ class Serving(_Strict):
     discipline: Literal[SCENARIO_DISCIPLINES] = "fifo"  # type: ignore[valid-type]
     #: Requests waiting beyond this many in the central queue are rejected (None: unbounded).
     max_queue: int | None = Field(default=None, ge=0)
+    #: A per-request work forecast for ``sjf_work`` and ``triage``: its error, the standard
+    #: deviation of log(forecast / truth) of the output length (engine) or of the service
+    #: time (generic server); 0 is an oracle. Unset: no per-request forecast, the scheduler
+    #: knows only the distribution (its median for triage, its mean for sjf_work).
+    forecast_sigma: float | None = Field(default=None, ge=0, le=10)
     #: What happens to unfinished work at its deadline: dropped (as batch APIs do) or finished late.
     on_deadline: Literal["cancel", "finish"] = "cancel"
     #: Performance profile: a shipped profile name or a path to a profile file from ``sojourn calibrate``.

@@ -18,6 +18,12 @@ Sources:
 - Batch arrivals (M^X/G/1): P. J. Burke, "Delays in single-server queues with
   batch input", *Operations Research* 23(4), 830–833 (1975); also
   M. L. Chaudhry and J. G. C. Templeton, *A First Course in Bulk Queues* (1983).
+- Shortest job first, non-preemptive, on M/G/1 (the service times known to the
+  scheduler): W. R. Phipps, "Machine repair as a priority waiting-line problem",
+  *Operations Research* 4(1), 76–85 (1956); in the form of Kleinrock,
+  *Queueing Systems, Vol. 2* (1976), §3.6 (a continuum of priority classes),
+  and R. W. Conway, W. L. Maxwell, L. W. Miller, *Theory of Scheduling* (1967),
+  §8-7. That is the one result here whose discipline is not FCFS.
 - M/D/c: C. D. Crommelin, "Delay probability formulae when the holding times
   are constant", *P.O. Electrical Engineers' Journal* 25, 41–50 (1932); the
   root form of the mean and the waiting-time distribution as in G. J. Franx,
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -183,6 +190,32 @@ def mg1_mean_wait(lam: float, mean_s: float, second_moment_s: float) -> float:
     es, es2 = _moments("service time", mean_s, second_moment_s)
     rho = _stable(lam * es)
     return lam * es2 / (2.0 * (1.0 - rho))
+
+
+def mg1_sjf_mean_wait(lam: float, service: Any) -> float:
+    """Mean wait in queue of M/G/1 under non-preemptive shortest-job-first (SJF/SPT).
+
+    The server, when free, starts the waiting job of least service time, each job's
+    time known exactly. With a continuous service law F (a frozen ``scipy.stats``
+    distribution on [0, ∞)), a job of size x waits on average
+    W(x) = W0 / (1 − ρ(x))², with W0 = λE[S²]/2 the mean residual work found in
+    service and ρ(x) = λ∫₀ˣ t dF(t) the load of the jobs shorter than x (Phipps
+    1956; Kleinrock Vol. 2, §3.6). The mean wait is ∫ W(x) dF(x), by quadrature.
+    """
+    from scipy import integrate
+
+    lam = _positive("lam", lam)
+    es = float(service.mean())
+    es2 = float(service.moment(2))
+    _moments("service time", es, es2)
+    _stable(lam * es)
+    w0 = lam * es2 / 2.0
+
+    def rho(x: float) -> float:
+        return lam * integrate.quad(lambda t: t * service.pdf(t), 0.0, x, limit=200)[0]
+
+    val, _ = integrate.quad(lambda x: service.pdf(x) / (1.0 - rho(x)) ** 2, 0.0, np.inf, limit=200)
+    return w0 * val
 
 
 def md1_mean_wait(lam: float, d: float) -> float:

@@ -41,15 +41,20 @@ def _no_drop(req: Any, now: float) -> None:
 class QueueContext:
     """What a discipline may know besides the requests themselves.
 
-    ``predict(req)`` is the predicted service time in seconds (output length not
-    known: the mean is used); ``drop(req, now)`` is called when a discipline gives
-    up on a request; ``late_ok`` means late work is finished (``on_deadline =
-    "finish"``), so nothing may be dropped.
+    ``predict(req)`` is the request's predicted work in seconds, a fixed key for
+    ordering (``sjf_work``): its forecast where the scenario has one
+    (``serving.forecast_sigma``), else the mean. ``estimate(req)`` is its predicted
+    service time if it started now on the node asking for work, that node's load
+    included, a median rather than a mean (``triage``: "more likely to miss than to
+    make it"); unset, ``predict`` stands in. ``drop(req, now)`` is called when a
+    discipline gives up on a request; ``late_ok`` means late work is finished
+    (``on_deadline = "finish"``), so nothing may be dropped.
     """
 
     predict: Callable[[Any], float] = lambda req: 0.0
     drop: Callable[[Any, float], None] = _no_drop
     late_ok: bool = False
+    estimate: Callable[[Any], float] | None = None
 
 
 class Discipline(ABC):
@@ -209,10 +214,12 @@ class Sjf(_Keyed):
 
 
 class SjfWork(_Keyed):
-    """Least predicted work first: the predicted service time (prompt plus the mean output).
+    """Least predicted work first: prefill of the prompt plus decode of the forecast output.
 
-    With one output-length mean for every request this orders as ``sjf`` does on an
-    engine; it differs where the predictor knows more (a per-request output forecast).
+    The forecast is ``serving.forecast_sigma``'s: the true output length (or, on a
+    generic server, service time) times a lognormal error, 0 an oracle. Without one
+    every request's output is predicted as the mean, so this orders as ``sjf`` does on
+    an engine (and as ``fifo`` on a generic server).
     """
 
     name = "sjf_work"
@@ -271,31 +278,35 @@ class Fair(Discipline):
 class Triage(Discipline):
     """Earliest deadline first, but never starts a request that can no longer make it.
 
-    A request is hopeless when ``now + predict(req)`` is past its deadline, the
-    prediction being optimistic (service alone, no further waiting). Hopeless
-    requests are dropped (``ctx.drop``: a miss, counted as cancelled) so capacity
-    goes to requests that can still make it; when late work is finished
-    (``late_ok``) they wait in a late queue served only when no request can make it.
+    A request is hopeless when ``now + estimate(req)`` is past its deadline: started
+    now on the node that asks for work, it would more likely miss than make it (the
+    estimate is a median service time on that node as loaded now, no further waiting;
+    see ``QueueContext``). Hopeless requests are dropped (``ctx.drop``: a miss,
+    counted as cancelled) so capacity goes to requests that can still make it; when
+    late work is finished (``late_ok``) they wait in a late queue served only when no
+    request can make it.
     """
 
     name = "triage"
 
     def __init__(self, ctx: QueueContext | None = None) -> None:
         super().__init__(ctx)
-        self.h: list[tuple[float, int, float, Any]] = []
+        self.h: list[tuple[float, int, Any]] = []
         self.late: deque[Any] = deque()  # already in deadline order (moved off the heap's top)
         self._from_late = False
+        self._estimate = self.ctx.estimate or self.ctx.predict
 
     def _push(self, req: Any) -> None:
-        heapq.heappush(self.h, (req.deadline, req.rid, self.ctx.predict(req), req))
+        heapq.heappush(self.h, (req.deadline, req.rid, req))
 
     def _head(self, now: float) -> Any | None:
         h = self.h
+        estimate = self._estimate
         while h:
-            deadline, _, est, req = h[0]
+            deadline, _, req = h[0]
             if not req.inq:
                 heapq.heappop(h)
-            elif now + est > deadline:
+            elif now + estimate(req) > deadline:
                 heapq.heappop(h)
                 if self.ctx.late_ok:
                     self.late.append(req)

@@ -37,7 +37,7 @@ from sojourn._errors import ConfigError
 from sojourn.sim.disciplines import QueueContext, make_discipline
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.generic import GenericNode
-from sojourn.sim.workload import batch_stream, mean_tokens
+from sojourn.sim.workload import batch_stream, load_trace, mean_tokens
 
 __all__ = ["Batch", "FleetSim", "ReplicationStats", "SimRequest", "check_scenario", "run_replication"]
 
@@ -50,7 +50,7 @@ _FIRE, _ARRIVAL, _DEADLINE, _MARK = 0, 1, 2, 3
 class SimRequest(Request):
     """A request with what the fleet tracks: its batch, state, start of service, queue."""
 
-    __slots__ = ("batch", "state", "start", "service", "deadline", "queue", "inq")
+    __slots__ = ("batch", "state", "start", "service", "deadline", "queue", "inq", "fc")
 
 
 class Batch:
@@ -108,7 +108,13 @@ class FleetSim:
 
     def __init__(self, scenario: Any, seed: np.random.SeedSequence) -> None:
         sc = scenario
-        wl_seed, srv_seed = seed.spawn(2)
+        # A third child for the work forecasts: spawn(3)'s first two are spawn(2)'s, so the
+        # traffic and service draws are the same with or without a forecast.
+        wl_seed, srv_seed, fc_seed = seed.spawn(3)
+        sigma = sc.serving.forecast_sigma
+        self._fc_sigma = sigma
+        self._fc_rng = np.random.default_rng(fc_seed) if sigma is not None else None
+        self._asking: Any = None  # the node whose request for work a discipline is answering
         self._stream = batch_stream(sc, wl_seed)
         sim = sc.simulation
         self.W = sim.warmup_hours * 3600.0
@@ -129,8 +135,7 @@ class FleetSim:
             self._svc_rng = np.random.default_rng(srv_seed)
             self._svc_buf: list[float] = []
             self._svc_i = 0
-            mean_service = float(srv.service_time.mean)
-            predict = lambda r: mean_service  # noqa: E731
+            predict, estimate = _generic_predictors(srv.service_time, sigma is not None)
             self.bs = 1
         else:
             check_scenario(sc)
@@ -145,11 +150,11 @@ class FleetSim:
             for node in self.nodes:
                 node.first_token_events = False  # the fleet only reads completions
                 node.merge_steps = True  # prefill step + decode run as one event (_poke, _can_take)
-            predict = _engine_predictor(sc, perf)
+            predict, estimate = _engine_predictors(sc, perf, self)
         self.push_routing = sc.fleet.routing != "pull"
         self.routing = sc.fleet.routing
         nq = n if self.push_routing else 1
-        ctx = QueueContext(predict=predict, drop=self._triage_drop, late_ok=not self.cancel)
+        ctx = QueueContext(predict=predict, drop=self._triage_drop, late_ok=not self.cancel, estimate=estimate)
         self.queues = [make_discipline(sc.serving.discipline, ctx) for _ in range(nq)]
         self.qload = [0] * nq  # queued load per queue: prompt blocks (engine) or requests (generic)
         for i, node in enumerate(self.nodes):
@@ -228,6 +233,7 @@ class FleetSim:
 
         def source(node: Any, free: int) -> SimRequest | None | bool:
             now = node.now
+            self._asking = node
             r = peek(now)
             if r is None:
                 return None
@@ -267,6 +273,7 @@ class FleetSim:
                 node.cut_to_step()
                 self._resched(node)
             return False
+        self._asking = node
         head = q.peek(t)
         return head is not None and node.can_admit(head.prompt)
 
@@ -424,6 +431,8 @@ class FleetSim:
         rid = self.rid
         load = 0  # pull routing: the batch joins the one queue at once, in order
         nan = math.nan
+        # Work forecasts: the truth times a lognormal error, drawn before anything is queued.
+        fc = None if self._fc_sigma is None else iter(np.exp(self._fc_sigma * self._fc_rng.standard_normal(size)).tolist())
         for p, o in zip(prompts, outputs):
             r = SimRequest(rid, p, o)
             rid += 1
@@ -440,6 +449,8 @@ class FleetSim:
             elif p + o > mml:
                 self._reject(r, "max_model_len")
                 continue
+            if fc is not None:
+                r.fc = next(fc) * (r.service if generic else o)
             r.state = QUEUED
             joined.append(r)
             if push:
@@ -634,19 +645,62 @@ class FleetSim:
         return st
 
 
-def _engine_predictor(scenario: Any, perf: Any):
-    """Predicted service time of a request on a busy engine, its output length unknown.
+def _median_output(scenario: Any) -> float:
+    wl = scenario.workload
+    if wl.trace is not None:
+        _, _, o = load_trace(scenario.path(wl.trace), wl.format)
+        return float(np.median(o))
+    return float(math.ceil(wl.output_tokens.ppf(0.5)))  # outputs are drawn rounded up
 
-    Prefill at the full-chunk rate plus the mean output length of decode steps at the
-    batch a saturated engine runs (KV- or ``max_num_seqs``-limited): optimistic in
-    that it ignores any further waiting and preemption.
+
+def _engine_predictors(scenario: Any, perf: Any, fleet: FleetSim) -> tuple[Any, Any]:
+    """A request's predicted work (``predict``) and its service estimate (``estimate``) on an engine.
+
+    Both are prefill at the full-chunk rate plus the output length in decode steps, at a
+    typical context (the mean prompt plus half the mean output); neither counts
+    further waiting or preemption. ``predict``, a fixed ordering key, takes the mean
+    output (or the request's forecast) at the batch a saturated engine runs (KV- or
+    ``max_num_seqs``-limited). ``estimate``, for triage's "would it more likely miss",
+    takes the median output (or the forecast) at the batch of the node asking for
+    work with the request added, so an idle node predicts a lone request's time and a
+    full one a full batch's.
     """
     mean_in, mean_out = mean_tokens(scenario)
     ctx = mean_in + mean_out / 2.0
-    batch = max(1, min(scenario.serving.max_num_seqs, int(perf.kv_capacity_tokens // max(ctx, 1.0))))
+    max_seqs = scenario.serving.max_num_seqs
+    batch = max(1, min(max_seqs, int(perf.kv_capacity_tokens // max(ctx, 1.0))))
     alpha = perf.alpha()
-    decode = mean_out * perf.beta(batch, ctx)
-    return lambda r: alpha * r.prompt + decode
+    beta_sat = perf.beta(batch, ctx)
+    betas = [perf.beta(b, ctx) for b in range(max_seqs + 1)]  # betas[b]: a decode step of b sequences
+    if fleet._fc_sigma is not None:
+
+        def predict(r: Any) -> float:
+            return alpha * r.prompt + r.fc * beta_sat
+
+        def estimate(r: Any) -> float:
+            node = fleet._asking
+            b = batch if node is None else min(len(node.running) + 1, max_seqs)
+            return alpha * r.prompt + r.fc * betas[b]
+
+        return predict, estimate
+    decode = mean_out * beta_sat
+    med_out = _median_output(scenario)
+
+    def estimate_median(r: Any) -> float:
+        node = fleet._asking
+        b = batch if node is None else min(len(node.running) + 1, max_seqs)
+        return alpha * r.prompt + med_out * betas[b]
+
+    return (lambda r: alpha * r.prompt + decode), estimate_median
+
+
+def _generic_predictors(service: Any, forecast: bool) -> tuple[Any, Any]:
+    """``predict`` and ``estimate`` on a generic server: the forecast, else the mean and the median."""
+    if forecast:
+        fc = lambda r: r.fc  # noqa: E731
+        return fc, fc
+    mean, median = float(service.mean), float(service.ppf(0.5))
+    return (lambda r: mean), (lambda r: median)
 
 
 def check_scenario(scenario: Any) -> None:
