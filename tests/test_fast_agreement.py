@@ -78,3 +78,11 @@ def test_llm_node(discipline):
 @pytest.mark.slow
 def test_llm_node_edf_with_two_deadlines():
     agree(llm(0.9, 30.0, "edf", classes=[{"hours": 15 / 3600}, {"hours": 60 / 3600}]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigma", [0.0, 1.0])
+def test_llm_node_sjf_work_with_a_forecast(sigma):
+    # Least predicted work first in overload: the fast tier splits batches by the pool's
+    # forecast works, the request tier orders requests by theirs.
+    agree(llm(1.2, 600.0, "sjf_work").with_updates({"serving.forecast_sigma": sigma}))

@@ -102,6 +102,22 @@ class NodeCapacity:
     in_service_work: float = math.nan
     #: (a, c_tok, c_pair, c_ctx, kv_bound) of the work measure (module docstring); None for generic nodes.
     work_coef: tuple[float, float, float, float, bool] | None = None
+    #: Output tokens of the pool requests, aligned with ``works`` (engine nodes).
+    outputs: NDArray[np.float64] = field(default_factory=lambda: np.empty(0), repr=False)
+    _forecast_keys: dict[float, NDArray[np.float64]] = field(default_factory=dict, repr=False)
+
+    def forecast_key(self, sigma: float) -> NDArray[np.float64]:
+        """The pool requests' predicted works under a forecast of log-error ``sigma`` (sjf_work's key).
+
+        As the request tier's ``serving.forecast_sigma``: the output length (engine) or
+        the service time (generic node) times a lognormal error, from a fixed seed.
+        """
+        key = self._forecast_keys.get(sigma)
+        if key is None:
+            err = np.exp(sigma * np.random.default_rng((MIX_SEED, 7)).standard_normal(len(self.works)))
+            key = self.works * err if self.work_coef is None else _work(self.inputs, self.outputs * err, self.work_coef)
+            self._forecast_keys[sigma] = key
+        return key
 
     @functools.cached_property
     def work_quantiles(self) -> NDArray[np.float64]:
@@ -185,7 +201,7 @@ def _cache_key(scenario: Any, measure: int) -> str:
         "gpu": scenario.fleet.gpu,
         "tp": scenario.fleet.tp,
         "server": None if scenario.fleet.server is None else scenario.fleet.server.model_dump(mode="json"),
-        "serving": sv.model_dump(mode="json", exclude={"discipline", "max_queue", "on_deadline"}),
+        "serving": sv.model_dump(mode="json", exclude={"discipline", "max_queue", "on_deadline", "forecast_sigma"}),
         "input": None if wl.input_tokens is None else wl.input_tokens.model_dump(mode="json"),
         "output": None if wl.output_tokens is None else wl.output_tokens.model_dump(mode="json"),
         "trace": None if wl.trace is None else [str(scenario.path(wl.trace)), wl.format],
@@ -407,6 +423,7 @@ def _engine_capacity(scenario: Any, measure: int, mix: tuple[Any, Any] | None) -
         preemptions=eng.preemptions,
         works=works,
         inputs=inp.astype(np.float64),
+        outputs=out.astype(np.float64),
         latency=Latency.from_sample(latencies),
         in_service_work=d_node,
         work_coef=coef,

@@ -228,7 +228,7 @@ def fast_simulate(
         if fifo_vector:
             runs, refused, _ = fifo_runs(b, fleet)
         else:
-            runs, refused = _priority(b, fleet, disc, cap, rng)
+            runs, refused = _priority(b, fleet, disc, cap, rng, scenario.serving.forecast_sigma)
         per.append(_summarise(b, runs, refused, fleet, lat, warm_s, span_s))
     _sample_quantiles(per, lat, fleet.cancel, seqs)
     res = _combine(per, span_s)
@@ -281,8 +281,12 @@ def fast_simulate(
     )
 
 
-def _priority(b: Batches, fleet: FluidFleet, disc: str, cap: NodeCapacity, rng: np.random.Generator
-              ) -> tuple[Runs, np.ndarray]:
+def _priority(b: Batches, fleet: FluidFleet, disc: str, cap: NodeCapacity, rng: np.random.Generator,
+              forecast_sigma: float | None = None) -> tuple[Runs, np.ndarray]:
+    if disc == "sjf_work" and forecast_sigma is not None:
+        # Least predicted work first, the prediction a forecast (serving.forecast_sigma).
+        seg = split_by_key(b, cap.forecast_key(forecast_sigma), cap.works, rng)
+        return priority_runs(b, seg, fleet, "key")
     if disc == "sjf_work" and cap.work_coef is None:
         # The request-level tier predicts a generic request's service by the mean: all tie, FIFO.
         return priority_runs(b, Segments.whole(b), fleet, "fifo")
