@@ -98,6 +98,8 @@ def format_table(d: dict[str, Any]) -> str:
                      f"P(miss) {_num(c['p_miss'])}  95% CI [{_num(lo)}, {_num(hi)}] of {c['requests_arrived']} requests"))
     if d.get("p_miss_note"):
         rows.append(("P(miss) caution", d["p_miss_note"]))
+    if d.get("sojourn_note"):
+        rows.append(("sojourn caution", d["sojourn_note"]))
     if d.get("fidelity_note"):
         rows.append(("note", d["fidelity_note"]))
     for key in ("rejected_by", "cancelled_by"):
