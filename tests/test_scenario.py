@@ -136,3 +136,98 @@ def test_relative_paths_resolve_from_the_scenario_file(tmp_path):
     (tmp_path / "s.toml").write_text(text)
     s = load_scenario(tmp_path / "s.toml")
     assert s.workload.input_tokens.mean == pytest.approx(200.0)
+
+
+# -- a trace replaces the synthetic workload: keys one source ignores are errors --------------
+
+_GENERIC = {"server": {"kind": "generic", "service_time": {"dist": "fixed", "value": 1}}}
+_SYNTHETIC = {
+    "batch_rate_per_hour": 10.0,
+    "input_tokens": {"dist": "fixed", "value": 100},
+    "output_tokens": {"dist": "fixed", "value": 10},
+}
+_TRACE = {"trace": "t.csv", "format": "azure"}  # validation does not read the file
+
+
+def _workload(wl: dict) -> Scenario:
+    return scenario_from_dict({"workload": wl, "fleet": _GENERIC})
+
+
+@pytest.mark.parametrize(
+    "extra, field, reason",
+    [
+        ({"batch_rate_per_hour": 10.0}, "workload.batch_rate_per_hour",
+         "the trace's own arrival times set the rate; scale them with rate_scale"),
+        ({"rate_profile": [1.0] * 24}, "workload.rate_profile", "the trace's own arrival times set the rate over the day"),
+        ({"batch_size": {"dist": "geometric", "mean": 4}}, "workload.batch_size",
+         "the trace's arrivals form the batches; group them with batch_window_s"),
+        ({"input_tokens": {"dist": "fixed", "value": 100}}, "workload.input_tokens",
+         "the trace gives each request's prompt length"),
+        ({"output_tokens": {"dist": "fixed", "value": 10}}, "workload.output_tokens",
+         "the trace gives each request's output length"),
+    ],
+)
+def test_trace_refuses_the_synthetic_keys_it_replaces(extra, field, reason):
+    with pytest.raises(ConfigError) as e:
+        _workload({**_TRACE, **extra})
+    assert e.value.field == field, str(e.value)
+    assert str(e.value) == f"{field}: not used when a trace is replayed ({reason}); remove it"
+
+
+def test_trace_error_lists_every_unused_key():
+    with pytest.raises(ConfigError) as e:
+        _workload({**_TRACE, **_SYNTHETIC})
+    assert e.value.field == "workload.batch_rate_per_hour"
+    assert e.value.message.endswith("remove it (likewise: input_tokens, output_tokens)")
+
+
+@pytest.mark.parametrize(
+    "extra, field, reason",
+    [
+        ({"rate_scale": 2.0}, "workload.rate_scale",
+         "it divides the trace's arrival times; a synthetic rate is batch_rate_per_hour"),
+        ({"batch_window_s": 60.0}, "workload.batch_window_s",
+         "it groups the trace's arrivals into batches; synthetic batches take batch_size"),
+        ({"format": "azure"}, "workload.format", "it is the trace file's format"),
+    ],
+)
+def test_trace_only_keys_without_a_trace_are_refused(extra, field, reason):
+    with pytest.raises(ConfigError) as e:
+        _workload({**_SYNTHETIC, **extra})
+    assert e.value.field == field, str(e.value)
+    assert str(e.value) == f"{field}: only used when a trace is replayed ({reason}); remove it, or set trace"
+
+
+def test_trace_only_key_is_named_before_the_missing_synthetic_keys():
+    # rate_scale without a trace most likely means the trace was forgotten: say so first.
+    with pytest.raises(ConfigError) as e:
+        _workload({"rate_scale": 2.0})
+    assert e.value.field == "workload.rate_scale"
+
+
+def test_trace_keeps_the_keys_that_apply_to_it():
+    s = _workload({**_TRACE, "rate_scale": 2.0, "batch_window_s": 30.0,
+                   "sla_classes": [{"hours": 1.0}, {"hours": 6.0, "weight": 2.0}]})
+    assert s.workload.rate_scale == 2.0 and s.workload.batch_window_s == 30.0
+    assert [c.hours for c in s.workload.sla_classes] == [1.0, 6.0]
+
+
+def test_keys_at_their_defaults_and_revalidation_are_accepted():
+    # A default written out changes nothing; with_updates writes every default back.
+    syn = _workload({**_SYNTHETIC, "rate_scale": 1.0, "batch_window_s": 0.0})
+    assert syn.with_updates({"fleet.nodes": 2}).fleet.nodes == 2
+    tr = _workload({**_TRACE, "batch_size": {"dist": "fixed", "value": 1}})
+    assert tr.with_updates({"workload.rate_scale": 3.0}).workload.rate_scale == 3.0
+    with pytest.raises(ConfigError) as e:
+        tr.with_updates({"workload.batch_rate_per_hour": 5.0})
+    assert e.value.field == "workload.batch_rate_per_hour"
+    with pytest.raises(ConfigError) as e:
+        syn.with_updates({"workload.batch_window_s": 5.0})
+    assert e.value.field == "workload.batch_window_s"
+
+
+def test_unused_keys_are_refused_from_python_too():
+    with pytest.raises(ValueError, match="workload.rate_profile: not used when a trace is replayed"):
+        Workload(trace="t.csv", format="mooncake", rate_profile=[1.0] * 24)
+    with pytest.raises(ValueError, match="workload.rate_scale: only used when a trace is replayed"):
+        Workload(**_SYNTHETIC, rate_scale=0.5)

@@ -94,3 +94,30 @@ def test_generic_example_runs(capsys):
                  "--replications", "2"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["kv_utilization"] is None and 0.7 < d["busy_fraction"] < 0.9
+
+
+@pytest.mark.parametrize(
+    ("workload", "message"),
+    [
+        # A synthetic key next to a trace would be silently unused.
+        ('trace = "t.csv"\nformat = "azure"\nbatch_rate_per_hour = 1800\n',
+         "workload.batch_rate_per_hour: not used when a trace is replayed (the trace's own arrival times set "
+         "the rate; scale them with rate_scale); remove it"),
+        # A trace-only key without a trace likewise.
+        ('batch_rate_per_hour = 1800\nbatch_window_s = 30\n'
+         'input_tokens = { dist = "fixed", value = 1 }\noutput_tokens = { dist = "fixed", value = 1 }\n',
+         "workload.batch_window_s: only used when a trace is replayed (it groups the trace's arrivals into "
+         "batches; synthetic batches take batch_size); remove it, or set trace"),
+    ],
+)
+def test_unused_workload_key_is_one_line_exit_2(tmp_path, capsys, workload, message):
+    p = tmp_path / "s.toml"
+    p.write_text(
+        "sla_hours = 0.01\n[workload]\n" + workload
+        + '[fleet]\nserver = { kind = "generic", service_time = { dist = "fixed", value = 1.0 } }\n'
+    )
+    rc = main(["simulate", str(p), "--json", "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert out == ""
+    assert err == f"sojourn simulate: error: {message}\n"

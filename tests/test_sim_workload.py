@@ -174,3 +174,55 @@ def test_bad_trace_files_name_the_field(tmp_path):
     one.write_text('{"timestamp": 0, "input_length": 5, "output_length": 5}\n')
     with pytest.raises(ConfigError, match="at least 2"):
         load_trace(one, "mooncake")
+
+
+@pytest.mark.parametrize(
+    "name, text, fmt",
+    [
+        ("same.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+         + "2023-11-16 18:15:46.6805900,100,10\n" * 3, "azure"),
+        ("same.jsonl", '{"timestamp": 5000, "input_length": 100, "output_length": 10}\n' * 4, "mooncake"),
+    ],
+)
+def test_trace_with_all_timestamps_equal_is_refused(tmp_path, name, text, fmt):
+    # A zero span gives no replay period and no arrival rate: refused, not given an invented 1 s period.
+    path = tmp_path / name
+    path.write_text(text)
+    n = text.count("\n") - (fmt == "azure")
+    with pytest.raises(ConfigError) as e:
+        load_trace(path, fmt)
+    assert e.value.field == "workload.trace"
+    assert str(e.value) == (
+        f"workload.trace: {path}: all {n} requests have the same timestamp, so the trace spans zero time "
+        "and no arrival rate can be derived from it; a replay needs arrivals at two or more distinct times "
+        "(for one burst of requests, use a synthetic workload with a fixed batch_size)"
+    )
+    # Every consumer of the trace gets the same error (the fast tier divided by the zero period).
+    from sojourn.fast.batches import trace_rate
+    from sojourn.sim.fleet import check_scenario
+
+    sc = trace_scenario(path, fmt)
+    for use in (lambda: next(batch_stream(sc, np.random.SeedSequence(0))), lambda: mean_tokens(sc),
+                lambda: check_scenario(sc), lambda: trace_rate(sc)):
+        with pytest.raises(ConfigError, match="spans zero time"):
+            use()
+
+
+def test_two_distinct_timestamps_are_a_replayable_trace(tmp_path):
+    path = tmp_path / "two.jsonl"
+    path.write_text('{"timestamp": 0, "input_length": 7, "output_length": 3}\n'
+                    '{"timestamp": 0, "input_length": 8, "output_length": 4}\n'
+                    '{"timestamp": 2000, "input_length": 9, "output_length": 5}\n')
+    t, _, _ = load_trace(path, "mooncake")
+    assert t.tolist() == [0.0, 0.0, 2.0]
+    # Period = span·n/(n−1) = 3 s: three requests every 3 s.
+    batches = take_until(batch_stream(trace_scenario(path, "mooncake"), np.random.SeedSequence(0)), 3000.0)
+    assert len(batches) == pytest.approx(3000, abs=3)
+
+
+def test_trace_with_a_non_finite_timestamp_is_refused(tmp_path):
+    path = tmp_path / "nan.jsonl"
+    path.write_text('{"timestamp": 0, "input_length": 7, "output_length": 3}\n'
+                    '{"timestamp": NaN, "input_length": 8, "output_length": 4}\n')
+    with pytest.raises(ConfigError, match="workload.trace: .* a timestamp is not a finite number"):
+        load_trace(path, "mooncake")

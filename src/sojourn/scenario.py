@@ -59,7 +59,9 @@ class Workload(_Strict):
     output_tokens: DistributionSpec | None = None
     #: 24 hourly multipliers of the batch rate (non-homogeneous Poisson arrivals).
     rate_profile: list[Annotated[float, Field(ge=0)]] | None = None
-    #: Trace replay: the file's own arrival times and lengths are used.
+    #: Trace replay: the file's own arrival times and lengths are used, so batch_rate_per_hour,
+    #: rate_profile, batch_size, input_tokens and output_tokens must be left out; rate_scale
+    #: and batch_window_s apply to a trace only.
     trace: str | None = None
     format: Literal["azure", "mooncake"] | None = None
     rate_scale: float = Field(default=1.0, gt=0)
@@ -82,7 +84,29 @@ class Workload(_Strict):
         if self.trace is not None:
             if self.format is None:
                 raise ValueError("format: required with trace; allowed: 'azure', 'mooncake'")
+            # What the replay takes from the trace itself (sla_classes, rate_scale and
+            # batch_window_s still apply): a key set here would be silently unused.
+            self._reject_unused(
+                "not used when a trace is replayed",
+                "remove it",
+                {
+                    "batch_rate_per_hour": "the trace's own arrival times set the rate; scale them with rate_scale",
+                    "rate_profile": "the trace's own arrival times set the rate over the day",
+                    "batch_size": "the trace's arrivals form the batches; group them with batch_window_s",
+                    "input_tokens": "the trace gives each request's prompt length",
+                    "output_tokens": "the trace gives each request's output length",
+                },
+            )
             return self
+        self._reject_unused(
+            "only used when a trace is replayed",
+            "remove it, or set trace",
+            {
+                "format": "it is the trace file's format",
+                "rate_scale": "it divides the trace's arrival times; a synthetic rate is batch_rate_per_hour",
+                "batch_window_s": "it groups the trace's arrivals into batches; synthetic batches take batch_size",
+            },
+        )
         missing = [
             name
             for name in ("batch_rate_per_hour", "input_tokens", "output_tokens")
@@ -91,6 +115,25 @@ class Workload(_Strict):
         if missing:
             raise ValueError(f"{', '.join(missing)}: required unless a trace is given")
         return self
+
+    def _reject_unused(self, what: str, fix: str, reasons: dict[str, str]) -> None:
+        """ConfigError naming the first key of ``reasons`` the user set that this source does not use.
+
+        Only keys written explicitly count (``model_fields_set``), and a key written at its
+        default value is let through: it changes nothing, and ``Scenario.with_updates``
+        writes every default back when it revalidates.
+        """
+        fields = type(self).model_fields
+        unused = [
+            name
+            for name in reasons
+            if name in self.model_fields_set
+            and getattr(self, name) != fields[name].get_default(call_default_factory=True)
+        ]
+        if unused:
+            first, *others = unused
+            also = f" (likewise: {', '.join(others)})" if others else ""
+            raise ConfigError(f"workload.{first}", f"{what} ({reasons[first]}); {fix}{also}")
 
     @property
     def mean_requests_per_hour(self) -> float:

@@ -105,7 +105,7 @@ def _trace_batches(scenario, gaps, sla) -> Iterator[BatchTuple]:
     times, prompts, outputs = load_trace(scenario.path(wl.trace), wl.format)
     times = times / wl.rate_scale
     n = len(times)
-    period = float(times[-1] - times[0]) * n / (n - 1) if times[-1] > times[0] else 1.0
+    period = float(times[-1] - times[0]) * n / (n - 1)  # > 0: load_trace refuses a zero span
     times = times - times[0]
     phase = float(gaps.uniform(0.0, period))
     w = wl.batch_window_s
@@ -145,6 +145,17 @@ def _load_trace_cached(path: str, mtime: float, fmt: str) -> tuple[np.ndarray, n
         raise ConfigError("workload.format", f"got {fmt!r}; allowed: 'azure', 'mooncake'")
     if len(t) < 2:
         raise ConfigError("workload.trace", f"{p} holds {len(t)} requests; a replay needs at least 2")
+    if not np.all(np.isfinite(t)):
+        raise ConfigError("workload.trace", f"{p}: a timestamp is not a finite number")
+    if not t.max() > t.min():
+        # The replay repeats the trace with period span·n/(n−1): a span of zero gives no
+        # period and no arrival rate, and any one invented would set the load on its own.
+        raise ConfigError(
+            "workload.trace",
+            f"{p}: all {len(t)} requests have the same timestamp, so the trace spans zero time "
+            "and no arrival rate can be derived from it; a replay needs arrivals at two or more "
+            "distinct times (for one burst of requests, use a synthetic workload with a fixed batch_size)",
+        )
     order = np.argsort(t, kind="stable")
     out = (t[order] - t[order][0], i[order], o[order])
     for a in out:
@@ -153,7 +164,11 @@ def _load_trace_cached(path: str, mtime: float, fmt: str) -> tuple[np.ndarray, n
 
 
 def load_trace(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(arrival seconds from the first, input tokens, output tokens) of a trace file, sorted by time."""
+    """(arrival seconds from the first, input tokens, output tokens) of a trace file, sorted by time.
+
+    ConfigError (field ``workload.trace``) for a missing or unreadable file, fewer than 2
+    requests, or timestamps that are all equal (a span of zero time has no arrival rate).
+    """
     p = Path(path)
     try:
         mtime = p.stat().st_mtime
