@@ -117,3 +117,24 @@ def test_result_is_a_mapping_and_offered_load_is_exposed():
     d = dict(r)
     assert d == r.to_dict() and r["fidelity"] == "fast"
     assert offered_load(scenario()) == pytest.approx(r.load.rho)
+
+
+@pytest.mark.skipif(not (DATA / "AzureLLMInferenceTrace_conv.csv").exists(), reason="needs ../shared/data")
+def test_generic_nodes_replaying_a_trace_take_shortest_prompt_first_on_its_prompts():
+    # The fast tier's sjf key pool on generic nodes comes from the trace, as the request
+    # tier's prompts do (it used to be all ones: the token distributions are refused beside a trace).
+    from sojourn.fast import node_capacity
+    from sojourn.sim.workload import load_trace
+
+    path = DATA / "AzureLLMInferenceTrace_conv.csv"
+    sc = scenario_from_dict({
+        "sla_hours": 0.05,
+        "workload": {"trace": str(path), "format": "azure"},
+        "fleet": {"nodes": 1, "server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 1.0}}},
+        "serving": {"discipline": "sjf"},
+        "simulation": {"horizon_hours": 0.5, "warmup_hours": 0.1, "replications": 2, "seed": 4},
+    })
+    pool = node_capacity(sc).inputs
+    _, inp, _ = load_trace(path, "azure")
+    assert set(np.unique(pool)) <= set(inp.astype(np.float64))
+    assert pool.mean() == pytest.approx(inp.mean(), rel=0.05)

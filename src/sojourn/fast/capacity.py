@@ -282,10 +282,17 @@ def _generic_capacity(scenario: Any) -> NodeCapacity:
 
 
 def _generic_prompts(scenario: Any, n: int) -> NDArray[np.float64]:
-    d = scenario.workload.input_tokens
-    if d is None:
+    """Prompt lengths for shortest-prompt-first on generic nodes: the trace's, or the distribution's."""
+    wl = scenario.workload
+    rng = np.random.default_rng(MIX_SEED + 1)
+    if wl.trace is not None:
+        from sojourn.sim.workload import load_trace
+
+        _, inp, _ = load_trace(scenario.path(wl.trace), wl.format)
+        return rng.choice(inp, n).astype(np.float64)
+    if wl.input_tokens is None:
         return np.ones(n)
-    return d.sample_int(np.random.default_rng(MIX_SEED + 1), n).astype(np.float64)
+    return wl.input_tokens.sample_int(rng, n).astype(np.float64)
 
 
 # --- LLM engine nodes --------------------------------------------------------------------
