@@ -30,6 +30,7 @@ from sojourn.sim.disciplines import DISCIPLINES
 from sojourn.sim.estimate import SOJOURN_NOTE_SHARE, summarise
 from sojourn.sim.fleet import CANCELLED, DONE, NODE, QUEUED, REJECTED, FleetSim, ReplicationStats
 from sojourn.sim.workload import batch_stream
+from test_sim_fleet import CheckedFleet
 
 ROUTERS = ("pull", "round_robin", "least_loaded")
 FAR = 1e7  # arrivals after every measured request has settled
@@ -345,8 +346,9 @@ def test_generic_servers_do_not_reject_on_token_counts():
 # -- 5. every discipline x router x deadline policy -------------------------------------------
 
 
-class Checked(FleetSim):
-    """FleetSim asserting the invariants after every event."""
+class Checked(CheckedFleet):
+    """test_sim_fleet's invariants after every event, and: time never runs backwards, the
+    blocks a merged prefill step plans to leave fit, the peak of KV in use."""
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
@@ -354,37 +356,16 @@ class Checked(FleetSim):
         self.kv_peak = 0
 
     def _check(self) -> None:
-        assert self.now >= self.last_t >= 0.0  # time never runs backwards
+        super()._check()
+        assert self.now >= self.last_t >= 0.0
         self.last_t = self.now
         for node in self.nodes:
-            assert 0 <= node.used <= node.total_blocks
             p = node.plan_
             if p.kind == "steprun":
                 assert 0 <= p.used1 <= node.total_blocks
-            assert len(node.running) <= node.max_seqs
             self.kv_peak = max(self.kv_peak, node.used)
-        assert self.n_waiting >= 0
-        assert sum(len(q) for q in self.queues) == self.n_waiting
-        assert all(x >= 0 for x in self.qload)
         # Measured requests not yet settled are exactly those of measured batches still pending.
         assert self.measured_open >= 0
-
-    def _fire(self, i: int) -> None:
-        super()._fire(i)
-        self._check()
-
-    def _arrive(self, *args) -> None:
-        super()._arrive(*args)
-        self._check()
-
-    def _expire(self, t: float) -> None:
-        super()._expire(t)
-        self._check()
-
-    def _complete(self, r, t: float) -> None:
-        assert r.state == NODE
-        assert t >= r.start >= r.batch.arrival >= 0.0
-        super()._complete(r, t)
 
 
 @pytest.mark.parametrize("on_deadline", ["cancel", "finish"])
