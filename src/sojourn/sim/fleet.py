@@ -23,6 +23,7 @@ are ``in_system``, past their deadline, so counted as misses.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import sys
@@ -671,27 +672,19 @@ def _engine_predictors(scenario: Any, perf: Any, fleet: FleetSim) -> tuple[Any, 
     batch = max(1, min(max_seqs, int(perf.kv_capacity_tokens // max(ctx, 1.0))))
     alpha = perf.alpha()
     beta_sat = perf.beta(batch, ctx)
-    betas = [perf.beta(b, ctx) for b in range(max_seqs + 1)]  # betas[b]: a decode step of b sequences
-    if fleet._fc_sigma is not None:
+    beta = functools.lru_cache(maxsize=None)(lambda b: perf.beta(b, ctx))  # a decode step of b sequences
+    forecast = fleet._fc_sigma is not None
+    med_out = _median_output(scenario) if not forecast else 0.0
 
-        def predict(r: Any) -> float:
-            return alpha * r.prompt + r.fc * beta_sat
+    def predict(r: Any) -> float:
+        return alpha * r.prompt + (r.fc if forecast else mean_out) * beta_sat
 
-        def estimate(r: Any) -> float:
-            node = fleet._asking
-            b = batch if node is None else min(len(node.running) + 1, max_seqs)
-            return alpha * r.prompt + r.fc * betas[b]
-
-        return predict, estimate
-    decode = mean_out * beta_sat
-    med_out = _median_output(scenario)
-
-    def estimate_median(r: Any) -> float:
+    def estimate(r: Any) -> float:
         node = fleet._asking
         b = batch if node is None else min(len(node.running) + 1, max_seqs)
-        return alpha * r.prompt + med_out * betas[b]
+        return alpha * r.prompt + (r.fc if forecast else med_out) * beta(b)
 
-    return (lambda r: alpha * r.prompt + decode), estimate_median
+    return predict, estimate
 
 
 def _generic_predictors(service: Any, forecast: bool) -> tuple[Any, Any]:
