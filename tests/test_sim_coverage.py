@@ -227,6 +227,44 @@ def test_least_loaded_on_engines_counts_kv_blocks_in_use():
     assert [r.queue for r in second.requests] == [1, 2, 1, 2]
 
 
+class RoutingChecked(FleetSim):
+    """Checks every batch's least_loaded choices against the rule applied request by request:
+    the node of least load (KV blocks in use plus queued prompt blocks; busy slots plus queued
+    requests, generic), the lowest index on ties, its load raised by each request it gets."""
+
+    batches_checked = 0
+
+    def _arrive(self, t, prompts, outputs, sla):
+        loads = self._loads()
+        super()._arrive(t, prompts, outputs, sla)
+        dq = self._open.get(sla)
+        if not dq or dq[-1].arrival != t:
+            return  # the batch is already settled (nothing of it was queued)
+        for r in dq[-1].requests:
+            if r.state == REJECTED:
+                continue  # refused before routing
+            want = loads.index(min(loads))
+            assert r.queue == want, (loads, r.queue)
+            loads[want] += 1 if self.generic else -(-r.prompt // self.bs)
+        RoutingChecked.batches_checked += 1
+
+
+@pytest.mark.parametrize("kind", ["engine", "generic"])
+def test_least_loaded_routes_a_whole_batch_as_the_rule_does_request_by_request(kind):
+    # _arrive routes a batch with one heap of node loads; a busy fleet of 5 nodes, random batches.
+    if kind == "engine":
+        d = engine(**{"fleet.routing": "least_loaded", "fleet.nodes": 5, "workload.batch_rate_per_hour": 3000.0,
+                      "simulation.horizon_hours": 0.05, "simulation.warmup_hours": 0.0})
+    else:
+        d = generic(service=1.0, **{"fleet.routing": "least_loaded", "fleet.nodes": 5,
+                                    "workload.batch_rate_per_hour": 1500.0,
+                                    "workload.batch_size": {"dist": "geometric", "mean": 6},
+                                    "simulation.horizon_hours": 0.05, "simulation.warmup_hours": 0.0})
+    RoutingChecked.batches_checked = 0
+    RoutingChecked(scenario_from_dict(d), np.random.SeedSequence(3)).run()
+    assert RoutingChecked.batches_checked > 50
+
+
 # -- 3. warm-up exclusion and no censoring ---------------------------------------------------
 
 
