@@ -130,6 +130,32 @@ class TestDisciplineContract:
         assert len(a) == len(b) == 40
         assert [a.pop(0.0).rid for _ in range(40)] == [b.pop(0.0).rid for _ in range(40)]
 
+    def test_with_near_deadlines_every_request_is_popped_or_dropped_once(self, name):
+        # Deadlines in [0, 100] s, the clock advancing 0.5 s a pop, a service estimate of
+        # 1-10 s: only triage gives up on requests (through ctx.drop), each exactly once,
+        # never one it also hands out, and never one that could still make it.
+        dropped, when = [], {}
+        q = make_discipline(name, ctx(drop=lambda r, now: (dropped.append(r.rid), when.update({r.rid: now}))))
+        reqs = random_requests(200, seed=6, far=False)
+        by_rid = {r.rid: r for r in reqs}
+        for r in reqs:
+            q.push(r)
+        out, now = [], 0.0
+        while len(q):
+            now += 0.5
+            got = q.pop(now)
+            if got is not None:
+                out.append(got.rid)
+                if name == "triage":
+                    assert now + 0.01 * got.prompt <= got.deadline
+            assert len(q) == 200 - len(out) - len(dropped)
+        assert q.peek(now) is None
+        assert sorted(out + dropped) == list(range(200)) and not set(out) & set(dropped)
+        if name == "triage":
+            assert dropped and all(when[i] + 0.01 * by_rid[i].prompt > by_rid[i].deadline for i in dropped)
+        else:
+            assert not dropped
+
     def test_peek_does_not_remove(self, name):
         q = make_discipline(name, ctx())
         for r in random_requests(5):
