@@ -258,6 +258,18 @@ def test_shipped_studies_load():
     for name in ("quickstart", "overnight-70b", "hardware-purchase"):
         runner = StudyRunner(load_study(ROOT / "studies" / f"{name}.toml"))
         assert runner.base.perf_model().kv_capacity_tokens > 0
+        # Every trial of a shipped study screens on the fast tier (none needs an hour of request tier).
+        assert runner.request_tier_choices() == [], name
+
+
+def test_study_run_says_which_choices_run_the_request_tier(tmp_path, capsys):
+    path = write_study(tmp_path, extra_space='routing = ["pull", "least_loaded"]')
+    path.write_text(path.read_text().replace("[study]\n", '[study]\nfidelity = "auto"\n', 1))
+    runner = StudyRunner(load_study(path))
+    assert runner.trial_fidelity == "auto"
+    assert runner.request_tier_choices() == ["routing least_loaded"]
+    assert main(["study", "run", str(path), "--no-progress", "--n-trials", "0", "--no-confirm"]) == 0
+    assert "the fast tier does not model routing least_loaded" in capsys.readouterr().err
 
 
 def test_ctrl_c_keeps_finished_trials_and_the_study_resumes(tmp_path):

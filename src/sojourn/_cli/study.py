@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         runner.worker_id = args.worker_id
         cfg = runner.cfg
         print(f"study {cfg.study.name}: storage {runner.display_url()}", file=sys.stderr)
+        slow = runner.request_tier_choices() if runner.trial_fidelity == "auto" else []
+        if slow:
+            print(f"study {cfg.study.name}: the fast tier does not model {', '.join(slow)}: trials with "
+                  "them run the request tier in full, far slower than the fast tier's trials", file=sys.stderr)
         try:
             study = runner.run(n_trials=args.n_trials, timeout=args.timeout)
         except KeyboardInterrupt:

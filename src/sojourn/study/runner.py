@@ -148,6 +148,27 @@ class StudyRunner:
         self.trial_fidelity = self.fidelity
         self.confirm_fidelity = "fast" if self.fidelity == "fast" else "request"
 
+    def request_tier_choices(self) -> list[str]:
+        """The disciplines and routings a trial may take that the fast tier does not model.
+
+        Under ``fidelity = "auto"`` those trials run the request tier in full, which for a
+        large workload is orders of magnitude slower than a fast trial; ``study run`` says so.
+        """
+        from sojourn.fast import FAST_DISCIPLINES
+        from sojourn.study.config import SHORT_NAMES
+
+        values: dict[str, set[Any]] = {
+            "serving.discipline": {self.base.serving.discipline},
+            "fleet.routing": {self.base.fleet.routing},
+        }
+        for name, dom in self.cfg.space.items():
+            path = SHORT_NAMES.get(name, name)
+            if path in values and isinstance(dom, list):
+                values[path] = set(dom)
+        slow = [f"discipline {d}" for d in sorted(values["serving.discipline"]) if d not in FAST_DISCIPLINES]
+        slow += [f"routing {r}" for r in sorted(values["fleet.routing"]) if r != "pull"]
+        return slow
+
     # -- Optuna objects --------------------------------------------------------
 
     @property
