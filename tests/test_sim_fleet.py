@@ -145,6 +145,7 @@ scenario_knobs = st.fixed_dictionaries(
         "nodes": st.integers(1, 3),
         "rate": st.floats(5.0, 60.0),
         "classes": st.booleans(),
+        "forecast": st.one_of(st.none(), st.floats(0.0, 2.0)),
         "seed": st.integers(0, 2**16),
     }
 )
@@ -159,6 +160,8 @@ def _knobs(k: dict) -> dict:
     }
     if k["max_queue"] is not None:
         up["serving.max_queue"] = k["max_queue"]
+    if k["forecast"] is not None:
+        up["serving.forecast_sigma"] = k["forecast"]
     if k["classes"]:
         up["workload.sla_classes"] = [{"hours": 0.02, "weight": 1.0}, {"hours": 0.2, "weight": 2.0}]
     return up
