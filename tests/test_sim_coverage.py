@@ -30,7 +30,7 @@ from sojourn.sim.disciplines import DISCIPLINES
 from sojourn.sim.estimate import SOJOURN_NOTE_SHARE, summarise
 from sojourn.sim.fleet import CANCELLED, DONE, NODE, QUEUED, REJECTED, FleetSim, ReplicationStats
 from sojourn.sim.workload import batch_stream
-from test_sim_fleet import CheckedFleet
+from test_sim_fleet import CheckedFleet, _update, engine_scenario
 
 ROUTERS = ("pull", "round_robin", "least_loaded")
 FAR = 1e7  # arrivals after every measured request has settled
@@ -39,48 +39,25 @@ FAR = 1e7  # arrivals after every measured request has settled
 # -- helpers ----------------------------------------------------------------------------
 
 
-def _set(d: dict, updates: dict) -> dict:
-    for key, value in updates.items():
-        node = d
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return d
-
-
 def generic(service: float = 1.0, nodes: int = 1, concurrency: int = 1, **updates) -> dict:
     """Generic servers with a fixed service time; warm-up 360 s, measured span [360, 720) s, SLA 180 s."""
-    return _set({
+    d = {
         "sla_hours": 0.05,
         "workload": {"batch_rate_per_hour": 60.0, "input_tokens": {"dist": "fixed", "value": 1},
                      "output_tokens": {"dist": "fixed", "value": 1}},
         "fleet": {"nodes": nodes, "server": {"kind": "generic", "service_time": {"dist": "fixed", "value": service},
                                              "concurrency": concurrency}},
         "simulation": {"horizon_hours": 0.1, "warmup_hours": 0.1, "replications": 2},
-    }, updates)
+    }
+    _update(d, updates)
+    return d
 
 
 def engine(kv_tokens: int | None = None, **updates) -> dict:
-    """A small Llama-8B/H100 engine scenario; ``kv_tokens`` shrinks the KV cache to about that size."""
-    d = _set({
-        "sla_hours": 0.05,
-        "workload": {
-            "batch_rate_per_hour": 20.0,
-            "batch_size": {"dist": "geometric", "mean": 8},
-            "input_tokens": {"dist": "lognormal", "median": 400, "sigma": 0.8, "max": 1500},
-            "output_tokens": {"dist": "lognormal", "median": 120, "sigma": 0.8, "max": 500},
-        },
-        "fleet": {"gpu": "h100-sxm", "nodes": 2},
-        "serving": {"max_model_len": 2048, "max_num_seqs": 32, "max_num_batched_tokens": 1024},
-        "simulation": {"horizon_hours": 0.1, "warmup_hours": 0.02, "replications": 2},
-    }, updates)
-    if kv_tokens is not None:
-        perf = scenario_from_dict(d).perf_model()
-        need = perf.weights_bytes_per_gpu + perf.activation_reserve_bytes_per_gpu
-        need += (kv_tokens + 0.5 * perf.block_size) * perf.kv_bytes_per_token_per_gpu
-        d["serving"]["gpu_memory_utilization"] = need / perf.gpu.memory_bytes
-    return d
+    """test_sim_fleet's small Llama-8B/H100 engine scenario, with a 180 s SLA and a 0.1 h span
+    after 0.02 h of warm-up; ``kv_tokens`` shrinks the KV cache to about that size."""
+    base = {"sla_hours": 0.05, "simulation.horizon_hours": 0.1, "simulation.warmup_hours": 0.02}
+    return engine_scenario(kv_tokens, **{**base, **updates})
 
 
 class Recording(FleetSim):
