@@ -163,6 +163,33 @@ class NodeCapacity:
             return self.sampler(rng, n)
         return rng.choice(self.works, size=n)
 
+    def scaled(self, factor: float) -> NodeCapacity:
+        """This node with ``factor`` times its capacity: every request takes 1/factor the node-seconds.
+
+        For sensitivity: ``scaled(0.98)`` is the node if its measured throughput were 2% optimistic.
+        """
+        import dataclasses
+
+        f = float(factor)
+        lat = self.latency
+        coef = self.work_coef
+        return dataclasses.replace(
+            self,
+            requests_per_s=self.requests_per_s * f,
+            input_tokens_per_s=self.input_tokens_per_s * f,
+            output_tokens_per_s=self.output_tokens_per_s * f,
+            latency_s=self.latency_s / f,
+            work_mean=self.work_mean / f,
+            work_var=self.work_var / (f * f),
+            works=self.works / f,
+            sampler=None if self.sampler is None else (lambda rng, n, _s=self.sampler: _s(rng, n) / f),
+            latency=None if lat is None else Latency(lat.x / f, lat.f),
+            in_service_work=self.in_service_work / f,
+            work_coef=None if coef is None else (coef[0] / f, coef[1] / f, coef[2] / f, coef[3] / f, coef[4]),
+            source=f"{self.source}, scaled x{f:g}",
+            _forecast_keys={},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "requests_per_s": self.requests_per_s,

@@ -102,10 +102,12 @@ class Segments:
         return Segments(np.arange(n), np.zeros(n), b.accepted.copy(), b.work.copy())
 
 
-def fifo_runs(b: Batches, fleet: FluidFleet) -> tuple[Runs, NDArray[np.int64], NDArray[np.float64]]:
+def fifo_runs(b: Batches, fleet: FluidFleet, v0: float = 0.0) -> tuple[Runs, NDArray[np.int64], NDArray[np.float64]]:
     """FIFO by batch, vectorised: (runs, requests refused by max_queue per batch, work found V).
 
-    Needs one deadline for all batches when ``cancel`` (the cap of the capped Lindley recursion).
+    ``v0``: the work (node-seconds) in the system when the first batch arrives (a
+    stationary start, ``stationary``); it is held within the cap. Needs one deadline
+    for all batches when ``cancel`` (the cap of the capped Lindley recursion).
     """
     c = fleet.capacity
     n = len(b)
@@ -120,7 +122,8 @@ def fifo_runs(b: Batches, fleet: FluidFleet) -> tuple[Runs, NDArray[np.int64], N
     if n:
         service[:-1] = np.diff(b.arrival) * c
         service[-1] = 0.0
-    v = lindley_capped(b.work, service, cap) if math.isfinite(cap) else lindley(b.work, service)
+    v0 = min(max(v0, 0.0), cap)
+    v = lindley_capped(b.work, service, cap, v0) if math.isfinite(cap) else lindley(b.work, service, v0)
     x = b.accepted
     has = x > 0
     w = np.where(has, b.work / np.maximum(x, 1), 0.0)

@@ -14,18 +14,32 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from sojourn._errors import ConfigError
 from sojourn.fast.batches import Batches, generate_batches, trace_batches, trace_rate
 from sojourn.fast.capacity import LoadReport, NodeCapacity, load_report, node_capacity
 from sojourn.fast.fluid import FluidFleet, Segments, fifo_runs, priority_runs, split_by_key
+from sojourn.fast.lindley import lindley, lindley_capped
 from sojourn.fast.outcomes import Latency, Runs, run_stats, sample_sojourns
-from sojourn.fast.tails import fifo_tail, tail_p_miss
+from sojourn.fast.stationary import RESOLUTION, BatchWork, WorkloadLaw, batch_work_moments, relaxation_time, workload_law
+from sojourn.fast.tails import excess_mean, fifo_tail, tail_p_miss
+from sojourn.stats import (
+    MIN_EPISODES,
+    best_p_miss,
+    clopper_pearson_upper,
+    effective_episodes,
+    episode_sizes,
+    episodes_note,
+    kish,
+    ratio_ci,
+    unseen_share,
+)
+from sojourn.steady import SteadyState, binned_means
 
 __all__ = ["FAST_DISCIPLINES", "FastResult", "analytic_p_miss", "fast_simulate", "fluid_fleet", "offered_load"]
 
@@ -67,6 +81,28 @@ class FastResult:
     tiers: dict[str, str]
     wall_s: float
     per_replication: list[float] = field(default_factory=list, repr=False)
+    #: The numeric law's upper bracket of the analytic value (the asymptotic's value otherwise).
+    analytic_p_miss_upper: float = math.nan
+    #: The tail asymptotic's value beside the numeric one (to see how far off it is).
+    analytic_asymptotic: float = math.nan
+    #: Whether the sample agrees with the analytic value (None: no analytic value).
+    analytic_agrees: bool | None = None
+    steady_state: SteadyState | None = None
+    #: The best estimate of P(miss) (``best_p_miss``: the rule the sla_miss objective uses).
+    p_miss_best_value: float = math.nan
+    #: The sampled one-sided bound alone (``p_miss_upper`` is never below the analytic value).
+    p_miss_upper_sampled: float = math.nan
+    #: Share of requests in batches larger than any the sample holds (added to the bound).
+    p_miss_unseen: float = 0.0
+    #: Misses in batches larger than the fleet serves in one SLA, over all requests (sampled)...
+    p_miss_oversize: float = math.nan
+    #: ...and the part of those no fleet state avoids: E[(X' − c)+]/E[X'], c one SLA's capacity.
+    p_miss_oversize_floor: float = math.nan
+    #: Analytic P(miss) with 2% less capacity over P(miss): above 2, the estimate is fragile.
+    p_miss_fragility: float = math.nan
+    miss_episodes: int = 0
+    miss_episodes_effective: float = 0.0
+    p_miss_note: str = ""
 
     # A read-only mapping over ``to_dict()``: ``dict(result)`` and ``result["p_miss"]`` work
     # as they do on the request-level result's dict.
@@ -84,9 +120,13 @@ class FastResult:
 
     @property
     def p_miss_best(self) -> float:
-        """The analytic value where sampling saw too few misses to resolve it, else the sampled one."""
-        misses = self.p_miss * self.requests_arrived
-        return self.analytic_p_miss if _analytic_is_best(self.analytic_p_miss, misses) else self.p_miss
+        """The best estimate of P(miss): ``best_p_miss``'s rule (the analytic value where it applies)."""
+        return self.p_miss_best_value
+
+    @property
+    def fragile(self) -> bool:
+        """A 2% capacity error moves P(miss) more than 2x (``FRAGILITY_LIMIT``)."""
+        return not math.isnan(self.p_miss_fragility) and self.p_miss_fragility > FRAGILITY_LIMIT
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values; a non-finite number (a quantile beyond every served request) is None."""
@@ -96,6 +136,15 @@ class FastResult:
             "p_miss_ci": [fin(self.p_miss_ci[0]), fin(self.p_miss_ci[1])],
             "p_miss_upper": fin(self.p_miss_upper),
             "p_miss_best": fin(self.p_miss_best),
+            "p_miss_upper_sampled": fin(self.p_miss_upper_sampled),
+            "p_miss_unseen": fin(self.p_miss_unseen),
+            "p_miss_oversize": fin(self.p_miss_oversize),
+            "p_miss_oversize_floor": fin(self.p_miss_oversize_floor),
+            "p_miss_fragility": fin(self.p_miss_fragility),
+            "fragile": self.fragile,
+            "miss_episodes": self.miss_episodes,
+            "miss_episodes_effective": fin(self.miss_episodes_effective),
+            "p_miss_note": self.p_miss_note,
             "batch_miss": fin(self.batch_miss),
             "sojourn_mean_s": fin(self.sojourn_mean_s),
             "sojourn_mean_ci": [fin(self.sojourn_mean_ci[0]), fin(self.sojourn_mean_ci[1])],
@@ -122,6 +171,11 @@ class FastResult:
             "node_capacity": self.capacity.to_dict(),
             "analytic_p_miss": fin(self.analytic_p_miss),
             "analytic_regime": self.analytic_regime,
+            "analytic_p_miss_upper": fin(self.analytic_p_miss_upper),
+            "analytic_asymptotic": fin(self.analytic_asymptotic),
+            "analytic_agrees": self.analytic_agrees,
+            "steady_state": self.steady_state.to_dict() if self.steady_state else None,
+            "steady_state_note": self.steady_state.note if self.steady_state else "",
             "agreement": self.agreement,
             "tiers": dict(self.tiers),
             "wall_s": self.wall_s,
@@ -135,11 +189,6 @@ def offered_load(scenario: Any, capacity: NodeCapacity | None = None) -> float:
         rps, _ = trace_rate(scenario)
         return load_report(scenario, cap, offered_rps=rps, peak_factor=1.0).rho
     return load_report(scenario, cap).rho
-
-
-def _analytic_is_best(analytic: float, sampled_misses: float) -> bool:
-    """The analytic P(miss) is the best estimate where sampling saw too few misses to resolve it."""
-    return math.isfinite(analytic) and sampled_misses < 30
 
 
 def fluid_fleet(scenario: Any, cap: NodeCapacity) -> FluidFleet:
@@ -196,16 +245,7 @@ def fast_simulate(
         load = load_report(scenario, cap)
         rate_h = wl.batch_rate_per_hour * (1.0 if wl.rate_profile is None else sum(wl.rate_profile) / 24.0)
     fleet = fluid_fleet(scenario, cap)
-    # The measured span: long enough for min_batches batches over all replications.
-    hours = float(horizon_hours if horizon_hours is not None else sim.horizon_hours)
-    # A trace replays through the request-level stream (Python per request): keep its span.
-    need = min_batches / (reps * rate_h) if wl.trace is None else 0.0
-    if hours < need:
-        hours = need
-        if wl.rate_profile is not None:
-            hours = 24.0 * math.ceil(hours / 24.0)
-    warm_s = sim.warmup_hours * 3600.0
-    span_s = hours * 3600.0
+    C = fleet.capacity
     max_sla = scenario.sla_seconds if not wl.sla_classes else max(c.hours for c in wl.sla_classes) * 3600.0
     one_deadline = not wl.sla_classes or len({c.hours for c in wl.sla_classes}) == 1
     # EDF with one deadline for all is FIFO. A queue limit refuses whole requests, which
@@ -214,29 +254,118 @@ def fast_simulate(
         ((disc == "fifo" and (not fleet.cancel or one_deadline)) or (disc == "edf" and one_deadline))
         and fleet.max_queue is None
     )
+    # Steady state: the queue's relaxation time, and its stationary law to start from.
+    law: WorkloadLaw | str | None = None
+    bw = None
+    if wl.trace is None:
+        bw = batch_work_moments(wl.batch_size, 1.0 - cap.reject_fraction, cap.work_mean, cap.work_var, C,
+                                rate_h / 3600.0)
+        if wl.rate_profile is None:
+            law = fluid_law(scenario, cap, bw.lam, _law_upto(scenario, fleet, bw)) if bw.rho < 1.0 else "unstable"
+    relax_s = relaxation_time(bw) if bw is not None else math.nan
+    stationary = isinstance(law, WorkloadLaw) and sim.start == "stationary"
+    hours = float(horizon_hours if horizon_hours is not None else sim.horizon_hours)
+    warm_s = sim.warmup_hours * 3600.0
+    steady = SteadyState(start="stationary" if stationary else "empty", warmup_hours=sim.warmup_hours,
+                         span_hours=hours, relaxation_hours=relax_s / 3600.0)
+    # A replication simulates at most MAX_BATCHES batches: warm-up and span share them.
+    max_s = MAX_BATCHES / rate_h * 3600.0 if wl.trace is None else math.inf
+    if wl.trace is None and math.isfinite(relax_s):
+        # A stationary start leaves only the order of the queued work to settle (priority orders).
+        want = 0.0 if (stationary and fifo_vector) else (
+            WARMUP_RELAXATIONS_BLOB if stationary else WARMUP_RELAXATIONS_EMPTY) * relax_s
+        if want > warm_s:
+            got = min(want, 0.5 * max_s)
+            if wl.rate_profile is not None:
+                got = 86400.0 * math.ceil(got / 86400.0)
+            if got > warm_s:
+                steady.adjusted.append(f"warm-up {warm_s / 3600:.3g} -> {got / 3600:.3g} h")
+                warm_s = got
+            if got < want and not stationary:
+                steady.notes.append(
+                    f"started empty with {warm_s / 3600:.3g} h of warm-up against a relaxation time of "
+                    f"{relax_s / 3600:.3g} h: the estimate reads low")
+    elif wl.trace is None and not stationary and load.rho_peak >= 1.0 and not fleet.cancel:
+        steady.notes.append(f"unstable (rho = {load.rho:.4g}): the queue grows without bound, no steady state")
+    # The measured span: long enough for min_batches batches over all replications and,
+    # where the batch budget allows, SPAN_RELAXATIONS relaxation times (not for trace
+    # replays, which go through the request-level tier's per-request stream).
+    need = min_batches / (reps * rate_h) if wl.trace is None else 0.0
+    if wl.trace is None and math.isfinite(relax_s):
+        need = max(need, SPAN_RELAXATIONS * relax_s / 3600.0)
+        room = max(max_s - warm_s, 0.0) / 3600.0
+        if need > room:
+            need = max(room, min_batches / (reps * rate_h))
+            steady.notes.append(
+                f"the measured span covers {need * 3600 / relax_s:.2g} relaxation times per replication "
+                f"({relax_s / 3600:.3g} h each; at least {SPAN_RELAXATIONS:g} are needed for the interval to hold)")
+    if hours < need:
+        steady.adjusted.append(f"span {hours:.3g} -> {need:.3g} h")
+        hours = need
+        if wl.rate_profile is not None:
+            hours = 24.0 * math.ceil(hours / 24.0)
+    steady.warmup_hours = warm_s / 3600.0
+    steady.span_hours = hours
+    span_s = hours * 3600.0
     # Later arrivals do not touch earlier FIFO batches; other orders need them until the deadlines.
     t_end = warm_s + span_s + (0.0 if fifo_vector else 2.0 * max_sla)
     seqs = np.random.SeedSequence(root).spawn(reps)
     lat = cap.latency if cap.latency is not None else Latency.constant(cap.latency_s)
+    # The work (node-seconds) the fleet can hold: the deadline's (cancellation) or the queue limit's.
+    hold = fleet.queue_cap
+    if fleet.cancel:
+        hold = min(hold, max_sla * C)
     per = []
+    series = []
+    halves: tuple[list[float], list[float]] = ([], [])
     for r in range(reps):
         rng = np.random.default_rng(seqs[r])
         if wl.trace is not None:
             b = trace_batches(scenario, cap, seqs[r], t_end)
         else:
             b = generate_batches(scenario, cap, rng, t_end)
+        v0 = 0.0
+        if stationary and len(b):  # noqa: SIM102
+            # Its own stream (the traffic's draws stay as they were): one uniform through the law.
+            start_rng = np.random.default_rng(np.random.SeedSequence(seqs[r].entropy, spawn_key=seqs[r].spawn_key + (_START_KEY,)))
+            v0 = float(law.sample(start_rng, 1, cap=hold / C)[0]) * C
         if fifo_vector:
-            runs, refused, _ = fifo_runs(b, fleet)
+            runs, refused, v = fifo_runs(b, fleet, v0)
         else:
+            if v0 > 0:
+                b = _with_backlog(b, v0, cap.work_mean, C)
             runs, refused = _priority(b, fleet, disc, cap, rng, scenario.serving.forecast_sigma)
+            v = _work_found(b, fleet, hold)
+        series.append(binned_means(b.arrival, v, warm_s + span_s))
+        mid = warm_s + 0.5 * span_s
+        halves[0].append(_mean_or_nan(v[(b.arrival >= warm_s) & (b.arrival < mid)]))
+        halves[1].append(_mean_or_nan(v[(b.arrival >= mid) & (b.arrival < warm_s + span_s)]))
         per.append(_summarise(b, runs, refused, fleet, lat, warm_s, span_s))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty bin
+        steady.check(np.nanmean(np.vstack(series), axis=0), (warm_s + span_s) / 3600.0, *halves)
     _sample_quantiles(per, lat, fleet.cancel, seqs)
-    res = _combine(per, span_s)
+    x_max = max(p["size_max"] for p in per)
+    res = _combine(per, span_s, unseen_share(wl.batch_size, x_max) if wl.trace is None else 0.0)
     # Analytic tier.
-    a_p, regime = (math.nan, "none: not requested")
+    an = Analytic(math.nan, "none: not requested")
     if analytic:
-        a_p, regime = analytic_p_miss(scenario, cap, load)
-    agreement = _agreement(res, a_p, regime)
+        an = analytic_p_miss(scenario, cap, load, law=law if wl.rate_profile is None else None)
+    agreement, agrees = _agreement(res, an.p, an.regime)
+    sampled_upper = res["upper"]
+    if math.isfinite(an.upper):
+        # A bound never lies below the analytic value it sits beside.
+        res["upper"] = max(res["upper"], an.upper)
+        if res["ci"][0] == 0.0:
+            res["ci"] = (0.0, max(res["ci"][1], an.upper))
+    # How fragile the estimate is: the analytic P(miss) with 2% less capacity.
+    fragility = math.nan
+    if analytic and math.isfinite(an.p) and an.p > 0 and wl.trace is None:
+        cap98 = cap.scaled(1.0 - FRAGILITY_CAPACITY_ERROR)
+        an98 = analytic_p_miss(scenario, cap98, load_report(scenario, cap98))
+        fragility = an98.p / an.p if math.isfinite(an98.p) else math.inf
+    p_best, best_src = best_p_miss(res["p_miss"], res["upper"], res["ci"][0] if agrees is not None else math.nan,
+                                   an.p, an.upper, "mean")
     tiers = {
         "capacity_rps": cap.source,
         "load": "engine capacity x offered load",
@@ -246,8 +375,8 @@ def fast_simulate(
         "batch_miss": "fluid (sampled)",
         "sojourn": "fluid (sampled)",
         "throughput_rps": "fluid (sampled)",
-        "analytic_p_miss": f"analytic ({regime})",
-        "p_miss_best": "analytic" if _analytic_is_best(a_p, res["misses"]) else "fluid (sampled)",
+        "analytic_p_miss": f"analytic ({an.regime})",
+        "p_miss_best": best_src,
     }
     return FastResult(
         p_miss=res["p_miss"],
@@ -272,13 +401,68 @@ def fast_simulate(
         cost_per_hour=scenario.cost_per_hour,
         load=load,
         capacity=cap,
-        analytic_p_miss=a_p,
-        analytic_regime=regime,
+        analytic_p_miss=an.p,
+        analytic_regime=an.regime,
         agreement=agreement,
         tiers=tiers,
         wall_s=time.perf_counter() - t0,
         per_replication=res["per_rep"],
+        analytic_p_miss_upper=an.upper,
+        analytic_asymptotic=an.asymptotic,
+        analytic_agrees=agrees,
+        steady_state=steady,
+        p_miss_best_value=p_best,
+        p_miss_upper_sampled=sampled_upper,
+        p_miss_unseen=res["unseen"],
+        p_miss_oversize=res["oversize"],
+        p_miss_oversize_floor=oversize_floor(scenario, cap) if wl.trace is None else math.nan,
+        p_miss_fragility=fragility,
+        miss_episodes=res["episodes"],
+        miss_episodes_effective=res["episodes_effective"],
+        p_miss_note=episodes_note(res["episodes"], res["episodes_effective"]),
     )
+
+
+#: Spawn-key suffix of a replication's stationary-start stream (apart from its traffic's).
+_START_KEY = 0x57A7
+#: Relaxation times of warm-up for a run that starts with only the stationary total work
+#: (priority orders: the order of the queued work still has to settle)...
+WARMUP_RELAXATIONS_BLOB = 1.0
+#: ...and for one that starts empty (no stationary law: a rate profile).
+WARMUP_RELAXATIONS_EMPTY = 3.0
+#: Relaxation times each replication's measured span covers, where the batch budget allows.
+SPAN_RELAXATIONS = 10.0
+#: Batches a replication simulates at most (warm-up and span together): bounds memory and time.
+MAX_BATCHES = 1_000_000
+
+
+def _mean_or_nan(x: np.ndarray) -> float:
+    return float(x.mean()) if len(x) else math.nan
+
+
+def _with_backlog(b: Batches, v0: float, work_mean: float, capacity: float) -> Batches:
+    """``b`` behind a first batch that holds the stationary start's work ``v0`` (node-seconds).
+
+    It arrives just before the first batch (so is never measured, being older than any
+    measured one) and is served by the discipline like any batch: first under FIFO,
+    last under LIFO.
+    """
+    # At time -0 with what the fleet will have done by the first arrival added, so that the
+    # first batch finds v0 (PASTA: the stationary law of the work an arrival finds).
+    w = v0 + capacity * max(float(b.arrival[0]), 0.0)
+    n = max(1, int(round(w / work_mean)))
+    return Batches(np.concatenate(([-1e-9], b.arrival)), np.concatenate(([n], b.size)),
+                   np.concatenate(([n], b.accepted)), np.concatenate(([w], b.work)),
+                   np.concatenate(([b.sla[0] if len(b) else 0.0], b.sla)))
+
+
+def _work_found(b: Batches, fleet: FluidFleet, hold: float) -> np.ndarray:
+    """Work (node-seconds) each batch finds, as a work-conserving fleet would hold it (the MSER series)."""
+    service = np.empty(len(b))
+    if len(b):
+        service[:-1] = np.diff(b.arrival) * fleet.capacity
+        service[-1] = 0.0
+    return lindley_capped(b.work, service, hold) if math.isfinite(hold) else lindley(b.work, service)
 
 
 def _priority(b: Batches, fleet: FluidFleet, disc: str, cap: NodeCapacity, rng: np.random.Generator,
@@ -330,9 +514,18 @@ def _summarise(b: Batches, runs: Runs, refused: np.ndarray, fleet: FluidFleet, l
         soj = wait + in_runs * lat.mean
         cancelled = 0.0
     arrived = float(size.sum())
+    miss_b = size - on_b
+    # Batches larger than the fleet serves in one SLA (at its capacity C/w̄ requests a second).
+    oversize = size > fleet.capacity / fleet.work_mean * b.sla[meas]
+    hit = miss_b >= 0.5  # a batch expected to miss at least half a request: an episode's member
     return {
         "arrived": arrived,
         "misses": arrived - float(on_b.sum()),
+        "oversize_misses": float(miss_b[oversize].sum()),
+        "size_sum": arrived,
+        "size_sq": float((size.astype(np.float64) ** 2).sum()),
+        "size_max": float(size.max()) if len(size) else 0.0,
+        "episodes": episode_sizes(b.arrival[meas][hit], miss_b[hit], b.sla[meas][hit]),
         "batches": float(meas.sum()),
         "batch_misses": float(np.sum(1.0 - p_ok[size > 0])),
         "completed": completed,
@@ -374,16 +567,25 @@ def _quantiles(per: list[dict[str, Any]], qs: list[float]) -> list[float]:
     return [next(vals) if qq <= 1.0 else math.inf for qq in levels]
 
 
-def _combine(per: list[dict[str, Any]], span_s: float) -> dict[str, Any]:
-    keys = [k for k in per[0] if k not in ("sample", "runs", "sla")]
+def _combine(per: list[dict[str, Any]], span_s: float, unseen: float = 0.0) -> dict[str, Any]:
+    keys = [k for k in per[0] if k not in ("sample", "runs", "sla", "episodes", "size_max")]
     tot = {k: sum(p[k] for p in per) for k in keys}
     r = len(per)
     arrived = np.array([p["arrived"] for p in per])
     misses = np.array([p["misses"] for p in per])
     p, lo, hi = ratio_ci(misses, arrived)
-    ci = (max(lo, 0.0), min(hi, 1.0)) if math.isfinite(lo) else (math.nan, math.nan)
-    # The request-level rule (see sim.estimate): a one-sided bound over effectively independent batches.
-    upper = ci[1] if tot["misses"] >= 0.5 and math.isfinite(ci[1]) else min(1.0, -math.log(0.05) / max(tot["batches"], 1.0))
+    # The request tier's bound (``sojourn.stats``): Clopper–Pearson over Kish's effective batches,
+    # never below the interval's end, plus the requests of batches larger than any seen.
+    n_eff = kish(tot["size_sum"], tot["size_sq"])
+    upper = clopper_pearson_upper((p if math.isfinite(p) else 0.0) * n_eff, n_eff)
+    if math.isfinite(hi):
+        upper = max(upper, hi)
+    upper = min(1.0, upper + unseen)
+    if math.isfinite(lo) and hi > lo:
+        ci = (max(lo, 0.0), min(hi, 1.0))
+    else:  # no miss, or all replications alike: one-sided
+        ci = (0.0, upper)
+    episodes = [m for q in per for m in q["episodes"]]
     bm, _, _ = ratio_ci(np.array([q["batch_misses"] for q in per]), np.array([q["batches"] for q in per]))
     comp = tot["completed"]
     comp_r = np.array([q["completed"] for q in per])
@@ -393,7 +595,12 @@ def _combine(per: list[dict[str, Any]], span_s: float) -> dict[str, Any]:
         "p_miss": p,
         "ci": ci,
         "upper": upper,
+        "unseen": unseen,
         "misses": tot["misses"],
+        "oversize": tot["oversize_misses"] / tot["arrived"] if tot["arrived"] else math.nan,
+        "episodes": len(episodes),
+        "episodes_effective": effective_episodes(episodes),
+        "size_max": max(q["size_max"] for q in per),
         "batch_miss": bm,
         "soj_mean": tot["soj_sum"] / comp if comp else math.nan,
         "wait_mean": tot["wait_sum"] / comp if comp else math.nan,
@@ -410,33 +617,68 @@ def _combine(per: list[dict[str, Any]], span_s: float) -> dict[str, Any]:
     }
 
 
-def ratio_ci(num: np.ndarray, den: np.ndarray) -> tuple[float, float, float]:
-    """Σnum/Σden over replications with a 95% t-interval (delta method), as the request-level tier."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    R, total = len(num), den.sum()
-    if total <= 0:
-        return math.nan, math.nan, math.nan
-    est = float(num.sum() / total)
-    if R < 2:
-        return est, math.nan, math.nan
-    resid = num - est * den
-    se = math.sqrt(float(resid @ resid) / (R * (R - 1))) / float(total / R)
-    h = float(stats.t.ppf(0.975, R - 1)) * se
-    return est, est - h, est + h
+@dataclass(frozen=True)
+class Analytic:
+    """The analytic P(miss) of a scenario and where it comes from.
+
+    ``p`` is the best analytic value (nan when there is none): the fluid fleet's exact
+    stationary FIFO law (``stationary``, regime ``numeric``) where it resolves the
+    value, else the tail asymptotic (``tails``), whose regime is named; ``upper`` the
+    numeric law's upper bracket (``p`` itself for an asymptotic); ``asymptotic`` the
+    asymptotic's value beside it (nan when none), so a reader sees how far it is off.
+    """
+
+    p: float
+    regime: str
+    upper: float = math.nan
+    asymptotic: float = math.nan
+    law: WorkloadLaw | None = None
+    work: BatchWork | None = None
 
 
-def analytic_p_miss(scenario: Any, cap: NodeCapacity | None = None, load: LoadReport | None = None
-                    ) -> tuple[float, str]:
-    """P(miss) from the FIFO tail asymptotics, and the regime that produced it (or why there is none)."""
+def _classes(scenario: Any) -> list[tuple[float, float]]:
+    wl = scenario.workload
+    return [(c.hours * 3600.0, c.weight) for c in wl.sla_classes] if wl.sla_classes else [(scenario.sla_seconds, 1.0)]
+
+
+def fluid_law(scenario: Any, cap: NodeCapacity, rate_per_s: float, upto: float) -> WorkloadLaw | str:
+    """The fluid fleet's stationary workload law on [0, upto) (``stationary``), or why there is none."""
+    srv = scenario.fleet.server
+    if srv is not None and srv.service_time.is_heavy_tailed:
+        return "heavy-tailed service time (the lattice needs a bounded request work)"
+    if not math.isfinite(cap.work_var):
+        return "request work of infinite variance"
+    return workload_law(scenario.workload.batch_size, 1.0 - cap.reject_fraction, cap.work_quantiles, cap.work_mean,
+                        cap.work_var, float(scenario.fleet.nodes), rate_per_s, upto)
+
+
+def _law_upto(scenario: Any, fleet: FluidFleet, bw: BatchWork) -> float:
+    """How far the law is needed: every deadline plus the work in service, and the stationary draws' range."""
+    C = fleet.capacity
+    taus = [sla + fleet.in_service / C for sla, _ in _classes(scenario)]
+    qcap = fleet.queue_cap / C
+    need = max(taus)
+    if fleet.cancel:
+        need = max(need, min(max(sla for sla, _ in _classes(scenario)), qcap))
+    elif math.isfinite(qcap):
+        need = max(need, qcap)
+    else:
+        # Stationary draws: far enough that P(V > upto) is negligible (30 heavy-traffic means).
+        need = max(need, min(30.0 * bw.mean_wait, 20.0 * need))
+    return need
+
+
+def analytic_p_miss(scenario: Any, cap: NodeCapacity | None = None, load: LoadReport | None = None,
+                    *, law: WorkloadLaw | str | None = None) -> Analytic:
+    """P(miss) from the fluid fleet's stationary FIFO law, or its tail asymptotics; the regime that gave it."""
     cap = cap if cap is not None else node_capacity(scenario)
     load = load if load is not None else load_report(scenario, cap)
     wl = scenario.workload
     sv = scenario.serving
     if sv.discipline not in ("fifo", "edf") or (sv.discipline == "edf" and wl.sla_classes):
-        return math.nan, f"none: discipline {sv.discipline} (the asymptotics are for FIFO)"
+        return Analytic(math.nan, f"none: discipline {sv.discipline} (the analytic law is for FIFO)")
     if wl.trace is not None:
-        return math.nan, "none: trace workload"
+        return Analytic(math.nan, "none: trace workload")
     fleet = fluid_fleet(scenario, cap)
     prefix = ""
     rate = wl.batch_rate_per_hour / 3600.0
@@ -444,42 +686,91 @@ def analytic_p_miss(scenario: Any, cap: NodeCapacity | None = None, load: LoadRe
         # Thinning a peak-rate stream gives the profiled one, and FIFO waits only shrink: a bound.
         rate *= max(wl.rate_profile)
         prefix = "upper bound at the peak-hour rate: "
-    tail = fifo_tail(scenario, cap, rate)
-    if tail.regime == "none":
-        return math.nan, f"none: {tail.reason}"
     C = fleet.capacity
+    q = 1.0 - cap.reject_fraction
+    bw = batch_work_moments(wl.batch_size, q, cap.work_mean, cap.work_var, C, rate)
     lat = cap.latency if cap.latency is not None else Latency.constant(cap.latency_s)
-    classes = [(c.hours * 3600.0, c.weight) for c in wl.sla_classes] if wl.sla_classes else [(scenario.sla_seconds, 1.0)]
+    classes = _classes(scenario)
     wsum = sum(w for _, w in classes)
     qcap = fleet.queue_cap / C
-    p = 0.0
-    for sla, w in classes:
-        cap_s = min(sla, qcap) if fleet.cancel else qcap
-        pm = tail_p_miss(scenario, cap, tail, sla, fleet.in_service / C, cap_s, qcap, lat)
-        p += w / wsum * pm
-    p = cap.reject_fraction + (1.0 - cap.reject_fraction) * p
-    name = tail.regime + (f" ({tail.reason})" if tail.reason else "")
-    if len(classes) > 1 and fleet.cancel:
-        name += "; mixed deadlines: each class's cap applied to the whole stream (approximate)"
-    return p, prefix + name
+
+    def p_with(tail: Any) -> float:
+        p = 0.0
+        for sla, w in classes:
+            cap_s = min(sla, qcap) if fleet.cancel else qcap
+            pm = tail_p_miss(scenario, cap, tail, sla, fleet.in_service / C, cap_s, qcap, lat)
+            p += w / wsum * pm
+        return cap.reject_fraction + (1.0 - cap.reject_fraction) * p
+
+    tail = fifo_tail(scenario, cap, rate)
+    asym = p_with(tail) if tail.regime != "none" else math.nan
+    asym_name = tail.regime + (f" ({tail.reason})" if tail.reason else "")
+    if law is None:
+        law = fluid_law(scenario, cap, rate, _law_upto(scenario, fleet, bw)) if bw.rho < 1.0 else "unstable"
+    mixed = "; mixed deadlines: each class's cap applied to the whole stream (approximate)" if (
+        len(classes) > 1 and fleet.cancel) else ""
+    if isinstance(law, WorkloadLaw):
+        p_mid, p_hi = p_with(law.at("mid")), p_with(law.at("upper"))
+        if p_hi >= 10.0 * RESOLUTION:
+            name = f"numeric (the fluid fleet's stationary FIFO law, lattice {law.h:.3g} s)"
+            if math.isfinite(asym) and not 0.5 <= asym / max(p_mid, 1e-300) <= 2.0:
+                name += (f"; the {tail.regime} asymptotic gives {asym:.3g}: heavy traffic (mean work found "
+                         f"{bw.mean_wait / 3600.0:.3g} h), outside its regime")
+            return Analytic(p_mid, prefix + name + mixed, upper=p_hi, asymptotic=asym, law=law, work=bw)
+        if math.isfinite(asym):
+            return Analytic(asym, prefix + asym_name + " (below the numeric law's resolution)" + mixed,
+                            upper=asym, asymptotic=asym, law=law, work=bw)
+        return Analytic(p_hi, prefix + f"numeric: below its resolution ({RESOLUTION:g})" + mixed,
+                        upper=p_hi, law=law, work=bw)
+    if not math.isfinite(asym):
+        why = tail.reason if tail.regime == "none" else asym_name
+        return Analytic(math.nan, f"none: {why}", work=bw)
+    if bw.mean_wait > 0.1 * min(sla for sla, _ in classes):
+        asym_name += (f"; heavy traffic (mean work found {bw.mean_wait / 3600.0:.3g} h) where the asymptotic "
+                      f"may be far off, and the numeric law is unavailable: {law}")
+    return Analytic(asym, prefix + asym_name + mixed, upper=asym, asymptotic=asym, law=None, work=bw)
 
 
-def _agreement(res: dict[str, Any], a_p: float, regime: str) -> str:
-    """Where sampling and the asymptotics both speak, say whether they agree."""
+def _agreement(res: dict[str, Any], a_p: float, regime: str) -> tuple[str, bool | None]:
+    """Where sampling and the analytic value both speak, whether they agree (``stats.best_p_miss``'s test)."""
     if not math.isfinite(a_p):
-        return "analytic not applicable"
+        return "analytic not applicable", None
     lo, hi = res["ci"]
     p = res["p_miss"]
-    bound = regime.startswith("upper bound")
-    if res["misses"] == 0:
-        if a_p <= res["upper"]:
-            return f"sampling saw no miss (upper bound {res['upper']:.3g}); analytic {a_p:.3g} is below it"
-        return f"DISAGREE: sampling saw no miss (upper bound {res['upper']:.3g}) but analytic gives {a_p:.3g}"
-    if bound:
-        return "analytic is an upper bound: " + ("consistent" if a_p >= lo else f"VIOLATED ({a_p:.3g} < CI low {lo:.3g})")
-    if lo <= a_p <= hi:
-        return "analytic inside the sampled CI"
-    ratio = a_p / p if p > 0 else math.inf
-    if res["misses"] < 30 and 0.5 <= ratio <= 2.0:
-        return f"analytic within a factor {max(ratio, 1 / ratio):.2f} of a sample of {int(res['misses'])} misses"
-    return f"DISAGREE: analytic {a_p:.3g} outside the sampled CI [{lo:.3g}, {hi:.3g}] (ratio {ratio:.3g})"
+    if res["misses"] < 0.5:
+        return f"sampling saw no miss (upper bound {res['upper']:.3g}); analytic {a_p:.3g}", True
+    if a_p < lo:
+        what = "an upper bound" if regime.startswith("upper bound") else "the analytic value"
+        return (f"DISAGREE: {what} {a_p:.3g} is below the sampled interval [{lo:.3g}, {hi:.3g}] "
+                "(the larger is used)"), False
+    if a_p <= hi:
+        return "analytic inside the sampled interval", True
+    few = res["episodes_effective"] < MIN_EPISODES
+    return (f"analytic {a_p:.3g} above the sampled interval [{lo:.3g}, {hi:.3g}]"
+            + (f" of {res['episodes']} congestion episodes (effective {res['episodes_effective']:.1f}): "
+               "a short sample sees fewer misses than the long run" if few else "")), True
+
+
+def oversize_floor(scenario: Any, cap: NodeCapacity) -> float:
+    """E[(X' − c)+]/E[X']: requests beyond what the whole fleet serves in one SLA, c = its capacity × SLA.
+
+    No fleet state avoids these misses (weighted over the SLA classes); X' = ceil(qY).
+    """
+    q = 1.0 - cap.reject_fraction
+    xd = scenario.workload.batch_size
+    ex = q * float(xd.int_mean)
+    rate = scenario.fleet.nodes * cap.requests_per_s
+    out = 0.0
+    classes = _classes(scenario)
+    wsum = sum(w for _, w in classes)
+    for sla, w in classes:
+        c = rate * sla
+        out += w / wsum * q * float(excess_mean(xd, c / q, integer=True)) / ex
+    return min(out, 1.0)
+
+
+#: The capacity error a fragile estimate is judged against (a node's measured throughput is
+#: known to about this: benchmarks/RESULTS.md, perf_accuracy)...
+FRAGILITY_CAPACITY_ERROR = 0.02
+#: ...and the factor on P(miss) past which the estimate is fragile.
+FRAGILITY_LIMIT = 2.0

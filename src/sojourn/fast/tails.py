@@ -516,7 +516,7 @@ def tail_p_miss(scenario: Any, cap: Any, tail: FifoTail, sla_s: float, in_servic
     else:
         f_t = float(latency.cdf(sla_s))
         # Gauss–Legendre nodes; the subexponential tail costs more per node and is smoother.
-        points = points or (16 if tail.regime == "subexponential" else 32)
+        points = points or (16 if tail.regime in ("subexponential", "numeric") else 32)
         nodes, weights = np.polynomial.legendre.leggauss(points)  # Gauss–Legendre on u in [0, F(T)]
         u = (nodes + 1.0) / 2.0 * f_t
         lats = np.interp(u, latency.f, latency.x)
@@ -549,7 +549,7 @@ def tail_p_miss(scenario: Any, cap: Any, tail: FifoTail, sla_s: float, in_servic
         else:
             taus.append(tau)
             tau_wts.append(wt)
-    if taus and tail.regime != "subexponential":
+    if taus and tail.regime not in ("subexponential", "numeric"):
         return math.nan
     if taus:
         unit = cap.work_mean / C  # seconds of fleet time per request
