@@ -1,21 +1,28 @@
-"""P(S > SLA) of a request.
+"""P(S > SLA) of a request: the best estimate, or a bound, by one documented rule.
 
-By default the upper end of its 95% confidence interval, so a configuration is
-only as good as the evidence for it (a study setting, ``sla_miss_statistic =
-"mean"``, uses the point estimate instead). A fast-tier result whose sampling saw
-too few misses to resolve P(miss) (fewer than 30) carries the tail analytics'
-value in ``p_miss_best`` (FIFO: Cramér–Lundberg or the subexponential asymptotic);
-that is used instead of the sampling floor, which only reflects the sample size.
+``sojourn.evaluate.sla_miss_value`` decides which number this is, the same for both
+tiers (docs/model.md, "Which P(miss) a study optimises"):
+
+* the sample's one-sided 95% upper bound (the study setting ``sla_miss_statistic =
+  "upper"``, the default: a configuration is only as good as the evidence for it),
+  or its point estimate (``"mean"``);
+* where the fast tier has an analytic value (FIFO: the fluid fleet's exact stationary
+  law, or a tail asymptotic in its regime), that value (its upper bracket under
+  "upper") instead, unless the sample shows it is too low (the analytic value below
+  the sampled interval): then the larger of the two;
+* 1 for an unstable fleet (offered load >= 1) that does not cancel at the deadline.
+
 Values below the study's ``p_miss_floor`` (default 1e-6) read as the floor.
 """
+
+from sojourn.evaluate import sla_miss_value
 
 direction = "minimize"
 
 
 def objective(result, scenario, settings=None):
     floor = float(getattr(settings, "p_miss_floor", 0.0) or 0.0)
-    if result.get("fidelity") == "fast" and result.get("tiers", {}).get("p_miss_best") == "analytic":
-        return max(float(result["p_miss_best"]), floor)
-    if getattr(settings, "sla_miss_statistic", "upper") == "mean":
-        return max(float(result["p_miss"]), floor)
-    return max(float(result["p_miss_upper"]), floor)
+    statistic = getattr(settings, "sla_miss_statistic", "upper")
+    cancel = getattr(getattr(scenario, "serving", None), "on_deadline", None) == "cancel"
+    value, _source = sla_miss_value(result, statistic, cancel)
+    return max(value, floor)

@@ -8,12 +8,13 @@ always says which tier produced it (``fidelity``, and ``tiers`` per number).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sojourn._errors import ConfigError
 from sojourn.scenario import Scenario
 
-__all__ = ["FIDELITIES", "fast_applies", "run_scenario"]
+__all__ = ["FIDELITIES", "fast_applies", "run_scenario", "sla_miss_value"]
 
 FIDELITIES = ("fast", "request", "auto")
 
@@ -58,8 +59,45 @@ def run_scenario(
             raise ConfigError("simulation.fidelity", f"the fast tier does not model {why_not}; use 'request' or 'auto'")
     from sojourn.sim import simulate
 
-    out = simulate(scenario, replications=replications, n_jobs=n_jobs, seed=seed, progress=progress).to_dict()
+    out = simulate(scenario, replications=replications, n_jobs=n_jobs, seed=seed, progress=progress,
+                   capacity=capacity).to_dict()
     out["fidelity_requested"] = fid
     if fid == "auto":
         out["fidelity_note"] = f"request tier: the fast tier does not model {fast_applies(scenario)}"
     return out
+
+
+def _num(v: Any) -> float:
+    """A result value as a float: None (JSON null) and the storage's "inf"/"nan" strings included."""
+    if v is None:
+        return math.nan
+    if isinstance(v, str):
+        return float(v) if v in ("inf", "-inf", "nan") else math.nan
+    return float(v)
+
+
+def sla_miss_value(result: dict[str, Any], statistic: str = "upper", cancel: bool = False) -> tuple[float, str]:
+    """The P(miss) the ``sla_miss`` objective optimises, and where it comes from (one rule, both tiers).
+
+    * A configuration settled without simulating (``fidelity = "check"``): its P(miss), 1.
+    * An unstable fleet (offered load >= 1) that does not cancel at the deadline
+      (``cancel`` False): 1, as its queue and so its misses grow without bound; a finite
+      run's count means nothing. (Cancellation keeps an overloaded fleet bounded: its
+      sampled value stands.)
+    * Otherwise ``sojourn.stats.best_p_miss``: the sample's estimate (``statistic``
+      ``mean``) or one-sided bound (``upper``), or, where the fast tier has an analytic
+      value (FIFO), that value unless the sample shows it too low (then the larger).
+    """
+    from sojourn.stats import best_p_miss
+
+    if result.get("fidelity") == "check":
+        return _num(result.get("p_miss_upper", 1.0)), "check"
+    if result.get("stable") is False and not cancel:
+        return 1.0, "unstable"
+    ci = result.get("p_miss_ci") or [math.nan, math.nan]
+    agrees = result.get("analytic_agrees")
+    lo = _num(ci[0]) if agrees is not None else math.nan
+    p = _num(result.get("p_miss"))
+    up = _num(result.get("p_miss_upper"))
+    return best_p_miss(p if math.isfinite(p) else 1.0, up if math.isfinite(up) else 1.0, lo,
+                       _num(result.get("analytic_p_miss")), _num(result.get("analytic_p_miss_upper")), statistic)

@@ -202,6 +202,11 @@ class SimulationSettings(_Strict):
     replications: int = Field(default=8, ge=2)
     seed: int = Field(default=1, ge=0)
     fidelity: Literal["fast", "request", "auto"] = "request"
+    #: How replications begin: ``stationary`` with the work in system drawn from the fleet's
+    #: stationary law (where it has one: not for traces or rate profiles), so a run near full
+    #: load is not a transient; ``empty`` with an empty fleet (then warm-up must cover several
+    #: relaxation times, and the result says when it does not). See ``sojourn.steady``.
+    start: Literal["stationary", "empty"] = "stationary"
 
 
 class CatalogueOverrides(_Strict):

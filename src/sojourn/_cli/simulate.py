@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result)
     else:
-        print(format_table(result))
+        print(format_table(result, cancel=scenario.serving.on_deadline == "cancel"))
     return 0
 
 
@@ -60,11 +60,22 @@ def _num(x: Any, unit: str = "", digits: int = 4) -> str:
     return f"{x}{(' ' + unit) if unit else ''}"
 
 
-def format_table(d: dict[str, Any]) -> str:
-    """A short human summary of ``SimResult.to_dict()``."""
+def format_table(d: dict[str, Any], cancel: bool = False) -> str:
+    """A short human summary of ``SimResult.to_dict()`` (or the fast tier's)."""
+    from sojourn.evaluate import sla_miss_value
+
     lo, hi = d["p_miss_ci"]
+    bound = f"upper bound {_num(d['p_miss_upper'])}"
+    if (d.get("p_miss_unseen") or 0.0) > 0:
+        bound += f" (of which {_num(d['p_miss_unseen'], digits=2)} for batches larger than any sampled)"
+    sampled = f"{_num(d['p_miss'])}  95% CI [{_num(lo)}, {_num(hi)}], {bound}"
+    if d.get("stable") is False and not cancel:
+        sampled = (f"UNSTABLE: offered load {_num(d.get('load'))} >= 1, the queue grows without bound and "
+                   f"every request eventually misses (this finite run saw {_num(d['p_miss'])})")
+    best, source = sla_miss_value(d, "mean", cancel)
     rows = [
-        ("P(S > SLA)", f"{_num(d['p_miss'])}  95% CI [{_num(lo)}, {_num(hi)}], upper bound {_num(d['p_miss_upper'])}"),
+        ("P(S > SLA)", sampled),
+        ("best estimate", f"{_num(best)} ({source}; what a study's sla_miss optimises, see docs/model.md)"),
         ("batches missing SLA", _num(d["batch_miss"])),
         (
             "sojourn",
@@ -96,6 +107,26 @@ def format_table(d: dict[str, Any]) -> str:
         lo, hi = c["p_miss_ci"]
         rows.append((f"  SLA {_num(c['sla_hours'])} h",
                      f"P(miss) {_num(c['p_miss'])}  95% CI [{_num(lo)}, {_num(hi)}] of {c['requests_arrived']} requests"))
+    ss = d.get("steady_state") or {}
+    if ss:
+        relax = ss.get("relaxation_hours")
+        how = {"stationary": "started from a stationary draw of the work in system",
+               "empty": "started empty"}.get(ss.get("start"), str(ss.get("start")))
+        rows.append(("steady state", f"{how}; warm-up {_num(ss.get('warmup_hours'))} h, measured "
+                                     f"{_num(ss.get('span_hours'))} h, relaxation time {_num(relax)} h"
+                     + (f"; {'; '.join(ss['adjusted'])}" if ss.get("adjusted") else "")))
+    if d.get("steady_state_note"):
+        rows.append(("steady-state caution", d["steady_state_note"]))
+    if d.get("p_miss_oversize") is not None:
+        part = f"{_num(d['p_miss_oversize'], digits=3)} of all requests missed in batches larger than the fleet serves in one SLA"
+        if d.get("p_miss_oversize_floor") is not None:
+            part += f" (at least {_num(d['p_miss_oversize_floor'], digits=3)} whatever the fleet's state)"
+        rows.append(("oversize batches", part))
+    if d.get("p_miss_fragility") is not None or d.get("fragile"):
+        ratio = d.get("p_miss_fragility")
+        text = "unstable" if ratio is None else f"x{_num(ratio, digits=3)}"
+        rows.append(("capacity -2%", f"P(miss) {text}" + (": FRAGILE, a 2% capacity error moves it more than 2x"
+                                                        if d.get("fragile") else "")))
     if d.get("p_miss_note"):
         rows.append(("P(miss) caution", d["p_miss_note"]))
     if d.get("sojourn_note"):

@@ -25,6 +25,7 @@ cancelled or rejected) they read low, and the result says so (``sojourn_note``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -32,49 +33,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from sojourn._errors import ConfigError
 from sojourn.sim.fleet import ReplicationStats, check_scenario, run_replication
+from sojourn.stats import (
+    MIN_EPISODES,
+    clopper_pearson_upper,
+    effective_episodes,
+    episodes_note,
+    kish,
+    ratio_ci,
+    unseen_share,
+)
+from sojourn.steady import EMPTY_WARMUP_RELAXATIONS, SteadyState, StartPlan, plan_start
 
-__all__ = ["SimResult", "ratio_ci", "simulate"]
+__all__ = ["MIN_EPISODES", "SimResult", "ratio_ci", "simulate"]
 
-_LEVEL = 0.95
-#: Effective congestion episodes below which the P(miss) interval is flagged: measured on
-#: M^X/M/8 (benchmarks/ci_coverage.py), the 95% t-interval covered 81% of 100 runs with ~3
-#: effective episodes each and 97% of 60 with ~50; 10 is a judgment between the two.
-MIN_EPISODES = 10
 #: Share of measured requests not completed at or above which the sojourn statistics are
 #: flagged (``sojourn_note``): from 1% on, p99 is already beyond every served request
 #: (reported as unserved), and the means, over completed requests only, read low.
 SOJOURN_NOTE_SHARE = 0.01
-
-
-def ratio_ci(num: np.ndarray, den: np.ndarray) -> tuple[float, float, float]:
-    """Ratio estimator Σnum/Σden over replications with a 95% t-interval (delta method)."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    R, total = len(num), den.sum()
-    if total <= 0:
-        return math.nan, math.nan, math.nan
-    est = float(num.sum() / total)
-    if R < 2:
-        return est, math.nan, math.nan
-    resid = num - est * den
-    se = math.sqrt(float(resid @ resid) / (R * (R - 1))) / float(total / R)
-    h = float(stats.t.ppf(0.5 + _LEVEL / 2, R - 1)) * se
-    return est, est - h, est + h
-
-
-def _clopper_pearson_upper(k: float, n: float, level: float = _LEVEL) -> float:
-    """One-sided upper confidence bound of a binomial proportion (k may be fractional)."""
-    if n <= 0:
-        return 1.0
-    if k >= n:
-        return 1.0
-    if k <= 0:
-        return 1.0 - (1.0 - level) ** (1.0 / n)
-    return float(stats.beta.ppf(level, k + 1, n - k))
 
 
 def _clip01(x: float) -> float:
@@ -137,6 +115,14 @@ class SimResult:
     sojourn_note: str = ""
     #: Per SLA class (mixed-SLA workloads): hours, requests, P(miss) and its 95% interval.
     by_sla_class: list[dict[str, Any]] = field(default_factory=list)
+    #: How the run reached steady state, and whether its output says it did (``sojourn.steady``).
+    steady_state: SteadyState | None = None
+    #: Offered load over the fleet's capacity where the run measured it (nan otherwise).
+    load: float = math.nan
+    #: Share of requests in batches larger than any the sample holds (added to ``p_miss_upper``).
+    p_miss_unseen: float = 0.0
+    #: Misses of batches larger than the fleet serves in one SLA, over all requests (nan: unknown).
+    p_miss_oversize: float = math.nan
     reps: list[ReplicationStats] = field(default_factory=list, repr=False)
     keep_samples: bool = False
 
@@ -195,6 +181,12 @@ class SimResult:
             "warmup_hours": self.warmup_hours,
             "requests_simulated": self.requests_simulated,
             "wall_s": self.wall_s,
+            "load": fin(self.load),
+            "stable": None if math.isnan(self.load) else bool(self.load < 1.0),
+            "p_miss_unseen": fin(self.p_miss_unseen),
+            "p_miss_oversize": fin(self.p_miss_oversize),
+            "steady_state": self.steady_state.to_dict() if self.steady_state else None,
+            "steady_state_note": self.steady_state.note if self.steady_state else "",
             "by_sla_class": [
                 {**c, "p_miss": fin(c["p_miss"]), "p_miss_ci": [fin(x) for x in c["p_miss_ci"]]}
                 for c in self.by_sla_class
@@ -210,28 +202,29 @@ def _quantile(sorted_served: np.ndarray, n_total: int, q: float) -> float:
     return float(sorted_served[k]) if k < len(sorted_served) else math.inf
 
 
-def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: float, keep_samples: bool) -> SimResult:
+def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: float, keep_samples: bool,
+              plan: StartPlan | None = None) -> SimResult:
     """Pool per-replication statistics into a SimResult."""
     arr = lambda f: np.array([f(r) for r in reps], dtype=np.float64)  # noqa: E731
     arrived = arr(lambda r: r.arrived)
     completed = arr(lambda r: r.completed)
     p, lo, hi = ratio_ci(arr(lambda r: r.misses), arrived)
     lo, hi = _clip01(lo), _clip01(hi)
-    # Cluster (batch) bound, see the module docstring.
-    s1, s2 = sum(r.batch_size_sum for r in reps), sum(r.batch_size_sq for r in reps)
-    n_eff = s1 * s1 / s2 if s2 > 0 else 0.0
-    k_eff = (p if math.isfinite(p) else 0.0) * n_eff
-    upper = _clopper_pearson_upper(k_eff, n_eff)
+    # Cluster (batch) bound, see the module docstring, plus the batches larger than any seen.
+    n_eff = kish(sum(r.batch_size_sum for r in reps), sum(r.batch_size_sq for r in reps))
+    upper = clopper_pearson_upper((p if math.isfinite(p) else 0.0) * n_eff, n_eff)
     if math.isfinite(hi):
         upper = max(upper, hi)
+    wl = scenario.workload
+    unseen = unseen_share(wl.batch_size, max(r.size_max for r in reps)) if wl.trace is None and reps else 0.0
+    upper = min(1.0, upper + unseen)
+    if not (math.isfinite(lo) and hi > lo):  # no miss, or all replications alike: one-sided
+        lo, hi = 0.0, upper
     bm, bm_lo, bm_hi = ratio_ci(arr(lambda r: r.batches_missed), arr(lambda r: r.batches))
-    episodes = np.array([m for r in reps for m in r.miss_episodes], dtype=np.float64)
-    k_eff = float(episodes.sum() ** 2 / (episodes @ episodes)) if len(episodes) else 0.0
-    note = ""
-    if len(episodes) and k_eff < MIN_EPISODES:
-        note = (f"the misses came in {len(episodes)} congestion episodes (effective {k_eff:.1f}): with fewer "
-                f"than {MIN_EPISODES} the interval is too narrow (it covered 81% of runs at 3, "
-                "benchmarks/RESULTS.md); lengthen simulation.horizon_hours or add replications")
+    episodes = [m for r in reps for m in r.miss_episodes]
+    k_eff = effective_episodes(episodes)
+    note = episodes_note(len(episodes), k_eff)
+    steady = _steady_state(scenario, reps, plan)
     n_arrived, n_done = int(arrived.sum()), int(completed.sum())
     unfinished = (n_arrived - n_done) / n_arrived if n_arrived else 0.0
     soj_note = ""
@@ -299,12 +292,41 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
         requests_simulated=sum(r.requests_simulated for r in reps),
         keep_samples=keep_samples,
         by_sla_class=by_class,
+        steady_state=steady,
+        load=plan.rho if plan is not None else math.nan,
+        p_miss_unseen=unseen,
+        p_miss_oversize=(sum(r.oversize_misses for r in reps) / n_total
+                         if plan is not None and math.isfinite(plan.oversize) and n_total else math.nan),
     )
     if not keep_samples:
         for r in reps:
             r.sojourn = np.empty(0)
     result.reps = reps
     return result
+
+
+def _steady_state(scenario: Any, reps: list[ReplicationStats], plan: StartPlan | None) -> SteadyState:
+    """How the replications started, and what their queue series says (``sojourn.steady``)."""
+    sim = scenario.simulation
+    plan = plan or StartPlan("empty")
+    st = SteadyState(start=plan.start, warmup_hours=sim.warmup_hours, span_hours=sim.horizon_hours,
+                     relaxation_hours=plan.relax_s / 3600.0)
+    if plan.start == "empty" and math.isfinite(plan.relax_s) and not (plan.rho >= 1.0):
+        need = EMPTY_WARMUP_RELAXATIONS * plan.relax_s / 3600.0
+        if sim.warmup_hours < need:
+            st.notes.append(f"started empty ({plan.reason}) with {sim.warmup_hours:.3g} h of warm-up against a "
+                            f"relaxation time of {plan.relax_s / 3600:.3g} h: the estimate reads low; set "
+                            f"simulation.warmup_hours to at least {need:.3g}")
+    if plan.rho >= 1.0 and scenario.serving.on_deadline != "cancel":
+        st.notes.append(f"unstable (rho = {plan.rho:.4g}): the queue grows without bound, no steady state")
+    if reps and len(reps[0].queue_bins):
+        s = np.sum([r.queue_bins for r in reps], axis=0)
+        n = np.sum([r.queue_bins_n for r in reps], axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            series = np.where(n > 0, s / np.maximum(n, 1), np.nan)
+        st.check(series, sim.warmup_hours + sim.horizon_hours, [r.queue_halves[0] for r in reps],
+                 [r.queue_halves[1] for r in reps])
+    return st
 
 
 def simulate(
@@ -314,10 +336,16 @@ def simulate(
     seed: int | None = None,
     progress: bool = False,
     keep_samples: bool = False,
+    capacity: Any = None,
+    start: str | None = None,
 ) -> SimResult:
     """Run ``replications`` independent replications of ``scenario`` (joblib, ``n_jobs`` workers).
 
     Defaults come from ``[simulation]``; the result is identical for any ``n_jobs``.
+    ``start`` (default ``simulation.start``): ``stationary`` begins each replication
+    with a backlog drawn from the fleet's stationary workload law where there is one
+    (``steady.plan_start``; a node capacity ``capacity`` already measured is used),
+    ``empty`` with an empty fleet.
     """
     sim = scenario.simulation
     R = sim.replications if replications is None else int(replications)
@@ -329,25 +357,33 @@ def simulate(
     if root < 0:
         raise ConfigError("seed", f"must be >= 0, got {root}")
     check_scenario(scenario)  # here, not in a worker: errors reach the caller as they are
+    start = start or sim.start
+    if start not in ("stationary", "empty"):
+        raise ConfigError("simulation.start", f"got {start!r}; allowed: stationary, empty")
     seeds = np.random.SeedSequence(root).spawn(R)
-    start = time.perf_counter()
+    plan = plan_start(scenario, capacity)
+    if start == "empty" and plan.law is not None:
+        plan = dataclasses.replace(plan, start="empty", law=None, reason="simulation.start = empty")
+    busy = [plan.draw(s) for s in seeds]
+    t0 = time.perf_counter()
     reps: list[ReplicationStats] = []
     if n_jobs == 1:
         results = (
-            run_replication(scenario, s, f"replication {i}/{R}" if progress else None)
-            for i, s in enumerate(seeds, start=1)
+            run_replication(scenario, s, f"replication {i}/{R}" if progress else None, b, plan.oversize)
+            for i, (s, b) in enumerate(zip(seeds, busy), start=1)
         )
     else:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run_replication)(scenario, s) for s in seeds)
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(run_replication)(scenario, s, None, b, plan.oversize) for s, b in zip(seeds, busy))
     for i, r in enumerate(results, start=1):
         reps.append(r)
         if progress:
             print(
                 f"replication {i}/{R}: {r.arrived} requests measured, {r.requests_simulated} simulated "
-                f"in {r.wall_s:.1f} s ({time.perf_counter() - start:.1f} s elapsed)",
+                f"in {r.wall_s:.1f} s ({time.perf_counter() - t0:.1f} s elapsed)",
                 file=sys.stderr,
                 flush=True,
             )
-    return summarise(scenario, reps, root, time.perf_counter() - start, keep_samples)
+    return summarise(scenario, reps, root, time.perf_counter() - t0, keep_samples, plan)

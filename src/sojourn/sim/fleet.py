@@ -39,6 +39,7 @@ from sojourn.sim.disciplines import QueueContext, make_discipline
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.generic import GenericNode
 from sojourn.sim.workload import batch_stream, load_trace, mean_tokens
+from sojourn.steady import BINS
 
 __all__ = ["Batch", "FleetSim", "ReplicationStats", "SimRequest", "check_scenario", "run_replication"]
 
@@ -57,7 +58,7 @@ class SimRequest(Request):
 class Batch:
     """A batch of requests sharing one arrival time and deadline."""
 
-    __slots__ = ("arrival", "deadline", "sla", "measured", "requests", "pending", "missed", "nmiss")
+    __slots__ = ("arrival", "deadline", "sla", "measured", "requests", "pending", "missed", "nmiss", "size")
 
     def __init__(self, arrival: float, sla: float, measured: bool) -> None:
         self.arrival = arrival
@@ -68,6 +69,7 @@ class Batch:
         self.pending = 0  # requests not yet completed, rejected or cancelled
         self.missed = False
         self.nmiss = 0  # its requests that missed
+        self.size = 0
 
 
 @dataclass
@@ -102,12 +104,29 @@ class ReplicationStats:
     sim_end_s: float = 0.0
     requests_simulated: int = 0
     wall_s: float = 0.0
+    #: The largest measured batch (for the bound on batches larger than any seen).
+    size_max: int = 0
+    #: Misses in measured batches larger than the fleet serves in one SLA (when that size is known).
+    oversize_misses: int = 0
+    #: Requests queued at batch arrivals: sums and counts in ``steady.BINS`` time bins over
+    #: [0, warm-up + horizon), and the means over the measured span's two halves (steady state).
+    queue_bins: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    queue_bins_n: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    queue_halves: tuple[float, float] = (math.nan, math.nan)
 
 
 class FleetSim:
-    """One replication of a scenario's fleet, driven by its own seed."""
+    """One replication of a scenario's fleet, driven by its own seed.
 
-    def __init__(self, scenario: Any, seed: np.random.SeedSequence) -> None:
+    ``start_busy_s``: a stationary start (``sojourn.steady``): the work the fleet holds
+    at time 0, drawn from its stationary law, in seconds of the whole fleet; every node
+    serves that backlog first (ahead of any arrival, as under FIFO), so none takes work
+    before then. ``oversize``: the batch size one SLA's fleet capacity serves, to count
+    the misses of larger batches apart.
+    """
+
+    def __init__(self, scenario: Any, seed: np.random.SeedSequence, start_busy_s: float = 0.0,
+                 oversize: float = math.inf) -> None:
         sc = scenario
         # A third child for the work forecasts: spawn(3)'s first two are spawn(2)'s, so the
         # traffic and service draws are the same with or without a forecast.
@@ -180,6 +199,12 @@ class FleetSim:
         self._marks: dict[str, tuple[float, float, int, int]] = {}
         self.completions = 0
         self._missed: list[Batch] = []  # measured batches with a miss, for the episodes
+        self.busy_until = float(start_busy_s)
+        self.oversize = oversize
+        self._bin_w = self.WH / BINS if self.WH > 0 else 1.0
+        self._qsum = np.zeros(BINS)
+        self._qn = np.zeros(BINS)
+        self._half = [0.0, 0.0, 0, 0]  # queued-sum and count, first and second half of the span
 
     # -- the event heap ---------------------------------------------------------------
 
@@ -279,6 +304,8 @@ class FleetSim:
         return head is not None and node.can_admit(head.prompt)
 
     def _offer(self, qi: int, candidates: Any, t: float) -> None:
+        if t < self.busy_until:
+            return  # every node is serving the stationary start's backlog
         q = self.queues[qi]
         nodes = self.nodes
         for i in candidates:
@@ -342,6 +369,8 @@ class FleetSim:
 
     def _miss(self, b: Batch) -> None:
         self.st.misses += 1
+        if b.size > self.oversize:
+            self.st.oversize_misses += 1
         self.st.by_sla[b.sla][1] += 1
         b.nmiss += 1
         if not b.missed:
@@ -415,7 +444,18 @@ class FleetSim:
         b = Batch(t, sla, measured)
         st = self.st
         size = len(prompts)
+        # The steady-state series: requests queued as the batch arrives.
+        if t < self.WH:
+            k = min(int(t / self._bin_w), BINS - 1)
+            self._qsum[k] += self.n_waiting
+            self._qn[k] += 1
+            if measured:
+                h = 2 * int(t >= self.W + 0.5 * self.H)
+                self._half[h // 2] += self.n_waiting
+                self._half[2 + h // 2] += 1
         if measured:
+            if size > st.size_max:
+                st.size_max = size
             st.arrived += size
             cls = st.by_sla.get(sla)
             if cls is None:
@@ -426,6 +466,7 @@ class FleetSim:
             st.batch_size_sq += size * size
             self.measured_open += size
         b.pending = size
+        b.size = size
         reqs = b.requests
         generic, push = self.generic, self.push_routing
         mml, mq, bs = self.max_model_len, self.max_queue, self.bs
@@ -586,6 +627,10 @@ class FleetSim:
     progress_label: str | None = None
 
     def _mark(self, name: str) -> None:
+        if name == "release":  # the backlog is done: every node may take work
+            for qi in range(len(self.queues)):
+                self._offer(qi, (qi,) if self.push_routing else range(len(self.nodes)), self.now)
+            return
         if name.startswith("progress:"):
             now = time.perf_counter()
             if now - self._last_report >= 5.0:  # at most one line per 5 s; short runs stay quiet
@@ -601,6 +646,8 @@ class FleetSim:
 
     def run(self) -> ReplicationStats:
         wall = self._wall0 = self._last_report = time.perf_counter()
+        if self.busy_until > 0:
+            self._push(self.busy_until, _MARK, "release")
         self._push(self.W, _MARK, "start")
         self._push(self.WH, _MARK, "end")
         if self.progress_label:
@@ -648,6 +695,9 @@ class FleetSim:
                             self._miss(b)
         st.sojourn = np.asarray(self._soj, dtype=np.float64)
         st.miss_episodes = self._episodes()
+        st.queue_bins, st.queue_bins_n = self._qsum, self._qn
+        hs = self._half
+        st.queue_halves = (hs[0] / hs[2] if hs[2] else math.nan, hs[1] / hs[3] if hs[3] else math.nan)
         b0, k0, p0, c0 = self._marks["start"]
         b1, k1, p1, c1 = self._marks["end"]
         n, H = len(self.nodes), self.H
@@ -725,8 +775,9 @@ def check_scenario(scenario: Any) -> None:
         mean_tokens(scenario)  # reads (and caches) the trace: a bad file fails here, once
 
 
-def run_replication(scenario: Any, seed: np.random.SeedSequence, progress_label: str | None = None) -> ReplicationStats:
+def run_replication(scenario: Any, seed: np.random.SeedSequence, progress_label: str | None = None,
+                    start_busy_s: float = 0.0, oversize: float = math.inf) -> ReplicationStats:
     """Simulate one replication of ``scenario`` from ``seed`` (reporting progress under a label)."""
-    sim = FleetSim(scenario, seed)
+    sim = FleetSim(scenario, seed, start_busy_s, oversize)
     sim.progress_label = progress_label
     return sim.run()

@@ -1,0 +1,268 @@
+"""Steady state: how a run starts, how long it warms up, and whether its output looks stationary.
+
+Both tiers estimate stationary quantities, so each run either starts from a draw of
+the stationary workload (``fast.stationary``) or warms up for several relaxation
+times of the queue (2λE[B²]/(1 − ρ)²: ``fast.stationary.relaxation_time``), and
+each checks its output: the work in system at batch arrivals, averaged over the
+replications in time bins (Welch's procedure), goes through MSER-5 truncation
+(White, "An effective truncation heuristic for bias reduction in simulation
+output", Simulation 69, 1997; White, Cobb & Spratt, WSC 2000). MSER picks the
+truncation point that minimises the standard error of the mean of what is left;
+when it wants to cut into the second half of the series, the series still trends
+there and the run did not reach steady state. ``SteadyState`` carries what a result
+reports and the note it prints when something is off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["BINS", "SteadyState", "binned_means", "mser_truncation"]
+
+#: Time bins of the replication-averaged work series MSER reads.
+BINS = 200
+#: MSER's own failure rule: a truncation point at the end of its search (half the series)
+#: means no steady part was found; this share of the series counts as that end.
+MSER_LIMIT = 0.45
+#: Level of the two-halves test: a run is flagged when its halves differ at this level.
+HALVES_LEVEL = 0.01
+
+
+def mser_truncation(y: ArrayLike, batch: int = 5) -> int:
+    """MSER-``batch`` truncation: the number of leading observations to drop (nan entries are skipped).
+
+    The series is grouped in batches of ``batch`` (MSER-5), and d* = argmin_d
+    Σ_{i>d}(Y_i − Ȳ_d)² / (n − d)² over the batch means, searched over the first half
+    (past it the statistic rests on too few points: the rule's own limit); the answer
+    is in observations (d*·batch). A d* at the end of that range means no truncation
+    point was found: the series still trends.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    y = y[np.isfinite(y)]
+    m = len(y) // batch
+    if m < 4:
+        return 0
+    z = y[: m * batch].reshape(m, batch).mean(axis=1)
+    # Suffix sums give every d's mean and sum of squares at once.
+    s1 = np.cumsum(z[::-1])[::-1]
+    s2 = np.cumsum((z * z)[::-1])[::-1]
+    k = np.arange(m, 0, -1, dtype=np.float64)  # observations left after dropping d = 0..m-1
+    ss = s2 - s1 * s1 / k
+    stat = ss / (k * k)
+    d = int(np.argmin(stat[: m // 2 + 1]))
+    return d * batch
+
+
+def binned_means(t: ArrayLike, v: ArrayLike, t_end: float, bins: int = BINS) -> NDArray[np.float64]:
+    """Mean of v over each of ``bins`` equal time bins of [0, t_end) (nan where a bin is empty)."""
+    t = np.asarray(t, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    idx = np.clip((t / t_end * bins).astype(np.int64), 0, bins - 1)
+    keep = (t >= 0) & (t < t_end)
+    s = np.bincount(idx[keep], weights=v[keep], minlength=bins)
+    n = np.bincount(idx[keep], minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
+@dataclass
+class SteadyState:
+    """How a run reached steady state, and whether its output says it did.
+
+    ``start``: ``stationary`` (the work in system at the start drawn from its
+    stationary law), ``empty`` (an empty fleet, then warm-up). ``relaxation_hours``:
+    the queue's relaxation time (inf when unstable). ``note``: empty when the run is
+    trustworthy on these counts, else what is wrong and what to do.
+    """
+
+    start: str
+    warmup_hours: float
+    span_hours: float
+    relaxation_hours: float
+    #: MSER-5's truncation point of the replication-averaged work series, hours from the start.
+    mser_hours: float = math.nan
+    #: p-value of the paired test between the two halves of the measured span (nan: not run).
+    halves_p: float = math.nan
+    #: What the run changed to reach steady state (a longer warm-up or span), for the record.
+    adjusted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def note(self) -> str:
+        return "; ".join(self.notes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.notes
+
+    @property
+    def span_relaxations(self) -> float:
+        r = self.relaxation_hours
+        return self.span_hours / r if r > 0 and math.isfinite(r) else (math.inf if r == 0 else 0.0)
+
+    def check(self, series: NDArray[np.float64], total_hours: float, first: ArrayLike = (),
+              second: ArrayLike = ()) -> None:
+        """Judge the output: MSER-5 on the replication-averaged work series, and the two halves' test.
+
+        ``series``: the work in system in equal time bins over [0, total_hours),
+        averaged over the replications; ``first``/``second``: each replication's mean
+        work over the first and the second half of its measured span. A run that
+        started empty is flagged when MSER-5 truncates past its warm-up (into the
+        measured span) or past half the series; any run when the halves differ at the
+        1% level across replications (a paired t-test: a trend, not noise).
+        """
+        finite = np.isfinite(series)
+        if finite.sum() >= 20:
+            d = mser_truncation(series[finite])
+            frac = d / int(finite.sum())
+            self.mser_hours = frac * total_hours
+            if self.start == "empty" and (frac > MSER_LIMIT or self.mser_hours > self.warmup_hours * 1.05):
+                self.notes.append(
+                    f"the work in system still trends {self.mser_hours:.3g} h into the run (MSER-5), past the "
+                    f"{self.warmup_hours:.3g} h warm-up: not in steady state; lengthen simulation.warmup_hours")
+        a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+        ok = np.isfinite(a) & np.isfinite(b)
+        a, b = a[ok], b[ok]
+        if len(a) >= 3:
+            from scipy import stats
+
+            d = b - a
+            sd = float(np.std(d, ddof=1))
+            if sd > 0:
+                t = float(np.mean(d)) / (sd / math.sqrt(len(d)))
+                p = 2.0 * float(stats.t.sf(abs(t), len(d) - 1))
+                self.halves_p = p
+                if p < HALVES_LEVEL:
+                    self.notes.append(
+                        f"the work in system differs between the two halves of the measured span in every "
+                        f"replication (paired t-test p = {p:.2g}): a trend, not in steady state; lengthen "
+                        "simulation.warmup_hours and horizon_hours")
+
+    def to_dict(self) -> dict[str, Any]:
+        fin = lambda x: None if not math.isfinite(x) else float(x)  # noqa: E731
+        return {
+            "start": self.start,
+            "warmup_hours": fin(self.warmup_hours),
+            "span_hours": fin(self.span_hours),
+            "relaxation_hours": fin(self.relaxation_hours),
+            "span_relaxations": fin(self.span_relaxations),
+            "mser_hours": fin(self.mser_hours),
+            "halves_p": fin(self.halves_p),
+            "adjusted": list(self.adjusted),
+            "ok": self.ok,
+            "note": self.note,
+        }
+
+
+#: The request tier measures a node's capacity for its stationary start with this many
+#: completions (the study screen's figure: ~0.5% error, 5x cheaper than the fast tier's default).
+START_CAPACITY_MEASURE = 20_000
+#: Relaxation times of warm-up a run that starts empty needs (its note says so below it).
+EMPTY_WARMUP_RELAXATIONS = 3.0
+
+
+@dataclass
+class StartPlan:
+    """How the request tier starts a scenario's replications (``plan_start``)."""
+
+    start: str
+    relax_s: float = math.nan
+    rho: float = math.nan
+    law: Any = None
+    #: The most work (fleet-seconds) the fleet holds: the deadline's under cancellation, the queue limit's.
+    hold_s: float = math.inf
+    #: Requests the whole fleet serves in one SLA: larger batches miss in part whatever the state.
+    oversize: float = math.inf
+    capacity: Any = None
+    reason: str = ""
+
+    def draw(self, seed: np.random.SeedSequence) -> float:
+        """The replication's backlog at time 0 (fleet-seconds), from its own stream; 0 when starting empty."""
+        if self.law is None:
+            return 0.0
+        rng = np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key + (START_KEY,)))
+        return float(self.law.sample(rng, 1, cap=self.hold_s)[0])
+
+
+#: Spawn-key suffix of a replication's stationary-start stream (apart from its traffic's).
+START_KEY = 0x57A7
+
+
+def plan_start(scenario: Any, capacity: Any = None) -> StartPlan:
+    """The stationary start of a scenario's request-tier replications, or why it starts empty.
+
+    A stationary start needs the node's capacity (measured on the saturated engine,
+    ``START_CAPACITY_MEASURE`` completions, cached) and the fluid fleet's stationary
+    workload law (``fast.stationary``). An engine scenario whose queue relaxes within a
+    twentieth of its warm-up by the step-time model's own throughput (no engine run)
+    starts empty: its warm-up suffices. So do trace replays and rate profiles, which
+    have no stationary law (a profile's steady state is periodic); their note says
+    when the warm-up is short of the relaxation time.
+    """
+    from sojourn._errors import ConfigError
+    from sojourn.fast.capacity import load_report, node_capacity
+    from sojourn.fast.simulate import _law_upto, fluid_fleet, fluid_law
+    from sojourn.fast.stationary import WorkloadLaw, batch_work_moments, relaxation_time
+
+    wl = scenario.workload
+    if wl.trace is not None:
+        return StartPlan("empty", reason="trace replay: no stationary law")
+    warm = scenario.simulation.warmup_hours * 3600.0
+    rate = wl.batch_rate_per_hour / 3600.0 * (1.0 if wl.rate_profile is None else sum(wl.rate_profile) / 24.0)
+    if capacity is None and scenario.fleet.server is None:
+        est = _model_relaxation(scenario, rate)
+        if est is not None and est[1] < 0.5 and est[0] < 0.05 * warm:
+            return StartPlan("empty", relax_s=est[0], reason="relaxes within the warm-up")
+    try:
+        cap = capacity if capacity is not None else node_capacity(scenario, measure=START_CAPACITY_MEASURE)
+    except ConfigError as err:
+        return StartPlan("empty", reason=f"no node capacity: {err}")
+    fleet = fluid_fleet(scenario, cap)
+    C = fleet.capacity
+    bw = batch_work_moments(wl.batch_size, 1.0 - cap.reject_fraction, cap.work_mean, cap.work_var, C, rate)
+    load = load_report(scenario, cap)
+    classes = [c.hours * 3600.0 for c in wl.sla_classes] if wl.sla_classes else [scenario.sla_seconds]
+    plan = StartPlan("empty", relax_s=relaxation_time(bw), rho=load.rho, capacity=cap,
+                     oversize=C / cap.work_mean * min(classes))
+    if wl.rate_profile is not None:
+        plan.reason = "rate profile: the steady state is periodic"
+        return plan
+    if not bw.rho < 1.0:
+        plan.reason = f"unstable: rho = {bw.rho:.4g}"
+        return plan
+    law = fluid_law(scenario, cap, rate, _law_upto(scenario, fleet, bw))
+    if not isinstance(law, WorkloadLaw):
+        plan.reason = law
+        return plan
+    hold = fleet.queue_cap / C
+    if fleet.cancel:
+        hold = min(hold, max(classes))
+    plan.start, plan.law, plan.hold_s = "stationary", law, hold
+    return plan
+
+
+def _model_relaxation(scenario: Any, rate: float) -> tuple[float, float] | None:
+    """(relaxation time, load) by the step-time model's saturated throughput: no engine run."""
+    from sojourn.fast.capacity import analytic_node_throughput
+    from sojourn.fast.stationary import batch_work_moments, relaxation_time
+
+    wl = scenario.workload
+    if wl.input_tokens is None or wl.output_tokens is None:
+        return None
+    try:
+        perf = scenario.perf_model()
+        rng = np.random.default_rng(0x5A7)
+        inp, out = wl.input_tokens.sample_int(rng, 4096), wl.output_tokens.sample_int(rng, 4096)
+        rps = analytic_node_throughput(perf, inp, out, scenario.serving.max_num_seqs)
+    except Exception:  # noqa: BLE001 - only a shortcut: the full path reports real errors
+        return None
+    if not (rps > 0 and math.isfinite(rps)):
+        return None
+    w = 1.0 / rps
+    bw = batch_work_moments(wl.batch_size, 1.0, w, w * w, float(scenario.fleet.nodes), rate)
+    return relaxation_time(bw), bw.rho
