@@ -82,7 +82,8 @@ def test_result_has_the_documented_keys_and_is_consistent():
 
 def test_no_miss_still_reports_an_upper_bound():
     r = simulate(mm1(hours=0.5, sla_s=3600.0))
-    assert r.p_miss == 0.0 and r.p_miss_ci == (0.0, 0.0)
+    # Never an interval [0, 0]: with no miss it is one-sided, [0, the upper bound].
+    assert r.p_miss == 0.0 and r.p_miss_ci == (0.0, r.p_miss_upper)
     # One request per batch: Kish's effective size is the number of batches, rule of three.
     n = r.requests_arrived
     assert r.p_miss_upper == pytest.approx(1 - 0.05 ** (1 / n))

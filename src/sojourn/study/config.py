@@ -107,11 +107,21 @@ class StudySettings(_Strict):
     output_dir: str | None = None  # default: <study dir>/<name>-out
     objectives_dir: str | None = None
     #: Offered load above this fraction of the fleet's capacity is infeasible without simulating.
-    max_load: float = Field(default=1.0, gt=0)
+    #: ``auto``: 1/(1 + CV) of the work offered in one SLA window, at most 0.98 (a fleet
+    #: that keeps up with a window one standard deviation busier than the mean, outside the
+    #: capacity model's 2% error of overload: ``sojourn.steady.load_margin``).
+    max_load: float | Literal["auto"] = "auto"
     #: Choose ``nodes`` from what the study knows of the rest of the configuration: the
     #: cheapest node count the measured load allows, then the neighbours of its front
     #: points (``sojourn.study.sampler.NodesAwareSampler``). False: the sampler alone.
     refine_nodes: bool = True
+
+    @field_validator("max_load")
+    @classmethod
+    def _max_load(cls, v: Any) -> Any:
+        if v != "auto" and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
+            raise ValueError(f"must be a positive number or 'auto', got {v!r}")
+        return v
 
     @field_validator("name")
     @classmethod

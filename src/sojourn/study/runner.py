@@ -142,6 +142,13 @@ class StudyRunner:
             self.cfg.study.objectives, find_objectives_dir(self.cfg.dir, self.cfg.study.objectives_dir)
         )
         self.base = self.cfg.base_scenario()
+        # The load above which a trial is not simulated (``sojourn.steady.load_margin`` for "auto").
+        if self.cfg.study.max_load == "auto":
+            from sojourn.steady import load_margin
+
+            self.max_load, self.max_load_reason = load_margin(self.base)
+        else:
+            self.max_load, self.max_load_reason = float(self.cfg.study.max_load), "study.max_load"
         # Trials run at this fidelity ("auto": the fast tier where it applies); the front
         # is always confirmed at request level.
         self.fidelity = self.cfg.study.fidelity or self.base.simulation.fidelity
@@ -334,8 +341,8 @@ class StudyRunner:
                 load = offered_load(scenario, cap)
                 if load is not None:
                     trial.set_user_attr("load", load)
-                    if load >= self.cfg.study.max_load:
-                        reason = f"offered load {load:.2f} of capacity >= {self.cfg.study.max_load}"
+                    if load >= self.max_load:
+                        reason = f"offered load {load:.3f} of capacity >= max_load {self.max_load:.3f} ({self.max_load_reason})"
             if reason is not None:
                 result = pessimistic_result(cost)
                 trial.set_user_attr(INFEASIBLE_ATTR, reason)

@@ -111,13 +111,13 @@ class NodesAwareSampler(BaseSampler):
                 return False
             if cfg.budget_per_hour is not None and self.runner._cost_of({**params, NODES: n}) > cfg.budget_per_hour:
                 return False
-            return work is None or work / n < cfg.max_load
+            return work is None or work / n < self.runner.max_load
 
         feasible = [t for t in siblings if _feasible(t)]
         if not feasible:
             if work is None:
                 return None
-            n_min = max(dist.low, math.floor(work / cfg.max_load) + 1)
+            n_min = max(dist.low, math.floor(work / self.runner.max_load) + 1)
             n_min = dist.low + math.ceil((n_min - dist.low) / step) * step
             return n_min if allowed(n_min) else None
         signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
