@@ -120,3 +120,41 @@ def test_empty_start_flags_a_transient_that_runs_past_the_warm_up():
     st = SteadyState("empty", warmup_hours=1.0, span_hours=9.0, relaxation_hours=3.0)
     st.check(series, 10.0)
     assert not st.ok and "MSER" in st.note
+
+
+def test_load_margin_from_the_workloads_variance():
+    from sojourn.steady import load_margin
+
+    # A batch API: hundreds of batches per SLA window, the capacity model's 0.98 binds.
+    many = mm1(rho=0.5, sla_s=86400.0)
+    assert load_margin(many)[0] == pytest.approx(1 / 1.02)
+    # A few huge batches a day: the window's work varies a lot, the margin is the load where
+    # exp(-2(1 - rho)/(rho^2 CV^2)) = 1/2.
+    few = scenario_from_dict({
+        "sla_hours": 24, "workload": {"batch_rate_per_hour": 0.2, "batch_size": {"dist": "fixed", "value": 10000},
+                                      "input_tokens": {"dist": "fixed", "value": 1},
+                                      "output_tokens": {"dist": "fixed", "value": 1}},
+        "fleet": {"server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 1.0}}},
+    })
+    rho, why = load_margin(few)
+    cv2 = (1e8 + 1e4) / (0.2 * 24 * 1e8)
+    assert rho < 0.98 and "CV" in why
+    assert math.exp(-2 * (1 - rho) / (rho * rho * cv2)) == pytest.approx(0.5, rel=1e-9)
+
+
+def test_study_max_load_accepts_auto_or_a_positive_number(tmp_path):
+    from sojourn._errors import ConfigError
+    from sojourn.study import load_study
+
+    sc = tmp_path / "s.toml"
+    sc.write_text('[workload]\nbatch_rate_per_hour = 10\ninput_tokens = { dist = "fixed", value = 10 }\n'
+                  'output_tokens = { dist = "fixed", value = 10 }\n')
+    for value, ok in (('"auto"', True), ("0.9", True), ("-1", False), ('"big"', False)):
+        f = tmp_path / "study.toml"
+        f.write_text(f'[study]\nname = "s"\nscenario = "s.toml"\nmax_load = {value}\n[space]\nnodes = [1, 2]\n')
+        if ok:
+            load_study(f)
+        else:
+            with pytest.raises(ConfigError) as err:
+                load_study(f)
+            assert "max_load" in str(err.value)
