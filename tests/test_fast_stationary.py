@@ -156,3 +156,16 @@ def test_heavy_traffic_analytic_is_the_numeric_law_and_names_the_asymptotic_it_r
     r = fast_simulate(sc.with_updates({"simulation.horizon_hours": 400.0}), replications=8)
     assert r.p_miss_ci[0] <= an.p <= r.p_miss_ci[1] or r.p_miss == pytest.approx(an.p, rel=0.3)
     assert not r.p_miss_ci[0] <= an.asymptotic <= r.p_miss_ci[1]
+
+
+def test_relaxation_time_of_a_capped_workload():
+    # Held within K (cancellation): the two-barrier reflected motion's gap adds pi^2 sigma^2 / 2K^2.
+    bw = batch_work_moments(ONE, 1.0, 1.0, 1.0, 1.0, 0.95)
+    free = relaxation_time(bw)
+    assert relaxation_time(bw, 1e9) == pytest.approx(free, rel=1e-6)
+    k = 50.0
+    var = 0.95 * 2.0
+    assert relaxation_time(bw, k) == pytest.approx(1.0 / ((0.05**2) / (2 * var) + math.pi**2 * var / (2 * k * k)))
+    assert relaxation_time(bw, k) < free / 5
+    over = batch_work_moments(ONE, 1.0, 1.0, 1.0, 1.0, 1.2)
+    assert math.isfinite(relaxation_time(over, k)) and relaxation_time(over) == math.inf

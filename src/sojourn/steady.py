@@ -228,7 +228,10 @@ def plan_start(scenario: Any, capacity: Any = None) -> StartPlan:
     bw = batch_work_moments(wl.batch_size, 1.0 - cap.reject_fraction, cap.work_mean, cap.work_var, C, rate)
     load = load_report(scenario, cap)
     classes = [c.hours * 3600.0 for c in wl.sla_classes] if wl.sla_classes else [scenario.sla_seconds]
-    plan = StartPlan("empty", relax_s=relaxation_time(bw), rho=load.rho, capacity=cap,
+    hold = fleet.queue_cap / C
+    if fleet.cancel:
+        hold = min(hold, max(classes))
+    plan = StartPlan("empty", relax_s=relaxation_time(bw, hold), rho=load.rho, capacity=cap,
                      oversize=C / cap.work_mean * min(classes))
     if wl.rate_profile is not None:
         plan.reason = "rate profile: the steady state is periodic"
@@ -240,9 +243,6 @@ def plan_start(scenario: Any, capacity: Any = None) -> StartPlan:
     if not isinstance(law, WorkloadLaw):
         plan.reason = law
         return plan
-    hold = fleet.queue_cap / C
-    if fleet.cancel:
-        hold = min(hold, max(classes))
     plan.start, plan.law, plan.hold_s = "stationary", law, hold
     return plan
 
@@ -266,7 +266,8 @@ def _model_relaxation(scenario: Any, rate: float) -> tuple[float, float] | None:
         return None
     w = 1.0 / rps
     bw = batch_work_moments(wl.batch_size, 1.0, w, w * w, float(scenario.fleet.nodes), rate)
-    return relaxation_time(bw), bw.rho
+    cap = scenario.sla_seconds if scenario.serving.on_deadline == "cancel" and not wl.sla_classes else math.inf
+    return relaxation_time(bw, cap), bw.rho
 
 
 #: The node-capacity model's error a load margin must cover: a node's measured throughput

@@ -262,7 +262,11 @@ def fast_simulate(
                                 rate_h / 3600.0)
         if wl.rate_profile is None:
             law = fluid_law(scenario, cap, bw.lam, _law_upto(scenario, fleet, bw)) if bw.rho < 1.0 else "unstable"
-    relax_s = relaxation_time(bw) if bw is not None else math.nan
+    # The work (node-seconds) the fleet can hold: the deadline's (cancellation) or the queue limit's.
+    hold = fleet.queue_cap
+    if fleet.cancel:
+        hold = min(hold, max_sla * C)
+    relax_s = relaxation_time(bw, hold / C) if bw is not None else math.nan
     stationary = isinstance(law, WorkloadLaw) and sim.start == "stationary"
     hours = float(horizon_hours if horizon_hours is not None else sim.horizon_hours)
     warm_s = sim.warmup_hours * 3600.0
@@ -311,10 +315,6 @@ def fast_simulate(
     t_end = warm_s + span_s + (0.0 if fifo_vector else 2.0 * max_sla)
     seqs = np.random.SeedSequence(root).spawn(reps)
     lat = cap.latency if cap.latency is not None else Latency.constant(cap.latency_s)
-    # The work (node-seconds) the fleet can hold: the deadline's (cancellation) or the queue limit's.
-    hold = fleet.queue_cap
-    if fleet.cancel:
-        hold = min(hold, max_sla * C)
     per = []
     series = []
     halves: tuple[list[float], list[float]] = ([], [])

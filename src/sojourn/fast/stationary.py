@@ -84,19 +84,26 @@ def batch_work_moments(xdist: Any, q: float, work_mean: float, work_var: float, 
     return BatchWork(lam=lam, mean=mean, second=second, rho=lam * mean)
 
 
-def relaxation_time(bw: BatchWork) -> float:
-    """Seconds over which the workload forgets its start: 2λE[B²]/(1 − ρ)² (inf when ρ >= 1).
+def relaxation_time(bw: BatchWork, cap: float = math.inf) -> float:
+    """Seconds over which the workload forgets its start (inf when it never does).
 
     The relaxation time of the reflected Brownian motion with the queue's drift
-    −(1 − ρ) and variance λE[B²] per second (Abate & Whitt, "Transient behavior of
-    regulated Brownian motion", Adv. Appl. Probab. 19, 1987); for M/M/1 it is the
-    exact 1/μ(1 − √ρ)² as ρ → 1 (Morse 1955). A run started empty needs several of
-    them before its workload is stationary; a stationary start needs none, but the
-    run still needs several for its interval to hold.
+    −(1 − ρ) and variance σ² = λE[B²] per second: 2σ²/(1 − ρ)² (Abate & Whitt,
+    "Transient behavior of regulated Brownian motion", Adv. Appl. Probab. 19, 1987;
+    for M/M/1 the exact 1/μ(1 − √ρ)² as ρ → 1, Morse 1955). Where the work is held
+    within ``cap`` seconds (cancellation at the deadline, a queue limit) the motion is
+    reflected at both ends, and the spectral gap adds π²σ²/2K²: 1/((1 − ρ)²/2σ² +
+    π²σ²/2K²), finite even at ρ >= 1. A run started empty needs several of them before
+    its workload is stationary; a stationary start needs none, but the run still needs
+    several for its interval to hold.
     """
-    if not bw.rho < 1.0 or not math.isfinite(bw.second):
+    var = bw.lam * bw.second
+    if not math.isfinite(var) or var <= 0:
         return math.inf
-    return 2.0 * bw.lam * bw.second / (1.0 - bw.rho) ** 2
+    gap = (1.0 - bw.rho) ** 2 / (2.0 * var) if bw.rho < 1.0 or math.isfinite(cap) else 0.0
+    if math.isfinite(cap) and cap > 0:
+        gap += math.pi**2 * var / (2.0 * cap * cap)
+    return 1.0 / gap if gap > 0 else math.inf
 
 
 @dataclass(frozen=True)

@@ -61,12 +61,38 @@ def confirm_front(runner: StudyRunner, study: optuna.Study, replications: int | 
         sc = runner.trial_scenario({k: t.params[k] for k in runner.cfg.space if k in t.params})
         res = evaluate(sc, tier, replications=reps, n_jobs=runner.n_jobs)
         keep = {k: res[k] for k in ("p_miss", "p_miss_ci", "p_miss_upper", "batch_miss", "sojourn_p99_s",
-                                    "analytic_p_miss", "p_miss_best") if k in res}
+                                    "analytic_p_miss", "analytic_p_miss_upper", "analytic_agrees", "p_miss_best",
+                                    "stable", "steady_state_note", "p_miss_note", "p_miss_fragility", "fragile")
+                if k in res}
         keep["replications"] = reps
         keep["fidelity"] = res.get("fidelity", tier)
+        if "fragile" not in res or (res.get("p_miss_fragility") is None and not res.get("fragile")):
+            keep.update(sampled_fragility(sc, replications=reps))
         study.set_user_attr(key, keep)
         out[t.number] = keep
     return out
+
+
+def sampled_fragility(scenario: Any, replications: int | None = None) -> dict[str, Any]:
+    """P(miss) with 2% less node capacity over P(miss), by the fast tier's sample on the same traffic.
+
+    For the points the analytic value does not cover (non-FIFO orders, the request tier's
+    confirmations): two fast-tier runs with common random numbers. Empty where the fast
+    tier does not model the scenario or P(miss) is 0 at full capacity.
+    """
+    from sojourn.evaluate import fast_applies
+    from sojourn.fast import fast_simulate, node_capacity
+    from sojourn.fast.simulate import FRAGILITY_CAPACITY_ERROR, FRAGILITY_LIMIT
+
+    if fast_applies(scenario) is not None:
+        return {}
+    cap = node_capacity(scenario)
+    base = fast_simulate(scenario, replications, capacity=cap, analytic=False)
+    low = fast_simulate(scenario, replications, capacity=cap.scaled(1.0 - FRAGILITY_CAPACITY_ERROR), analytic=False)
+    if not base.p_miss > 0:
+        return {}
+    ratio = low.p_miss / base.p_miss if low.load.rho < 1.0 else math.inf
+    return {"p_miss_fragility": ratio if math.isfinite(ratio) else None, "fragile": bool(ratio > FRAGILITY_LIMIT)}
 
 
 def spread(items: Sequence[Any], k: int) -> list[Any]:
