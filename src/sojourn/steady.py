@@ -165,6 +165,8 @@ class SteadyState:
 START_CAPACITY_MEASURE = 20_000
 #: Relaxation times of warm-up a run that starts empty needs (its note says so below it).
 EMPTY_WARMUP_RELAXATIONS = 3.0
+#: Relaxation times a replication's measured span needs for its interval to hold (both tiers).
+SPAN_RELAXATIONS = 10.0
 
 
 @dataclass

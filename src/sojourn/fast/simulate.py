@@ -39,7 +39,7 @@ from sojourn.stats import (
     ratio_ci,
     unseen_share,
 )
-from sojourn.steady import SteadyState, binned_means
+from sojourn.steady import SPAN_RELAXATIONS, SteadyState, binned_means
 
 __all__ = ["FAST_DISCIPLINES", "FastResult", "analytic_p_miss", "fast_simulate", "fluid_fleet", "offered_load"]
 
@@ -430,8 +430,6 @@ _START_KEY = 0x57A7
 WARMUP_RELAXATIONS_BLOB = 1.0
 #: ...and for one that starts empty (no stationary law: a rate profile).
 WARMUP_RELAXATIONS_EMPTY = 3.0
-#: Relaxation times each replication's measured span covers, where the batch budget allows.
-SPAN_RELAXATIONS = 10.0
 #: Batches a replication simulates at most (warm-up and span together): bounds memory and time.
 MAX_BATCHES = 1_000_000
 

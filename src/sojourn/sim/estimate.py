@@ -45,7 +45,7 @@ from sojourn.stats import (
     ratio_ci,
     unseen_share,
 )
-from sojourn.steady import EMPTY_WARMUP_RELAXATIONS, SteadyState, StartPlan, plan_start
+from sojourn.steady import EMPTY_WARMUP_RELAXATIONS, SPAN_RELAXATIONS, SteadyState, StartPlan, plan_start
 
 __all__ = ["MIN_EPISODES", "SimResult", "ratio_ci", "simulate"]
 
@@ -317,6 +317,14 @@ def _steady_state(scenario: Any, reps: list[ReplicationStats], plan: StartPlan |
             st.notes.append(f"started empty ({plan.reason}) with {sim.warmup_hours:.3g} h of warm-up against a "
                             f"relaxation time of {plan.relax_s / 3600:.3g} h: the estimate reads low; set "
                             f"simulation.warmup_hours to at least {need:.3g}")
+    if plan.start == "stationary" and math.isfinite(plan.relax_s) and plan.relax_s > 0:
+        # Unbiased from the start, but replications that together span few relaxation times
+        # hold few independent looks at the queue: the interval is too narrow, a typical run low.
+        k = len(reps) * sim.horizon_hours * 3600.0 / plan.relax_s
+        if k < SPAN_RELAXATIONS:
+            st.notes.append(f"the replications' measured spans cover {k:.2g} relaxation times in all "
+                            f"({plan.relax_s / 3600:.3g} h each; at least {SPAN_RELAXATIONS:g} are needed for the "
+                            "interval to hold): lengthen simulation.horizon_hours, add replications, or use the fast tier")
     if plan.rho >= 1.0 and scenario.serving.on_deadline != "cancel":
         st.notes.append(f"unstable (rho = {plan.rho:.4g}): the queue grows without bound, no steady state")
     if reps and len(reps[0].queue_bins):
