@@ -14,7 +14,7 @@ from typing import Any
 from sojourn._errors import ConfigError
 from sojourn.scenario import Scenario
 
-__all__ = ["FIDELITIES", "fast_applies", "run_scenario", "sla_miss_value"]
+__all__ = ["FIDELITIES", "fast_applies", "result_number", "run_scenario", "sla_miss_value"]
 
 FIDELITIES = ("fast", "request", "auto")
 
@@ -74,6 +74,20 @@ def _num(v: Any) -> float:
     if isinstance(v, str):
         return float(v) if v in ("inf", "-inf", "nan") else math.nan
     return float(v)
+
+
+def result_number(result: dict[str, Any], key: str, missing: float) -> float:
+    """``result[key]`` as a float for an objective: ``missing`` when absent or NaN.
+
+    A result that went through JSON (the CLI, a study's storage) holds a non-finite
+    number as None (a quantile beyond every served request: +inf) or as the storage's
+    strings "inf"/"-inf"/"nan"; None reads as +inf here, which Optuna accepts.
+    """
+    if key not in result:
+        return missing
+    v = result[key]
+    x = math.inf if v is None else _num(v)
+    return missing if math.isnan(x) else x
 
 
 def sla_miss_value(result: dict[str, Any], statistic: str = "upper", cancel: bool = False) -> tuple[float, str]:
