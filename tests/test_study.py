@@ -57,7 +57,7 @@ def n_evaluated(study) -> int:
 
 def test_study_runs_end_to_end_and_front_is_non_dominated_within_budget(tmp_path):
     path = write_study(tmp_path)
-    assert main(["study", "run", str(path), "--no-progress"]) == 0
+    assert main(["study", "run", str(path), "--no-polish", "--no-progress"]) == 0
     runner = StudyRunner(load_study(path))
     study = runner.load(create=False)
     assert n_evaluated(study) == 8
@@ -81,11 +81,11 @@ def test_study_runs_end_to_end_and_front_is_non_dominated_within_budget(tmp_path
 
 def test_resuming_adds_trials_to_the_same_study(tmp_path):
     path = write_study(tmp_path, n_trials=3)
-    assert main(["study", "run", str(path), "--no-progress", "--no-confirm"]) == 0
-    assert main(["study", "run", str(path), "--no-progress", "--no-confirm"]) == 0  # already at n_trials
+    assert main(["study", "run", str(path), "--no-polish", "--no-progress", "--no-confirm"]) == 0
+    assert main(["study", "run", str(path), "--no-polish", "--no-progress", "--no-confirm"]) == 0  # already at n_trials
     study = StudyRunner(load_study(path)).load(create=False)
     assert n_evaluated(study) == 3
-    assert main(["study", "run", str(path), "--no-progress", "--no-confirm", "--n-trials", "2"]) == 0
+    assert main(["study", "run", str(path), "--no-polish", "--no-progress", "--no-confirm", "--n-trials", "2"]) == 0
     study = StudyRunner(load_study(path)).load(create=False)
     assert n_evaluated(study) == 5
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) >= 2
@@ -153,7 +153,7 @@ def test_over_budget_is_not_simulated(tmp_path):
 
 def test_front_export_formats(tmp_path, capsys):
     path = write_study(tmp_path, n_trials=5)
-    assert main(["study", "run", str(path), "--no-progress", "--no-confirm"]) == 0
+    assert main(["study", "run", str(path), "--no-polish", "--no-progress", "--no-confirm"]) == 0
     capsys.readouterr()
     assert main(["study", "front", str(path), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -193,7 +193,7 @@ def test_bad_study_files(tmp_path):
         StudyRunner(load_study(path))
     assert e.value.field == "study.objectives" and "available: " in str(e.value)
     path.write_text(write_study(tmp_path).read_text().replace("[space]", "[space]\nwarp = [1, 2]"))
-    proc = subprocess.run([sys.executable, "-m", "sojourn.cli", "study", "run", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--no-polish"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "space" in proc.stderr and "warp" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -204,7 +204,7 @@ def test_bad_study_files(tmp_path):
 
 def test_compare_hardware(tmp_path, capsys):
     path = write_study(tmp_path, n_trials=12, budget=100.0)
-    assert main(["study", "run", str(path), "--no-progress", "--no-confirm"]) == 0
+    assert main(["study", "run", str(path), "--no-polish", "--no-progress", "--no-confirm"]) == 0
     capsys.readouterr()
     assert main(["compare-hardware", str(path), "--target-miss", "0.5", "--out", str(tmp_path / "hw")]) == 0
     rows = list(csv.DictReader((tmp_path / "hw" / "hardware.csv").open()))
@@ -245,7 +245,7 @@ def test_the_documented_study_shape_works_as_written(tmp_path):
     for name in ("sla_miss", "cost_per_hour"):
         (tmp_path / "objectives" / f"{name}.py").write_text((ROOT / "objectives" / f"{name}.py").read_text())
     (tmp_path / "quickstart.toml").write_text(ISSUE_EXAMPLE)
-    assert main(["study", "run", str(tmp_path / "quickstart.toml"), "--n-trials", "4", "--no-progress",
+    assert main(["study", "run", str(tmp_path / "quickstart.toml"), "--no-polish", "--n-trials", "4", "--no-progress",
                  "--no-confirm"]) == 0
     study = StudyRunner(load_study(tmp_path / "quickstart.toml")).load(create=False)
     assert len(study.trials) == 4
@@ -268,7 +268,7 @@ def test_study_run_says_which_choices_run_the_request_tier(tmp_path, capsys):
     runner = StudyRunner(load_study(path))
     assert runner.trial_fidelity == "auto"
     assert runner.request_tier_choices() == ["routing least_loaded"]
-    assert main(["study", "run", str(path), "--no-progress", "--n-trials", "0", "--no-confirm"]) == 0
+    assert main(["study", "run", str(path), "--no-polish", "--no-progress", "--n-trials", "0", "--no-confirm"]) == 0
     assert "the fast tier does not model routing least_loaded" in capsys.readouterr().err
 
 
@@ -277,7 +277,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_study_resumes(tmp_path):
     import time
 
     path = write_study(tmp_path, n_trials=500)
-    proc = subprocess.Popen([sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--no-polish", "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = tmp_path / "tiny.db"
     deadline = time.monotonic() + 120
@@ -297,7 +297,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_study_resumes(tmp_path):
     st = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
     kept = [t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(kept) >= 3 and all("cost_per_hour" in t.user_attrs for t in kept)
-    assert main(["study", "run", str(path), "--n-trials", "2", "--no-progress", "--no-confirm"]) == 0
+    assert main(["study", "run", str(path), "--no-polish", "--n-trials", "2", "--no-progress", "--no-confirm"]) == 0
     st = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
     assert n_evaluated(st) == sum(1 for t in kept if "duplicate_of" not in t.user_attrs) + 2
 
@@ -322,7 +322,7 @@ def test_n_trials_counts_configurations_evaluated_not_repeats(tmp_path):
 def test_run_reports_configurations_evaluated_and_repeats(tmp_path, capsys):
     path = write_study(tmp_path, n_trials=4)
     path.write_text(path.read_text().replace('nodes = { low = 1, high = 8 }', 'nodes = [8]'))
-    assert main(["study", "run", str(path), "--no-progress", "--no-confirm"]) == 0
+    assert main(["study", "run", str(path), "--no-polish", "--no-progress", "--no-confirm"]) == 0
     study = StudyRunner(load_study(path)).load(create=False)
     repeats = sum(1 for t in study.trials if "duplicate_of" in t.user_attrs)
     err = capsys.readouterr().err

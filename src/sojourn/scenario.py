@@ -293,6 +293,19 @@ class Scenario(_Strict):
             base_dir=self.base_dir,
         )
 
+    def calibration(self) -> tuple[bool, str]:
+        """Whether the step-time factors of this fleet's GPU were fitted on its own measurements, and how.
+
+        A generic server has no step-time model: its service time is what the user gave.
+        """
+        if self.fleet.server is not None:
+            return True, "generic server: the service time given"
+        from sojourn.perf import default_profile, load_profile
+
+        sv = self.serving
+        prof = load_profile(sv.profile, self.base_dir) if sv.profile else default_profile(self.fleet.gpu, sv.backend)
+        return prof.calibrated, prof.calibration
+
     @property
     def price_per_gpu_hour(self) -> float:
         if self.fleet.price_usd_per_gpu_hour is not None:

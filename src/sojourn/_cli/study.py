@@ -22,6 +22,8 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     r.add_argument("--n-jobs", type=int, default=1, help="processes for the replications of each simulation")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-confirm", action="store_true", help="skip re-simulating the front")
+    r.add_argument("--no-polish", action="store_true",
+                   help="skip evaluating the front points' neighbours after the search (study.polish)")
     r.add_argument("--worker-id", type=int, default=0,
                    help="this worker's number when several run one study on a shared storage "
                         "(PostgreSQL, MySQL): each gets its own sampler seed (default 0)")
@@ -41,20 +43,46 @@ def _runner(args: argparse.Namespace, n_jobs: int = 1, progress: bool = False):
     return StudyRunner(load_study(args.study), n_jobs=n_jobs, progress=progress)
 
 
+#: The words under the front's table: what each column and mark means to a capacity planner.
+FRONT_LEGEND = """\
+  $/hour:   rent of the fleet (GPUs x $/GPU-hour, catalogue prices or yours).
+  P(miss):  the share of requests that finish after their SLA, as the study optimised it: the
+            upper end of what the runs support (or the exact analytic value where there is one),
+            floored at p_miss_floor. sampled and 95% CI: what the simulation saw; analytic: the
+            queueing-theory value (FIFO). docs/model.md, "Which P(miss) a study optimises".
+  load:     offered work over the fleet's capacity; near 1 the fleet has no slack.
+  notes:    fragile = 2% less node capacity would move P(miss) more than 2x: buy with margin;
+            carried = no measurements of this GPU: its speed is carried over from another GPU
+            (calibrate it with `sojourn calibrate`); caution = the run says its steady state or
+            its interval is not to be trusted (front.csv has the reason); unconfirmed = not
+            re-simulated with more replications."""
+
+
 def format_front(rows: list[dict[str, Any]], space: list[str]) -> str:
     if not rows:
         return "no feasible trial yet: widen the space, raise the budget, or run more trials"
-    head = (f"{'trial':>5} {'$/hour':>9} {'P(miss)':>10}  {'sampled':>9} {'95% CI':>21} {'analytic':>9}  "
-            + "  ".join(space))
-    lines = [head, "  P(miss): the value the study optimised (see objectives/sla_miss.py)"]
+    head = (f"{'trial':>5} {'$/hour':>9} {'P(miss)':>10}  {'sampled':>9} {'95% CI':>21} {'analytic':>9} {'load':>6}  "
+            + "  ".join(space) + "  notes")
+    lines = [head]
     for r in rows:
         ci = f"[{_g(r['p_miss_ci_lo'])}, {_g(r['p_miss_ci_hi'])}]"
         params = "  ".join(_g(r.get(k)) for k in space)
-        mark = "" if r["confirmed"] else " (unconfirmed)"
+        notes = []
+        if r.get("fragile"):
+            notes.append("fragile")
+        if r.get("calibrated") is False:
+            notes.append("carried")
+        if r.get("steady_state_note") or r.get("p_miss_note"):
+            notes.append("caution")
+        if not r["confirmed"]:
+            notes.append("unconfirmed")
+        load = r.get("load")
         lines.append(
             f"{r['trial']:>5} {r['cost_per_hour']:>9.2f} {_g(r.get('p_miss_objective')):>10}  {_g(r['p_miss']):>9} "
-            f"{ci:>21} {_g(r.get('p_miss_analytic')):>9}  {params}{mark}"
+            f"{ci:>21} {_g(r.get('p_miss_analytic')):>9} {(f'{load:.3f}' if isinstance(load, float) else '-'):>6}  "
+            f"{params}  {', '.join(notes) or '-'}"
         )
+    lines.append(FRONT_LEGEND)
     return "\n".join(lines)
 
 
@@ -99,23 +127,33 @@ def run(args: argparse.Namespace) -> int:
 
         finished = [t for t in study.trials if t.state.is_finished()]
         repeats = sum(1 for t in finished if DUPLICATE_ATTR in t.user_attrs)
+        polished = sum(1 for t in finished if t.user_attrs.get("polish") and DUPLICATE_ATTR not in t.user_attrs)
         print(f"{n} trials in the study: {len(finished) - repeats} configurations evaluated"
+              + (f" ({len(finished) - repeats - polished} by the search, {polished} by polish)" if polished else "")
               + (f", {repeats} repeats answered from the stored results" if repeats else "")
               + (f", {n - len(finished)} unfinished" if n > len(finished) else ""), file=sys.stderr)
+        if cfg.study.polish and not args.no_polish:
+            from sojourn.study.polish import polish_front
+
+            report = polish_front(runner, study)
+            print(report.describe(), file=sys.stderr)
+            if report.interrupted:
+                print("interrupted: every finished trial is saved; run the same command to resume", file=sys.stderr)
+                return 130
         if not args.no_confirm:
             confirm_front(runner, study)
         space = list(cfg.space)
-        rows = front_rows(study, space)
+        rows = front_rows(study, space, runner)
         out = cfg.output_dir
         write_atomic(out / "front.csv", rows_to_csv(rows, space))
-        plot_front(study, out / "front.png", budget=cfg.study.budget_per_hour)
+        plot_front(study, out / "front.png", budget=cfg.study.budget_per_hour, runner=runner)
         print(format_front(rows, space))
         print(f"wrote {out / 'front.csv'} and {out / 'front.png'}", file=sys.stderr)
         return 0
     runner = _runner(args)
     study = runner.load(create=False)
     if args.study_command == "front":
-        rows = front_rows(study, list(runner.cfg.space))
+        rows = front_rows(study, list(runner.cfg.space), runner)
         text = rows_to_csv(rows, list(runner.cfg.space)) if args.format == "csv" else rows_to_json(rows)
         if args.out:
             write_atomic(args.out, text)
@@ -123,6 +161,6 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         return 0
     out = args.out or str(runner.cfg.output_dir / "front.png")
-    path = plot_front(study, out, budget=runner.cfg.study.budget_per_hour)
+    path = plot_front(study, out, budget=runner.cfg.study.budget_per_hour, runner=runner)
     print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -126,7 +126,11 @@ class FastResult:
     @property
     def fragile(self) -> bool:
         """A 2% capacity error moves P(miss) more than 2x (``FRAGILITY_LIMIT``)."""
-        return not math.isnan(self.p_miss_fragility) and self.p_miss_fragility > FRAGILITY_LIMIT
+        r = self.p_miss_fragility
+        if math.isnan(r) or not r > FRAGILITY_LIMIT:
+            return False
+        # Moves that stay below what any study resolves do not matter (1e-20 -> 1e-15 is not fragile).
+        return r * self.analytic_p_miss >= FRAGILITY_RELEVANT
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values; a non-finite number (a quantile beyond every served request) is None."""
@@ -770,5 +774,7 @@ def oversize_floor(scenario: Any, cap: NodeCapacity) -> float:
 #: The capacity error a fragile estimate is judged against (a node's measured throughput is
 #: known to about this: benchmarks/RESULTS.md, perf_accuracy)...
 FRAGILITY_CAPACITY_ERROR = 0.02
-#: ...and the factor on P(miss) past which the estimate is fragile.
+#: ...and the factor on P(miss) past which the estimate is fragile...
 FRAGILITY_LIMIT = 2.0
+#: ...where the moved P(miss) reaches this (the default p_miss_floor: below it no model is trusted).
+FRAGILITY_RELEVANT = 1e-6

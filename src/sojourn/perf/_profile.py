@@ -70,6 +70,24 @@ class Profile:
             if not v >= 0:
                 raise ConfigError(f"profile.{name}", f"must be >= 0, got {v!r}")
 
+    @property
+    def calibrated(self) -> bool:
+        """Fitted on measurements of this GPU and engine (not the prior, not carried over from another)."""
+        return (self.carried_from is None and not self.source.startswith("uncalibrated")
+                and "factors used for" not in self.source)
+
+    @property
+    def calibration(self) -> str:
+        """Where the factors come from, in a few words."""
+        if self.carried_from is not None:
+            return f"carried over from {self.carried_from} ({self.backend}): no {self.gpu} measurements"
+        if self.source.startswith("uncalibrated"):
+            return f"uncalibrated prior for {self.gpu} ({self.backend})"
+        if "factors used for" in self.source:
+            return f"vllm factors used for {self.backend} on {self.gpu}"
+        rows = self.fit.get("rows_used") if isinstance(self.fit, dict) else None
+        return f"calibrated on {self.gpu} {self.backend} measurements" + (f" ({rows} rows)" if rows else "")
+
     def carried_to(self, gpu: str, reason: str) -> Profile:
         return replace(self, gpu=gpu, carried_from=self.gpu, source=f"{self.source}; carried over: {reason}")
 

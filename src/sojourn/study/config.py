@@ -115,6 +115,10 @@ class StudySettings(_Strict):
     #: cheapest node count the measured load allows, then the neighbours of its front
     #: points (``sojourn.study.sampler.NodesAwareSampler``). False: the sampler alone.
     refine_nodes: bool = True
+    #: After the search, evaluate the unevaluated neighbours of every front point (node count
+    #: ±1..2, the other TP sizes, the other disciplines) until none is left
+    #: (``sojourn.study.polish``). ``sojourn study run --no-polish`` skips it once.
+    polish: bool = True
 
     @field_validator("max_load")
     @classmethod

@@ -82,7 +82,7 @@ def sampled_fragility(scenario: Any, replications: int | None = None) -> dict[st
     """
     from sojourn.evaluate import fast_applies
     from sojourn.fast import fast_simulate, node_capacity
-    from sojourn.fast.simulate import FRAGILITY_CAPACITY_ERROR, FRAGILITY_LIMIT
+    from sojourn.fast.simulate import FRAGILITY_CAPACITY_ERROR, FRAGILITY_LIMIT, FRAGILITY_RELEVANT
 
     if fast_applies(scenario) is not None:
         return {}
@@ -92,7 +92,8 @@ def sampled_fragility(scenario: Any, replications: int | None = None) -> dict[st
     if not base.p_miss > 0:
         return {}
     ratio = low.p_miss / base.p_miss if low.load.rho < 1.0 else math.inf
-    return {"p_miss_fragility": ratio if math.isfinite(ratio) else None, "fragile": bool(ratio > FRAGILITY_LIMIT)}
+    fragile = ratio > FRAGILITY_LIMIT and (low.p_miss >= FRAGILITY_RELEVANT or not math.isfinite(ratio))
+    return {"p_miss_fragility": ratio if math.isfinite(ratio) else None, "fragile": bool(fragile)}
 
 
 def spread(items: Sequence[Any], k: int) -> list[Any]:
@@ -106,8 +107,12 @@ def spread(items: Sequence[Any], k: int) -> list[Any]:
     return [items[i] for i in idx]
 
 
-def front_rows(study: optuna.Study, space: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per front trial: P(miss) (confirmed when available), its CI, cost, every parameter."""
+def front_rows(study: optuna.Study, space: Sequence[str], runner: StudyRunner | None = None) -> list[dict[str, Any]]:
+    """One row per front trial: P(miss) (confirmed when available), its CI, cost, what to trust, every parameter.
+
+    With ``runner``, each row also says whether its GPU's step-time factors are
+    calibrated on its own measurements or carried over from another GPU.
+    """
     rows = []
     for t in front_trials(study):
         ua = t.user_attrs
@@ -131,7 +136,21 @@ def front_rows(study: optuna.Study, space: Sequence[str]) -> list[dict[str, Any]
             "confirmed": bool(conf),
             "replications": conf.get("replications") if conf else None,
             "fidelity": src.get("fidelity"),
+            "load": ua.get("load"),
+            # A 2% capacity error moves P(miss) more than 2x (fast tier's analytic, or the confirmation's sample).
+            "fragile": src.get("fragile", ua.get("fragile")),
+            "p_miss_fragility": src.get("p_miss_fragility", ua.get("p_miss_fragility")),
+            "steady_state_note": src.get("steady_state_note", ua.get("steady_state_note")) or "",
+            "p_miss_note": src.get("p_miss_note", ua.get("p_miss_note")) or "",
+            "calibrated": None,
+            "calibration": None,
         }
+        if runner is not None:
+            try:
+                sc = runner.trial_scenario({k: t.params[k] for k in runner.cfg.space if k in t.params})
+                row["calibrated"], row["calibration"] = sc.calibration()
+            except Exception as err:  # noqa: BLE001 - a row still lists what it can
+                row["calibration"] = f"unknown: {err}"
         for name, value in zip(study.user_attrs.get("objectives", []), t.values):
             row[f"objective_{name}"] = value
         for name in space:
@@ -148,7 +167,8 @@ def _hours(v: Any) -> Any:
 
 FRONT_COLUMNS = [
     "trial", "cost_per_hour", "p_miss_objective", "p_miss_analytic", "p_miss", "p_miss_ci_lo", "p_miss_ci_hi",
-    "p_miss_upper", "batch_miss", "sojourn_p99_h", "confirmed", "replications", "fidelity",
+    "p_miss_upper", "batch_miss", "sojourn_p99_h", "confirmed", "replications", "fidelity", "load", "fragile",
+    "p_miss_fragility", "steady_state_note", "p_miss_note", "calibrated", "calibration",
 ]  # fmt: skip
 
 

@@ -372,6 +372,10 @@ class StudyRunner:
         in the storage, so running again resumes.
         """
         self.interrupted = False
+        return self.guarded(lambda: self._run(n_trials, timeout))
+
+    def guarded(self, fn: Callable[[], Any]) -> Any:
+        """Call ``fn`` with Ctrl-C turned into ``interrupted`` (the running trial finishes; twice aborts it)."""
         handler = None
         if threading.current_thread() is threading.main_thread():
 
@@ -383,7 +387,7 @@ class StudyRunner:
 
             handler = signal.signal(signal.SIGINT, on_sigint)
         try:
-            return self._run(n_trials, timeout)
+            return fn()
         finally:
             if handler is not None:
                 signal.signal(signal.SIGINT, handler)
