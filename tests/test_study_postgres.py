@@ -85,7 +85,7 @@ def test_two_workers_share_one_study(tmp_path, postgres_url):
         nodes = {{ low = 1, high = 8 }}
         discipline = ["fifo", "edf"]
         """))
-    cmd = [sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--no-progress", "--no-confirm",
+    cmd = [sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--no-progress", "--no-confirm", "--no-polish",
            "--n-trials", "6"]
     workers = [subprocess.Popen(cmd + ["--worker-id", str(k)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for k in range(2)]
