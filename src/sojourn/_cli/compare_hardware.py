@@ -11,7 +11,8 @@ from sojourn._cli._common import write_atomic
 from sojourn._errors import ConfigError
 
 COLUMNS = ["gpu", "nodes", "tp", "gpus", "p_miss_used", "p_miss", "p_miss_upper", "rent_usd_per_hour", "own_usd_per_hour",
-           "capex_usd_per_hour", "power_usd_per_hour", "hosting_usd_per_hour", "purchase_usd", "trial", "note"]
+           "capex_usd_per_hour", "power_usd_per_hour", "hosting_usd_per_hour", "purchase_usd", "trial", "calibrated",
+           "calibration", "fragile", "note"]
 
 
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
@@ -48,13 +49,16 @@ def run(args: argparse.Namespace) -> int:
     w.writerows(rows)
     write_atomic(out / "hardware.csv", buf.getvalue())
     plot_hardware(rows, out / "hardware.png", args.target_miss)
-    print(f"{'gpu':<10} {'config':>12} {'P(miss)':>14} {'rent $/h':>10} {'own $/h':>10}")
+    print(f"{'gpu':<10} {'config':>12} {'P(miss)':>14} {'rent $/h':>10} {'own $/h':>10}  speed")
     for r in rows:
+        speed = {True: "measured", False: "carried over"}.get(r.get("calibrated"), "unknown")
         if r.get("rent_usd_per_hour") is None:
-            print(f"{r['gpu']:<10} {'-':>12} {'-':>14} {'-':>10} {'-':>10}  {r.get('note', '')}")
+            print(f"{r['gpu']:<10} {'-':>12} {'-':>14} {'-':>10} {'-':>10}  {speed}  {r.get('note', '')}")
         else:
             cfgs = f"{r['nodes']}x tp{r['tp']}"
             print(f"{r['gpu']:<10} {cfgs:>12} {r['p_miss_used']:>14.3g} {r['rent_usd_per_hour']:>10.2f} "
-                  f"{r['own_usd_per_hour']:>10.2f}")
+                  f"{r['own_usd_per_hour']:>10.2f}  {speed}" + ("  fragile" if r.get("fragile") else ""))
+    print("  speed: measured = the GPU's step times are fitted on its own measurements; carried over = borrowed "
+          "from another GPU (its row is less certain; `sojourn calibrate` with your measurements fixes it)")
     print(f"wrote {out / 'hardware.csv'} and {out / 'hardware.png'}", file=sys.stderr)
     return 0

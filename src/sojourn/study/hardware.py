@@ -70,6 +70,11 @@ def compare_hardware(
         ]
         cands.sort(key=lambda t: (t.user_attrs["cost_per_hour"], t.number))
         row: dict[str, Any] = {"gpu": gpu_id, "candidates": len(cands)}
+        try:  # whether this GPU's speed is measured or carried over from another GPU
+            row["calibrated"], row["calibration"] = runner.trial_scenario({"gpu": gpu_id} if "gpu" in cfg.space
+                                                                          else {}).calibration()
+        except Exception as err:  # noqa: BLE001 - the row still compares what it can
+            row["calibrated"], row["calibration"] = None, f"unknown: {err}"
         chosen = None
         for t in cands[:max_tries]:
             sc = runner.trial_scenario({k: t.params[k] for k in cfg.space if k in t.params})
@@ -97,6 +102,7 @@ def compare_hardware(
             p_miss_upper=res["p_miss_upper"],
             p_miss_used=_result_miss(runner, res, sc),
             replications=reps,
+            fragile=res.get("fragile"),
             rent_usd_per_hour=sc.cost_per_hour,
             **own_cost_per_hour(gpu, n_gpus, cfg.costs),
             purchase_usd=gpu.purchase_usd * n_gpus,
