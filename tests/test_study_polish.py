@@ -8,17 +8,19 @@ from pathlib import Path
 import optuna
 import pytest
 from _tiny_study import TINY_SCENARIO
+from optuna.trial import TrialState
 
 from sojourn.study import StudyRunner, load_study
 from sojourn.study.config import Range
 from sojourn.study.front import front_trials
 from sojourn.study.polish import POLISH_ATTR, neighbours, polish_front
-from sojourn.study.runner import _dominates
+from sojourn.study.runner import DUPLICATE_ATTR, _dominates
+from sojourn.study.sampler import NodesAwareSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def study_file(tmp_path: Path, n_trials: int = 3, budget: float = 60.0) -> Path:
+def study_file(tmp_path: Path, n_trials: int = 3, budget: float = 60.0, refine: bool = False) -> Path:
     (tmp_path / "scenario.toml").write_text(TINY_SCENARIO)
     p = tmp_path / "s.toml"
     p.write_text(textwrap.dedent(f"""
@@ -27,7 +29,7 @@ def study_file(tmp_path: Path, n_trials: int = 3, budget: float = 60.0) -> Path:
         scenario = "scenario.toml"
         n_trials = {n_trials}
         budget_per_hour = {budget}
-        refine_nodes = false
+        refine_nodes = {str(refine).lower()}
         seed = 5
         objectives_dir = "{ROOT / 'objectives'}"
         [space]
@@ -36,6 +38,16 @@ def study_file(tmp_path: Path, n_trials: int = 3, budget: float = 60.0) -> Path:
         discipline = ["fifo", "lifo"]
         """))
     return p
+
+
+def key(params):
+    return tuple(sorted(params.items()))
+
+
+def evaluated(study):
+    """Configurations with a result (complete trials that are not repeats)."""
+    return [key(t.params) for t in study.get_trials(states=(TrialState.COMPLETE,))
+            if DUPLICATE_ATTR not in t.user_attrs]
 
 
 def test_neighbours_of_a_point():
@@ -47,41 +59,36 @@ def test_neighbours_of_a_point():
     assert (1, 10, "fifo") not in keys  # same GPUs, but 10 nodes is outside the space
     assert (2, 5, "lifo") in keys  # the other discipline
     assert (2, 5, "fifo") not in keys
+    assert {"tp": 1, "nodes": 6, "discipline": "fifo"} in neighbours({"tp": 2, "nodes": 3, "discipline": "fifo"}, space)
     edge = neighbours({"tp": 1, "nodes": 1, "discipline": "lifo"}, space)
     assert all(1 <= p["nodes"] <= 8 for p in edge)
+    # A continuous parameter keeps the point's value.
+    cont = {**space, "gpu_memory_utilization": Range(low=0.8, high=0.95)}
+    assert all(p["gpu_memory_utilization"] == 0.83
+               for p in neighbours({"tp": 1, "nodes": 4, "discipline": "fifo", "gpu_memory_utilization": 0.83}, cont))
 
 
-def evaluated(study):
-    return {tuple(sorted(t.params.items())) for t in study.trials if t.state.is_finished()}
-
-
-def test_polish_converges_and_no_neighbour_dominates_the_front(tmp_path):
+def test_after_polish_no_neighbour_in_the_space_dominates_the_front(tmp_path):
     runner = StudyRunner(load_study(study_file(tmp_path)))
     study = runner.run()
-    before = {t.number for t in front_trials(study)}
     report = polish_front(runner, study)
     assert report.converged, report.describe()
-    assert report.evaluated > 0 and report.rounds >= 1
-    polished = [t for t in study.trials if t.user_attrs.get(POLISH_ATTR)]
-    assert len(polished) == report.evaluated
-    tried = evaluated(study)
-    signs = [1, 1]
-    done = {tuple(sorted(t.params.items())): t for t in study.trials
-            if t.state == optuna.trial.TrialState.COMPLETE}
+    assert report.evaluated > 0 and report.rounds >= 1 and report.dominated == 0 and report.open_points == 0
+    assert report.front_after == len(front_trials(study))
+    assert len([t for t in study.trials if t.user_attrs.get(POLISH_ATTR)]) == report.evaluated
+    assert len(evaluated(study)) == len(set(evaluated(study)))  # nothing simulated twice
+    # Evaluate every neighbour of the final front afresh, outside the study: none beats its point.
+    fresh = runner.objective()
+    budget = runner.cfg.study.budget_per_hour
+    checked = 0
     for f in front_trials(study):
         for n in neighbours(dict(f.params), runner.cfg.space):
-            if runner._cost_of(n) > runner.cfg.study.budget_per_hour:
-                continue
-            key = tuple(sorted(n.items()))
-            assert key in tried, n  # every neighbour of the front was evaluated...
-            t = done[key]
-            feasible = all(c <= 0 for c in t.user_attrs["constraints"])
-            assert not (feasible and _dominates(t.values, f.values, signs)), (n, f.params)  # ...none beats it
-    assert report.front_after == len(front_trials(study))
-    assert before  # the search had a front to polish
-    # A rerun has nothing left to evaluate.
-    again = polish_front(runner, study)
-    assert again.evaluated == 0 and again.converged
+            trial = optuna.trial.FixedTrial(n)
+            values = fresh(trial)
+            feasible = all(c <= 0 for c in trial.user_attrs["constraints"])
+            assert not (feasible and _dominates(values, f.values, [1, 1])), (n, f.params)
+            checked += runner._cost_of(n) <= budget
+    assert checked >= 5
 
 
 def test_polish_finds_a_cheaper_dominating_neighbour(tmp_path):
@@ -93,36 +100,112 @@ def test_polish_finds_a_cheaper_dominating_neighbour(tmp_path):
     study.optimize(runner.objective({}), n_trials=1)
     (only,) = front_trials(study)
     assert only.params["tp"] == 2
-    polish_front(runner, study)
+    report = polish_front(runner, study)
     front = front_trials(study)
     assert min(t.user_attrs["cost_per_hour"] for t in front) < only.user_attrs["cost_per_hour"]
     assert only.number not in {t.number for t in front}
+    assert report.front_before == 1 and report.rounds >= 2  # the new front's neighbours were polished too
+
+
+def test_enqueued_neighbours_bypass_the_nodes_aware_sampler(tmp_path, monkeypatch):
+    runner = StudyRunner(load_study(study_file(tmp_path, refine=True)))
+    study = runner.run()
+    assert isinstance(study.sampler, NodesAwareSampler)
+    calls = []
+    monkeypatch.setattr(NodesAwareSampler, "sample_independent", lambda *a: calls.append(a[3]) or 12)
+    monkeypatch.setattr(NodesAwareSampler, "sample_relative", lambda *a: calls.append("relative") or {})
+    report = polish_front(runner, study)
+    assert report.evaluated > 0 and report.converged
+    assert calls == []  # every polish trial took its enqueued parameters, none asked the sampler
+
+
+def test_a_rerun_evaluates_only_what_is_missing(tmp_path, monkeypatch):
+    runner = StudyRunner(load_study(study_file(tmp_path)))
+    study = runner.run()
+    objective = runner.objective
+    count = [0]
+
+    def interrupted_at_the_second(seen=None):
+        fn = objective(seen)
+
+        def wrapped(trial):
+            count[0] += 1
+            if count[0] == 2:  # a second Ctrl-C aborts the running trial
+                raise KeyboardInterrupt
+            return fn(trial)
+
+        return wrapped
+
+    monkeypatch.setattr(runner, "objective", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        polish_front(runner, study)
+    monkeypatch.setattr(runner, "objective", objective)
+    aborted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(aborted) == 1 and study.get_trials(states=(TrialState.WAITING,))
+    done_before = set(evaluated(study))
+    report = polish_front(runner, study)
+    assert report.converged, report.describe()
+    assert key(aborted[0].system_attrs["fixed_params"]) in set(evaluated(study))  # the aborted configuration is evaluated now
+    assert not study.get_trials(states=(TrialState.WAITING,))  # and those left waiting were run
+    assert len(evaluated(study)) == len(set(evaluated(study)))  # none twice
+    assert report.evaluated == len(evaluated(study)) - len(done_before)
+    again = polish_front(runner, study)
+    assert again.evaluated == 0 and again.rounds == 0 and again.converged
+
+
+def test_first_ctrl_c_stops_after_the_running_trial(tmp_path, monkeypatch):
+    runner = StudyRunner(load_study(study_file(tmp_path)))
+    study = runner.run()
+    objective = runner.objective
+
+    def asks_to_stop(seen=None):
+        fn = objective(seen)
+
+        def wrapped(trial):
+            runner.interrupted = True  # what the SIGINT handler of StudyRunner.guarded does
+            return fn(trial)
+
+        return wrapped
+
+    monkeypatch.setattr(runner, "objective", asks_to_stop)
+    report = polish_front(runner, study)
+    assert report.interrupted and not report.converged and report.evaluated == 1
+    assert "interrupted" in report.describe()
+    monkeypatch.setattr(runner, "objective", objective)
+    assert polish_front(runner, study).converged
 
 
 def test_polish_respects_the_budget(tmp_path):
-    runner = StudyRunner(load_study(study_file(tmp_path, budget=20.0)))
-    study = runner.run()
+    runner = StudyRunner(load_study(study_file(tmp_path, budget=25.0)))  # 10 GPUs at 2.49 $/h
+    study = runner.load()
+    study.enqueue_trial({"tp": 1, "nodes": 8, "discipline": "fifo"})  # load 0.78: feasible
+    study.optimize(runner.objective({}), n_trials=1)
     polish_front(runner, study)
-    for t in study.trials:
-        if t.user_attrs.get(POLISH_ATTR):
-            assert runner._cost_of(t.params) <= 20.0
+    over = [n for f in front_trials(study) for n in neighbours(dict(f.params), runner.cfg.space)
+            if runner._cost_of(n) > 25.0]
+    assert over  # the front has neighbours above the budget...
+    polished = [t for t in study.trials if t.user_attrs.get(POLISH_ATTR)]
+    assert polished and all(runner._cost_of(t.params) <= 25.0 for t in polished)  # ...and polish skipped them
 
 
 def test_study_run_polishes_by_default_and_says_so(tmp_path, capsys):
     from sojourn.cli import main
 
     f = study_file(tmp_path)
-    assert main(["study", "run", str(f), "--no-confirm"]) == 0
+    assert main(["study", "run", str(f), "--no-confirm", "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "polish:" in err and "configurations evaluated in" in err
-    # A rerun counts the configurations polish evaluated apart from the search's.
-    assert main(["study", "run", str(f), "--no-confirm"]) == 0
-    assert "by polish" in capsys.readouterr().err
+    assert "polish:" in err and "configurations evaluated in" in err and "converged" in err
+    # A rerun counts the configurations polish evaluated apart from the search's, and adds none.
+    assert main(["study", "run", str(f), "--no-confirm", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "by polish" in err and "polish: 0 configurations evaluated" in err
     f2 = tmp_path / "b"
     f2.mkdir()
     g = study_file(f2)
-    assert main(["study", "run", str(g), "--no-confirm", "--no-polish"]) == 0
+    assert main(["study", "run", str(g), "--no-confirm", "--no-progress", "--no-polish"]) == 0
     assert "polish:" not in capsys.readouterr().err
+    study = StudyRunner(load_study(g)).load(create=False)
+    assert not any(t.user_attrs.get(POLISH_ATTR) for t in study.trials)
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -130,4 +213,5 @@ def test_polish_limits_its_trials(tmp_path, n):
     runner = StudyRunner(load_study(study_file(tmp_path)))
     study = runner.run()
     report = polish_front(runner, study, max_trials=n)
-    assert report.evaluated <= n
+    assert report.evaluated == n and not report.converged
+    assert "limit reached" in report.describe()

@@ -135,7 +135,11 @@ def run(args: argparse.Namespace) -> int:
         if cfg.study.polish and not args.no_polish:
             from sojourn.study.polish import polish_front
 
-            report = polish_front(runner, study)
+            try:
+                report = polish_front(runner, study)
+            except KeyboardInterrupt:  # the second Ctrl-C: the aborted trial is polished again next time
+                print("interrupted: every finished trial is saved; run the same command to resume", file=sys.stderr)
+                return 130
             print(report.describe(), file=sys.stderr)
             if report.interrupted:
                 print("interrupted: every finished trial is saved; run the same command to resume", file=sys.stderr)

@@ -9,11 +9,13 @@ point are what a planner would try next by hand:
 * each other tensor-parallel size, at the same node count and at the same GPU count;
 * each other discipline;
 
-every other setting unchanged. They are evaluated as ordinary trials of the study
-(``Study.enqueue_trial``: the sampler is bypassed, the storage keeps them, a rerun
-resumes), marked ``polish``. The front is recomputed and its new points' neighbours
-follow, round after round, until every front point's neighbours are evaluated (the
-front has *converged*: no neighbour can dominate it unseen) or a limit is reached.
+every other setting unchanged (a continuous one such as ``gpu_memory_utilization``
+keeps the point's value). They are evaluated as ordinary trials of the study
+(``Study.enqueue_trial``: fixed parameters bypass the sampler, ``NodesAwareSampler``
+included; the storage keeps them, a rerun resumes), marked ``polish``. The front is
+recomputed and its new points' neighbours follow, round after round, until every front
+point's neighbours are evaluated (the front has *converged*: no neighbour can dominate
+it unseen) or a limit is reached.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from sojourn.study.config import Range
 from sojourn.study.front import front_trials
-from sojourn.study.runner import DUPLICATE_ATTR, StudyRunner
+from sojourn.study.runner import DUPLICATE_ATTR, StudyRunner, _dominates, _feasible
 
 __all__ = ["POLISH_ATTR", "PolishReport", "neighbours", "polish_front"]
 
@@ -42,8 +45,12 @@ class PolishReport:
     evaluated: int = 0
     front_before: int = 0
     front_after: int = 0
-    #: Neighbours of the final front still unevaluated (0 when converged).
+    #: Neighbours of the final front still unevaluated (0 when converged), and the front points they belong to.
     unevaluated: int = 0
+    open_points: int = 0
+    #: Final front points that an evaluated neighbour dominates. The front is non-dominated among
+    #: all evaluated trials, so this is 0 by construction; it is counted, not assumed.
+    dominated: int = 0
     interrupted: bool = False
 
     @property
@@ -51,9 +58,10 @@ class PolishReport:
         return self.unevaluated == 0 and not self.interrupted
 
     def describe(self) -> str:
-        tail = ("every front point's neighbours are evaluated" if self.converged else
-                f"{self.unevaluated} neighbours of the front left unevaluated"
-                + (" (interrupted)" if self.interrupted else " (limit reached; run again to go on)"))
+        tail = ("converged: every front point's neighbours are evaluated" if self.converged else
+                f"not converged: {self.unevaluated} neighbours of {self.open_points} front points left unevaluated"
+                + (" (interrupted" if self.interrupted else " (limit reached")
+                + "; run the same command to go on)")
         return (f"polish: {self.evaluated} configurations evaluated in {self.rounds} rounds, front "
                 f"{self.front_before} -> {self.front_after} points; {tail}")
 
@@ -83,7 +91,7 @@ def neighbours(params: dict[str, Any], space: dict[str, Any]) -> list[dict[str, 
             add(tp=tp)
             if isinstance(nodes, int) and "nodes" in space:
                 same_gpus = nodes * params["tp"] / tp
-                for n in {math.floor(same_gpus), math.ceil(same_gpus)}:
+                for n in sorted({math.floor(same_gpus), math.ceil(same_gpus)}):
                     if n >= 1:
                         add(tp=tp, nodes=int(n))
     discs = _values(space.get("discipline"))
@@ -107,53 +115,87 @@ def _key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
 
 
+def _evaluated(study: optuna.Study) -> dict[tuple, FrozenTrial]:
+    """Configurations with a result: complete trials that are not repeats."""
+    return {_key(t.params): t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if DUPLICATE_ATTR not in t.user_attrs}
+
+
 def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
                  max_trials: int | None = None) -> PolishReport:
-    """Evaluate the front's unevaluated neighbours, round after round (module docstring)."""
+    """Evaluate the front's unevaluated neighbours, round after round (module docstring).
+
+    Neighbours above ``budget_per_hour`` are skipped (they cannot be on the front). At most
+    ``max_trials`` configurations (default: 3 x the study's ``n_trials``, at least 60) in
+    ``max_rounds`` rounds. Ctrl-C stops after the running trial, as in ``StudyRunner.run``
+    (``interrupted``); a trial that failed or was aborted counts as unevaluated, so a rerun
+    evaluates exactly what is missing.
+    """
     space = runner.cfg.space
     budget = runner.cfg.study.budget_per_hour
     limit = max_trials if max_trials is not None else max(60, 3 * runner.cfg.study.n_trials)
     rep = PolishReport(front_before=len(front_trials(study)))
     runner.interrupted = False
+    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
 
-    def todo() -> list[dict[str, Any]]:
-        tried = {_key(t.params) for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    def todo(done: dict[tuple, FrozenTrial]) -> tuple[list[dict[str, Any]], int]:
         want: list[dict[str, Any]] = []
+        points = 0
         for t in front_trials(study):
+            missing = 0
             for p in neighbours(dict(t.params), space):
-                if _key(p) in tried or p in want:
+                if _key(p) in done:
                     continue
                 if budget is not None and runner._cost_of(p) > budget:
                     continue  # cannot be on the front within budget
-                want.append(p)
-        return want
+                missing += 1
+                if p not in want:
+                    want.append(p)
+            points += missing > 0
+        return want, points
 
-    def run_round(batch: list[dict[str, Any]]) -> None:
-        seen = {_key(t.params): t for t in study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs}
-        for p in batch:
-            study.enqueue_trial(p, user_attrs={POLISH_ATTR: True}, skip_if_exists=True)
+    def run_round(batch: list[dict[str, Any]], done: dict[tuple, FrozenTrial]) -> None:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        queued = {_key(t.system_attrs.get("fixed_params", {})) for t in waiting}
+        for p in batch:  # left waiting by an interrupted run: not enqueued twice
+            if _key(p) not in queued:
+                study.enqueue_trial(p, user_attrs={POLISH_ATTR: True})
+        objective = runner.objective(dict(done))
 
-        def stop_if_asked(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        def only_enqueued(trial: optuna.trial.Trial) -> tuple[float, ...]:
+            # Every waiting trial is popped first; should another process take them, the
+            # study would fall back on its sampler: polish evaluates nothing it did not choose.
+            if not trial.user_attrs.get(POLISH_ATTR):
+                raise optuna.TrialPruned("polish evaluates only the neighbours it enqueued")
+            return objective(trial)
+
+        def stop_if_asked(st: optuna.Study, t: FrozenTrial) -> None:
             if runner.interrupted:
                 st.stop()
 
-        study.optimize(runner.objective(seen), n_trials=len(batch), callbacks=[stop_if_asked], catch=())
+        n = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        study.optimize(only_enqueued, n_trials=n, callbacks=[stop_if_asked], catch=())
 
     def body() -> None:
         while rep.rounds < max_rounds and rep.evaluated < limit:
-            batch = todo()[: limit - rep.evaluated]
+            done = _evaluated(study)
+            batch = todo(done)[0][: limit - rep.evaluated]
             if not batch:
                 break
-            before = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-            run_round(batch)
+            run_round(batch, done)
             rep.rounds += 1
-            rep.evaluated += sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished()) - before
+            rep.evaluated += len(_evaluated(study)) - len(done)
             if runner.interrupted:
                 rep.interrupted = True
                 break
 
     runner.guarded(body)
-    rep.front_after = len(front_trials(study))
-    rep.unevaluated = len(todo())
+    front = front_trials(study)
+    rep.front_after = len(front)
+    done = _evaluated(study)
+    rep.unevaluated = len(todo(done)[0])
+    rep.open_points = todo(done)[1]
+    for f in front:
+        rivals = (done.get(_key(p)) for p in neighbours(dict(f.params), space))
+        rep.dominated += any(r is not None and _feasible(r) and _dominates(r.values, f.values, signs) for r in rivals)
     return rep
