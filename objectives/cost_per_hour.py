@@ -1,4 +1,7 @@
-"""Rent cost of the fleet in $/hour: GPUs per replica x replicas x $/GPU-hour (catalogue or override)."""
+"""Rent cost of the fleet in $/hour: GPUs per replica x replicas x $/GPU-hour (catalogue or override).
+
+The result is not read: a configuration costs the same whether it was simulated or not.
+"""
 
 direction = "minimize"
 
