@@ -51,14 +51,25 @@ def run(args: argparse.Namespace) -> int:
     plot_hardware(rows, out / "hardware.png", args.target_miss)
     print(f"{'gpu':<10} {'config':>12} {'P(miss)':>14} {'rent $/h':>10} {'own $/h':>10}  speed")
     for r in rows:
-        speed = {True: "measured", False: "carried over"}.get(r.get("calibrated"), "unknown")
+        speed = _speed(r)
         if r.get("rent_usd_per_hour") is None:
             print(f"{r['gpu']:<10} {'-':>12} {'-':>14} {'-':>10} {'-':>10}  {speed}  {r.get('note', '')}")
         else:
             cfgs = f"{r['nodes']}x tp{r['tp']}"
             print(f"{r['gpu']:<10} {cfgs:>12} {r['p_miss_used']:>14.3g} {r['rent_usd_per_hour']:>10.2f} "
                   f"{r['own_usd_per_hour']:>10.2f}  {speed}" + ("  fragile" if r.get("fragile") else ""))
-    print("  speed: measured = the GPU's step times are fitted on its own measurements; carried over = borrowed "
-          "from another GPU (its row is less certain; `sojourn calibrate` with your measurements fixes it)")
+    print("  speed: measured = the GPU's step times are fitted on its own measurements; carried over = there are "
+          "none, they are taken from another GPU (its row is less certain; `sojourn calibrate` with your "
+          "measurements fixes it); not measured = fitted on nothing (typical efficiencies)")
     print(f"wrote {out / 'hardware.csv'} and {out / 'hardware.png'}", file=sys.stderr)
     return 0
+
+
+def _speed(row: dict[str, Any]) -> str:
+    """Where the row's GPU speed comes from, in a word or two (``sojourn.perf.calibration_of``)."""
+    cal = row.get("calibrated")
+    if cal is None:
+        return "unknown"
+    if cal:
+        return "measured"
+    return "carried over" if str(row.get("calibration", "")).startswith("carried over") else "not measured"

@@ -51,18 +51,18 @@ FRONT_LEGEND = """\
             floored at p_miss_floor. sampled and 95% CI: what the simulation saw; analytic: the
             queueing-theory value (FIFO). docs/model.md, "Which P(miss) a study optimises".
   load:     offered work over the fleet's capacity; near 1 the fleet has no slack.
+  calib:    yes = the GPU's speed is fitted on its own measurements; carried = there are none: it is
+            taken from another GPU (less certain; `sojourn calibrate` fixes it); no = fitted on nothing.
   notes:    fragile = 2% less node capacity would move P(miss) more than 2x: buy with margin;
-            carried = no measurements of this GPU: its speed is carried over from another GPU
-            (calibrate it with `sojourn calibrate`); caution = the run says its steady state or
-            its interval is not to be trusted (front.csv has the reason); unconfirmed = not
-            re-simulated with more replications."""
+            caution = the run says its steady state or its interval is not to be trusted (front.csv
+            has the reason); unconfirmed = not re-simulated with more replications."""
 
 
 def format_front(rows: list[dict[str, Any]], space: list[str]) -> str:
     if not rows:
         return "no feasible trial yet: widen the space, raise the budget, or run more trials"
-    head = (f"{'trial':>5} {'$/hour':>9} {'P(miss)':>10}  {'sampled':>9} {'95% CI':>21} {'analytic':>9} {'load':>6}  "
-            + "  ".join(space) + "  notes")
+    head = (f"{'trial':>5} {'$/hour':>9} {'P(miss)':>10}  {'sampled':>9} {'95% CI':>21} {'analytic':>9} {'load':>6} "
+            f"{'calib':>7}  " + "  ".join(space) + "  notes")
     lines = [head]
     for r in rows:
         ci = f"[{_g(r['p_miss_ci_lo'])}, {_g(r['p_miss_ci_hi'])}]"
@@ -70,20 +70,25 @@ def format_front(rows: list[dict[str, Any]], space: list[str]) -> str:
         notes = []
         if r.get("fragile"):
             notes.append("fragile")
-        if r.get("calibrated") is False:
-            notes.append("carried")
         if r.get("steady_state_note") or r.get("p_miss_note"):
             notes.append("caution")
         if not r["confirmed"]:
             notes.append("unconfirmed")
         load = r.get("load")
+        cal = r.get("calibrated")
+        calib = "-" if cal is None else "yes" if cal else "carried" if _carried(r.get("calibration")) else "no"
         lines.append(
             f"{r['trial']:>5} {r['cost_per_hour']:>9.2f} {_g(r.get('p_miss_objective')):>10}  {_g(r['p_miss']):>9} "
-            f"{ci:>21} {_g(r.get('p_miss_analytic')):>9} {(f'{load:.3f}' if isinstance(load, float) else '-'):>6}  "
-            f"{params}  {', '.join(notes) or '-'}"
+            f"{ci:>21} {_g(r.get('p_miss_analytic')):>9} {(f'{load:.3f}' if isinstance(load, float) else '-'):>6} "
+            f"{calib:>7}  {params}  {', '.join(notes) or '-'}"
         )
     lines.append(FRONT_LEGEND)
     return "\n".join(lines)
+
+
+def _carried(source: Any) -> bool:
+    """Not calibrated because the speed comes from another GPU or engine (``sojourn.perf.calibration_of``)."""
+    return isinstance(source, str) and source.startswith("carried over")
 
 
 def _g(v: Any) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sojourn._errors import ConfigError
-from sojourn.perf._profile import Profile, default_profile, load_profile
+from sojourn.perf._profile import Calibration, Profile, calibration_of, resolve_profile
 
 if TYPE_CHECKING:  # pragma: no cover
     from sojourn.catalogue import GPU, ModelSpec
@@ -282,6 +282,11 @@ class PerfModel:
         """Decode step time with ``batch`` sequences each holding ``context`` tokens."""
         return self.step_time(0, batch, batch * context)
 
+    @property
+    def calibration(self) -> Calibration:
+        """Whether this GPU's step-time factors were fitted on its own measurements (``calibration_of``)."""
+        return calibration_of(self.profile, self.gpu.id)
+
     def describe(self) -> dict[str, Any]:
         prof = self.profile
         return {
@@ -312,12 +317,7 @@ def build_perf_model(
     ``kv_cache_dtype`` (or ``serving.kv_cache_dtype`` where the serving settings have
     it) overrides the KV-cache element type that ``precision`` implies.
     """
-    if isinstance(profile, Profile):
-        prof = profile
-    elif profile:
-        prof = load_profile(profile, base_dir)
-    else:
-        prof = default_profile(gpu.id, backend)
+    prof = resolve_profile(gpu.id, backend, profile, base_dir)
     kwargs: dict[str, Any] = {}
     max_model_len = None
     if serving is not None:

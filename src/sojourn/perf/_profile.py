@@ -22,10 +22,15 @@ from sojourn._errors import ConfigError
 __all__ = [
     "CARRY_OVER",
     "PRIOR",
+    "Calibration",
     "Profile",
+    "calibration",
+    "calibration_of",
     "default_profile",
     "load_profile",
+    "resolve_profile",
     "save_profile",
+    "scenario_calibration",
     "shipped_profiles",
 ]
 
@@ -72,21 +77,13 @@ class Profile:
 
     @property
     def calibrated(self) -> bool:
-        """Fitted on measurements of this GPU and engine (not the prior, not carried over from another)."""
-        return (self.carried_from is None and not self.source.startswith("uncalibrated")
-                and "factors used for" not in self.source)
+        """Fitted on measurements of its own GPU and engine (``calibration_of`` on ``self.gpu``)."""
+        return calibration_of(self, self.gpu).calibrated
 
     @property
     def calibration(self) -> str:
-        """Where the factors come from, in a few words."""
-        if self.carried_from is not None:
-            return f"carried over from {self.carried_from} ({self.backend}): no {self.gpu} measurements"
-        if self.source.startswith("uncalibrated"):
-            return f"uncalibrated prior for {self.gpu} ({self.backend})"
-        if "factors used for" in self.source:
-            return f"vllm factors used for {self.backend} on {self.gpu}"
-        rows = self.fit.get("rows_used") if isinstance(self.fit, dict) else None
-        return f"calibrated on {self.gpu} {self.backend} measurements" + (f" ({rows} rows)" if rows else "")
+        """Where the factors come from, in a few words (``calibration_of`` on ``self.gpu``)."""
+        return calibration_of(self, self.gpu).source
 
     def carried_to(self, gpu: str, reason: str) -> Profile:
         return replace(self, gpu=gpu, carried_from=self.gpu, source=f"{self.source}; carried over: {reason}")
@@ -149,8 +146,79 @@ def default_profile(gpu: str, backend: str = "vllm") -> Profile:
         cur = nxt
     if backend != "vllm":
         base = default_profile(gpu, "vllm")
-        return replace(base, backend=backend, source=f"{base.source}; vllm factors used for {backend}")
+        # The fit record says so, for ``calibration_of``: these are another engine's factors.
+        return replace(base, backend=backend, source=f"{base.source}; vllm factors used for {backend}",
+                       fit={**base.fit, "engine_carried_from": "vllm"})
     return replace(PRIOR, gpu=gpu, backend=backend)
+
+
+def resolve_profile(gpu: str, backend: str = "vllm", profile: str | Profile | None = None,
+                    base_dir: str | Path = ".") -> Profile:
+    """The profile a replica of ``gpu`` runs with: the one given or named, else the shipped default."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile:
+        return load_profile(profile, base_dir)
+    return default_profile(gpu, backend)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Whether a GPU's step-time factors were fitted on its own measurements, and where they come from."""
+
+    calibrated: bool
+    #: A few words for a front row: what the factors were fitted on, or, starting "carried over
+    #: from", which GPU (or engine) they come from.
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"calibrated": self.calibrated, "source": self.source}
+
+
+def calibration_of(profile: Profile, gpu: str, backend: str | None = None) -> Calibration:
+    """Whether ``profile``'s factors were fitted on measurements of ``gpu`` itself, with its engine.
+
+    Not calibrated: factors carried over from another GPU (``carried_from``, or a profile
+    of another GPU named in ``serving.profile``) or from another engine than ``backend``
+    (default: the profile's own), and a profile with no fit behind it (the uncalibrated
+    prior, a hand-written file).
+    """
+    backend = backend or profile.backend
+    fit = profile.fit if isinstance(profile.fit, dict) else {}
+    rows = int(fit.get("rows_used") or 0)
+    origin = profile.carried_from or profile.gpu
+    if not rows:
+        what = profile.source.split(":")[0]
+        return Calibration(False, f"{what}: no fit to measurements of {gpu} ({backend})")
+    silicon = int(fit.get("silicon_rows") or 0)
+    kind = "end-to-end measurements" if silicon else "step times"
+    if origin.lower() != gpu.strip().lower():
+        return Calibration(False, f"carried over from {origin} ({profile.backend}, fitted on {rows} {kind}): "
+                                  f"no {gpu} measurements")
+    engine = fit.get("engine_carried_from") or (profile.backend if profile.backend != backend else None)
+    if engine:
+        return Calibration(False, f"carried over from {gpu} {engine} (fitted on {rows} {kind}): "
+                                  f"no {gpu} {backend} measurements")
+    notes = [backend]
+    if not silicon:
+        notes.append("no end-to-end check")
+    if fit.get("host_overheads_added"):
+        notes.append("engine overheads from another GPU")
+    return Calibration(True, f"fitted on {rows} {gpu} {kind} ({'; '.join(notes)})")
+
+
+def calibration(gpu: str, backend: str = "vllm", profile: str | Profile | None = None,
+                base_dir: str | Path = ".") -> Calibration:
+    """``calibration_of`` the profile that ``build_perf_model`` gives a replica of ``gpu`` (a catalogue id)."""
+    return calibration_of(resolve_profile(gpu, backend, profile, base_dir), gpu, backend)
+
+
+def scenario_calibration(scenario: Any) -> Calibration:
+    """The ``calibration`` of a scenario's replicas; a generic server's service time is the user's own."""
+    if scenario.fleet.server is not None:
+        return Calibration(True, "generic server: the service time the scenario gives")
+    sv = scenario.serving
+    return calibration(scenario.gpu_spec().id, sv.backend, sv.profile, scenario.base_dir)
 
 
 def _from_dict(data: dict[str, Any], where: str) -> Profile:

@@ -110,9 +110,12 @@ def spread(items: Sequence[Any], k: int) -> list[Any]:
 def front_rows(study: optuna.Study, space: Sequence[str], runner: StudyRunner | None = None) -> list[dict[str, Any]]:
     """One row per front trial: P(miss) (confirmed when available), its CI, cost, what to trust, every parameter.
 
-    With ``runner``, each row also says whether its GPU's step-time factors are
-    calibrated on its own measurements or carried over from another GPU.
+    With ``runner`` (its base scenario and the trial's parameters), each row also says
+    whether its GPU's step-time factors are fitted on its own measurements or carried
+    over from another GPU (``sojourn.perf.scenario_calibration``); old studies included.
     """
+    from sojourn.perf import scenario_calibration
+
     rows = []
     for t in front_trials(study):
         ua = t.user_attrs
@@ -148,7 +151,8 @@ def front_rows(study: optuna.Study, space: Sequence[str], runner: StudyRunner | 
         if runner is not None:
             try:
                 sc = runner.trial_scenario({k: t.params[k] for k in runner.cfg.space if k in t.params})
-                row["calibrated"], row["calibration"] = sc.calibration()
+                cal = scenario_calibration(sc)
+                row["calibrated"], row["calibration"] = cal.calibrated, cal.source
             except Exception as err:  # noqa: BLE001 - a row still lists what it can
                 row["calibration"] = f"unknown: {err}"
         for name, value in zip(study.user_attrs.get("objectives", []), t.values):

@@ -47,6 +47,18 @@ def _trial_miss(runner: StudyRunner, t: optuna.trial.FrozenTrial) -> float:
     return float(v) if v is not None else 1.0
 
 
+def _calibration(scenario: Any, gpu: str | None = None) -> dict[str, Any]:
+    """``calibrated`` and ``calibration`` of the scenario's replicas, or of ``gpu`` with its engine and profile."""
+    from sojourn.perf import calibration, scenario_calibration
+
+    if gpu is None or scenario.fleet.server is not None:
+        cal = scenario_calibration(scenario)
+    else:
+        sv = scenario.serving
+        cal = calibration(gpu, sv.backend, sv.profile, scenario.base_dir)
+    return {"calibrated": cal.calibrated, "calibration": cal.source}
+
+
 def compare_hardware(
     runner: StudyRunner,
     study: optuna.Study,
@@ -54,7 +66,11 @@ def compare_hardware(
     replications: int | None = None,
     max_tries: int = 3,
 ) -> list[dict[str, Any]]:
-    """One row per GPU type of the study's space (or the base scenario's GPU)."""
+    """One row per GPU type of the study's space (or the base scenario's GPU).
+
+    Each row says whether the GPU's speed is fitted on its own measurements or carried
+    over from another GPU (``calibrated``, ``calibration``: ``sojourn.perf.calibration``).
+    """
     cfg = runner.cfg
     gpus = list(cfg.space["gpu"]) if isinstance(cfg.space.get("gpu"), list) else [runner.base.fleet.gpu]
     reps = replications or cfg.study.confirm_replications or 2 * runner.base.simulation.replications
@@ -70,11 +86,7 @@ def compare_hardware(
         ]
         cands.sort(key=lambda t: (t.user_attrs["cost_per_hour"], t.number))
         row: dict[str, Any] = {"gpu": gpu_id, "candidates": len(cands)}
-        try:  # whether this GPU's speed is measured or carried over from another GPU
-            row["calibrated"], row["calibration"] = runner.trial_scenario({"gpu": gpu_id} if "gpu" in cfg.space
-                                                                          else {}).calibration()
-        except Exception as err:  # noqa: BLE001 - the row still compares what it can
-            row["calibrated"], row["calibration"] = None, f"unknown: {err}"
+        row.update(_calibration(runner.base, gpu.id))
         chosen = None
         for t in cands[:max_tries]:
             sc = runner.trial_scenario({k: t.params[k] for k in cfg.space if k in t.params})
@@ -92,6 +104,7 @@ def compare_hardware(
             rows.append(row)
             continue
         t, sc, res = chosen
+        row.update(_calibration(sc))  # the chosen configuration's engine and profile
         n_gpus = sc.fleet.nodes * sc.fleet.tp
         row.update(
             trial=t.number,

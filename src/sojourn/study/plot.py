@@ -58,9 +58,9 @@ def save_figure(fig: Any, out: str | Path, title: str) -> Path:
 def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None, runner: Any = None) -> Path:
     """Cost on x, P(miss) (log) on y; feasible and infeasible trials apart, the front joined, the budget drawn.
 
-    Front points whose GPU has no measurements of its own (its step-time factors carried
-    over from another GPU: needs ``runner``) are hollow; fragile ones (2% less capacity
-    moves P(miss) more than 2x) are ringed.
+    Front points whose GPU's step-time factors are not fitted on its own measurements
+    (carried over from another GPU: ``sojourn.perf.scenario_calibration``, needs
+    ``runner``) are hollow; fragile ones (2% less capacity moves P(miss) more than 2x) are ringed.
     """
     plt = _pyplot()
     names = study.user_attrs.get("objectives", [])
@@ -101,7 +101,7 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
         if hollow:
             ax.scatter([x[i] for i in hollow], [y[i] for i in hollow], marker="D", facecolors="white",
                        edgecolors="tab:red", zorder=3,
-                       label=f"Pareto front, GPU speed carried over from another GPU ({len(hollow)})")
+                       label=f"Pareto front, GPU speed carried over: not measured on it ({len(hollow)})")
         fragile = [i for i, t in enumerate(front) if _fragile(study, t)]
         if fragile:
             ax.scatter([x[i] for i in fragile], [y[i] for i in fragile], marker="o", s=160, facecolors="none",
@@ -121,12 +121,14 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
 
 
 def _calibrated(runner: Any, t: optuna.trial.FrozenTrial) -> bool:
-    """Whether the trial's GPU is calibrated on its own measurements (True when unknown)."""
+    """Whether the trial's GPU is calibrated on its own measurements (True when unknown: drawn plain)."""
     if runner is None:
         return True
+    from sojourn.perf import scenario_calibration
+
     try:
         sc = runner.trial_scenario({k: t.params[k] for k in runner.cfg.space if k in t.params})
-        return bool(sc.calibration()[0])
+        return scenario_calibration(sc).calibrated
     except Exception:  # noqa: BLE001 - a plot marks what it can
         return True
 
@@ -139,18 +141,35 @@ def _fragile(study: optuna.Study, t: optuna.trial.FrozenTrial) -> bool:
 
 
 def plot_hardware(rows: list[dict[str, Any]], out: str | Path, target: float) -> Path:
-    """Rent against own-and-operate $/hour of the cheapest configuration per GPU type."""
+    """Rent against own-and-operate $/hour of the cheapest configuration per GPU type.
+
+    A GPU whose speed is carried over from another GPU (``calibrated`` False) has hatched
+    bars and a ``(carried)`` label.
+    """
     plt = _pyplot()
     ok = [r for r in rows if r.get("rent_usd_per_hour") is not None]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    labels = [f"{r['gpu']}\n{r['nodes']}x tp{r['tp']}" for r in ok]
+    labels = [f"{r['gpu']}{' (carried)' if r.get('calibrated') is False else ''}\n{r['nodes']}x tp{r['tp']}"
+              for r in ok]
     xs = range(len(ok))
-    ax.bar([x - 0.2 for x in xs], [r["rent_usd_per_hour"] for r in ok], width=0.4, label="rent")
-    ax.bar([x + 0.2 for x in xs], [r["own_usd_per_hour"] for r in ok], width=0.4, label="own and operate")
+    carried = [r.get("calibrated") is False for r in ok]
+    from matplotlib.patches import Patch
+
+    handles = []
+    for shift, key, name, color in ((-0.2, "rent_usd_per_hour", "rent", "tab:blue"),
+                                    (0.2, "own_usd_per_hour", "own and operate", "tab:orange")):
+        bars = ax.bar([x + shift for x in xs], [r[key] for r in ok], width=0.4, color=color)
+        for bar, c in zip(bars, carried):
+            bar.set_hatch("//" if c else "")
+        handles.append(Patch(facecolor=color, label=name))
+    if any(carried):
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="//",
+                             label="hatched: GPU speed carried over from another GPU, not measured"))
     ax.set_xticks(list(xs), labels, fontsize=8)
     ax.set_ylabel("$/hour")
     ax.set_title(f"cheapest configuration per GPU with P(miss) <= {target:g}")
-    ax.legend()
+    ax.margins(y=0.3)  # room above the bars for the legend
+    ax.legend(handles=handles, fontsize=8, loc="upper left")
     ax.grid(True, axis="y", alpha=0.3)
     path = save_figure(fig, out, "sojourn hardware comparison")
     plt.close(fig)
