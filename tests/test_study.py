@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 
 from _tiny_study import TINY_SCENARIO
 from sojourn import ConfigError
@@ -288,7 +289,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_study_resumes(tmp_path):
             try:
                 st = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
                 done = sum(1 for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE)
-            except KeyError:
+            except (KeyError, SQLAlchemyError):  # not created yet, or the worker is creating its tables
                 pass
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -148,3 +148,27 @@ def test_a_storage_that_cannot_be_opened_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "study.storage" in err and "Traceback" not in err
     assert "secret" not in err and "***" in err
+
+
+def test_sigkilled_worker_leaves_nothing_running_postgres(tmp_path, postgres_url):
+    from _recovery import S, kill_mid_trial_and_restart
+
+    ts = kill_mid_trial_and_restart(tmp_path, postgres_url, name="recover_pg")
+    assert not any(t.state in (S.RUNNING, S.WAITING) for t in ts)
+    (dead,) = [t for t in ts if t.state == S.FAIL]
+    assert any(t.state == S.COMPLETE and t.params == dead.params for t in ts)
+
+
+def test_three_workers_finish_exactly_n_trials(tmp_path, postgres_url):
+    from _recovery import slow_study, worker
+
+    from sojourn.study.runner import count_trials
+
+    path = slow_study(tmp_path, postgres_url, "three", n_trials=9)
+    path.write_text(path.read_text().replace("horizon_hours = 3000", "horizon_hours = 300"))
+    procs = [worker(path, "--worker-id", str(k)) for k in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    c = count_trials(optuna.load_study(study_name="three", storage=postgres_url))
+    assert c["evaluated"] == 9 and c["running"] == 0, c

@@ -294,17 +294,12 @@ class Scenario(_Strict):
         )
 
     def calibration(self) -> tuple[bool, str]:
-        """Whether the step-time factors of this fleet's GPU were fitted on its own measurements, and how.
+        """Whether this fleet's step-time factors are fitted on its own GPU's measurements, and how
+        (``sojourn.perf.scenario_calibration``)."""
+        from sojourn.perf import scenario_calibration
 
-        A generic server has no step-time model: its service time is what the user gave.
-        """
-        if self.fleet.server is not None:
-            return True, "generic server: the service time given"
-        from sojourn.perf import default_profile, load_profile
-
-        sv = self.serving
-        prof = load_profile(sv.profile, self.base_dir) if sv.profile else default_profile(self.fleet.gpu, sv.backend)
-        return prof.calibrated, prof.calibration
+        c = scenario_calibration(self)
+        return c.calibrated, c.source
 
     @property
     def price_per_gpu_hour(self) -> float:

@@ -128,15 +128,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"interrupted after {done} trials, all saved; run the same command to resume", file=sys.stderr)
             return 130
         n = len(study.trials)
-        from sojourn.study.runner import DUPLICATE_ATTR
+        from sojourn.study.runner import DUPLICATE_ATTR, count_trials
 
-        finished = [t for t in study.trials if t.state.is_finished()]
-        repeats = sum(1 for t in finished if DUPLICATE_ATTR in t.user_attrs)
-        polished = sum(1 for t in finished if t.user_attrs.get("polish") and DUPLICATE_ATTR not in t.user_attrs)
-        print(f"{n} trials in the study: {len(finished) - repeats} configurations evaluated"
-              + (f" ({len(finished) - repeats - polished} by the search, {polished} by polish)" if polished else "")
-              + (f", {repeats} repeats answered from the stored results" if repeats else "")
-              + (f", {n - len(finished)} unfinished" if n > len(finished) else ""), file=sys.stderr)
+        c = count_trials(study)
+        polished = sum(1 for t in study.trials if t.state.name == "COMPLETE"
+                       and t.user_attrs.get("polish") and DUPLICATE_ATTR not in t.user_attrs)
+        print(f"{n} trials in the study: {c['evaluated']} configurations evaluated"
+              + (f" ({c['evaluated'] - polished} by the search, {polished} by polish)" if polished else "")
+              + (f", {c['repeats']} repeats answered from the stored results" if c["repeats"] else "")
+              + (f", {c['failed']} failed (not counted; a worker that died has its configuration re-queued)"
+                 if c["failed"] else "")
+              + (f", {c['running'] + c['waiting']} unfinished" if c["running"] + c["waiting"] else ""),
+              file=sys.stderr)
         if cfg.study.polish and not args.no_polish:
             from sojourn.study.polish import polish_front
 

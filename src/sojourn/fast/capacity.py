@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -163,6 +164,17 @@ class NodeCapacity:
             return self.sampler(rng, n)
         return rng.choice(self.works, size=n)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes its arrays hold (the request pool, its latency law, cached keys): what caching it costs."""
+        arrays = [self.works, self.inputs, self.outputs, *self._forecast_keys.values()]
+        if "work_quantiles" in self.__dict__:
+            arrays.append(self.__dict__["work_quantiles"])
+        n = sum(int(a.nbytes) for a in arrays)
+        if self.latency is not None:
+            n += sum(int(v.nbytes) for v in vars(self.latency).values() if isinstance(v, np.ndarray))
+        return n
+
     def scaled(self, factor: float) -> NodeCapacity:
         """This node with ``factor`` times its capacity: every request takes 1/factor the node-seconds.
 
@@ -210,7 +222,12 @@ class NodeCapacity:
 # --- the cache -------------------------------------------------------------------
 
 _CACHE: OrderedDict[str, NodeCapacity] = OrderedDict()
-_CACHE_SIZE = 512
+#: The cache holds at most this many bytes of capacities (an engine's is ~30 MB: its request
+#: pool's works and token counts, and its latency law). A study whose space has a continuous
+#: engine setting (gpu_memory_utilization) measures a new capacity every trial: counted in
+#: entries, the cache grew ~20 MB a trial to 7.8 GB by trial 361 (issue 12). The
+#: environment variable SOJOURN_CAPACITY_CACHE_MB sets another bound.
+_CACHE_BYTES = int(float(os.environ.get("SOJOURN_CAPACITY_CACHE_MB", "512")) * 2**20)
 _LOCK = threading.Lock()
 
 
@@ -265,8 +282,10 @@ def node_capacity(scenario: Any, *, measure: int = 100_000, mix: tuple[Any, Any]
     if key is not None:
         with _LOCK:
             _CACHE[key] = cap
-            while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.popitem(last=False)
+            total = sum(c.nbytes for c in _CACHE.values())
+            while len(_CACHE) > 1 and total > _CACHE_BYTES:
+                _, old = _CACHE.popitem(last=False)
+                total -= old.nbytes
     return cap
 
 

@@ -193,7 +193,7 @@ def _key_classes(pool_key: NDArray[np.float64], pool_work: NDArray[np.float64], 
                    var=np.array([g.var() for g in groups]), start=start.astype(np.int64),
                    size=size.astype(np.int64), works=works)
     _CLASS_CACHE.insert(0, (pool_key, pool_work, bins, out))
-    del _CLASS_CACHE[16:]
+    del _CLASS_CACHE[4:]
     return out
 
 

@@ -103,6 +103,10 @@ class StudySettings(_Strict):
     #: ever-higher cost helps nobody. The trial's attributes keep the value computed.
     p_miss_floor: float = Field(default=1e-6, ge=0, lt=1)
     timeout_s: float | None = Field(default=None, gt=0)
+    #: Seconds between a running trial's heartbeats in a database storage: a worker killed
+    #: mid-trial leaves its trial failed (and its configuration re-queued) after twice this,
+    #: not RUNNING forever (``StudyRunner.storage``). None: no heartbeat.
+    heartbeat_s: int | None = Field(default=60, ge=1)
     n_jobs: int = Field(default=1, ge=1)
     output_dir: str | None = None  # default: <study dir>/<name>-out
     objectives_dir: str | None = None

@@ -187,7 +187,18 @@ def rows_to_csv(rows: list[dict[str, Any]], space: Sequence[str] = ()) -> str:
 
 
 def rows_to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2) + "\n"
+    """Strict JSON: a non-finite number (an infinite p99 objective) is null, as in the result JSON."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(rows), indent=2, allow_nan=False) + "\n"
 
 
 def trial_summary(t: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -11,6 +11,7 @@ or Ctrl-C with every finished trial intact.
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import sys
@@ -29,6 +30,7 @@ from sojourn.study.objectives import Objective, find_objectives_dir, load_object
 
 __all__ = [
     "INFEASIBLE_ATTR",
+    "count_trials",
     "StudyRunner",
     "evaluate",
     "pessimistic_result",
@@ -40,6 +42,10 @@ CONSTRAINTS_ATTR = "constraints"
 INFEASIBLE_ATTR = "infeasible_reason"
 #: User attribute of a trial that repeated an evaluated configuration: that trial's number.
 DUPLICATE_ATTR = "duplicate_of"
+#: Study attribute holding what its results depend on (``StudyRunner.fingerprint``).
+FINGERPRINT_ATTR = "fingerprint"
+#: Times a configuration whose worker died is enqueued again (``RetryHeartbeatStaleTrialCallback``).
+RETRIES = 3
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +227,8 @@ class StudyRunner:
                 return self._load(create)
             except SQLAlchemyError as err:
                 reason = str(err).splitlines()[0]
-                race = "already exists" in reason or "duplicate key" in reason or "UniqueViolation" in reason
+                race = any(m in reason for m in ("already exists", "duplicate key", "UniqueViolation",
+                                                  "UNIQUE constraint failed", "database is locked"))
                 if attempt == 5 or not race:
                     raise ConfigError("study.storage", f"cannot open {self.display_url()}: {reason}") from None
                 time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
@@ -239,18 +246,88 @@ class StudyRunner:
             return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else url
         return url
 
+    def storage(self) -> Any:
+        """The study's storage: for a database, Optuna's RDBStorage with a heartbeat.
+
+        Each running trial beats every ``heartbeat_s`` seconds; a trial whose worker died
+        (SIGKILL, a lost machine) stops beating, and after twice that the next trial any
+        worker starts fails it (Optuna's ``fail_stale_trials``) and
+        ``RetryHeartbeatStaleTrialCallback`` enqueues its configuration again, so nothing stays
+        RUNNING and no configuration is lost. One storage object per runner.
+        """
+        if getattr(self, "_storage", None) is not None:
+            return self._storage
+        url = self.cfg.storage_url
+        beat = self.cfg.study.heartbeat_s
+        if url.startswith("memory") or beat is None:
+            self._storage = url
+            return url
+        import warnings
+
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            self._storage = RDBStorage(
+                url, heartbeat_interval=int(beat), grace_period=int(max(2 * beat, beat + 1)),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
+        return self._storage
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a study's stored results depend on: a study file that changes any of it is a new study."""
+        import hashlib
+
+        st = self.cfg.study
+        scenario = json.dumps(self.base.model_dump(mode="json"), sort_keys=True, default=str)
+        return {
+            "objectives": [o.name for o in self.objectives],
+            "space": {k: (v.model_dump() if isinstance(v, Range) else list(v)) for k, v in sorted(self.cfg.space.items())},
+            "scenario_sha256": hashlib.sha256(scenario.encode()).hexdigest()[:16],
+            "sla_miss_statistic": st.sla_miss_statistic,
+            "p_miss_floor": st.p_miss_floor,
+            "budget_per_hour": st.budget_per_hour,
+            "simulation_seed": st.seed if st.simulation_seed is None else st.simulation_seed,
+            "replications": st.replications,
+            "horizon_hours": st.horizon_hours,
+            "fidelity": self.fidelity,
+        }
+
+    def _check_fingerprint(self, study: optuna.Study) -> None:
+        """Refuse a study file whose objectives or result-changing settings differ from the stored study's."""
+        now = json.loads(json.dumps(self.fingerprint(), default=str))
+        stored = study.user_attrs.get(FINGERPRINT_ATTR)
+        if stored is None:
+            names = study.user_attrs.get("objectives")
+            if names is not None and list(names) != now["objectives"]:
+                stored = {"objectives": list(names)}
+            elif study.trials:
+                return  # a study made before fingerprints: nothing to compare but the objectives
+        if stored is not None:
+            diff = [k for k in now if k in stored and stored[k] != now[k]]
+            if diff:
+                what = "; ".join(f"{k}: stored {stored[k]!r}, file {now[k]!r}" for k in diff)
+                raise ConfigError(
+                    f"study.{diff[0]}" if diff[0] in type(self.cfg.study).model_fields else "study",
+                    f"the study {self.cfg.study.name!r} in its storage was run with other settings ({what}): its "
+                    "stored results would be mixed with new ones. Give the study a new name (study.name), or "
+                    "restore the settings")
+        study.set_user_attr(FINGERPRINT_ATTR, now)
+
     def _load(self, create: bool) -> optuna.Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        url = self.cfg.storage_url
+        text = self.cfg.storage_url
         if not create:
-            db = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+            db = text[len("sqlite:///"):] if text.startswith("sqlite:///") else None
             if db is not None and not Path(db).exists():  # don't leave an empty database behind
                 raise ConfigError("study.name", f"no study {self.cfg.study.name!r}: {db} does not exist; "
                                   "run `sojourn study run` first")
+        url = self.storage()
+        if not create:
             try:
                 study = optuna.load_study(study_name=self.cfg.study.name, storage=url)
             except KeyError:
-                raise ConfigError("study.name", f"no study {self.cfg.study.name!r} in {url}; run `sojourn study run` first") from None
+                raise ConfigError("study.name", f"no study {self.cfg.study.name!r} in {self.display_url()}; "
+                                  "run `sojourn study run` first") from None
             return study
         existing = 0
         try:
@@ -266,6 +343,7 @@ class StudyRunner:
         )
         if list(study.directions) != [optuna.study.StudyDirection.MINIMIZE if d == "minimize" else optuna.study.StudyDirection.MAXIMIZE for d in self.directions]:
             raise ConfigError("study.objectives", "the stored study has other objectives; use a new study name")
+        self._check_fingerprint(study)
         study.set_user_attr("objectives", [o.name for o in self.objectives])
         study.set_user_attr("budget_per_hour", self.cfg.study.budget_per_hour)
         return study
@@ -393,23 +471,23 @@ class StudyRunner:
                 signal.signal(signal.SIGINT, handler)
 
     def _run(self, n_trials: int | None, timeout: float | None) -> optuna.Study:
-        """Evaluate ``n_trials`` more configurations (or up to the file's ``n_trials``).
+        """Evaluate configurations up to the study file's ``n_trials`` in all, or ``n_trials`` more.
 
-        A trial that repeats an evaluated configuration is answered from the stored
-        result (``duplicate_of``) and does not count: in a discrete space samplers
-        propose repeats often, and ``n_trials`` means configurations evaluated. A
-        space with fewer new configurations than asked ends the run after
+        Without ``n_trials`` the file's ``n_trials`` is the study's total, whatever the
+        number of workers sharing its storage: each worker stops once the configurations
+        evaluated in the storage, with those other workers are evaluating now, reach it
+        (a restarted worker goes on from the count stored). A trial that repeats an
+        evaluated configuration is answered from the stored result (``duplicate_of``) and
+        does not count, nor does a failed one: ``n_trials`` means configurations
+        evaluated. A space with fewer new configurations than asked ends the run after
         ``10 x n + 100`` trials in all.
         """
         import time
 
         study = self.load()
-
-        def evaluated(t: optuna.trial.FrozenTrial) -> bool:
-            return t.state.is_finished() and DUPLICATE_ATTR not in t.user_attrs
-
-        done = sum(1 for t in study.trials if evaluated(t))
-        todo = n_trials if n_trials is not None else max(0, self.cfg.study.n_trials - done)
+        total = n_trials is None
+        done = count_trials(study)["evaluated"]
+        todo = max(0, self.cfg.study.n_trials - done) if total else n_trials
         if todo <= 0:
             return study
         seen = {
@@ -418,14 +496,20 @@ class StudyRunner:
             if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs
         }
         count = [0]
+        mine = [0]  # this worker's trials, for the attempts limit
 
         def remember(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+            mine[0] += 1
             if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs:
                 seen.setdefault(tuple(sorted(t.params.items())), t)
-            if evaluated(t):
-                count[0] += 1
-                if count[0] >= todo:
-                    st.stop()
+                if not total:
+                    count[0] += 1
+            if total:
+                c = count_trials(st)
+                # Trials other workers run now will count when they finish: do not start one more.
+                count[0] = c["evaluated"] + c["running"] - done
+            if count[0] >= todo:
+                st.stop()
 
         def stop_if_asked(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
             if self.interrupted:
@@ -435,12 +519,11 @@ class StudyRunner:
         deadline = None if limit is None else time.monotonic() + limit
         attempts = 10 * todo + 100
         first = True
-        while count[0] < todo and attempts > 0 and not self.interrupted:
+        while count[0] < todo and mine[0] < attempts and not self.interrupted:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 break
-            n = min(todo - count[0], attempts)
-            attempts -= n
+            n = min(todo - count[0], attempts - mine[0])
             study.optimize(
                 self.objective(seen),
                 callbacks=[remember, stop_if_asked],
@@ -451,6 +534,29 @@ class StudyRunner:
             )
             first = False
         return study
+
+
+def count_trials(study: optuna.Study) -> dict[str, int]:
+    """The study's trials by what they mean: configurations evaluated, repeats, failed, running, waiting.
+
+    ``evaluated`` counts complete trials that are not repeats (``duplicate_of``): what
+    ``n_trials`` counts. Failed trials (an error, a double Ctrl-C, a worker that died and
+    whose configuration was re-queued) and repeats are counted apart.
+    """
+    c = {"evaluated": 0, "repeats": 0, "failed": 0, "running": 0, "waiting": 0, "pruned": 0}
+    S = optuna.trial.TrialState
+    for t in study.get_trials(deepcopy=False):
+        if t.state == S.COMPLETE:
+            c["repeats" if DUPLICATE_ATTR in t.user_attrs else "evaluated"] += 1
+        elif t.state == S.FAIL:
+            c["failed"] += 1
+        elif t.state == S.RUNNING:
+            c["running"] += 1
+        elif t.state == S.WAITING:
+            c["waiting"] += 1
+        else:
+            c["pruned"] += 1
+    return c
 
 
 def _feasible(t: optuna.trial.FrozenTrial) -> bool:

@@ -1,0 +1,104 @@
+"""Long studies that survive: a worker killed mid-trial, n_trials as the study's total, settings that changed.
+
+The PostgreSQL versions of the kill test and of several workers live in test_study_postgres.py.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from _recovery import S, kill_mid_trial_and_restart, slow_study, worker
+from _tiny_study import TINY_SCENARIO
+
+from sojourn import ConfigError
+from sojourn.study import StudyRunner, load_study
+from sojourn.study.runner import count_trials
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sigkilled_worker_leaves_nothing_running_and_loses_no_trial_sqlite(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'recover.db'}"
+    ts = kill_mid_trial_and_restart(tmp_path, storage)
+    assert not any(t.state in (S.RUNNING, S.WAITING) for t in ts)
+    failed = [t for t in ts if t.state == S.FAIL]
+    assert len(failed) == 1  # the killed trial, failed by the next worker's heartbeat check...
+    (dead,) = failed
+    retried = [t for t in ts if t.state == S.COMPLETE and t.params == dead.params]
+    assert retried  # ...and its configuration evaluated again
+    c = count_trials(optuna.load_study(study_name="recover", storage=storage))
+    assert c["evaluated"] == 4 and c["failed"] == 1  # n_trials counts configurations, not the failure
+
+
+def test_n_trials_is_the_studys_total_whatever_the_workers(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'total.db'}"
+    path = slow_study(tmp_path, storage, "total", n_trials=6)
+    # Shorter trials: the point is the count, not the kill.
+    path.write_text(path.read_text().replace("horizon_hours = 3000", "horizon_hours = 200"))
+    procs = [worker(path, "--worker-id", str(k)) for k in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    c = count_trials(optuna.load_study(study_name="total", storage=storage))
+    assert c["evaluated"] == 6, c  # not 12: each worker stops at the study's total
+    # A restarted worker goes on from the count stored: nothing to add.
+    p = worker(path)
+    p.communicate(timeout=300)
+    assert count_trials(optuna.load_study(study_name="total", storage=storage))["evaluated"] == 6
+
+
+def study_file(tmp_path: Path, objectives: str = '["sla_miss", "cost_per_hour"]', extra: str = "") -> Path:
+    (tmp_path / "scenario.toml").write_text(TINY_SCENARIO)
+    p = tmp_path / "s.toml"
+    p.write_text(textwrap.dedent(f"""
+        [study]
+        name = "s"
+        scenario = "scenario.toml"
+        n_trials = 2
+        objectives = {objectives}
+        objectives_dir = "{ROOT / 'objectives'}"
+        {extra}
+        [space]
+        nodes = [1, 2, 3]
+        """))
+    return p
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"objectives": '["cost_per_hour", "sla_miss"]'}, "objectives"),  # reordered: a cost read as P(miss)
+    ({"objectives": '["batch_miss", "cost_per_hour"]'}, "objectives"),
+    ({"extra": "p_miss_floor = 1e-3"}, "p_miss_floor"),
+    ({"extra": 'sla_miss_statistic = "mean"'}, "sla_miss_statistic"),
+])
+def test_a_study_file_that_changed_what_results_mean_is_refused(tmp_path, change, field):
+    runner = StudyRunner(load_study(study_file(tmp_path)))
+    runner.run()
+    db = tmp_path / "s.db"
+    before = db.read_bytes()
+    changed = StudyRunner(load_study(study_file(tmp_path, **change)))
+    with pytest.raises(ConfigError) as err:
+        changed.run()
+    assert field in str(err.value) and "new name" in str(err.value)
+    # What the study holds is unchanged (no trial added, no attribute rewritten).
+    st = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    assert len(st.trials) == 2 and st.user_attrs["objectives"] == ["sla_miss", "cost_per_hour"]
+    assert db.read_bytes() == before or len(st.trials) == 2
+
+
+def test_settings_that_do_not_change_results_may_change(tmp_path):
+    StudyRunner(load_study(study_file(tmp_path))).run()
+    more = study_file(tmp_path, extra="confirm_max = 3\ntimeout_s = 100")
+    StudyRunner(load_study(more)).run()  # n_trials, confirmation and timeouts are how to run, not what results mean
+
+
+def test_study_run_refuses_a_changed_study_with_exit_2(tmp_path, capsys):
+    from sojourn.cli import main
+
+    StudyRunner(load_study(study_file(tmp_path))).run()
+    assert main(["study", "run", str(study_file(tmp_path, objectives='["cost_per_hour", "sla_miss"]')),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "objectives" in err and "Traceback" not in err
