@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from sojourn._errors import ConfigError
+from sojourn._io import write_atomic
+
+__all__ = ["emit_json", "int_list", "write_atomic"]
 
 
 def int_list(text: str, field: str) -> list[int]:
@@ -21,21 +21,6 @@ def int_list(text: str, field: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise ConfigError(field, f"expected positive integers, got {text!r}")
     return values
-
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write to a temporary file in the target folder, then rename: never half-written."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 def emit_json(obj: Any, out: str | None = None) -> None:

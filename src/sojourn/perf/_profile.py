@@ -9,8 +9,6 @@ the closest measured GPU, and the profile says so (``carried_from``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from importlib import resources
@@ -253,16 +251,7 @@ def load_profile(name_or_path: str, base_dir: str | Path = ".") -> Profile:
 
 
 def save_profile(profile: Profile, path: str | Path) -> Path:
-    """Write atomically: a temporary file in the same folder, then rename."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(profile.to_dict(), fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    """Write atomically: a temporary file in the same folder, then rename (``sojourn._io``)."""
+    from sojourn._io import write_atomic
+
+    return write_atomic(path, json.dumps(profile.to_dict(), indent=2, sort_keys=True) + "\n")

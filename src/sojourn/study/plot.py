@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +33,18 @@ def save_figure(fig: Any, out: str | Path, title: str) -> Path:
     ext = p.suffix.lower()
     if ext not in (".png", ".svg", ".html"):
         raise ConfigError("--out", f"unsupported plot format {ext or '(none)'}; allowed: .png, .svg, .html")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    from sojourn._io import atomic_path
+
+    with atomic_path(p) as tmp:
         if ext == ".html":
             buf = io.StringIO()
             fig.savefig(buf, format="svg", bbox_inches="tight")
-            Path(tmp).write_text(
+            tmp.write_text(
                 f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
                 f"<body><h1>{title}</h1>{buf.getvalue()}</body></html>\n"
             )
         else:
             fig.savefig(tmp, format=ext[1:], dpi=130, bbox_inches="tight")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return p
 
 
