@@ -215,3 +215,25 @@ def test_polish_limits_its_trials(tmp_path, n):
     report = polish_front(runner, study, max_trials=n)
     assert report.evaluated == n and not report.converged
     assert "limit reached" in report.describe()
+
+
+def test_a_neighbour_that_fails_is_reported_and_not_retried(tmp_path, monkeypatch):
+    runner = StudyRunner(load_study(study_file(tmp_path)))
+    study = runner.load()
+    study.enqueue_trial({"tp": 1, "nodes": 8, "discipline": "fifo"})
+    study.optimize(runner.objective({}), n_trials=1)
+    scenario = runner.trial_scenario
+
+    def broken_at_nine(params):
+        if params["nodes"] == 9:
+            raise ValueError("model bug")
+        return scenario(params)
+
+    monkeypatch.setattr(runner, "trial_scenario", broken_at_nine)
+    report = polish_front(runner, study)  # goes on past the failure
+    assert report.evaluated > 0 and report.unevaluated == 0 and not report.converged
+    assert report.failed and all("model bug" in f for f in report.failed)
+    assert "failed to evaluate" in report.describe() and "ValueError: model bug" in report.describe()
+    failures = len(study.get_trials(states=(TrialState.FAIL,)))
+    again = polish_front(runner, study)
+    assert again.evaluated == 0 and len(study.get_trials(states=(TrialState.FAIL,))) == failures  # not retried

@@ -21,7 +21,7 @@ it unseen) or a limit is reached.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -31,10 +31,12 @@ from sojourn.study.config import Range
 from sojourn.study.front import front_trials
 from sojourn.study.runner import DUPLICATE_ATTR, StudyRunner, _dominates, _feasible
 
-__all__ = ["POLISH_ATTR", "PolishReport", "neighbours", "polish_front"]
+__all__ = ["POLISH_ATTR", "POLISH_ERROR_ATTR", "PolishReport", "neighbours", "polish_front"]
 
 #: User attribute of a trial that polish evaluated.
 POLISH_ATTR = "polish"
+#: User attribute of a polish trial whose evaluation raised: the error (it is not tried again).
+POLISH_ERROR_ATTR = "polish_error"
 
 
 @dataclass
@@ -51,17 +53,27 @@ class PolishReport:
     #: Final front points that an evaluated neighbour dominates. The front is non-dominated among
     #: all evaluated trials, so this is 0 by construction; it is counted, not assumed.
     dominated: int = 0
+    #: Neighbours of the final front whose evaluation raised (``POLISH_ERROR_ATTR``): "params: error".
+    failed: list[str] = field(default_factory=list)
     interrupted: bool = False
 
     @property
     def converged(self) -> bool:
-        return self.unevaluated == 0 and not self.interrupted
+        return self.unevaluated == 0 and not self.failed and not self.interrupted
 
     def describe(self) -> str:
-        tail = ("converged: every front point's neighbours are evaluated" if self.converged else
-                f"not converged: {self.unevaluated} neighbours of {self.open_points} front points left unevaluated"
-                + (" (interrupted" if self.interrupted else " (limit reached")
-                + "; run the same command to go on)")
+        if self.converged:
+            tail = "converged: every front point's neighbours are evaluated"
+        else:
+            why = []
+            if self.unevaluated:
+                why.append(f"{self.unevaluated} neighbours of {self.open_points} front points left unevaluated ("
+                           + ("interrupted" if self.interrupted else "limit reached") + "; run the same command to go on)")
+            elif self.interrupted:
+                why.append("interrupted")
+            if self.failed:
+                why.append(f"{len(self.failed)} neighbours failed to evaluate (first: {self.failed[0]})")
+            tail = "not converged: " + "; ".join(why)
         return (f"polish: {self.evaluated} configurations evaluated in {self.rounds} rounds, front "
                 f"{self.front_before} -> {self.front_after} points; {tail}")
 
@@ -121,6 +133,13 @@ def _evaluated(study: optuna.Study) -> dict[tuple, FrozenTrial]:
             if DUPLICATE_ATTR not in t.user_attrs}
 
 
+def _failed(study: optuna.Study) -> dict[tuple, str]:
+    """Configurations polish tried whose evaluation raised (not those a Ctrl-C aborted: they are retried)."""
+    return {_key(t.system_attrs.get("fixed_params", t.params)): t.user_attrs[POLISH_ERROR_ATTR]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if POLISH_ERROR_ATTR in t.user_attrs}
+
+
 def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
                  max_trials: int | None = None) -> PolishReport:
     """Evaluate the front's unevaluated neighbours, round after round (module docstring).
@@ -128,8 +147,9 @@ def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
     Neighbours above ``budget_per_hour`` are skipped (they cannot be on the front). At most
     ``max_trials`` configurations (default: 3 x the study's ``n_trials``, at least 60) in
     ``max_rounds`` rounds. Ctrl-C stops after the running trial, as in ``StudyRunner.run``
-    (``interrupted``); a trial that failed or was aborted counts as unevaluated, so a rerun
-    evaluates exactly what is missing.
+    (``interrupted``); a trial a second Ctrl-C aborted counts as unevaluated, so a rerun
+    evaluates exactly what is missing. A neighbour whose evaluation raises is recorded
+    (``POLISH_ERROR_ATTR``), reported, and not tried again; polish goes on without it.
     """
     space = runner.cfg.space
     budget = runner.cfg.study.budget_per_hour
@@ -141,10 +161,11 @@ def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
     def todo(done: dict[tuple, FrozenTrial]) -> tuple[list[dict[str, Any]], int]:
         want: list[dict[str, Any]] = []
         points = 0
+        failed = _failed(study)
         for t in front_trials(study):
             missing = 0
             for p in neighbours(dict(t.params), space):
-                if _key(p) in done:
+                if _key(p) in done or _key(p) in failed:
                     continue
                 if budget is not None and runner._cost_of(p) > budget:
                     continue  # cannot be on the front within budget
@@ -167,14 +188,18 @@ def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
             # study would fall back on its sampler: polish evaluates nothing it did not choose.
             if not trial.user_attrs.get(POLISH_ATTR):
                 raise optuna.TrialPruned("polish evaluates only the neighbours it enqueued")
-            return objective(trial)
+            try:
+                return objective(trial)
+            except Exception as err:
+                trial.set_user_attr(POLISH_ERROR_ATTR, f"{type(err).__name__}: {err}")
+                raise
 
         def stop_if_asked(st: optuna.Study, t: FrozenTrial) -> None:
             if runner.interrupted:
                 st.stop()
 
         n = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        study.optimize(only_enqueued, n_trials=n, callbacks=[stop_if_asked], catch=())
+        study.optimize(only_enqueued, n_trials=n, callbacks=[stop_if_asked], catch=(Exception,))
 
     def body() -> None:
         while rep.rounds < max_rounds and rep.evaluated < limit:
@@ -195,7 +220,13 @@ def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
     done = _evaluated(study)
     rep.unevaluated = len(todo(done)[0])
     rep.open_points = todo(done)[1]
+    failed = _failed(study)
     for f in front:
-        rivals = (done.get(_key(p)) for p in neighbours(dict(f.params), space))
+        near = neighbours(dict(f.params), space)
+        rivals = (done.get(_key(p)) for p in near)
         rep.dominated += any(r is not None and _feasible(r) and _dominates(r.values, f.values, signs) for r in rivals)
+        for p in near:
+            why = failed.get(_key(p))
+            if why is not None and f"{p}: {why}" not in rep.failed:
+                rep.failed.append(f"{p}: {why}")
     return rep
