@@ -159,16 +159,30 @@ def test_sigkilled_worker_leaves_nothing_running_postgres(tmp_path, postgres_url
     assert any(t.state == S.COMPLETE and t.params == dead.params for t in ts)
 
 
-def test_three_workers_finish_exactly_n_trials(tmp_path, postgres_url):
-    from _recovery import slow_study, worker
+def test_three_workers_finish_exactly_n_trials_and_confirm_the_front_together(tmp_path, postgres_url):
+    """Issue 12's multi-machine run: n_trials is the study's total, and the front's confirmations are shared."""
+    from _recovery import slow_study
 
-    from sojourn.study.runner import count_trials
-
-    path = slow_study(tmp_path, postgres_url, "three", n_trials=9)
-    path.write_text(path.read_text().replace("horizon_hours = 3000", "horizon_hours = 300"))
-    procs = [worker(path, "--worker-id", str(k)) for k in range(3)]
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-    c = count_trials(optuna.load_study(study_name="three", storage=postgres_url))
-    assert c["evaluated"] == 9 and c["running"] == 0, c
+    name = "three_confirm"
+    path = slow_study(tmp_path, postgres_url, name, n_trials=9)
+    path.write_text(path.read_text().replace("heartbeat_s = 1", "heartbeat_s = 2\nconfirm_replications = 4"))
+    cmd = [sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--quiet", "--no-polish"]
+    workers = [subprocess.Popen(cmd + ["--worker-id", str(k)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for k in range(3)]
+    for w in workers:
+        out, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+        assert "Traceback" not in err
+    S = optuna.trial.TrialState
+    trials = optuna.load_study(study_name=name, storage=postgres_url).trials
+    evaluated = [t for t in trials if t.state == S.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(evaluated) == 9
+    assert not any(t.state in (S.RUNNING, S.WAITING) for t in trials)
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    front = front_trials(study)
+    assert all(f"confirm:{t.number}" in study.user_attrs for t in front)
+    queue = optuna.load_study(study_name=name + ":confirm", storage=postgres_url).trials
+    ran = [t.params["trial"] for t in queue if t.state == S.COMPLETE and "seconds" in t.user_attrs]
+    assert sorted(ran) == sorted({t.number for t in front})  # each front point confirmed once, by one worker
+    if len(front) >= 2:
+        assert len({t.user_attrs["worker"] for t in queue if "seconds" in t.user_attrs}) >= 2

@@ -23,6 +23,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--replications", type=int, default=None, help="replications of the confirming simulation")
     p.add_argument("--n-jobs", type=int, default=1)
     p.add_argument("--out", default=None, help="folder for hardware.csv and hardware.png (default: study output)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (there is none off a terminal either)")
     return p
 
 
@@ -41,7 +42,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--target-miss", f"{args.target_miss:g} is below the study's p_miss_floor {floor:g}, "
                           "where the study stops telling configurations apart; lower study.p_miss_floor")
     study = runner.load(create=False)
-    rows = compare_hardware(runner, study, args.target_miss, replications=args.replications)
+    from sojourn._progress import bar, wanted
+    from sojourn.study.front import confirm_replications
+
+    reps = confirm_replications(runner, args.replications)
+    print(f"compare-hardware: confirming the cheapest candidate of each GPU type on the {runner.confirm_fidelity} "
+          f"tier, {reps} replications each (stored in the study as they finish; Ctrl-C stops at once and a rerun "
+          "resumes)", file=sys.stderr)
+    try:
+        with bar(None, "compare-hardware", unit="config", enabled=wanted(args.quiet)) as pbar:
+            rows = compare_hardware(runner, study, args.target_miss, replications=args.replications, bar=pbar)
+    except KeyboardInterrupt:
+        print("interrupted: every finished confirmation is stored in the study; run the same command to resume",
+              file=sys.stderr)
+        return 130
     out = Path(args.out) if args.out else runner.cfg.output_dir
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")

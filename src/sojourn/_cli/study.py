@@ -20,7 +20,8 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     r.add_argument("--n-trials", type=int, default=None, help="trials to add (default: up to the file's n_trials)")
     r.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     r.add_argument("--n-jobs", type=int, default=1, help="processes for the replications of each simulation")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress bars (there are none off a terminal either)")
     r.add_argument("--no-confirm", action="store_true", help="skip re-simulating the front")
     r.add_argument("--no-polish", action="store_true",
                    help="skip evaluating the front points' neighbours after the search (study.polish)")
@@ -99,8 +100,35 @@ def _g(v: Any) -> str:
     return str(v)
 
 
+def _confirm(runner: Any, study: Any) -> bool:
+    """Confirm the front (resumable, shared jobs) with a progress bar; False when interrupted."""
+    from sojourn._progress import bar
+    from sojourn.study.confirm import stored_confirmation
+    from sojourn.study.front import confirm_front, confirm_replications, front_trials, spread
+
+    cfg = runner.cfg.study
+    reps = confirm_replications(runner)
+    chosen = spread(front_trials(study), cfg.confirm_max)
+    attrs = study.user_attrs
+    done = sum(stored_confirmation(study, t.number, reps, attrs) is not None for t in chosen)
+    if chosen:
+        print(f"study {cfg.name}: confirming {len(chosen)} front points on the {runner.confirm_fidelity} tier, "
+              f"{reps} replications each" + (f" ({done} stored already)" if done else "")
+              + "; Ctrl-C stops at once and a rerun resumes", file=sys.stderr)
+    try:
+        with bar(len(chosen), f"{cfg.name}: confirm", unit="point", enabled=runner.progress) as pbar:
+            confirm_front(runner, study, trials=chosen, bar=pbar)
+    except KeyboardInterrupt:
+        attrs = study.user_attrs
+        done = sum(stored_confirmation(study, t.number, reps, attrs) is not None for t in chosen)
+        print(f"interrupted: {done} of {len(chosen)} confirmations stored; run the same command to resume",
+              file=sys.stderr)
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
-    from sojourn.study.front import confirm_front, front_rows, rows_to_csv, rows_to_json
+    from sojourn.study.front import front_rows, rows_to_csv, rows_to_json
     from sojourn.study.plot import plot_front
 
     if args.study_command == "run":
@@ -110,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--n-jobs", f"must be >= 1, got {args.n_jobs}")
         if args.worker_id < 0:
             raise ConfigError("--worker-id", f"must be >= 0, got {args.worker_id}")
-        runner = _runner(args, n_jobs=args.n_jobs, progress=not args.no_progress and sys.stderr.isatty())
+        from sojourn._progress import wanted
+
+        runner = _runner(args, n_jobs=args.n_jobs, progress=wanted(args.quiet))
         runner.worker_id = args.worker_id
         cfg = runner.cfg
         print(f"study {cfg.study.name}: storage {runner.display_url()}", file=sys.stderr)
@@ -152,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
             if report.interrupted:
                 print("interrupted: every finished trial is saved; run the same command to resume", file=sys.stderr)
                 return 130
-        if not args.no_confirm:
-            confirm_front(runner, study)
+        if not args.no_confirm and not _confirm(runner, study):
+            return 130
         space = list(cfg.space)
         rows = front_rows(study, space, runner)
         out = cfg.output_dir

@@ -11,11 +11,11 @@ from typing import Any
 
 import optuna
 
-from sojourn.study.runner import DUPLICATE_ATTR, INFEASIBLE_ATTR, StudyRunner, _dominates, _feasible, evaluate
+from sojourn.study.confirm import CONFIRM_PREFIX
+from sojourn.study.runner import DUPLICATE_ATTR, INFEASIBLE_ATTR, StudyRunner, _dominates, _feasible
 
-__all__ = ["confirm_front", "front_rows", "front_trials", "is_feasible", "non_dominated", "rows_to_csv"]
-
-CONFIRM_PREFIX = "confirm:"
+__all__ = ["CONFIRM_PREFIX", "confirm_front", "confirm_replications", "front_rows", "front_trials", "is_feasible",
+           "non_dominated", "rows_to_csv"]
 
 
 def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
@@ -42,35 +42,26 @@ def front_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def confirm_front(runner: StudyRunner, study: optuna.Study, replications: int | None = None,
-                  trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> dict[int, dict[str, Any]]:
-    """Re-simulate front trials with more replications; stored on the study.
+                  trials: Sequence[optuna.trial.FrozenTrial] | None = None,
+                  bar: Any = None) -> dict[int, dict[str, Any]]:
+    """Re-simulate front trials with more replications; each stored on the study as it finishes.
 
     The request tier confirms, unless the study runs at ``fidelity = "fast"``: then the
-    fast tier re-simulates with more replications (and says so in ``fidelity``).
+    fast tier re-simulates with more replications (and says so in ``fidelity``). The
+    confirmations are jobs in the study's storage (``sojourn.study.confirm``): stored
+    ones are reused, workers sharing the study split the rest, a stopped run resumes.
     """
-    reps = replications or runner.cfg.study.confirm_replications or 2 * runner.base.simulation.replications
-    tier = runner.confirm_fidelity
-    out: dict[int, dict[str, Any]] = {}
+    from sojourn.study.confirm import run_jobs
+
+    reps = confirm_replications(runner, replications)
     chosen = list(trials) if trials is not None else spread(front_trials(study), runner.cfg.study.confirm_max)
-    for t in chosen:
-        key = f"{CONFIRM_PREFIX}{t.number}"
-        prev = study.user_attrs.get(key)
-        if prev and prev.get("replications", 0) >= reps:
-            out[t.number] = prev
-            continue
-        sc = runner.trial_scenario({k: t.params[k] for k in runner.cfg.space if k in t.params})
-        res = evaluate(sc, tier, replications=reps, n_jobs=runner.n_jobs)
-        keep = {k: res[k] for k in ("p_miss", "p_miss_ci", "p_miss_upper", "batch_miss", "sojourn_p99_s",
-                                    "analytic_p_miss", "analytic_p_miss_upper", "analytic_agrees", "p_miss_best",
-                                    "stable", "steady_state_note", "p_miss_note", "p_miss_fragility", "fragile")
-                if k in res}
-        keep["replications"] = reps
-        keep["fidelity"] = res.get("fidelity", tier)
-        if "fragile" not in res or (res.get("p_miss_fragility") is None and not res.get("fragile")):
-            keep.update(sampled_fragility(sc, replications=reps))
-        study.set_user_attr(key, keep)
-        out[t.number] = keep
-    return out
+    jobs = {t.number: {k: t.params[k] for k in runner.cfg.space if k in t.params} for t in chosen}
+    return run_jobs(runner, study, jobs, reps, bar)
+
+
+def confirm_replications(runner: StudyRunner, replications: int | None = None) -> int:
+    """Replications of a confirmation: asked, the study's ``confirm_replications``, or twice a trial's."""
+    return int(replications or runner.cfg.study.confirm_replications or 2 * runner.base.simulation.replications)
 
 
 def sampled_fragility(scenario: Any, replications: int | None = None) -> dict[str, Any]:

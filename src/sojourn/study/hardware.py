@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from sojourn.study.front import is_feasible
-from sojourn.study.runner import StudyRunner, evaluate
+from sojourn.study.runner import StudyRunner
 
 __all__ = ["compare_hardware", "own_cost_per_hour"]
 
@@ -31,12 +31,6 @@ def own_cost_per_hour(gpu: Any, n_gpus: int, costs: Any) -> dict[str, float]:
     hosting = costs.hosting_usd_per_gpu_hour * n_gpus
     return {"capex_usd_per_hour": capex, "power_usd_per_hour": power, "hosting_usd_per_hour": hosting,
             "own_usd_per_hour": capex + power + hosting}
-
-
-def _result_miss(runner: StudyRunner, result: dict[str, Any], scenario: Any) -> float:
-    """P(miss) as the study's sla_miss objective reads it (the upper bound without one)."""
-    obj = next((o for o in runner.objectives if o.name == "sla_miss"), None)
-    return obj(result, scenario, runner.cfg.study) if obj else float(result["p_miss_upper"])
 
 
 def _trial_miss(runner: StudyRunner, t: optuna.trial.FrozenTrial) -> float:
@@ -65,45 +59,74 @@ def compare_hardware(
     target_miss: float,
     replications: int | None = None,
     max_tries: int = 3,
+    bar: Any = None,
 ) -> list[dict[str, Any]]:
     """One row per GPU type of the study's space (or the base scenario's GPU).
+
+    Rounds of confirmations: each round confirms, for every GPU type not yet settled, its
+    cheapest candidate not yet tried; a GPU type is settled when one meets the target or
+    ``max_tries`` have not. The confirmations are the study's shared, resumable jobs
+    (``sojourn.study.confirm``): stored as they finish and reused by the front's, split
+    among workers, resumed after Ctrl-C. ``bar`` counts them (its total grows when a
+    candidate falls short).
 
     Each row says whether the GPU's speed is fitted on its own measurements or carried
     over from another GPU (``calibrated``, ``calibration``: ``sojourn.perf.calibration``).
     """
+    from sojourn.study.confirm import miss_used, run_jobs
+    from sojourn.study.front import confirm_replications
+
     cfg = runner.cfg
     gpus = list(cfg.space["gpu"]) if isinstance(cfg.space.get("gpu"), list) else [runner.base.fleet.gpu]
-    reps = replications or cfg.study.confirm_replications or 2 * runner.base.simulation.replications
+    reps = confirm_replications(runner, replications)
     cat = runner.base.catalogue_obj()
+    feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
+    cands: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for gpu_id in gpus:
+        cat.gpu(gpu_id)  # an unknown GPU is a clear error before any simulation
+        cs = [t for t in feasible
+              if t.params.get("gpu", runner.base.fleet.gpu) == gpu_id and _trial_miss(runner, t) <= target_miss]
+        cands[gpu_id] = sorted(cs, key=lambda t: (t.user_attrs["cost_per_hour"], t.number))
+    tries = {g: 0 for g in gpus}
+    chosen: dict[str, tuple[optuna.trial.FrozenTrial, Any, dict[str, Any]]] = {}
+    pending = [g for g in gpus if cands[g]]
+    if bar is not None:
+        bar.total = len(pending)
+        bar.refresh()
+    while pending:
+        now = {g: cands[g][tries[g]] for g in pending}
+        jobs = {t.number: {k: t.params[k] for k in cfg.space if k in t.params} for t in now.values()}
+        results = run_jobs(runner, study, jobs, reps, bar)
+        for g, t in now.items():
+            res = results[t.number]
+            sc = runner.trial_scenario(jobs[t.number])
+            used = res.get("p_miss_used")
+            used = miss_used(runner, res, sc) if used is None else float(used)
+            if used <= target_miss:
+                chosen[g] = (t, sc, {**res, "p_miss_used": used})
+                pending.remove(g)
+                continue
+            tries[g] += 1
+            if tries[g] >= min(max_tries, len(cands[g])):
+                pending.remove(g)
+            elif bar is not None:
+                bar.total += 1
+                bar.refresh()
     rows = []
     for gpu_id in gpus:
         gpu = cat.gpu(gpu_id)
-        cands = [
-            t for t in study.trials
-            if is_feasible(t)
-            and t.params.get("gpu", runner.base.fleet.gpu) == gpu_id
-            and _trial_miss(runner, t) <= target_miss
-        ]
-        cands.sort(key=lambda t: (t.user_attrs["cost_per_hour"], t.number))
-        row: dict[str, Any] = {"gpu": gpu_id, "candidates": len(cands)}
+        row: dict[str, Any] = {"gpu": gpu_id, "candidates": len(cands[gpu_id])}
         row.update(_calibration(runner.base, gpu.id))
-        chosen = None
-        for t in cands[:max_tries]:
-            sc = runner.trial_scenario({k: t.params[k] for k in cfg.space if k in t.params})
-            res = evaluate(sc, runner.confirm_fidelity, replications=reps, n_jobs=runner.n_jobs)
-            if _result_miss(runner, res, sc) <= target_miss:
-                chosen = (t, sc, res)
-                break
-        if chosen is None:
+        if gpu_id not in chosen:
             row["note"] = (
                 "no configuration in the study met the target"
-                if not cands
-                else f"the {min(len(cands), max_tries)} cheapest candidates failed confirmation"
+                if not cands[gpu_id]
+                else f"the {min(len(cands[gpu_id]), max_tries)} cheapest candidates failed confirmation"
             )
             row.update(rent_usd_per_hour=None, own_usd_per_hour=None)
             rows.append(row)
             continue
-        t, sc, res = chosen
+        t, sc, res = chosen[gpu_id]
         row.update(_calibration(sc))  # the chosen configuration's engine and profile
         n_gpus = sc.fleet.nodes * sc.fleet.tp
         row.update(
@@ -113,8 +136,8 @@ def compare_hardware(
             gpus=n_gpus,
             p_miss=res["p_miss"],
             p_miss_upper=res["p_miss_upper"],
-            p_miss_used=_result_miss(runner, res, sc),
-            replications=reps,
+            p_miss_used=res["p_miss_used"],
+            replications=res.get("replications", reps),
             fragile=res.get("fragile"),
             rent_usd_per_hour=sc.cost_per_hour,
             **own_cost_per_hour(gpu, n_gpus, cfg.costs),

@@ -198,8 +198,13 @@ def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
             if runner.interrupted:
                 st.stop()
 
+        def advance(st: optuna.Study, t: FrozenTrial) -> None:
+            pbar.update(1)
+
         n = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        study.optimize(only_enqueued, n_trials=n, callbacks=[stop_if_asked], catch=(Exception,))
+        pbar.total = pbar.n + n
+        pbar.refresh()
+        study.optimize(only_enqueued, n_trials=n, callbacks=[stop_if_asked, advance], catch=(Exception,))
 
     def body() -> None:
         while rep.rounds < max_rounds and rep.evaluated < limit:
@@ -214,7 +219,10 @@ def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
                 rep.interrupted = True
                 break
 
-    runner.guarded(body)
+    from sojourn._progress import bar
+
+    with bar(None, f"{runner.cfg.study.name}: polish", unit="config", enabled=runner.progress) as pbar:
+        runner.guarded(body)
     front = front_trials(study)
     rep.front_after = len(front)
     done = _evaluated(study)

@@ -497,6 +497,9 @@ class StudyRunner:
         }
         count = [0]
         mine = [0]  # this worker's trials, for the attempts limit
+        from sojourn._progress import bar as progress_bar
+
+        pbar = progress_bar(todo, f"{self.cfg.study.name}: search", unit="config", enabled=self.progress)
 
         def remember(st: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
             mine[0] += 1
@@ -508,6 +511,9 @@ class StudyRunner:
                 c = count_trials(st)
                 # Trials other workers run now will count when they finish: do not start one more.
                 count[0] = c["evaluated"] + c["running"] - done
+            if pbar.n != min(count[0], todo):
+                pbar.n = min(count[0], todo)
+                pbar.refresh()
             if count[0] >= todo:
                 st.stop()
 
@@ -518,21 +524,14 @@ class StudyRunner:
         limit = timeout or self.cfg.study.timeout_s
         deadline = None if limit is None else time.monotonic() + limit
         attempts = 10 * todo + 100
-        first = True
-        while count[0] < todo and mine[0] < attempts and not self.interrupted:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            n = min(todo - count[0], attempts - mine[0])
-            study.optimize(
-                self.objective(seen),
-                callbacks=[remember, stop_if_asked],
-                n_trials=n,
-                timeout=left,
-                show_progress_bar=self.progress and first,
-                catch=(),
-            )
-            first = False
+        with pbar:
+            while count[0] < todo and mine[0] < attempts and not self.interrupted:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                n = min(todo - count[0], attempts - mine[0])
+                study.optimize(self.objective(seen), callbacks=[remember, stop_if_asked], n_trials=n, timeout=left,
+                               catch=())
         return study
 
 

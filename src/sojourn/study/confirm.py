@@ -1,0 +1,194 @@
+"""Confirmations as resumable, shared work: a queue of jobs in the study's own storage.
+
+Confirming a front point (re-simulating it with more replications, on the request tier
+unless the study runs at ``fidelity = "fast"``) can take an hour; a hardware comparison
+confirms one candidate per GPU type, and the next where one falls short. Both are jobs
+in a queue that Optuna keeps next to the study: a second study, ``<name>:confirm``, in
+the same storage, whose enqueued trials are the jobs (``enqueue_trial``). Optuna's own
+machinery then gives what long work needs:
+
+* a job is claimed by one worker at a time (a waiting trial is popped atomically), so
+  N machines sharing a PostgreSQL study confirm N points at once;
+* each result is stored, in the study's attribute ``confirm:<trial>``, the moment it
+  finishes: a run stopped by Ctrl-C or a kill resumes where it stopped;
+* a worker that dies mid-job stops beating (the storage's heartbeat), its job is failed
+  and enqueued again by the next worker that looks (``RetryHeartbeatStaleTrialCallback``);
+* Ctrl-C stops at once: the running job is failed, not waited for, and is queued again
+  by the next run.
+
+A job's result is the same whoever runs it (common random numbers), so a job done twice
+(a race between two workers' first look) costs time, never correctness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import optuna
+
+__all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "confirm_params", "queue_study", "run_jobs", "stored_confirmation"]
+
+#: Study attribute holding a trial's confirmation: ``confirm:<trial number>``.
+CONFIRM_PREFIX = "confirm:"
+#: The queue's study name: the study's own with this suffix, in the same storage.
+QUEUE_SUFFIX = ":confirm"
+#: Seconds between looks at the queue while other workers run the last jobs.
+POLL_S = 2.0
+#: Who ran a job (the queue's trial attribute ``worker``): host and process.
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+#: What a confirmation keeps of the simulation's result.
+KEEP = ("p_miss", "p_miss_ci", "p_miss_upper", "batch_miss", "sojourn_p99_s", "analytic_p_miss",
+        "analytic_p_miss_upper", "analytic_agrees", "p_miss_best", "stable", "steady_state_note", "p_miss_note",
+        "p_miss_fragility", "fragile")
+
+
+def stored_confirmation(study: optuna.Study, number: int, replications: int,
+                        attrs: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The stored confirmation of trial ``number`` with at least ``replications``, or None."""
+    prev = (study.user_attrs if attrs is None else attrs).get(f"{CONFIRM_PREFIX}{number}")
+    if prev and prev.get("replications", 0) >= replications:
+        return prev
+    return None
+
+
+def miss_used(runner: Any, result: Mapping[str, Any], scenario: Any) -> float:
+    """P(miss) as the study's sla_miss objective reads a result (the upper bound without one)."""
+    obj = next((o for o in runner.objectives if o.name == "sla_miss"), None)
+    if obj is not None:
+        return float(obj(dict(result), scenario, runner.cfg.study))
+    v = result.get("p_miss_upper")
+    return float(v) if v is not None else 1.0
+
+
+def confirm_params(runner: Any, params: Mapping[str, Any], replications: int) -> dict[str, Any]:
+    """Re-simulate one configuration with ``replications``: what a confirmation stores."""
+    from sojourn.study.front import sampled_fragility
+    from sojourn.study.runner import evaluate
+
+    tier = runner.confirm_fidelity
+    sc = runner.trial_scenario({k: params[k] for k in runner.cfg.space if k in params})
+    res = evaluate(sc, tier, replications=replications, n_jobs=runner.n_jobs)
+    keep = {k: res[k] for k in KEEP if k in res}
+    keep["replications"] = replications
+    keep["fidelity"] = res.get("fidelity", tier)
+    if "fragile" not in res or (res.get("p_miss_fragility") is None and not res.get("fragile")):
+        keep.update(sampled_fragility(sc, replications=replications))
+    keep["p_miss_used"] = miss_used(runner, res, sc)
+    from sojourn.study.runner import _jsonable
+
+    return {k: _jsonable(v) for k, v in keep.items()}
+
+
+def queue_study(runner: Any, study: optuna.Study) -> optuna.Study:
+    """The study's queue of confirmation jobs, created on first use, in the study's storage."""
+    storage = runner.storage()
+    if isinstance(storage, str) and storage.startswith("memory"):
+        storage = study._storage  # an in-memory study: its queue lives beside it
+    return optuna.create_study(study_name=study.study_name + QUEUE_SUFFIX, storage=storage,
+                               sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True)
+
+
+def _heartbeat(queue: optuna.Study) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(queue._storage)
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's log of a failed trial off while a job runs (its error propagates all the same)."""
+    log = logging.getLogger("optuna.study._optimize")
+    level = log.level
+    log.setLevel(logging.ERROR + 1)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _claimed_elsewhere(queue: optuna.Study, job: int, number: int) -> bool:
+    """Another running job confirms trial ``number`` (two workers enqueued it at once): leave it to that one.
+
+    Both look after claiming their own job, so at least one of them sees the other; if
+    both do, both step back and the job is enqueued again.
+    """
+    for t in queue.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        p = t.system_attrs.get("fixed_params") or t.params
+        if t.number != job and p.get("trial") == number:
+            return True
+    return False
+
+
+def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, Any]], replications: int,
+             bar: Any = None) -> dict[int, dict[str, Any]]:
+    """Confirm every trial of ``jobs`` (trial number -> its parameters): stored ones are reused.
+
+    Works with the other workers of a shared storage: jobs are enqueued once, each is run
+    by the worker that claims it, and this worker waits for those others are running.
+    ``bar`` (a tqdm bar) advances by one a confirmation. KeyboardInterrupt propagates at
+    once; everything finished is stored.
+    """
+    queue = queue_study(runner, study)
+    beat = _heartbeat(queue)
+
+    def job(trial: optuna.Trial) -> float:
+        if "params" not in trial.user_attrs:  # every enqueued job carries its configuration
+            raise optuna.TrialPruned("not a queued job: another worker took the last one")
+        number = trial.suggest_int("trial", 0, 2**31 - 1)
+        reps = trial.suggest_int("replications", 1, 2**31 - 1)
+        done = stored_confirmation(study, number, reps)
+        if done is None and beat and _claimed_elsewhere(queue, trial.number, number):
+            raise optuna.TrialPruned("another worker is confirming it")
+        if done is None:
+            trial.set_user_attr("worker", WORKER)
+            t0 = time.perf_counter()
+            done = confirm_params(runner, trial.user_attrs["params"], reps)
+            study.set_user_attr(f"{CONFIRM_PREFIX}{number}", done)
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+        v = done.get("p_miss_used", done.get("p_miss_upper"))
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 1.0
+
+    def enqueue(numbers: list[int], queued: set[int]) -> None:
+        for n in numbers:
+            if n not in queued:
+                queue.enqueue_trial({"trial": n, "replications": replications},
+                                    user_attrs={"params": dict(jobs[n])})
+
+    shown = 0
+    while True:
+        attrs = study.user_attrs
+        left = [n for n in jobs if stored_confirmation(study, n, replications, attrs) is None]
+        if bar is not None and len(jobs) - len(left) > shown:
+            bar.update(len(jobs) - len(left) - shown)
+            shown = len(jobs) - len(left)
+        if not left:
+            break
+        if beat:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(queue)  # a dead worker's job goes back to the queue
+        S = optuna.trial.TrialState
+        waiting, running = set(), set()
+        for t in queue.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING)):
+            p = t.system_attrs.get("fixed_params") or t.params
+            if p.get("replications", 0) >= replications and p.get("trial") in jobs:
+                (waiting if t.state == S.WAITING else running).add(int(p["trial"]))
+        # Without a heartbeat a RUNNING job may belong to a dead worker: do not wait for it.
+        add = [n for n in left if n not in waiting and (n not in running or not beat)]
+        enqueue(add, waiting)
+        if waiting or add:
+            with _quiet_optuna():  # an interrupted job is reported by the caller, not as Optuna's traceback
+                queue.optimize(job, n_trials=1, catch=())
+            continue
+        if bar is not None:
+            bar.set_postfix_str(f"waiting for {len(running)} running on other workers", refresh=True)
+        time.sleep(POLL_S)
+    return {n: stored_confirmation(study, n, replications) for n in jobs}  # type: ignore[misc]

@@ -1,0 +1,179 @@
+"""Confirmation and compare-hardware as resumable, shared work in the study's storage (issue 12).
+
+Real processes on a real SQLite file: a confirming run stopped by Ctrl-C stops at once and
+keeps what it finished; a rerun resumes; two workers split the front between them; a
+worker killed mid-confirmation leaves nothing RUNNING once another looks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from _recovery import slow_study
+
+from sojourn.study.confirm import CONFIRM_PREFIX, QUEUE_SUFFIX
+
+S = optuna.trial.TrialState
+NAME = "cf"
+
+
+def _cmd(path: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--no-polish", "--quiet", *extra]
+
+
+def _start(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _queue(storage: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=NAME + QUEUE_SUFFIX, storage=storage).trials
+    except KeyError:
+        return []
+
+
+def _confirmed(storage: str) -> dict[str, dict]:
+    attrs = optuna.load_study(study_name=NAME, storage=storage).user_attrs
+    return {k: v for k, v in attrs.items() if k.startswith(CONFIRM_PREFIX)}
+
+
+def _computed(storage: str) -> list[optuna.trial.FrozenTrial]:
+    """The queue's jobs that ran a simulation (not those that found the result stored)."""
+    return [t for t in _queue(storage) if t.state == S.COMPLETE and "seconds" in t.user_attrs]
+
+
+def _wait(cond, what: str, proc: subprocess.Popen, limit: float = 240.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker ended before {what}: {proc.communicate()}")
+        time.sleep(0.1)
+    proc.kill()  # pragma: no cover - a machine too slow for the test
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A study searched (no confirmation yet) whose confirmations take seconds each on the request tier."""
+    d = tmp_path_factory.mktemp("searched")
+    path = slow_study(d, f"sqlite:///{d / 's.db'}", NAME, n_trials=6)
+    path.write_text(path.read_text().replace("heartbeat_s = 1", "heartbeat_s = 1\nconfirm_replications = 4"))
+    run = subprocess.run(_cmd(path, "--no-confirm"), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return d
+
+
+@pytest.fixture
+def study(searched, tmp_path):
+    """A fresh copy of the searched study (its file, scenario and database)."""
+    for p in searched.iterdir():
+        if p.is_file():
+            shutil.copy(p, tmp_path / p.name)
+    path = tmp_path / f"{NAME}.toml"
+    path.write_text(path.read_text().replace(str(searched), str(tmp_path)))
+    return path, f"sqlite:///{tmp_path / 's.db'}"
+
+
+def _front_size(storage: str) -> int:
+    from sojourn.study import front_trials
+
+    return len(front_trials(optuna.load_study(study_name=NAME, storage=storage)))
+
+
+def test_ctrl_c_stops_confirmation_at_once_keeps_what_finished_and_a_rerun_resumes(study):
+    path, storage = study
+    n = _front_size(storage)
+    assert n >= 2, "the test needs a front of two points or more"
+    proc = _start(_cmd(path))
+    _wait(lambda: len(_confirmed(storage)) >= 1 and any(t.state == S.RUNNING for t in _queue(storage)),
+          "one confirmation stored and the next running", proc)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    stopped = time.monotonic() - t0
+    job_s = min(t.user_attrs["seconds"] for t in _computed(storage))
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    # It did not wait for the running confirmation to finish (a confirmation takes job_s).
+    assert stopped < min(5.0, 0.5 * job_s), (stopped, job_s, err)
+    kept = _confirmed(storage)
+    assert f"interrupted: {len(kept)} of {n} confirmations stored" in err
+    assert not any(t.state == S.RUNNING for t in _queue(storage))  # the stopped job is failed, not left running
+    # Resume: what was stored is reused as it is; only the rest is simulated.
+    again = subprocess.run(_cmd(path), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"({len(kept)} stored already)" in again.stderr
+    after = _confirmed(storage)
+    assert len(after) == n and all(after[k] == v for k, v in kept.items())
+    ran = [t.params["trial"] for t in _computed(storage)]
+    assert sorted(ran) == sorted(set(ran)) and len(ran) == n  # every point simulated exactly once
+    rows = (path.parent / f"{NAME}-out" / "front.csv").read_text().splitlines()
+    assert len(rows) == n + 1 and all(",True," in r for r in rows[1:])  # every row confirmed
+
+
+def test_two_workers_confirm_the_front_together(study):
+    path, storage = study
+    n = _front_size(storage)
+    procs = [_start(_cmd(path)) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    assert len(_confirmed(storage)) == n
+    ran = _computed(storage)
+    numbers = [t.params["trial"] for t in ran]
+    assert sorted(numbers) == sorted(set(numbers)) and len(numbers) == n  # each point claimed by one worker
+    assert len({t.user_attrs["worker"] for t in ran}) == 2  # and both workers confirmed
+    assert not any(t.state == S.RUNNING for t in _queue(storage))
+
+
+def test_a_worker_killed_mid_confirmation_leaves_nothing_running_after_a_restart(study):
+    path, storage = study
+    n = _front_size(storage)
+    proc = _start(_cmd(path))
+    _wait(lambda: any(t.state == S.RUNNING for t in _queue(storage)), "a confirmation running", proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert any(t.state == S.RUNNING for t in _queue(storage))
+    time.sleep(2.5)  # past the grace period (twice the 1 s heartbeat)
+    again = subprocess.run(_cmd(path), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert len(_confirmed(storage)) == n
+    q = _queue(storage)
+    assert not any(t.state in (S.RUNNING, S.WAITING) for t in q)
+    assert any(t.state == S.FAIL for t in q)  # the killed job, failed by the heartbeat and retried
+
+
+def test_compare_hardware_uses_stored_confirmations_and_stops_at_once(study):
+    path, storage = study
+    cmd = [sys.executable, "-m", "sojourn.cli", "compare-hardware", str(path), "--target-miss", "0.5", "--quiet"]
+    proc = _start(cmd)
+    _wait(lambda: any(t.state == S.RUNNING for t in _queue(storage)), "a confirmation running", proc)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 5.0
+    assert "run the same command to resume" in err
+    assert not (path.parent / f"{NAME}-out" / "hardware.csv").exists()  # nothing half-written
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (path.parent / f"{NAME}-out" / "hardware.csv").exists()
+    confirmed = len(_computed(storage))
+    # The front's confirmation now finds the chosen candidate's result stored: it is not simulated again.
+    again = subprocess.run(_cmd(path), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    chosen = [line for line in done.stdout.splitlines() if line.startswith("h100-sxm")]
+    assert chosen and "stored already" in again.stderr
+    ran = [t.params["trial"] for t in _computed(storage)]
+    assert len(ran) == len(set(ran)) and len(ran) >= confirmed
