@@ -162,9 +162,15 @@ def test_progress_reporting_does_not_change_results(capsys):
     quiet = simulate(sc, replications=2, progress=False).to_dict()
     loud = simulate(sc, replications=2, progress=True).to_dict()
     assert "replication 2/2" in capsys.readouterr().err
-    for d in (quiet, loud):
+    seen: list[tuple[float, int]] = []
+    bar = simulate(sc, replications=2, progress=lambda done, total: seen.append((done, total))).to_dict()
+    for d in (quiet, loud, bar):
         d.pop("wall_s")
-    assert quiet == loud
+    assert quiet == loud == bar
+    # A progress bar's callback: within each replication by tenths of its span, then each replication done.
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == 2.0 and {t for _, t in seen} == {2}
+    assert 1.0 in done and sum(0 < d < 1 for d in done) == 9
 
 
 def _episodic(mean_batch, sla_s, seed=10):

@@ -36,7 +36,7 @@ def run_scenario(
     replications: int | None = None,
     n_jobs: int = 1,
     seed: int | None = None,
-    progress: bool = False,
+    progress: Any = False,
     capacity: Any = None,
 ) -> dict[str, Any]:
     """Simulate at ``fidelity`` (default: the scenario's) and return the result as a dict.

@@ -24,7 +24,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--horizon-hours", type=float, default=None, metavar="H", help="measured span after warm-up")
     p.add_argument("--fidelity", choices=["fast", "request", "auto"], default=None,
                    help="simulation tier (default: the scenario's simulation.fidelity)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (there is none off a terminal either)")
     return p
 
 
@@ -37,14 +37,23 @@ def run(args: argparse.Namespace) -> int:
         if not (math.isfinite(args.horizon_hours) and args.horizon_hours > 0):
             raise ConfigError("--horizon-hours", f"must be a positive number of hours, got {args.horizon_hours}")
         scenario = scenario.with_updates({"simulation.horizon_hours": args.horizon_hours})
-    result = run_scenario(
-        scenario,
-        fidelity=args.fidelity,
-        replications=args.replications,
-        n_jobs=args.n_jobs,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
+    from sojourn._progress import bar, wanted
+
+    with bar(None, "simulate", unit="replication", enabled=wanted(args.quiet)) as pbar:
+
+        def progress(done: float, total: int) -> None:  # the request tier's replications, on a terminal
+            pbar.total = total
+            pbar.n = round(done, 2)
+            pbar.refresh()
+
+        result = run_scenario(
+            scenario,
+            fidelity=args.fidelity,
+            replications=args.replications,
+            n_jobs=args.n_jobs,
+            seed=args.seed,
+            progress=progress if pbar.disable is False else False,
+        )
     if args.json:
         emit_json(result)
     else:

@@ -26,10 +26,12 @@ cancelled or rejected) they read low, and the result says so (``sojourn_note``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -337,12 +339,16 @@ def _steady_state(scenario: Any, reps: list[ReplicationStats], plan: StartPlan |
     return st
 
 
+def _within(report: Callable[[float, int], None], done: int, total: int, share: float) -> None:
+    report(done + share, total)
+
+
 def simulate(
     scenario: Any,
     replications: int | None = None,
     n_jobs: int = 1,
     seed: int | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[float, int], None] = False,
     keep_samples: bool = False,
     capacity: Any = None,
     start: str | None = None,
@@ -353,7 +359,9 @@ def simulate(
     ``start`` (default ``simulation.start``): ``stationary`` begins each replication
     with a backlog drawn from the fleet's stationary workload law where there is one
     (``steady.plan_start``; a node capacity ``capacity`` already measured is used),
-    ``empty`` with an empty fleet.
+    ``empty`` with an empty fleet. ``progress``: True prints a line a replication on stderr; a
+    callable is called with (replications done, replications), fractions included where the
+    replications run in this process (a progress bar).
     """
     sim = scenario.simulation
     R = sim.replications if replications is None else int(replications)
@@ -375,9 +383,11 @@ def simulate(
     busy = [plan.draw(s) for s in seeds]
     t0 = time.perf_counter()
     reps: list[ReplicationStats] = []
+    report = progress if callable(progress) else None  # a progress bar's callback: replications done
     if n_jobs == 1:
         results = (
-            run_replication(scenario, s, f"replication {i}/{R}" if progress else None, b, plan.oversize)
+            run_replication(scenario, s, f"replication {i}/{R}" if progress is True else None, b, plan.oversize,
+                            None if report is None else functools.partial(_within, report, i - 1, R))
             for i, (s, b) in enumerate(zip(seeds, busy), start=1)
         )
     else:
@@ -387,7 +397,9 @@ def simulate(
             delayed(run_replication)(scenario, s, None, b, plan.oversize) for s, b in zip(seeds, busy))
     for i, r in enumerate(results, start=1):
         reps.append(r)
-        if progress:
+        if report is not None:
+            report(float(i), R)
+        elif progress:
             print(
                 f"replication {i}/{R}: {r.arrived} requests measured, {r.requests_simulated} simulated "
                 f"in {r.wall_s:.1f} s ({time.perf_counter() - t0:.1f} s elapsed)",

@@ -29,6 +29,7 @@ import math
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -625,6 +626,8 @@ class FleetSim:
 
     #: When set, a long replication reports its progress on stderr under this label.
     progress_label: str | None = None
+    #: When set, called with the share of the measured span simulated, every 10% (a progress bar).
+    on_progress: Callable[[float], None] | None = None
 
     def _mark(self, name: str) -> None:
         if name == "release":  # the backlog is done: every node may take work
@@ -632,6 +635,9 @@ class FleetSim:
                 self._offer(qi, (qi,) if self.push_routing else range(len(self.nodes)), self.now)
             return
         if name.startswith("progress:"):
+            if self.on_progress is not None:
+                self.on_progress(int(name[9:]) / 100.0)
+                return
             now = time.perf_counter()
             if now - self._last_report >= 5.0:  # at most one line per 5 s; short runs stay quiet
                 self._last_report = now
@@ -650,7 +656,7 @@ class FleetSim:
             self._push(self.busy_until, _MARK, "release")
         self._push(self.W, _MARK, "start")
         self._push(self.WH, _MARK, "end")
-        if self.progress_label:
+        if self.progress_label or self.on_progress is not None:
             for k in range(1, 10):
                 self._push(self.W + self.H * k / 10, _MARK, f"progress:{10 * k}")
         self._next_arrival()
@@ -776,8 +782,11 @@ def check_scenario(scenario: Any) -> None:
 
 
 def run_replication(scenario: Any, seed: np.random.SeedSequence, progress_label: str | None = None,
-                    start_busy_s: float = 0.0, oversize: float = math.inf) -> ReplicationStats:
-    """Simulate one replication of ``scenario`` from ``seed`` (reporting progress under a label)."""
+                    start_busy_s: float = 0.0, oversize: float = math.inf,
+                    on_progress: Callable[[float], None] | None = None) -> ReplicationStats:
+    """Simulate one replication of ``scenario`` from ``seed`` (reporting progress under a label, or to
+    ``on_progress`` with the share of the measured span done)."""
     sim = FleetSim(scenario, seed, start_busy_s, oversize)
     sim.progress_label = progress_label
+    sim.on_progress = on_progress
     return sim.run()

@@ -29,7 +29,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import optuna
@@ -68,14 +68,18 @@ def miss_used(runner: Any, result: Mapping[str, Any], scenario: Any) -> float:
     return float(v) if v is not None else 1.0
 
 
-def confirm_params(runner: Any, params: Mapping[str, Any], replications: int) -> dict[str, Any]:
-    """Re-simulate one configuration with ``replications``: what a confirmation stores."""
+def confirm_params(runner: Any, params: Mapping[str, Any], replications: int,
+                   progress: Callable[[float, int], None] | None = None) -> dict[str, Any]:
+    """Re-simulate one configuration with ``replications``: what a confirmation stores.
+
+    ``progress`` is called with (replications done, replications) as the request tier goes.
+    """
     from sojourn.study.front import sampled_fragility
     from sojourn.study.runner import evaluate
 
     tier = runner.confirm_fidelity
     sc = runner.trial_scenario({k: params[k] for k in runner.cfg.space if k in params})
-    res = evaluate(sc, tier, replications=replications, n_jobs=runner.n_jobs)
+    res = evaluate(sc, tier, replications=replications, n_jobs=runner.n_jobs, progress=progress)
     keep = {k: res[k] for k in KEEP if k in res}
     keep["replications"] = replications
     keep["fidelity"] = res.get("fidelity", tier)
@@ -150,7 +154,7 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
         if done is None:
             trial.set_user_attr("worker", WORKER)
             t0 = time.perf_counter()
-            done = confirm_params(runner, trial.user_attrs["params"], reps)
+            done = confirm_params(runner, trial.user_attrs["params"], reps, progress=tick)
             study.set_user_attr(f"{CONFIRM_PREFIX}{number}", done)
             trial.set_user_attr("seconds", time.perf_counter() - t0)
         v = done.get("p_miss_used", done.get("p_miss_upper"))
@@ -162,13 +166,21 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
                 queue.enqueue_trial({"trial": n, "replications": replications},
                                     user_attrs={"params": dict(jobs[n])})
 
-    shown = 0
+    start = int(bar.n) if bar is not None else 0
+    shown = [0]
+
+    def tick(done: float, total: int) -> None:  # within a job: the bar moves by replications
+        if bar is not None:
+            bar.n = round(start + shown[0] + min(done / max(total, 1), 0.99), 2)
+            bar.refresh()
+
     while True:
         attrs = study.user_attrs
         left = [n for n in jobs if stored_confirmation(study, n, replications, attrs) is None]
-        if bar is not None and len(jobs) - len(left) > shown:
-            bar.update(len(jobs) - len(left) - shown)
-            shown = len(jobs) - len(left)
+        shown[0] = len(jobs) - len(left)
+        if bar is not None:
+            bar.n = start + shown[0]
+            bar.refresh()
         if not left:
             break
         if beat:

@@ -113,11 +113,13 @@ def evaluate(
     replications: int | None = None,
     n_jobs: int = 1,
     capacity: Any = None,
+    progress: Any = False,
 ) -> dict[str, Any]:
-    """Simulate a scenario at the given fidelity and return the result dict."""
+    """Simulate a scenario at the given fidelity and return the result dict (``progress``: ``sim.simulate``'s)."""
     from sojourn.evaluate import run_scenario
 
-    return run_scenario(scenario, fidelity=fidelity, replications=replications, n_jobs=n_jobs, capacity=capacity)
+    return run_scenario(scenario, fidelity=fidelity, replications=replications, n_jobs=n_jobs, capacity=capacity,
+                        progress=progress)
 
 
 def _jsonable(v: Any) -> Any:
