@@ -241,12 +241,14 @@ class StudyRunner:
 
     def display_url(self) -> str:
         """The storage URL without its password."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         url = self.cfg.storage_url
-        if "@" in url and "://" in url:
-            scheme, rest = url.split("://", 1)
-            cred, host = rest.rsplit("@", 1)
-            return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else url
-        return url
+        try:
+            return make_url(url).render_as_string(hide_password=True)
+        except ArgumentError:  # not a database URL (e.g. "memory")
+            return url
 
     def storage(self) -> Any:
         """The study's storage: for a database, Optuna's RDBStorage with a heartbeat.
