@@ -144,3 +144,22 @@ def test_time_of_day_profile_gives_a_peak_rate_upper_bound():
     assert r.analytic_regime.startswith("upper bound")
     assert r.analytic_p_miss >= r.p_miss_ci[0]
     assert r.load.rho_peak == pytest.approx(0.75)
+
+
+def test_a_heavy_tailed_batch_near_full_load_gets_a_value_not_an_exception():
+    """Found by the search_quality benchmark: on the quickstart's lognormal batches at load 0.966 the
+    rounding of M_B(s) - 1 near 0 hid kappa's dip, brentq raised, and the study stopped (catch=())."""
+    from pathlib import Path
+
+    import optuna
+
+    from sojourn.study import StudyRunner, load_study
+
+    runner = StudyRunner(load_study(Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml"))
+    params = {"gpu": "h200", "tp": 2, "nodes": 5, "max_num_batched_tokens": 512, "max_num_seqs": 256,
+              "gpu_memory_utilization": 0.95, "discipline": "fifo"}
+    trial = optuna.trial.FixedTrial(params)
+    miss, cost = runner.objective()(trial)
+    assert 0.9 < trial.user_attrs["load"] < runner.max_load
+    a = trial.user_attrs["analytic_p_miss"]
+    assert a is not None and 0 < a < 1e-3 and math.isfinite(miss)

@@ -192,7 +192,13 @@ def adjustment_coefficient(lam: float, mgf: Callable[[float], float], mean_work:
     # κ < 0 at lo (> 0) or lo = 0 where κ = 0 with negative slope: start just above 0.
     a = lo if lo > 0 else hi * 1e-9
     if kappa(a) >= 0:
-        a = hi * 1e-12
+        # Rounding in M_B(s) - 1 near 0 (a heavy-tailed batch near full load) can hide κ's
+        # shallow dip there: look for it on a grid, where κ is convex with its minimum inside.
+        grid = np.geomspace(hi * 1e-12, hi, 400)
+        vals = np.array([kappa(float(x)) for x in grid])
+        if not np.nanmin(vals) < 0:
+            return math.nan  # no negative κ resolvable in floating point: no root to report
+        a = float(grid[int(np.nanargmin(vals))])
     return float(optimize.brentq(kappa, a, hi, xtol=1e-15 * hi, rtol=1e-13, maxiter=500))
 
 
