@@ -72,7 +72,7 @@ def test_same_json_with_two_jobs(tmp_path, capsys):
         ('[serving]\nrouting = "pull"\n', [], "serving.routing"),
         ("", ["--replications", "1"], "replications"),
         ("", ["--horizon-hours", "-2"], "--horizon-hours"),
-        ("", ["--n-jobs", "0"], "n_jobs"),
+        ("", ["--n-jobs", "0"], "--n-jobs"),  # the option, as for --horizon-hours
     ],
 )
 def test_bad_input_is_one_line_naming_the_field(tmp_path, capsys, extra, args, field):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -42,7 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _NoSojournErrorTraceback(logging.Filter):
+    """Drop Optuna's report of a trial stopped by a SojournError (a traceback): the error ends the
+    run, and main prints it as its one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, SojournError)
+
+
+def _quiet_trial_errors() -> None:
+    # Optuna logs a failed trial from this module's logger (a name, so Optuna need not be imported).
+    log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _NoSojournErrorTraceback) for f in log.filters):
+        log.addFilter(_NoSojournErrorTraceback())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_trial_errors()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -609,6 +609,8 @@ class _EmpiricalLaw:
 def _read_csv_column(path: Path, column: str) -> list[float]:
     """One numeric column of a CSV file with a header row; every cell finite and >= 0."""
     values: list[float] = []
+    if path.is_dir():
+        raise ValueError(f"empirical file {path} is a folder; give a file")
     try:
         # utf-8-sig: spreadsheet exports often start with a byte-order mark.
         with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -632,6 +634,10 @@ def _read_csv_column(path: Path, column: str) -> list[float]:
                 values.append(x)
     except OSError as err:
         raise ValueError(f"empirical file {path} cannot be read: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"empirical file {path} is not UTF-8 text; save it as UTF-8") from None
+    except csv.Error as err:
+        raise ValueError(f"empirical file {path} is not CSV: {err}") from None
     if not values:
         raise ValueError(f"empirical file {path} has no data rows")
     return values

@@ -9,13 +9,15 @@ that names the field and what is allowed.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from sojourn._errors import ConfigError
+from sojourn._io import read_text
 from sojourn.distributions import DistributionSpec, Fixed
 
 __all__ = [
@@ -31,15 +33,27 @@ __all__ = [
     "Workload",
     "load_scenario",
     "scenario_from_dict",
+    "field_value",
     "format_validation_error",
+    "setting_field",
 ]
+
+#: Defaults of the size limits (``simulation.max_requests``, ``simulation.max_batches``): a run
+#: larger than these is refused up front. The request tier simulates ~200,000 requests a
+#: CPU-second and keeps ~8 bytes of each: 10^9 is about 1.5 CPU-hours and 8 GB (the largest
+#: shipped run, overnight-70b's confirmations, 32 replications of 384 h, is ~6.4e8). The fast
+#: tier holds one replication's batches at once, ~320 bytes each: 2e7 is about 6 GB (its own
+#: spans stay below 10^6 batches a replication).
+DEFAULT_MAX_REQUESTS = 1_000_000_000
+DEFAULT_MAX_BATCHES = 20_000_000
 
 #: Queue disciplines the simulator implements (see ``sojourn.sim.disciplines``).
 SCENARIO_DISCIPLINES = ("fifo", "lifo", "sjf", "sjf_work", "edf", "fair", "triage")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Every number of a scenario is finite: inf and nan are refused at the field that holds them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SlaClass(_Strict):
@@ -53,7 +67,9 @@ class SlaClass(_Strict):
 class Workload(_Strict):
     """What arrives: M^X batches with random request sizes, or a replayed trace."""
 
-    batch_rate_per_hour: float | None = Field(default=None, gt=0)
+    #: At most 10^12 batches an hour: far above any real workload, and low enough that the
+    #: arithmetic on it (requests, work offered) stays finite.
+    batch_rate_per_hour: float | None = Field(default=None, gt=0, le=1e12)
     batch_size: DistributionSpec = Field(default_factory=lambda: Fixed(dist="fixed", value=1))
     input_tokens: DistributionSpec | None = None
     output_tokens: DistributionSpec | None = None
@@ -202,6 +218,14 @@ class SimulationSettings(_Strict):
     replications: int = Field(default=8, ge=2)
     seed: int = Field(default=1, ge=0)
     fidelity: Literal["fast", "request", "auto"] = "request"
+    #: Size limits, so a run that would take hours or exhaust memory is refused up front with
+    #: its estimate: the requests the request tier is expected to simulate, all replications
+    #: together (``Scenario.expected_requests``), and the batches the fast tier holds in one
+    #: replication. ``sojourn simulate --max-requests/--max-batches`` override them. They change
+    #: no result, so they are left out of the scenario's serialised form (a study's
+    #: fingerprint); ``with_updates`` keeps them.
+    max_requests: int = Field(default=DEFAULT_MAX_REQUESTS, ge=1, exclude=True)
+    max_batches: int = Field(default=DEFAULT_MAX_BATCHES, ge=1, exclude=True)
     #: How replications begin: ``stationary`` with the work in system drawn from the fleet's
     #: stationary law (where it has one: not for traces or rate profiles), so a run near full
     #: load is not a transient; ``empty`` with an empty fleet (then warm-up must cover several
@@ -316,9 +340,55 @@ class Scenario(_Strict):
     def sla_seconds(self) -> float:
         return self.sla_hours * 3600.0
 
+    def expected_requests(self, replications: int | None = None) -> float | None:
+        """Requests a request-tier run is expected to simulate: arrivals over warm-up and horizon,
+        all replications (None for a trace replay, whose file bounds it)."""
+        wl, sim = self.workload, self.simulation
+        if wl.trace is not None or wl.batch_rate_per_hour is None:
+            return None
+        R = sim.replications if replications is None else replications
+        return wl.mean_requests_per_hour * (sim.warmup_hours + sim.horizon_hours) * R
+
+    def check_size(self, replications: int | None = None) -> None:
+        """Refuse up front a request-tier run expected to simulate more requests than
+        ``simulation.max_requests`` (a ConfigError with the estimate and how to raise the limit)."""
+        wl, sim = self.workload, self.simulation
+        n = self.expected_requests(replications)
+        if n is None or not n > sim.max_requests:
+            return
+        if math.isinf(wl.batch_size.int_mean):
+            raise ConfigError("workload.batch_size", "its mean is infinite (a pareto shape <= 1 without max), so a "
+                                                     "run's size has no bound; set workload.batch_size.max")
+        R = sim.replications if replications is None else replications
+        profile = "" if wl.rate_profile is None else f" x rate_profile mean {sum(wl.rate_profile) / 24:.3g}"
+        raise ConfigError(
+            "simulation.max_requests",
+            f"this run would simulate about {n:.3g} requests (workload.batch_rate_per_hour "
+            f"{wl.batch_rate_per_hour:.6g}{profile} x mean batch_size {wl.batch_size.int_mean:.6g} x (warmup_hours "
+            f"{sim.warmup_hours:.6g} + horizon_hours {sim.horizon_hours:.6g}) x {R} replications; about "
+            f"{n / 2e5 / 3600:.3g} CPU-hours), above the limit of {sim.max_requests:.3g}; shorten "
+            "simulation.horizon_hours, use fewer replications or the fast tier, or raise the limit "
+            "(simulation.max_requests, or sojourn simulate --max-requests)",
+        )
+
+    def check_batches(self, batches: float, how: str) -> None:
+        """Refuse up front a fast-tier replication of more than ``simulation.max_batches`` batches
+        (``how``: where the count comes from)."""
+        limit = self.simulation.max_batches
+        if not batches > limit:
+            return
+        raise ConfigError(
+            "simulation.max_batches",
+            f"the fast tier would hold about {batches:.3g} batches in one replication ({how}; about "
+            f"{batches * 320 / 2**30:.3g} GiB of memory), above the limit of {limit:.3g}; shorten "
+            "simulation.horizon_hours, or raise the limit (simulation.max_batches, or sojourn simulate --max-batches)",
+        )
+
     def with_updates(self, updates: dict[str, Any]) -> Scenario:
         """A copy with dotted-path updates (``{"fleet.nodes": 8}``), validated again."""
         data = self.model_dump(mode="json", exclude_none=True)
+        for name in ("max_requests", "max_batches"):  # excluded from the dump: carry them over
+            data.setdefault("simulation", {})[name] = getattr(self.simulation, name)
         for key, value in updates.items():
             node = data
             *parents, leaf = key.split(".")
@@ -363,6 +433,39 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> ConfigErr
     return ConfigError(first_field, "invalid settings:\n  " + "\n  ".join(lines))
 
 
+def field_value(model: type[BaseModel], name: str, value: Any) -> Any:
+    """``value`` validated by the rules of ``model``'s field ``name`` alone (its type, bounds, allowed
+    values; finite numbers where the model says so), without the model's cross-field checks:
+    how a command-line option or a study's search space is held to the setting it stands for.
+    Raises pydantic's ValidationError."""
+    info = model.model_fields[name]
+    kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    config = ConfigDict(allow_inf_nan=model.model_config.get("allow_inf_nan", True))
+    return TypeAdapter(kind, config=config).validate_python(value)
+
+
+def setting_field(scenario: BaseModel, path: str) -> tuple[type[BaseModel], str] | None:
+    """The model class and field name a dotted scenario path (``serving.block_size``) sets, or None
+    where the path goes through a value that is not a section (unset, a table of free keys).
+    A name that is no setting of its section is a ConfigError naming the path."""
+    *parents, leaf = path.split(".")
+    node: Any = scenario
+    for i, part in enumerate(parents + [leaf]):
+        fields = {n: f for n, f in type(node).model_fields.items() if n != "base_dir"}
+        by_alias = {(f.alias or n): n for n, f in fields.items()}
+        name = by_alias.get(part) or (part if part in fields else None)
+        if name is None:
+            where = ".".join(path.split(".")[:i]) or "the scenario"
+            known = ", ".join(by_alias)
+            raise ConfigError(path, f"not a scenario setting ({where} has: {known})")
+        if i == len(parents):
+            return type(node), name
+        node = getattr(node, name)
+        if not isinstance(node, BaseModel):
+            return None
+    return None  # pragma: no cover
+
+
 def scenario_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> Scenario:
     """Build and validate a Scenario from plain data (e.g. parsed TOML)."""
     payload = dict(data)
@@ -374,13 +477,12 @@ def scenario_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> Scen
 
 
 def load_toml(path: str | Path, what: str = "scenario") -> dict[str, Any]:
-    """Read a TOML file; a missing file or a syntax error is a ConfigError, not a traceback."""
+    """Read a TOML file; a file that is missing, a folder, unreadable or not UTF-8, or a syntax
+    error, is one ConfigError naming ``what`` (``sojourn._io.read_text``), not a traceback."""
     p = Path(path)
+    text = read_text(p, what)
     try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(what, f"file not found: {p}") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(what, f"{p} is not valid TOML: {err}") from None
 

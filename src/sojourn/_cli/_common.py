@@ -1,15 +1,58 @@
-"""Helpers shared by the subcommands: atomic writes and list parsing."""
+"""Helpers shared by the subcommands: atomic writes, list parsing, and the checks of command-line
+numbers and outputs, each by the rule of the setting it overrides."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from sojourn._errors import ConfigError
 from sojourn._io import write_atomic
 
-__all__ = ["emit_json", "int_list", "write_atomic"]
+__all__ = ["check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "write_atomic"]
+
+
+def check_field(model: type[BaseModel], name: str, value: Any, flag: str, setting: str | None = None) -> Any:
+    """``value`` of the option ``flag`` validated by the rules of the field ``name`` of ``model``
+    (the scenario or study setting it overrides: bounds, allowed values, finite numbers); a
+    ConfigError naming the option (and the setting) when it breaks them. None (not given) passes."""
+    if value is None:
+        return None
+    from sojourn.scenario import field_value
+
+    try:
+        return field_value(model, name, value)
+    except ValidationError as err:
+        e = err.errors(include_url=False)[0]
+        msg = e["msg"]
+        if e["type"] == "literal_error" and "ctx" in e:
+            msg = f"allowed: {e['ctx'].get('expected')}"
+        where = f" (the rule of {setting})" if setting else ""
+        raise ConfigError(flag, f"{msg}; given {value!r}{where}") from None
+
+
+def check_n_jobs(value: int, flag: str = "--n-jobs", all_cpus: bool = True) -> int:
+    """Worker processes: >= 1, or -1 for all CPUs where ``all_cpus`` (joblib's meaning)."""
+    if value >= 1 or (all_cpus and value == -1):
+        return value
+    allowed = ">= 1, or -1 for all CPUs" if all_cpus else ">= 1"
+    raise ConfigError(flag, f"must be {allowed}, got {value}")
+
+
+def check_out(path: str | None, flag: str = "--out", suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output path that is a folder or has a suffix not in ``suffixes``."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(flag, f"{p} is a folder; give a file name")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise ConfigError(flag, f"unsupported file type {p.suffix or '(none)'} of {p.name}; allowed: "
+                                f"{', '.join(suffixes)}")
 
 
 def int_list(text: str, field: str) -> list[int]:

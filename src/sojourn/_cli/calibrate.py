@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from sojourn._cli._common import check_field, check_out
 from sojourn._errors import ConfigError
 
 #: Public files whose origin the profile's ``source`` can name.
@@ -71,6 +73,10 @@ def _only_gpu(records: list[Any], gpu: str | None, where: str) -> str:
     return gpus[0]
 
 
+#: The field a loader names for its file as a whole, and the option that gave the file.
+_FILE_OPTIONS = {"silicon": "--silicon", "steps": "--steps", "step_grid": "--step-grid"}
+
+
 def run(args: argparse.Namespace) -> int:
     from sojourn.catalogue import default_catalogue
     from sojourn.perf import load_profile, save_profile
@@ -84,36 +90,43 @@ def run(args: argparse.Namespace) -> int:
         summary_lines,
     )
     from sojourn.perf._profile import PRIOR
+    from sojourn.scenario import Fleet
 
+    check_out(args.out)
+    check_field(Fleet, "tp", args.tp, "--tp", "fleet.tp")
+    if not (args.ttft_weight >= 0 and math.isfinite(args.ttft_weight)):
+        raise ConfigError("--ttft-weight", f"must be a finite number >= 0, got {args.ttft_weight}")
     cat = default_catalogue()
-    if not args.ttft_weight >= 0:
-        raise ConfigError("--ttft-weight", f"must be >= 0, got {args.ttft_weight}")
     try:
         gpu = cat.gpu(args.gpu).id if args.gpu else None
     except ConfigError as err:
         raise ConfigError("--gpu", err.message) from None
     params = tuple(DEFAULT_FIT) + (("eff_interconnect",) if args.fit_interconnect else ())
-    if args.silicon:
-        path, kind = Path(args.silicon), "silicon"
-        loaded = load_silicon(path, backend=args.backend, gpu=gpu, catalogue=cat)
-    elif args.step_grid:
-        path, kind = Path(args.step_grid), "step-grid"
-        loaded = load_step_grid(path, gpu=gpu, catalogue=cat)
-    else:
-        path, kind = Path(args.steps), "step"
-        if not args.model or not gpu:
-            raise ConfigError("--model/--gpu", "--steps needs the --model and --gpu the steps were measured on")
-        try:
-            cat.model(args.model)
-        except ConfigError as err:
-            raise ConfigError("--model", err.message) from None
-        loaded = load_steps(path, model=args.model, gpu=gpu, tp=args.tp, precision=args.precision)
-        # Check the replica once here, so a bad --tp/--precision is named as the option, not skipped.
-        try:
-            perf_model_for(loaded.records[0], PRIOR, cat)
-        except ConfigError as err:
-            option = {"fleet.tp": "--tp", "model.precision": "--precision"}.get(err.field, err.field)
-            raise ConfigError(option, err.message) from None
+    try:
+        if args.silicon:
+            path, kind = Path(args.silicon), "silicon"
+            loaded = load_silicon(path, backend=args.backend, gpu=gpu, catalogue=cat)
+        elif args.step_grid:
+            path, kind = Path(args.step_grid), "step-grid"
+            loaded = load_step_grid(path, gpu=gpu, catalogue=cat)
+        else:
+            path, kind = Path(args.steps), "step"
+            if not args.model or not gpu:
+                raise ConfigError("--model/--gpu", "--steps needs the --model and --gpu the steps were measured on")
+            try:
+                cat.model(args.model)
+            except ConfigError as err:
+                raise ConfigError("--model", err.message) from None
+            loaded = load_steps(path, model=args.model, gpu=gpu, tp=args.tp, precision=args.precision)
+            # Check the replica once here, so a bad --tp/--precision is named as the option, not skipped.
+            try:
+                perf_model_for(loaded.records[0], PRIOR, cat)
+            except ConfigError as err:
+                option = {"fleet.tp": "--tp", "model.precision": "--precision"}.get(err.field, err.field)
+                raise ConfigError(option, err.message) from None
+    except ConfigError as err:  # the file as a whole (missing, a folder, not UTF-8, not CSV) is its option
+        option = _FILE_OPTIONS.get(err.field)
+        raise (ConfigError(option, err.message) if option else err) from None
     if not loaded.records:
         option = {"silicon": "--silicon", "step": "--steps", "step-grid": "--step-grid"}[kind]
         where = f"backend {args.backend}, " if kind == "silicon" else ""

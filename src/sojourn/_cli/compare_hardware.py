@@ -36,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.target_miss < 1:
         raise ConfigError("--target-miss", f"must be in (0, 1), got {args.target_miss}")
+    from sojourn._cli._common import check_field
+    from sojourn.study.config import StudySettings
+
+    check_field(StudySettings, "confirm_replications", args.replications, "--replications",
+                "study.confirm_replications")
+    check_field(StudySettings, "n_jobs", args.n_jobs, "--n-jobs", "study.n_jobs")
     runner = StudyRunner(load_study(args.study), n_jobs=args.n_jobs)
     floor = runner.cfg.study.p_miss_floor
     if args.target_miss < floor:

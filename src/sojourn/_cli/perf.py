@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from sojourn._cli._common import emit_json, int_list
+from sojourn._cli._common import check_field, emit_json, int_list
 from sojourn._errors import ConfigError
 
 DEFAULT_BATCH = "1,8,32,64,128,256"
@@ -41,44 +41,57 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     return p
 
 
+#: Benchmark clients a closed-loop prediction simulates at most: 10^5 takes half a minute;
+#: beyond a replica's KV capacity more clients only queue.
+MAX_CONCURRENCY = 100_000
+
+
 class _Serving:
-    """The serving knobs a PerfModel needs, from the command line."""
+    """The serving knobs a PerfModel needs, from the command line, each by its scenario setting's rule."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        if not 0 < args.gpu_memory_utilization <= 1:
-            raise ConfigError("--gpu-memory-utilization", f"must be in (0, 1], got {args.gpu_memory_utilization}")
-        for opt in ("max_num_batched_tokens", "max_num_seqs", "block_size", "tp"):
-            if getattr(args, opt) < 1:
-                raise ConfigError(f"--{opt.replace('_', '-')}", f"must be >= 1, got {getattr(args, opt)}")
-        self.gpu_memory_utilization = args.gpu_memory_utilization
-        self.max_num_batched_tokens = args.max_num_batched_tokens
-        self.max_num_seqs = args.max_num_seqs
-        self.block_size = args.block_size
+        from sojourn.scenario import Serving
+
+        for opt in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "block_size",
+                    "kv_cache_dtype"):
+            setattr(self, opt, check_field(Serving, opt, getattr(args, opt), f"--{opt.replace('_', '-')}",
+                                           f"serving.{opt}"))
         self.max_model_len = None
-        if args.kv_cache_dtype not in (None, "bf16", "fp8"):
-            raise ConfigError("--kv-cache-dtype", f"got {args.kv_cache_dtype!r}; allowed: bf16, fp8")
-        self.kv_cache_dtype = args.kv_cache_dtype
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every option by the rule of the scenario setting it stands for, before any work."""
+    from sojourn.scenario import Fleet, ModelConfig, Serving
+
+    check_field(Fleet, "tp", args.tp, "--tp", "fleet.tp")
+    check_field(ModelConfig, "precision", args.precision, "--precision", "model.precision")
+    check_field(Serving, "backend", args.backend, "--backend", "serving.backend")
+    for name in ("request_tokens", "isl", "osl"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}", f"must be >= 1, got {v}")
+    c = args.concurrency
+    if c is not None and not 1 <= c <= MAX_CONCURRENCY:
+        raise ConfigError("--concurrency", f"must be 1..{MAX_CONCURRENCY} benchmark clients, got {c} (beyond a "
+                                           "replica's KV capacity more clients only wait)")
 
 
 def report(args: argparse.Namespace) -> dict[str, Any]:
     from sojourn.catalogue import default_catalogue
     from sojourn.perf import build_perf_model
 
+    _check_args(args)
+    serving = _Serving(args)
     cat = default_catalogue()
     model = cat.model(args.model)
     gpu = cat.gpu(args.gpu)
-    if args.backend not in ("vllm", "sglang", "trtllm"):
-        raise ConfigError("--backend", f"got {args.backend!r}; allowed: vllm, sglang, trtllm")
     pm = build_perf_model(model, gpu, tp=args.tp, precision=args.precision, profile=args.profile,
-                          backend=args.backend, serving=_Serving(args))
+                          backend=args.backend, serving=serving)
     batches = int_list(args.batch, "--batch")
     contexts = int_list(args.context, "--context")
     closed = [args.isl, args.osl, args.concurrency]
     if any(v is not None for v in closed) and not all(v is not None for v in closed):
         raise ConfigError("--isl/--osl/--concurrency", "give all three for a closed-loop prediction")
-    for name, v in zip(("--isl", "--osl", "--concurrency"), closed):
-        if v is not None and v < 1:
-            raise ConfigError(name, f"must be >= 1, got {v}")
     req_tokens = args.request_tokens or ((args.isl + args.osl) if args.isl else 1024 + 256)
     prof = pm.profile
     prof_src = prof.source + (f" (factors carried over from {prof.carried_from})" if prof.carried_from else "")

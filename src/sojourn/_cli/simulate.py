@@ -6,8 +6,7 @@ import argparse
 import math
 from typing import Any
 
-from sojourn._cli._common import emit_json
-from sojourn._errors import ConfigError
+from sojourn._cli._common import check_field, check_n_jobs, emit_json
 
 
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
@@ -24,19 +23,35 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--horizon-hours", type=float, default=None, metavar="H", help="measured span after warm-up")
     p.add_argument("--fidelity", choices=["fast", "request", "auto"], default=None,
                    help="simulation tier (default: the scenario's simulation.fidelity)")
+    p.add_argument("--max-requests", type=float, default=None, metavar="N",
+                   help="refuse a request-tier run expected to simulate more requests than this, all replications "
+                        "(default: the scenario's simulation.max_requests, 1e9)")
+    p.add_argument("--max-batches", type=float, default=None, metavar="N",
+                   help="refuse a fast-tier run holding more batches than this in one replication "
+                        "(default: the scenario's simulation.max_batches, 2e7)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (there is none off a terminal either)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from sojourn.evaluate import run_scenario
-    from sojourn.scenario import load_scenario
+    from sojourn.scenario import SimulationSettings, load_scenario
 
+    # Each number by the rule of the scenario setting it overrides, before any work.
+    check_n_jobs(args.n_jobs)
+    overrides = {"--horizon-hours": "horizon_hours", "--replications": "replications", "--seed": "seed",
+                 "--max-requests": "max_requests", "--max-batches": "max_batches"}
+    given = {}
+    for flag, name in overrides.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if name.startswith("max_") and value is not None and math.isfinite(value) and value == int(value):
+            value = int(value)  # 1e9 reads as a float
+        given[name] = check_field(SimulationSettings, name, value, flag, f"simulation.{name}")
     scenario = load_scenario(args.scenario)
-    if args.horizon_hours is not None:
-        if not (math.isfinite(args.horizon_hours) and args.horizon_hours > 0):
-            raise ConfigError("--horizon-hours", f"must be a positive number of hours, got {args.horizon_hours}")
-        scenario = scenario.with_updates({"simulation.horizon_hours": args.horizon_hours})
+    updates = {f"simulation.{k}": given[k] for k in ("horizon_hours", "max_requests", "max_batches")
+               if given[k] is not None}
+    if updates:
+        scenario = scenario.with_updates(updates)
     from sojourn._progress import bar, wanted
 
     with bar(None, "simulate", unit="replication", enabled=wanted(args.quiet)) as pbar:

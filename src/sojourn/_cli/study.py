@@ -134,8 +134,11 @@ def run(args: argparse.Namespace) -> int:
     if args.study_command == "run":
         if args.n_trials is not None and args.n_trials < 0:
             raise ConfigError("--n-trials", f"must be >= 0, got {args.n_trials}")
-        if args.n_jobs < 1:
-            raise ConfigError("--n-jobs", f"must be >= 1, got {args.n_jobs}")
+        from sojourn._cli._common import check_field
+        from sojourn.study.config import StudySettings
+
+        check_field(StudySettings, "n_jobs", args.n_jobs, "--n-jobs", "study.n_jobs")
+        check_field(StudySettings, "timeout_s", args.timeout, "--timeout", "study.timeout_s")
         if args.worker_id < 0:
             raise ConfigError("--worker-id", f"must be >= 0, got {args.worker_id}")
         from sojourn._progress import wanted

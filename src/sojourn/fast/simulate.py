@@ -317,6 +317,10 @@ def fast_simulate(
     span_s = hours * 3600.0
     # Later arrivals do not touch earlier FIFO batches; other orders need them until the deadlines.
     t_end = warm_s + span_s + (0.0 if fifo_vector else 2.0 * max_sla)
+    if wl.trace is None and hasattr(scenario, "check_batches"):  # refused before any memory is used
+        drain = "" if fifo_vector else f" + {2 * max_sla / 3600:.6g} h to the last deadline"
+        scenario.check_batches(rate_h * t_end / 3600.0, f"{rate_h:.6g} batches an hour x ({warm_s / 3600:.6g} h of "
+                                                        f"warm-up + {hours:.6g} h measured{drain})")
     seqs = np.random.SeedSequence(root).spawn(reps)
     lat = cap.latency if cap.latency is not None else Latency.constant(cap.latency_s)
     per = []

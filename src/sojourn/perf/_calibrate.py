@@ -21,6 +21,7 @@ factors.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import zlib
 from collections import Counter, defaultdict
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from sojourn._errors import ConfigError
+from sojourn._io import read_text
 from sojourn.perf._closed_loop import closed_loop
 from sojourn.perf._model import PerfModel
 from sojourn.perf._profile import PRIOR, Profile
@@ -171,17 +173,34 @@ def _catalogue(catalogue: Any = None) -> Any:
 
 
 def _read_csv(path: str | Path, what: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and rows (with their line numbers) of a CSV; blank and ``#`` lines are skipped.
+
+    One record a line: a quoted value that spans lines, like a file that is missing, a
+    folder, unreadable or not UTF-8 (``sojourn._io.read_text``), is a ConfigError naming ``what``.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(what, f"no such file: {str(path)!r}")
-    with p.open(newline="") as fh:
-        lines = [(i, ln) for i, ln in enumerate(fh, start=1) if ln.strip() and not ln.lstrip().startswith("#")]
+    text = read_text(p, what, missing="no such file")
+    lines = [(i, ln) for i, ln in enumerate(io.StringIO(text, newline=""), start=1)
+             if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise ConfigError(what, f"{p.name} is empty")
     reader = csv.reader([ln for _, ln in lines])
-    header = [h.strip() for h in next(reader)]
+    records = []
+    used = 0
+    try:
+        for values in reader:
+            if reader.line_num - used > 1:
+                raise ConfigError(what, f"line {lines[used][0]} of {p.name}: a quoted value spans several lines; "
+                                        "each row must be one line")
+            records.append((lines[used][0], values))
+            used = reader.line_num
+    except csv.Error as err:
+        lineno = lines[min(reader.line_num, len(lines)) - 1][0]
+        raise ConfigError(what, f"line {lineno} of {p.name}: not CSV ({err})") from None
+    (_, head), *body = records
+    header = [h.strip() for h in head]
     rows = []
-    for (lineno, _), values in zip(lines[1:], reader, strict=True):
+    for lineno, values in body:
         if len(values) != len(header):
             raise ConfigError(
                 what, f"line {lineno} of {p.name}: {len(values)} values for {len(header)} columns ({','.join(header)})"

@@ -243,8 +243,10 @@ def load_profile(name_or_path: str, base_dir: str | Path = ".") -> Profile:
     if not p.exists():
         names = ", ".join(f"{g}-{b}" for g, b in shipped_profiles())
         raise ConfigError("serving.profile", f"no profile {name_or_path!r}: not a file; shipped: {names or 'none'}")
+    from sojourn._io import read_text
+
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(read_text(p, "serving.profile"))  # a folder, not UTF-8: one clear error
     except json.JSONDecodeError as err:
         raise ConfigError("serving.profile", f"{p} is not valid JSON: {err}") from None
     return _from_dict(data, where="serving.profile")

@@ -372,6 +372,8 @@ def simulate(
     root = sim.seed if seed is None else int(seed)
     if root < 0:
         raise ConfigError("seed", f"must be >= 0, got {root}")
+    if hasattr(scenario, "check_size"):
+        scenario.check_size(R)  # a run too large to simulate is refused here, before any memory is used
     check_scenario(scenario)  # here, not in a worker: errors reach the caller as they are
     start = start or sim.start
     if start not in ("stationary", "empty"):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sojourn._errors import ConfigError
+from sojourn._io import check_input_file, not_utf8
 
 __all__ = ["BatchTuple", "batch_stream", "load_trace", "mean_tokens"]
 
@@ -137,12 +138,17 @@ def _trace_batches(scenario, gaps, sla) -> Iterator[BatchTuple]:
 @functools.lru_cache(maxsize=8)
 def _load_trace_cached(path: str, mtime: float, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p = Path(path)
-    if fmt == "azure":
-        t, i, o = _read_azure(p)
-    elif fmt == "mooncake":
-        t, i, o = _read_mooncake(p)
-    else:
-        raise ConfigError("workload.format", f"got {fmt!r}; allowed: 'azure', 'mooncake'")
+    try:
+        if fmt == "azure":
+            t, i, o = _read_azure(p)
+        elif fmt == "mooncake":
+            t, i, o = _read_mooncake(p)
+        else:
+            raise ConfigError("workload.format", f"got {fmt!r}; allowed: 'azure', 'mooncake'")
+    except UnicodeDecodeError as err:
+        raise not_utf8(p, "workload.trace", err) from None
+    except OSError as err:
+        raise ConfigError("workload.trace", f"cannot read {p}: {err.strerror or err}") from None
     if len(t) < 2:
         raise ConfigError("workload.trace", f"{p} holds {len(t)} requests; a replay needs at least 2")
     if not np.all(np.isfinite(t)):
@@ -169,7 +175,7 @@ def load_trace(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.n
     ConfigError (field ``workload.trace``) for a missing or unreadable file, fewer than 2
     requests, or timestamps that are all equal (a span of zero time has no arrival rate).
     """
-    p = Path(path)
+    p = check_input_file(path, "workload.trace")  # a folder, a dangling link: one clear error
     try:
         mtime = p.stat().st_mtime
     except OSError:

@@ -10,12 +10,20 @@ path (``serving.block_size``). A list is a categorical choice; a table
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sojourn._errors import ConfigError
-from sojourn.scenario import Scenario, format_validation_error, load_scenario, load_toml, scenario_from_dict
+from sojourn.scenario import (
+    Scenario,
+    field_value,
+    format_validation_error,
+    load_scenario,
+    load_toml,
+    scenario_from_dict,
+    setting_field,
+)
 
 __all__ = ["Costs", "Range", "StudyConfig", "StudySettings", "load_study", "SHORT_NAMES"]
 
@@ -36,7 +44,8 @@ SHORT_NAMES = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Every number of a study is finite: inf and nan are refused at the field that holds them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Range(_Strict):
@@ -128,7 +137,7 @@ class StudySettings(_Strict):
     @classmethod
     def _max_load(cls, v: Any) -> Any:
         if v != "auto" and not (isinstance(v, (int, float)) and 0 < v < float("inf")):
-            raise ValueError(f"must be a positive number or 'auto', got {v!r}")
+            raise ValueError("must be a positive finite number or 'auto'")
         return v
 
     @field_validator("name")
@@ -144,6 +153,26 @@ class StudyConfig(_Strict):
     space: dict[str, list[Any] | Range] = Field(default_factory=dict)
     costs: Costs = Field(default_factory=Costs)
     base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _dotted(cls, v: Any) -> Any:
+        """TOML reads ``serving.block_size = [16, 32]`` (unquoted) as a table ``serving`` holding
+        ``block_size``: that is the dotted path ``serving.block_size``."""
+        if not isinstance(v, dict):
+            return v
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, table: dict[str, Any]) -> None:
+            for key, spec in table.items():
+                name = f"{prefix}.{key}" if prefix else key
+                if isinstance(spec, dict) and spec and not set(spec) & set(Range.model_fields):
+                    walk(name, spec)
+                else:
+                    out[name] = spec
+
+        walk("", v)
+        return out
 
     @field_validator("space")
     @classmethod
@@ -190,6 +219,68 @@ class StudyConfig(_Strict):
     def scenario_field(self, name: str) -> str:
         return SHORT_NAMES.get(name, name)
 
+    def check_size(self, base: Scenario) -> None:
+        """Refuse, before any trial, a study whose request-tier runs (its trials at ``request``
+        fidelity, the front's confirmations unless the study runs ``fast``) would each simulate
+        more than the scenario's ``simulation.max_requests`` (``Scenario.check_size``)."""
+        st = self.study
+        fidelity = st.fidelity or base.simulation.fidelity
+        if fidelity == "fast":
+            return
+        sized = base if st.horizon_hours is None else base.with_updates({"simulation.horizon_hours": st.horizon_hours})
+        runs = {"the front's confirmations (study.confirm_replications)":
+                st.confirm_replications or 2 * base.simulation.replications}
+        if fidelity == "request":
+            runs["each trial (study.replications)"] = st.replications or base.simulation.replications
+        what, reps = max(runs.items(), key=lambda kv: kv[1])  # the largest run
+        try:
+            sized.check_size(reps)
+        except ConfigError as err:
+            raise ConfigError(err.field, f"{what} on the request tier: {err.message}") from None
+
+    def check_space(self, base: Scenario) -> None:
+        """Every value the search space can give is one its scenario setting allows: a path that
+        is no setting, a value out of the setting's bounds or choices, a GPU or model not in the
+        catalogue is a ConfigError naming ``space.<name>``, before any trial runs."""
+        for name, spec in self.space.items():
+            field = f"space.{name}"
+            path = self.scenario_field(name)
+            try:
+                target = setting_field(base, path)
+            except ConfigError as err:
+                raise ConfigError(field, err.message) from None
+            if isinstance(spec, Range):
+                values = [int(spec.low), int(spec.high)] if spec.is_int else [spec.low, spec.high]
+            else:
+                values = list(spec)
+            if target is not None:
+                model, leaf = target
+                if isinstance(spec, Range) and _is_literal(model.model_fields[leaf].annotation):
+                    raise ConfigError(field, f"{path} takes only certain values: give them as a list, not a range")
+                for value in values:
+                    try:
+                        field_value(model, leaf, value)
+                    except ValidationError as err:
+                        e = err.errors(include_url=False)[0]
+                        msg = e["msg"]
+                        if e["type"] == "literal_error" and "ctx" in e:
+                            msg = f"allowed: {e['ctx'].get('expected')}"
+                        raise ConfigError(field, f"{value!r} is not a value of {path}: {msg}") from None
+            lookup = {"fleet.gpu": lambda v: base.catalogue_obj().gpu(v),
+                      "model.name": lambda v: base.catalogue_obj().model(v, base_dir=base.base_dir)}.get(path)
+            for value in values if lookup else ():
+                try:
+                    lookup(value)
+                except ConfigError as err:
+                    raise ConfigError(field, err.message) from None
+
+
+def _is_literal(annotation: Any) -> bool:
+    """A Literal type, or an optional one."""
+    if get_origin(annotation) is Literal:
+        return True
+    return any(get_origin(a) is Literal for a in get_args(annotation))
+
 
 def load_study(path: str | Path) -> StudyConfig:
     """Load and validate a study TOML file (and its base scenario)."""
@@ -201,7 +292,13 @@ def load_study(path: str | Path) -> StudyConfig:
     except ValidationError as err:
         raise format_validation_error(err) from None
     try:
-        cfg.base_scenario()
+        base = cfg.base_scenario()
     except ConfigError as err:
         raise ConfigError(f"study.scenario ({err.field})" if err.field else "study.scenario", err.message) from None
+    cfg.check_space(base)
+    cfg.check_size(base)
+    from sojourn.study.objectives import check_objectives, find_objectives_dir, load_objectives
+
+    objectives = load_objectives(cfg.study.objectives, find_objectives_dir(cfg.dir, cfg.study.objectives_dir))
+    check_objectives(objectives, base, cfg.study)
     return cfg

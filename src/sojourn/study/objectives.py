@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from sojourn._errors import ConfigError
 
-__all__ = ["Objective", "find_objectives_dir", "load_objectives"]
+__all__ = ["Objective", "check_objectives", "find_objectives_dir", "load_objectives"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,13 @@ class Objective:
     doc: str
 
     def __call__(self, result: dict[str, Any], scenario: Any, settings: Any = None) -> float:
-        return float(self.fn(result, scenario, settings))
+        """The objective's value: a number (+-inf allowed); NaN, which no sampler can rank, stops
+        the study with a ConfigError naming the objective."""
+        value = float(self.fn(result, scenario, settings))
+        if math.isnan(value):
+            raise ConfigError("study.objectives", f"{self.name} returned NaN, which no sampler can rank; an "
+                                                  "objective must return a number (inf is allowed)")
+        return value
 
 
 def find_objectives_dir(study_dir: Path, explicit: str | None = None) -> Path:
@@ -74,3 +81,20 @@ def load_objectives(names: list[str], directory: Path) -> list[Objective]:
     if len({o.name for o in out}) != len(out):
         raise ConfigError("study.objectives", "an objective is named twice")
     return out
+
+
+def check_objectives(objectives: list[Objective], scenario: Any, settings: Any = None) -> None:
+    """Each objective gives a number for the result an infeasible configuration gets (every
+    request misses: ``sojourn.study.runner.pessimistic_result``), as every study needs it to:
+    one that raises or returns NaN there is a ConfigError naming it, before any trial runs."""
+    from sojourn.study.runner import pessimistic_result
+
+    result = pessimistic_result(float(scenario.cost_per_hour))
+    for o in objectives:
+        try:
+            o(result, scenario, settings)
+        except ConfigError:
+            raise
+        except Exception as err:  # a user's file: report, don't crash with a traceback
+            raise ConfigError("study.objectives", f"{o.name} fails on an infeasible configuration's result "
+                                                  f"(every request misses): {type(err).__name__}: {err}") from None
