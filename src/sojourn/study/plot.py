@@ -31,6 +31,8 @@ def save_figure(fig: Any, out: str | Path, title: str) -> Path:
     """PNG, SVG or a self-contained HTML page (inline SVG); written atomically."""
     p = Path(out)
     ext = p.suffix.lower()
+    if p.is_dir():
+        raise ConfigError("--out", f"{p} is a folder: give a file name ending in .png, .svg or .html")
     if ext not in (".png", ".svg", ".html"):
         raise ConfigError("--out", f"unsupported plot format {ext or '(none)'}; allowed: .png, .svg, .html")
     from sojourn._io import atomic_path
