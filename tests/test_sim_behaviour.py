@@ -6,6 +6,8 @@ same seed) and asks that the 95% replication intervals do not overlap.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from sojourn.scenario import scenario_from_dict
@@ -95,8 +97,14 @@ def test_per_class_miss_probabilities_add_up_and_show_where_edf_helps():
         assert sum(c["requests_arrived"] for c in by.values()) == res.requests_arrived
         total = sum(c["p_miss"] * c["requests_arrived"] for c in by.values())
         assert total == pytest.approx(res.p_miss * res.requests_arrived, rel=1e-9)
-        for c in by.values():
-            assert c["p_miss_ci"][0] <= c["p_miss"] <= c["p_miss_ci"][1]
     f20 = next(c for c in fifo.by_sla_class if round(c["sla_hours"] * 3600) == 20)
     e20 = next(c for c in edf.by_sla_class if round(c["sla_hours"] * 3600) == 20)
     assert e20["p_miss_ci"][1] < f20["p_miss_ci"][0]
+    # Each class's own interval against an exact value: with late work finished, FIFO is an
+    # M/M/1 queue whatever the classes, so a class misses with P(S > its SLA) = exp(-0.05 SLA):
+    # e^-1 for the 20 s class, e^-30 for the 600 s one (none in ~5,000 requests).
+    fin = simulate(generic("fifo", 0.95, 60.0, svc, classes).with_updates({"serving.on_deadline": "finish"}))
+    by = {round(c["sla_hours"] * 3600): c for c in fin.by_sla_class}
+    lo, hi = by[20]["p_miss_ci"]
+    assert lo <= math.exp(-1.0) <= hi, (lo, hi)
+    assert by[600]["p_miss"] == 0.0 and by[600]["requests_arrived"] > 1000

@@ -66,7 +66,10 @@ def test_seed_fixes_the_result_and_changes_it():
 
 
 def test_result_has_the_documented_keys_and_is_consistent():
-    r = simulate(mm1(hours=0.5), replications=3)
+    # M/M/1 (0.8 arrivals a second, mean service 1 s), late work finished: the sojourn is
+    # exponential of rate 0.2, so each statistic is checked against its exact value, not
+    # against the estimate its interval is built around.
+    r = simulate(mm1(sla_s=10.0, hours=0.5, serving={"on_deadline": "finish"}), replications=3, keep_samples=True)
     assert isinstance(r, SimResult)
     d = r.to_dict()
     assert KEYS <= set(d)
@@ -74,9 +77,16 @@ def test_result_has_the_documented_keys_and_is_consistent():
     assert d["requests_arrived"] == d["requests_completed"] + d["requests_rejected"] + d["requests_cancelled"] \
         + d["requests_in_system"]
     lo, hi = d["p_miss_ci"]
-    assert lo <= d["p_miss"] <= hi <= d["p_miss_upper"]
-    assert d["sojourn_mean_ci"][0] <= d["sojourn_mean_s"] <= d["sojourn_mean_ci"][1]
-    assert d["sojourn_p50_s"] <= d["sojourn_p90_s"] <= d["sojourn_p99_s"]
+    assert lo <= math.exp(-2.0) <= hi, (lo, hi)  # P(S > 10 s)
+    assert d["sojourn_mean_ci"][0] <= 5.0 <= d["sojourn_mean_ci"][1], d["sojourn_mean_ci"]  # 1/(mu - lambda)
+    assert d["wait_mean_ci"][0] <= 4.0 <= d["wait_mean_ci"][1], d["wait_mean_ci"]  # rho/(mu - lambda)
+    served = np.concatenate([x.sojourn for x in r.reps])
+    assert len(served) == d["requests_arrived"]
+    for q, key in ((0.5, "sojourn_p50_s"), (0.9, "sojourn_p90_s"), (0.99, "sojourn_p99_s")):
+        x = d[key]
+        assert np.mean(served <= x) >= q > np.mean(served < x), key  # the q-quantile of every request
+        _, qlo, qhi = r.exceed(-math.log(1.0 - q) / 0.2)  # P(S > the exact q-quantile) = 1 - q
+        assert qlo <= 1.0 - q <= qhi, (key, qlo, qhi)
     assert r.replications == 3
 
 
@@ -88,6 +98,21 @@ def test_no_miss_still_reports_an_upper_bound():
     n = r.requests_arrived
     assert r.p_miss_upper == pytest.approx(1 - 0.05 ** (1 / n))
     assert 2.9 / n < r.p_miss_upper < 3.1 / n
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug in sim/estimate.py summarise: a mixed-SLA class with no miss gets p_miss_ci [0, 0] (the bare "
+    "ratio_ci of zeros), an interval claiming certainty, where the overall P(miss) is one-sided "
+    "[0, its upper bound] and README says an interval starting at 0 is one-sided"))
+def test_a_class_without_misses_gets_a_one_sided_interval_not_zero_zero():
+    # M/M/1 at load 0.5: P(S > 10 s) = e^-5 (some misses), P(S > 1 h) = e^-1800 (none).
+    sc = mm1(rate_per_s=0.5, hours=0.5).with_updates(
+        {"workload.sla_classes": [{"hours": 10 / 3600}, {"hours": 1.0}]})
+    r = simulate(sc)
+    by = {round(c["sla_hours"] * 3600): c for c in r.by_sla_class}
+    assert by[10]["p_miss"] > 0 and by[3600]["p_miss"] == 0.0
+    assert by[3600]["p_miss_ci"][0] == 0.0
+    assert by[3600]["p_miss_ci"][1] > 0.0  # as the overall interval with no miss: [0, upper]
 
 
 def test_upper_bound_counts_batches_not_requests():
@@ -106,7 +131,7 @@ def test_exceed_matches_p_miss_at_the_sla_and_is_monotone():
     r = simulate(mm1(rate_per_s=0.8, sla_s=20.0, hours=2.0, serving={"on_deadline": "finish"}), keep_samples=True)
     est, lo, hi = r.exceed(20.0)
     assert est == pytest.approx(r.p_miss)
-    assert lo <= est <= hi
+    assert lo < math.exp(-4.0) < hi  # P(S > 20) = exp(-0.2 * 20)
     values = [r.exceed(t)[0] for t in (0.5, 2.0, 8.0, 20.0)]
     assert values == sorted(values, reverse=True)
     # M/M/1 sojourn is exponential with rate mu - lambda = 0.2: P(S > 8) = exp(-1.6).

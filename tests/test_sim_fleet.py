@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from sojourn.scenario import SCENARIO_DISCIPLINES, scenario_from_dict
 from sojourn.sim.fleet import CANCELLED, DONE, NODE, QUEUED, REJECTED, FleetSim
+from sojourn.sim.workload import batch_stream
 
 ROUTERS = ("pull", "round_robin", "least_loaded")
 
@@ -259,11 +260,30 @@ def test_batch_all_at_once_on_one_server_waits_in_order():
     assert s.batches == 1 and s.batches_missed == 0
 
 
-def test_engine_rejects_empty_requests():
-    d = engine_scenario(**{"workload.output_tokens": {"dist": "uniform", "low": 0, "high": 1}})
+def test_engine_rejects_empty_and_too_long_requests_and_counts_each_exactly():
+    # Lengths drawn from values with zeros: a request with no prompt or no output is rejected as
+    # "empty", one longer than max_model_len (2048) as "max_model_len", and nothing else is. The
+    # expected counts come from the same seeded traffic, read here from the workload stream
+    # (the fleet's first seed child) over the measured span.
+    d = engine_scenario(**{
+        "workload.input_tokens": {"dist": "empirical", "values": [0, 200, 1500]},
+        "workload.output_tokens": {"dist": "empirical", "values": [0, 100, 700]},
+    })
     sim, s = run_checked(d, 0)
-    # uniform(0, 1) rounds up to 1 except an exact 0; none expected, but the path must hold.
-    assert s.rejected_by.get("empty", 0) == s.rejected
+    sc = scenario_from_dict(d)
+    sim_cfg = sc.simulation
+    start, end = sim_cfg.warmup_hours * 3600.0, (sim_cfg.warmup_hours + sim_cfg.horizon_hours) * 3600.0
+    arrived = empty = too_long = 0
+    for t, prompts, outputs, _ in batch_stream(sc, np.random.SeedSequence(0).spawn(3)[0]):
+        if t >= end:
+            break
+        if t >= start:
+            arrived += len(prompts)
+            empty += sum(p < 1 or o < 1 for p, o in zip(prompts, outputs))
+            too_long += sum(p >= 1 and o >= 1 and p + o > 2048 for p, o in zip(prompts, outputs))
+    assert s.arrived == arrived and empty > 5 and too_long > 5
+    assert s.rejected_by == {"empty": empty, "max_model_len": too_long}
+    assert s.completed == arrived - empty - too_long  # light load: every other request completes
     assert_conserved(sim, s)
 
 
