@@ -100,10 +100,6 @@ def test_no_miss_still_reports_an_upper_bound():
     assert 2.9 / n < r.p_miss_upper < 3.1 / n
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in sim/estimate.py summarise: a mixed-SLA class with no miss gets p_miss_ci [0, 0] (the bare "
-    "ratio_ci of zeros), an interval claiming certainty, where the overall P(miss) is one-sided "
-    "[0, its upper bound] and README says an interval starting at 0 is one-sided"))
 def test_a_class_without_misses_gets_a_one_sided_interval_not_zero_zero():
     # M/M/1 at load 0.5: P(S > 10 s) = e^-5 (some misses), P(S > 1 h) = e^-1800 (none).
     sc = mm1(rate_per_s=0.5, hours=0.5).with_updates(

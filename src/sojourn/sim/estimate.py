@@ -253,8 +253,16 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
         for sla in sorted({k for r in reps for k in r.by_sla}):
             a = arr(lambda r: r.by_sla.get(sla, (0, 0))[0])
             c_p, c_lo, c_hi = ratio_ci(arr(lambda r: r.by_sla.get(sla, (0, 0))[1]), a)
+            c_lo, c_hi = _clip01(c_lo), _clip01(c_hi)
+            if not (math.isfinite(c_lo) and c_hi > c_lo):
+                # No miss in the class (or replications alike): one-sided, as the overall interval,
+                # over the class's share of the effective batches, plus the unseen batches' share.
+                share = a.sum() / arrived.sum() if arrived.sum() > 0 else 0.0
+                n_c = n_eff * share
+                c_up = clopper_pearson_upper((c_p if math.isfinite(c_p) else 0.0) * n_c, n_c) if n_c > 0 else 1.0
+                c_lo, c_hi = 0.0, min(1.0, max(c_up, c_hi if math.isfinite(c_hi) else 0.0) + unseen)
             by_class.append({"sla_hours": sla / 3600.0, "requests_arrived": int(a.sum()),
-                             "p_miss": c_p, "p_miss_ci": [_clip01(c_lo), _clip01(c_hi)]})
+                             "p_miss": c_p, "p_miss_ci": [c_lo, c_hi]})
     result = SimResult(
         miss_episodes=len(episodes),
         miss_episodes_effective=k_eff,
