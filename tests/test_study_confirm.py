@@ -177,3 +177,35 @@ def test_compare_hardware_uses_stored_confirmations_and_stops_at_once(study):
     assert chosen and "stored already" in again.stderr
     ran = [t.params["trial"] for t in _computed(storage)]
     assert len(ran) == len(set(ran)) and len(ran) >= confirmed
+
+
+def test_a_ctrl_c_python_swallows_is_raised_again():
+    """A KeyboardInterrupt that lands in a weakref callback is swallowed by Python ("Exception ignored"):
+    interrupt_at_once raises it again within half a second, and once more at the block's end if the work finished."""
+    from sojourn.study.confirm import interrupt_at_once
+
+    swallowed = 0
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_at_once():
+            sent = False
+            while time.monotonic() - t0 < 10:
+                try:
+                    if not sent:
+                        sent = True
+                        os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.01)
+                except KeyboardInterrupt:
+                    if swallowed == 0:  # the first one is lost, as in a weakref callback
+                        swallowed += 1
+                        continue
+                    raise
+    assert swallowed == 1 and time.monotonic() - t0 < 3
+    with pytest.raises(KeyboardInterrupt):  # swallowed, and the work then finished: raised at the end
+        with interrupt_at_once():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
                           "where the study stops telling configurations apart; lower study.p_miss_floor")
     study = runner.load(create=False)
     from sojourn._progress import bar, wanted
+    from sojourn.study.confirm import interrupt_at_once
     from sojourn.study.front import confirm_replications
 
     reps = confirm_replications(runner, args.replications)
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
           f"tier, {reps} replications each (stored in the study as they finish; Ctrl-C stops at once and a rerun "
           "resumes)", file=sys.stderr)
     try:
-        with bar(None, "compare-hardware", unit="config", enabled=wanted(args.quiet)) as pbar:
+        with interrupt_at_once(), bar(None, "compare-hardware", unit="config", enabled=wanted(args.quiet)) as pbar:
             rows = compare_hardware(runner, study, args.target_miss, replications=args.replications, bar=pbar)
     except KeyboardInterrupt:
         print("interrupted: every finished confirmation is stored in the study; run the same command to resume",

@@ -103,10 +103,11 @@ def _g(v: Any) -> str:
 def _confirm(runner: Any, study: Any) -> bool:
     """Confirm the front (resumable, shared jobs) with a progress bar; False when interrupted."""
     from sojourn._progress import bar
-    from sojourn.study.confirm import stored_confirmation
+    from sojourn.study.confirm import interrupt_at_once, stored_confirmation, wait_for_other_workers
     from sojourn.study.front import confirm_front, confirm_replications, front_trials, spread
 
     cfg = runner.cfg.study
+    wait_for_other_workers(runner, study)
     reps = confirm_replications(runner)
     chosen = spread(front_trials(study), cfg.confirm_max)
     attrs = study.user_attrs
@@ -116,7 +117,8 @@ def _confirm(runner: Any, study: Any) -> bool:
               f"{reps} replications each" + (f" ({done} stored already)" if done else "")
               + "; Ctrl-C stops at once and a rerun resumes", file=sys.stderr)
     try:
-        with bar(len(chosen), f"{cfg.name}: confirm", unit="point", enabled=runner.progress) as pbar:
+        with interrupt_at_once(), bar(len(chosen), f"{cfg.name}: confirm", unit="point",
+                                      enabled=runner.progress) as pbar:
             confirm_front(runner, study, trials=chosen, bar=pbar)
     except KeyboardInterrupt:
         attrs = study.user_attrs
@@ -173,8 +175,12 @@ def run(args: argparse.Namespace) -> int:
                  if c["failed"] else "")
               + (f", {c['running'] + c['waiting']} unfinished" if c["running"] + c["waiting"] else ""),
               file=sys.stderr)
+        from sojourn.study.confirm import wait_for_other_workers
+
         if cfg.study.polish and not args.no_polish:
             from sojourn.study.polish import polish_front
+
+            wait_for_other_workers(runner, study)
 
             try:
                 report = polish_front(runner, study)

@@ -22,11 +22,15 @@ A job's result is the same whoever runs it (common random numbers), so a job don
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import math
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -34,7 +38,8 @@ from typing import Any
 
 import optuna
 
-__all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "confirm_params", "queue_study", "run_jobs", "stored_confirmation"]
+__all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "confirm_params", "interrupt_at_once", "queue_study", "run_jobs",
+           "stored_confirmation", "wait_for_other_workers"]
 
 #: Study attribute holding a trial's confirmation: ``confirm:<trial number>``.
 CONFIRM_PREFIX = "confirm:"
@@ -104,6 +109,44 @@ def _heartbeat(queue: optuna.Study) -> bool:
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     return is_heartbeat_enabled(queue._storage)
+
+
+@contextlib.contextmanager
+def interrupt_at_once() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in the main thread now, and again every 0.5 s until it is handled.
+
+    Python swallows an exception raised in a weakref callback or ``__del__`` ("Exception
+    ignored in ..."), and a signal's KeyboardInterrupt can land there (a garbage collection in
+    Optuna or SQLAlchemy): one Ctrl-C would then be lost. A Ctrl-C swallowed while the work
+    still finished is raised when the block ends.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = [False]
+
+    def again() -> None:
+        if pending[0]:
+            _thread.interrupt_main()  # the handler below, once more
+
+    def handler(signum: int, frame: Any) -> None:
+        pending[0] = True
+        t = threading.Timer(0.5, again)
+        t.daemon = True
+        t.start()
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pending[0] = False
+        raise
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if pending[0]:
+        pending[0] = False
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -204,3 +247,30 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
             bar.set_postfix_str(f"waiting for {len(running)} running on other workers", refresh=True)
         time.sleep(POLL_S)
     return {n: stored_confirmation(study, n, replications) for n in jobs}  # type: ignore[misc]
+
+
+def wait_for_other_workers(runner: Any, study: optuna.Study, bar: Any = None) -> int:
+    """Wait while other workers sharing the study still run trials; return how many were running.
+
+    Workers stop their search once the study's total is reached, some before the last
+    trials of others finish: each waits here, so every worker polishes and confirms the same,
+    final front. A dead worker's trial is failed by the heartbeat meanwhile.
+    """
+    S = optuna.trial.TrialState
+    storage = runner.storage()
+    beat = not isinstance(storage, str) and _heartbeat(study)
+    first = None
+    while True:
+        if beat:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        running = len(study.get_trials(deepcopy=False, states=(S.RUNNING,)))
+        if first is None:
+            first = running
+            if running:
+                print(f"study {study.study_name}: waiting for the {running} trial(s) other workers are running, so "
+                      "every worker goes on with the same front", file=sys.stderr, flush=True)
+        if running == 0 or not beat:
+            return first
+        time.sleep(POLL_S / 2)
