@@ -7,6 +7,7 @@ worker killed mid-confirmation leaves nothing RUNNING once another looks.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import signal
@@ -141,7 +142,12 @@ def test_a_worker_killed_mid_confirmation_leaves_nothing_running_after_a_restart
     path, storage = study
     n = _front_size(storage)
     proc = _start(_cmd(path))
-    _wait(lambda: any(t.state == S.RUNNING for t in _queue(storage)), "a confirmation running", proc)
+
+    def mid_job() -> bool:  # a job started a second ago (it takes several): the kill lands inside it
+        now = datetime.datetime.now()
+        return any(t.state == S.RUNNING and (now - t.datetime_start).total_seconds() > 1.0 for t in _queue(storage))
+
+    _wait(mid_job, "a confirmation running", proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert any(t.state == S.RUNNING for t in _queue(storage))
