@@ -96,8 +96,8 @@ def test_ctrl_c_stops_confirmation_at_once_keeps_what_finished_and_a_rerun_resum
     n = _front_size(storage)
     assert n >= 2, "the test needs a front of two points or more"
     proc = _start(_cmd(path))
-    _wait(lambda: len(_confirmed(storage)) >= 1 and any(t.state == S.RUNNING for t in _queue(storage)),
-          "one confirmation stored and the next running", proc)
+    _wait(lambda: len(_computed(storage)) >= 1 and any(t.state == S.RUNNING for t in _queue(storage)),
+          "one confirmation done and the next running", proc)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -198,8 +198,8 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
             trial.set_user_attr("worker", WORKER)
             t0 = time.perf_counter()
             done = confirm_params(runner, trial.user_attrs["params"], reps, progress=tick)
-            study.set_user_attr(f"{CONFIRM_PREFIX}{number}", done)
             trial.set_user_attr("seconds", time.perf_counter() - t0)
+            study.set_user_attr(f"{CONFIRM_PREFIX}{number}", done)
         v = done.get("p_miss_used", done.get("p_miss_upper"))
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 1.0
 
@@ -240,8 +240,14 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
         add = [n for n in left if n not in waiting and (n not in running or not beat)]
         enqueue(add, waiting)
         if waiting or add:
-            with _quiet_optuna():  # an interrupted job is reported by the caller, not as Optuna's traceback
-                queue.optimize(job, n_trials=1, catch=())
+            try:
+                with _quiet_optuna():  # an interrupted job is reported by the caller, not as Optuna's traceback
+                    queue.optimize(job, n_trials=1, catch=())
+            except ValueError as err:
+                # SQLite has no row locks: two workers can pop the same waiting job, and the second to
+                # finish finds it told. Its result is stored all the same; go on.
+                if not str(err).startswith("Cannot tell a"):
+                    raise
             continue
         if bar is not None:
             bar.set_postfix_str(f"waiting for {len(running)} running on other workers", refresh=True)
