@@ -279,7 +279,9 @@ def test_ctrl_c_keeps_finished_trials_and_the_study_resumes(tmp_path):
 
     path = write_study(tmp_path, n_trials=500)
     proc = subprocess.Popen([sys.executable, "-m", "sojourn.cli", "study", "run", str(path), "--no-polish", "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Ctrl-C as at a terminal, even where the tests run as a background job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = tmp_path / "tiny.db"
     deadline = time.monotonic() + 120
     done = 0

@@ -31,7 +31,9 @@ def _cmd(path: Path, *extra: str) -> list[str]:
 
 
 def _start(cmd: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as at a terminal, even where the tests run as a shell's background job (SIGINT ignored).
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _queue(storage: str) -> list[optuna.trial.FrozenTrial]:
@@ -190,6 +192,7 @@ def test_a_ctrl_c_python_swallows_is_raised_again():
     interrupt_at_once raises it again within half a second, and once more at the block's end if the work finished."""
     from sojourn.study.confirm import interrupt_at_once
 
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal
     swallowed = 0
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
@@ -215,3 +218,4 @@ def test_a_ctrl_c_python_swallows_is_raised_again():
             except KeyboardInterrupt:
                 pass
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    signal.signal(signal.SIGINT, before)

@@ -120,8 +120,8 @@ def interrupt_at_once() -> Iterator[None]:
     Optuna or SQLAlchemy): one Ctrl-C would then be lost. A Ctrl-C swallowed while the work
     still finished is raised when the block ends.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield  # not the main thread, or started to ignore Ctrl-C (a background job of a shell): leave it so
         return
     pending = [False]
 

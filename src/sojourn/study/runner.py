@@ -459,7 +459,7 @@ class StudyRunner:
     def guarded(self, fn: Callable[[], Any]) -> Any:
         """Call ``fn`` with Ctrl-C turned into ``interrupted`` (the running trial finishes; twice aborts it)."""
         handler = None
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
 
             def on_sigint(signum: int, frame: Any) -> None:
                 if self.interrupted:
