@@ -105,6 +105,13 @@ def queue_study(runner: Any, study: optuna.Study) -> optuna.Study:
                                sampler=optuna.samplers.RandomSampler(seed=0), load_if_exists=True)
 
 
+def _fail_stale(study: optuna.Study) -> None:
+    """Optuna's ``fail_stale_trials`` (experimental): a dead worker's trials are failed, and retried."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def _heartbeat(queue: optuna.Study) -> bool:
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
@@ -227,9 +234,7 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
         if not left:
             break
         if beat:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(queue)  # a dead worker's job goes back to the queue
+            _fail_stale(queue)  # a dead worker's job goes back to the queue
         S = optuna.trial.TrialState
         waiting, running = set(), set()
         for t in queue.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING)):
@@ -268,9 +273,7 @@ def wait_for_other_workers(runner: Any, study: optuna.Study, bar: Any = None) ->
     first = None
     while True:
         if beat:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
+            _fail_stale(study)
         running = len(study.get_trials(deepcopy=False, states=(S.RUNNING,)))
         if first is None:
             first = running
