@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from sojourn._errors import ConfigError
+from sojourn.sim._sojourns import POOL_CAP, LogHistogram, pooled_quantiles
 from sojourn.sim.fleet import ReplicationStats, check_scenario, run_replication
 from sojourn.stats import (
     MIN_EPISODES,
@@ -133,7 +134,7 @@ class SimResult:
 
         Needs the per-replication sojourn samples (``simulate(..., keep_samples=True)``).
         """
-        if not self.keep_samples:
+        if not self.keep_samples or any(r.sojourn_hist is not None for r in self.reps):
             raise ValueError("exceed(t) needs the sojourn samples: simulate(..., keep_samples=True)")
         num = np.array(
             [np.count_nonzero(r.sojourn > t) + (r.arrived - r.completed) for r in self.reps], dtype=np.float64
@@ -196,14 +197,6 @@ class SimResult:
         }
 
 
-def _quantile(sorted_served: np.ndarray, n_total: int, q: float) -> float:
-    """The q-quantile (inverted cdf) of S over all requests, unserved ones at +inf."""
-    if n_total == 0:
-        return math.nan
-    k = max(math.ceil(q * n_total) - 1, 0)
-    return float(sorted_served[k]) if k < len(sorted_served) else math.inf
-
-
 def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: float, keep_samples: bool,
               plan: StartPlan | None = None) -> SimResult:
     """Pool per-replication statistics into a SimResult."""
@@ -237,8 +230,9 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
                     "requests only and read low; the quantiles count unfinished requests as unserved")
     sm, sm_lo, sm_hi = ratio_ci(arr(lambda r: r.sojourn_sum), completed)
     wm, wm_lo, wm_hi = ratio_ci(arr(lambda r: r.wait_sum), completed)
-    served = np.sort(np.concatenate([r.sojourn for r in reps])) if reps else np.empty(0)
     n_total = int(arrived.sum())
+    p50, p90, p99 = pooled_quantiles([r.sojourn for r in reps], [r.sojourn_hist for r in reps if r.sojourn_hist],
+                                     n_total, (0.50, 0.90, 0.99))
     rejected_by: dict[str, int] = {}
     cancelled_by: dict[str, int] = {}
     for r in reps:
@@ -276,9 +270,9 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
         batch_miss_ci=(_clip01(bm_lo), _clip01(bm_hi)),
         sojourn_mean_s=sm,
         sojourn_mean_ci=(max(sm_lo, 0.0), sm_hi),
-        sojourn_p50_s=_quantile(served, n_total, 0.50),
-        sojourn_p90_s=_quantile(served, n_total, 0.90),
-        sojourn_p99_s=_quantile(served, n_total, 0.99),
+        sojourn_p50_s=p50,
+        sojourn_p90_s=p90,
+        sojourn_p99_s=p99,
         wait_mean_s=wm,
         wait_mean_ci=(max(wm_lo, 0.0), wm_hi),
         throughput_rps=sum(r.completions_in_horizon for r in reps) / horizon if horizon else math.nan,
@@ -310,9 +304,17 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
     )
     if not keep_samples:
         for r in reps:
-            r.sojourn = np.empty(0)
+            r.sojourn, r.sojourn_hist = np.empty(0), None
     result.reps = reps
     return result
+
+
+def fold_sojourns(r: ReplicationStats) -> None:
+    """Fold a replication's exact sojourns into its histogram (``_sojourns``)."""
+    if len(r.sojourn):
+        h = LogHistogram.of(r.sojourn)
+        r.sojourn_hist = h if r.sojourn_hist is None else r.sojourn_hist.merge(h)
+        r.sojourn = np.empty(0)
 
 
 def _steady_state(scenario: Any, reps: list[ReplicationStats], plan: StartPlan | None) -> SteadyState:
@@ -397,16 +399,23 @@ def simulate(
     if n_jobs == 1:
         results = (
             run_replication(scenario, s, f"replication {i}/{R}" if progress is True else None, b, plan.oversize,
-                            None if report is None else functools.partial(_within, report, i - 1, R))
+                            None if report is None else functools.partial(_within, report, i - 1, R), keep_samples)
             for i, (s, b) in enumerate(zip(seeds, busy), start=1)
         )
     else:
         from joblib import Parallel, delayed
 
         results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(run_replication)(scenario, s, None, b, plan.oversize) for s, b in zip(seeds, busy))
+            delayed(run_replication)(scenario, s, None, b, plan.oversize, None, keep_samples)
+            for s, b in zip(seeds, busy))
+    exact = 0
     for i, r in enumerate(results, start=1):
         reps.append(r)
+        exact += len(r.sojourn)
+        if exact > POOL_CAP and not keep_samples:  # bounded memory: fold every replication's samples
+            for x in reps:
+                fold_sojourns(x)
+            exact = 0
         if report is not None:
             report(float(i), R)
         elif progress:

@@ -24,6 +24,7 @@ are ``in_system``, past their deadline, so counted as misses.
 from __future__ import annotations
 
 import functools
+from array import array
 import heapq
 import math
 import sys
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from sojourn._errors import ConfigError
+from sojourn.sim._sojourns import EXACT_CAP, LogHistogram
 from sojourn.sim.disciplines import QueueContext, make_discipline
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.generic import GenericNode
@@ -95,6 +97,9 @@ class ReplicationStats:
     batch_size_sum: float = 0.0
     batch_size_sq: float = 0.0
     sojourn: np.ndarray = field(default_factory=lambda: np.empty(0))  # completed requests
+    #: The sojourns folded into a log histogram once there were more than ``sojourn_cap``
+    #: (``_sojourns``); ``sojourn`` is then empty.
+    sojourn_hist: LogHistogram | None = None
     sojourn_sum: float = 0.0
     wait_sum: float = 0.0
     completions_in_horizon: int = 0  # of any request, for throughput
@@ -196,7 +201,8 @@ class FleetSim:
         self.measured_open = 0
         self.marked_end = False
         self.st = ReplicationStats(horizon_s=self.H)
-        self._soj: list[float] = []
+        self._soj = array("d")  # 8 bytes a served request, folded into a histogram past the cap
+        self.sojourn_cap = EXACT_CAP
         self._marks: dict[str, tuple[float, float, int, int]] = {}
         self.completions = 0
         self._missed: list[Batch] = []  # measured batches with a miss, for the episodes
@@ -411,9 +417,19 @@ class FleetSim:
             st.completed += 1
             st.sojourn_sum += s
             st.wait_sum += r.start - b.arrival
-            self._soj.append(s)
+            soj = self._soj
+            soj.append(s)
+            if len(soj) >= self.sojourn_cap:
+                self._fold_sojourns()
             if s > b.sla:
                 self._miss(b)
+
+    def _fold_sojourns(self) -> None:
+        """Move the exact sojourns into the replication's histogram (bounded memory)."""
+        h = LogHistogram.of(np.frombuffer(self._soj, dtype=np.float64))
+        st = self.st
+        st.sojourn_hist = h if st.sojourn_hist is None else st.sojourn_hist.merge(h)
+        self._soj = array("d")
 
     def _triage_drop(self, r: SimRequest, now: float) -> None:
         """A discipline gave up on a queued request (it cannot make its deadline); it left the queue."""
@@ -699,7 +715,9 @@ class FleetSim:
                         if r.state in (QUEUED, NODE):
                             st.in_system += 1
                             self._miss(b)
-        st.sojourn = np.asarray(self._soj, dtype=np.float64)
+        if st.sojourn_hist is not None:
+            self._fold_sojourns()
+        st.sojourn = np.array(self._soj, dtype=np.float64)
         st.miss_episodes = self._episodes()
         st.queue_bins, st.queue_bins_n = self._qsum, self._qn
         hs = self._half
@@ -783,10 +801,14 @@ def check_scenario(scenario: Any) -> None:
 
 def run_replication(scenario: Any, seed: np.random.SeedSequence, progress_label: str | None = None,
                     start_busy_s: float = 0.0, oversize: float = math.inf,
-                    on_progress: Callable[[float], None] | None = None) -> ReplicationStats:
+                    on_progress: Callable[[float], None] | None = None,
+                    keep_samples: bool = False) -> ReplicationStats:
     """Simulate one replication of ``scenario`` from ``seed`` (reporting progress under a label, or to
-    ``on_progress`` with the share of the measured span done)."""
+    ``on_progress`` with the share of the measured span done). ``keep_samples``: every sojourn
+    exact, however many (otherwise folded into a histogram past ``_sojourns.EXACT_CAP``)."""
     sim = FleetSim(scenario, seed, start_busy_s, oversize)
+    if keep_samples:
+        sim.sojourn_cap = math.inf
     sim.progress_label = progress_label
     sim.on_progress = on_progress
     return sim.run()
