@@ -80,7 +80,7 @@ def unseen_share(xdist: Any, x_max: float) -> float:
 
     From the batch-size law (0 where it is capped at or below ``x_max``).
     """
-    from sojourn.fast.tails import excess_mean, survival
+    from sojourn.distributions import excess_mean, survival
 
     mean = float(xdist.mean)
     if not (mean > 0 and math.isfinite(mean)):

@@ -27,7 +27,8 @@ from sojourn.fast.fluid import FluidFleet, Segments, fifo_runs, priority_runs, s
 from sojourn.fast.lindley import lindley, lindley_capped
 from sojourn.fast.outcomes import Latency, Runs, run_stats, sample_sojourns
 from sojourn.fast.stationary import RESOLUTION, BatchWork, WorkloadLaw, batch_work_moments, relaxation_time, workload_law
-from sojourn.fast.tails import excess_mean, fifo_tail, tail_p_miss
+from sojourn.distributions import excess_mean
+from sojourn.fast.tails import fifo_tail, tail_p_miss
 from sojourn.stats import (
     MIN_EPISODES,
     best_p_miss,
