@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["ConfigError", "SojournError"]
+
 
 class SojournError(Exception):
     """Base class of every error sojourn raises on purpose."""

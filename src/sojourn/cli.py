@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from sojourn._errors import SojournError
 
+__all__ = ["COMMANDS", "build_parser", "main"]
+
 #: Subcommands, in the order ``--help`` lists them: name -> module in sojourn._cli.
 COMMANDS = {
     "study": "study",

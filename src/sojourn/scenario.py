@@ -36,6 +36,7 @@ __all__ = [
     "field_value",
     "format_validation_error",
     "setting_field",
+    "load_toml",
 ]
 
 #: Defaults of the size limits (``simulation.max_requests``, ``simulation.max_batches``): a run

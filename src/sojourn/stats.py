@@ -32,6 +32,9 @@ __all__ = [
     "kish",
     "ratio_ci",
     "unseen_share",
+    "best_p_miss",
+    "effective_episodes",
+    "episodes_note",
 ]
 
 LEVEL = 0.95

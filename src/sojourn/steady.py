@@ -22,7 +22,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["BINS", "SteadyState", "binned_means", "mser_truncation"]
+__all__ = [
+    "BINS",
+    "EMPTY_WARMUP_RELAXATIONS",
+    "SPAN_RELAXATIONS",
+    "StartPlan",
+    "SteadyState",
+    "binned_means",
+    "load_margin",
+    "mser_truncation",
+    "plan_start",
+]
 
 #: Time bins of the replication-averaged work series MSER reads.
 BINS = 200

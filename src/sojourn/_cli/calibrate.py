@@ -19,6 +19,8 @@ from typing import Any
 from sojourn._cli._common import check_field, check_out
 from sojourn._errors import ConfigError
 
+__all__ = ["add_parser", "run"]
+
 #: Public files whose origin the profile's ``source`` can name.
 _KNOWN_ORIGINS = {
     "silicon_sample_public.csv": "silicon",

@@ -10,6 +10,8 @@ from typing import Any
 from sojourn._cli._common import write_atomic
 from sojourn._errors import ConfigError
 
+__all__ = ["add_parser", "run"]
+
 COLUMNS = ["gpu", "nodes", "tp", "gpus", "p_miss_used", "p_miss", "p_miss_upper", "rent_usd_per_hour", "own_usd_per_hour",
            "capex_usd_per_hour", "power_usd_per_hour", "hosting_usd_per_hour", "purchase_usd", "trial", "calibrated",
            "calibration", "fragile", "note"]

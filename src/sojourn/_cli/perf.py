@@ -9,6 +9,8 @@ from typing import Any
 from sojourn._cli._common import check_field, emit_json, int_list
 from sojourn._errors import ConfigError
 
+__all__ = ["add_parser", "run"]
+
 DEFAULT_BATCH = "1,8,32,64,128,256"
 DEFAULT_CONTEXT = "1024,4096,16384"
 

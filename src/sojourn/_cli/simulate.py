@@ -8,6 +8,8 @@ from typing import Any
 
 from sojourn._cli._common import check_field, check_n_jobs, emit_json
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(

@@ -10,6 +10,8 @@ from typing import Any
 from sojourn._cli._common import write_atomic
 from sojourn._errors import ConfigError
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help="run a sizing study; export and plot its Pareto front", description=__doc__)

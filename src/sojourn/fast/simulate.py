@@ -42,7 +42,18 @@ from sojourn.stats import (
 )
 from sojourn.steady import SPAN_RELAXATIONS, SteadyState, binned_means
 
-__all__ = ["FAST_DISCIPLINES", "FastResult", "analytic_p_miss", "fast_simulate", "fluid_fleet", "offered_load"]
+__all__ = [
+    "FAST_DISCIPLINES",
+    "FRAGILITY_CAPACITY_ERROR",
+    "FRAGILITY_LIMIT",
+    "FRAGILITY_RELEVANT",
+    "FastResult",
+    "analytic_p_miss",
+    "fast_simulate",
+    "fluid_fleet",
+    "fluid_law",
+    "offered_load",
+]
 
 #: Disciplines the fluid model implements.
 FAST_DISCIPLINES = ("fifo", "lifo", "sjf", "sjf_work", "edf")

@@ -57,6 +57,8 @@ __all__ = [
     "load_steps",
     "perf_model_for",
     "summary_lines",
+    "GRID_ORIGIN",
+    "SILICON_ORIGIN",
 ]
 
 #: Hugging Face model paths of the public data -> catalogue ids (dense models only).

@@ -14,8 +14,18 @@ import optuna
 from sojourn.study.confirm import CONFIRM_PREFIX
 from sojourn.study.runner import DUPLICATE_ATTR, INFEASIBLE_ATTR, StudyRunner, _dominates, _feasible
 
-__all__ = ["CONFIRM_PREFIX", "confirm_front", "confirm_replications", "front_rows", "front_trials", "is_feasible",
-           "non_dominated", "rows_to_csv"]
+__all__ = [
+    "CONFIRM_PREFIX",
+    "confirm_front",
+    "confirm_replications",
+    "front_rows",
+    "front_trials",
+    "is_feasible",
+    "non_dominated",
+    "rows_to_csv",
+    "rows_to_json",
+    "spread",
+]
 
 
 def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
