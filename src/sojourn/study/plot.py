@@ -18,13 +18,13 @@ __all__ = ["plot_front", "plot_hardware", "save_figure"]
 FLOOR = 1e-7
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A figure and its axes, drawn without pyplot: no GUI backend, and the process's
+    matplotlib backend (a notebook's, say) is left as it was."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def save_figure(fig: Any, out: str | Path, title: str) -> Path:
@@ -57,10 +57,9 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
     (carried over from another GPU: ``sojourn.perf.scenario_calibration``, needs
     ``runner``) are hollow; fragile ones (2% less capacity moves P(miss) more than 2x) are ringed.
     """
-    plt = _pyplot()
     names = study.user_attrs.get("objectives", [])
     miss_key = "p_miss_upper"
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = _figure((7.5, 5))
     # A trial that repeated a configuration is that configuration again: drawn once.
     done = [t for t in study.trials
             if t.state == optuna.trial.TrialState.COMPLETE and DUPLICATE_ATTR not in t.user_attrs]
@@ -111,7 +110,6 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     path = save_figure(fig, out, f"sojourn study {study.study_name}")
-    plt.close(fig)
     return path
 
 
@@ -141,9 +139,8 @@ def plot_hardware(rows: list[dict[str, Any]], out: str | Path, target: float) ->
     A GPU whose speed is carried over from another GPU (``calibrated`` False) has hatched
     bars and a ``(carried)`` label.
     """
-    plt = _pyplot()
     ok = [r for r in rows if r.get("rent_usd_per_hour") is not None]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _figure((7.5, 4.5))
     labels = [f"{r['gpu']}{' (carried)' if r.get('calibrated') is False else ''}\n{r['nodes']}x tp{r['tp']}"
               for r in ok]
     xs = range(len(ok))
@@ -167,5 +164,4 @@ def plot_hardware(rows: list[dict[str, Any]], out: str | Path, target: float) ->
     ax.legend(handles=handles, fontsize=8, loc="upper left")
     ax.grid(True, axis="y", alpha=0.3)
     path = save_figure(fig, out, "sojourn hardware comparison")
-    plt.close(fig)
     return path
