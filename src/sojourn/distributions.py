@@ -51,10 +51,7 @@ __all__ = [
     "Lognormal",
     "Pareto",
     "Uniform",
-    "excess_mean",
-    "limited_mean",
     "parse_distribution",
-    "survival",
 ]
 
 #: The generic ``int_mean`` sums P(X > k) over at most this many integers k; the
@@ -607,62 +604,6 @@ class _EmpiricalLaw:
         q = np.asarray(q, dtype=np.float64)
         i = np.minimum(np.searchsorted(self._levels, q, side="left"), len(self.values) - 1)
         return np.where((q >= 0.0) & (q <= 1.0), self.values[i], np.nan)
-
-
-# --- partial expectations of any distribution (closed forms for the heavy-tailed families) ---------
-
-
-def excess_mean(d: Any, m: ArrayLike, integer: bool = False) -> NDArray[np.float64] | float:
-    """E[(Y − m)+], vectorised in m; with ``integer``, E[(ceil(Y) − m)+] ≈ that + P(Y > m)/2.
-
-    Closed forms for the heavy-tailed families (lognormal, Pareto); otherwise
-    through a copy of the distribution clipped at each m (E[min(Y, m)]).
-    """
-    m = np.asarray(m, dtype=np.float64)
-    out = np.maximum(float(d.mean) - limited_mean(d, m), 0.0)
-    if integer:
-        out = out + 0.5 * survival(d, np.maximum(m, 0.0))
-        out = np.where(m <= 0, d.int_mean - m, out)
-    return out if out.ndim else float(out)
-
-
-def survival(d: Any, x: ArrayLike) -> NDArray[np.float64]:
-    """P(Y > x) vectorised; closed forms for lognormal and Pareto (scipy's freeze costs ~1 ms a call)."""
-    x = np.asarray(x, dtype=np.float64)
-    fam = d.dist
-    if fam == "lognormal" and d.sigma > 0:
-        with np.errstate(divide="ignore"):
-            z = (np.log(np.maximum(x, 0.0)) - math.log(d.median)) / d.sigma
-        out = special.ndtr(-z)
-    elif fam == "pareto":
-        out = np.where(x < d.scale, 1.0, (d.scale / np.maximum(x, d.scale)) ** d.shape)
-    else:
-        return np.asarray(d.sf(x), dtype=np.float64)
-    if d.max is not None:
-        out = np.where(x >= d.max, 0.0, out)
-    return out
-
-
-def limited_mean(d: Any, m: ArrayLike) -> NDArray[np.float64]:
-    """E[min(Y, m)] for each m (Y clipped at its own max, if any)."""
-    m = np.asarray(m, dtype=np.float64)
-    top = np.minimum(m, d.max) if d.max is not None else m
-    top = np.maximum(top, 0.0)
-    fam = d.dist
-    if fam == "lognormal" and d.sigma > 0:
-        mu, sg = math.log(d.median), d.sigma
-        with np.errstate(divide="ignore"):
-            lt = np.log(np.maximum(top, 1e-300))
-        part = np.exp(mu + sg * sg / 2.0) * special.ndtr((lt - mu - sg * sg) / sg)
-        return np.where(top > 0, part + top * special.ndtr(-(lt - mu) / sg), 0.0)
-    if fam == "pareto":
-        a, sc = d.shape, d.scale
-        r = np.maximum(top, sc) / sc
-        tail = sc * np.log(r) if a == 1.0 else sc * (1.0 - r ** (1.0 - a)) / (a - 1.0)
-        return np.where(top <= sc, top, sc + tail)
-    flat = np.atleast_1d(top)
-    vals = np.array([float(d.model_copy(update={"max": float(t)}).mean) if t > 0 else 0.0 for t in flat.ravel()])
-    return vals.reshape(top.shape)
 
 
 def _read_csv_column(path: Path, column: str) -> list[float]:

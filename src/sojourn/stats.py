@@ -13,6 +13,9 @@ Misses come in congestion episodes: missed batches each arriving within an SLA o
 the previous one. The effective number of episodes (Σm)²/Σm² is how many
 independent looks at the tail a run holds; with fewer than ``MIN_EPISODES`` the
 interval is too narrow (``benchmarks/ci_coverage.py``).
+
+The partial expectations of a distribution the unseen share and the fast tier's tails
+use (``excess_mean``, ``limited_mean``, ``survival``) are here too.
 """
 
 from __future__ import annotations
@@ -21,20 +24,23 @@ import math
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
 __all__ = [
     "LEVEL",
     "MIN_EPISODES",
-    "clopper_pearson_upper",
-    "episode_sizes",
-    "kish",
-    "ratio_ci",
-    "unseen_share",
     "best_p_miss",
+    "clopper_pearson_upper",
     "effective_episodes",
+    "episode_sizes",
     "episodes_note",
+    "excess_mean",
+    "kish",
+    "limited_mean",
+    "ratio_ci",
+    "survival",
+    "unseen_share",
 ]
 
 LEVEL = 0.95
@@ -83,8 +89,6 @@ def unseen_share(xdist: Any, x_max: float) -> float:
 
     From the batch-size law (0 where it is capped at or below ``x_max``).
     """
-    from sojourn.distributions import excess_mean, survival
-
     mean = float(xdist.mean)
     if not (mean > 0 and math.isfinite(mean)):
         return 0.0
@@ -150,3 +154,59 @@ def best_p_miss(p: float, upper: float, lo: float, analytic: float, analytic_upp
     if not math.isfinite(lo) or analytic >= lo:
         return a, "analytic"
     return max(a, sampled), "larger of sampled and analytic (they disagree)"
+
+
+# --- partial expectations of a distribution (closed forms for the heavy-tailed families) -----------
+
+
+def excess_mean(d: Any, m: ArrayLike, integer: bool = False) -> NDArray[np.float64] | float:
+    """E[(Y − m)+], vectorised in m; with ``integer``, E[(ceil(Y) − m)+] ≈ that + P(Y > m)/2.
+
+    Closed forms for the heavy-tailed families (lognormal, Pareto); otherwise
+    through a copy of the distribution clipped at each m (E[min(Y, m)]).
+    """
+    m = np.asarray(m, dtype=np.float64)
+    out = np.maximum(float(d.mean) - limited_mean(d, m), 0.0)
+    if integer:
+        out = out + 0.5 * survival(d, np.maximum(m, 0.0))
+        out = np.where(m <= 0, d.int_mean - m, out)
+    return out if out.ndim else float(out)
+
+
+def survival(d: Any, x: ArrayLike) -> NDArray[np.float64]:
+    """P(Y > x) vectorised; closed forms for lognormal and Pareto (scipy's freeze costs ~1 ms a call)."""
+    x = np.asarray(x, dtype=np.float64)
+    fam = d.dist
+    if fam == "lognormal" and d.sigma > 0:
+        with np.errstate(divide="ignore"):
+            z = (np.log(np.maximum(x, 0.0)) - math.log(d.median)) / d.sigma
+        out = special.ndtr(-z)
+    elif fam == "pareto":
+        out = np.where(x < d.scale, 1.0, (d.scale / np.maximum(x, d.scale)) ** d.shape)
+    else:
+        return np.asarray(d.sf(x), dtype=np.float64)
+    if d.max is not None:
+        out = np.where(x >= d.max, 0.0, out)
+    return out
+
+
+def limited_mean(d: Any, m: ArrayLike) -> NDArray[np.float64]:
+    """E[min(Y, m)] for each m (Y clipped at its own max, if any)."""
+    m = np.asarray(m, dtype=np.float64)
+    top = np.minimum(m, d.max) if d.max is not None else m
+    top = np.maximum(top, 0.0)
+    fam = d.dist
+    if fam == "lognormal" and d.sigma > 0:
+        mu, sg = math.log(d.median), d.sigma
+        with np.errstate(divide="ignore"):
+            lt = np.log(np.maximum(top, 1e-300))
+        part = np.exp(mu + sg * sg / 2.0) * special.ndtr((lt - mu - sg * sg) / sg)
+        return np.where(top > 0, part + top * special.ndtr(-(lt - mu) / sg), 0.0)
+    if fam == "pareto":
+        a, sc = d.shape, d.scale
+        r = np.maximum(top, sc) / sc
+        tail = sc * np.log(r) if a == 1.0 else sc * (1.0 - r ** (1.0 - a)) / (a - 1.0)
+        return np.where(top <= sc, top, sc + tail)
+    flat = np.atleast_1d(top)
+    vals = np.array([float(d.model_copy(update={"max": float(t)}).mean) if t > 0 else 0.0 for t in flat.ravel()])
+    return vals.reshape(top.shape)

@@ -27,7 +27,6 @@ from sojourn.fast.fluid import FluidFleet, Segments, fifo_runs, priority_runs, s
 from sojourn.fast.lindley import lindley, lindley_capped
 from sojourn.fast.outcomes import Latency, Runs, run_stats, sample_sojourns
 from sojourn.fast.stationary import RESOLUTION, BatchWork, WorkloadLaw, batch_work_moments, relaxation_time, workload_law
-from sojourn.distributions import excess_mean
 from sojourn.fast.tails import fifo_tail, tail_p_miss
 from sojourn.stats import (
     MIN_EPISODES,
@@ -36,6 +35,7 @@ from sojourn.stats import (
     effective_episodes,
     episode_sizes,
     episodes_note,
+    excess_mean,
     kish,
     ratio_ci,
     unseen_share,

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sojourn.distributions import excess_mean, survival
+from sojourn.stats import excess_mean, survival
 
 __all__ = ["WorkloadLaw", "batch_work_moments", "relaxation_time", "workload_law"]
 

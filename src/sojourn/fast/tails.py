@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import integrate, optimize, special
 
-from sojourn.distributions import excess_mean, survival
+from sojourn.stats import excess_mean, survival
 
 __all__ = [
     "FifoTail",
