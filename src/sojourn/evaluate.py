@@ -38,8 +38,13 @@ def run_scenario(
     seed: int | None = None,
     progress: Any = False,
     capacity: Any = None,
+    resume: Any = None,
+    on_replication: Any = None,
 ) -> dict[str, Any]:
     """Simulate at ``fidelity`` (default: the scenario's) and return the result as a dict.
+
+    ``resume`` and ``on_replication``: ``sim.simulate``'s, for a request-tier run resumed
+    replication by replication (the fast tier, minutes at most, ignores them).
 
     ``capacity`` (a ``sojourn.fast.NodeCapacity``) lets a caller that already measured
     the node's capacity — a study's cheap load check — hand it to the fast tier.
@@ -60,7 +65,7 @@ def run_scenario(
     from sojourn.sim import simulate
 
     out = simulate(scenario, replications=replications, n_jobs=n_jobs, seed=seed, progress=progress,
-                   capacity=capacity).to_dict()
+                   capacity=capacity, resume=resume, on_replication=on_replication).to_dict()
     out["fidelity_requested"] = fid
     if fid == "auto":
         out["fidelity_note"] = f"request tier: the fast tier does not model {fast_applies(scenario)}"

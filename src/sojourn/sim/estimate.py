@@ -31,7 +31,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -362,6 +362,8 @@ def simulate(
     keep_samples: bool = False,
     capacity: Any = None,
     start: str | None = None,
+    resume: Mapping[int, ReplicationStats] | None = None,
+    on_replication: Callable[[int, ReplicationStats], None] | None = None,
 ) -> SimResult:
     """Run ``replications`` independent replications of ``scenario`` (joblib, ``n_jobs`` workers).
 
@@ -372,6 +374,12 @@ def simulate(
     ``empty`` with an empty fleet. ``progress``: True prints a line a replication on stderr; a
     callable is called with (replications done, replications), fractions included where the
     replications run in this process (a progress bar).
+
+    Resumable runs: ``on_replication(i, stats)`` is called as replication ``i`` (0-based)
+    finishes, and ``resume`` maps replication indices to the stats an earlier run stored
+    (``sim._stored``), which are taken instead of simulated. Either one folds every
+    replication's sojourns into its histogram (``_sojourns``), so that a resumed run and an
+    uninterrupted one report the same quantiles.
     """
     sim = scenario.simulation
     R = sim.replications if replications is None else int(replications)
@@ -394,35 +402,47 @@ def simulate(
         plan = dataclasses.replace(plan, start="empty", law=None, reason="simulation.start = empty")
     busy = [plan.draw(s) for s in seeds]
     t0 = time.perf_counter()
-    reps: list[ReplicationStats] = []
+    stored = {i: r for i, r in (resume or {}).items() if 0 <= i < R}
+    todo = [i for i in range(R) if i not in stored]
+    by_index: dict[int, ReplicationStats] = dict(stored)
     report = progress if callable(progress) else None  # a progress bar's callback: replications done
     if n_jobs == 1:
         results = (
-            run_replication(scenario, s, f"replication {i}/{R}" if progress is True else None, b, plan.oversize,
-                            None if report is None else functools.partial(_within, report, i - 1, R), keep_samples)
-            for i, (s, b) in enumerate(zip(seeds, busy), start=1)
+            run_replication(scenario, seeds[i], f"replication {i + 1}/{R}" if progress is True else None, busy[i],
+                            plan.oversize,
+                            None if report is None else functools.partial(_within, report, len(stored) + k, R),
+                            keep_samples)
+            for k, i in enumerate(todo)
         )
     else:
         from joblib import Parallel, delayed
 
         results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(run_replication)(scenario, s, None, b, plan.oversize, None, keep_samples)
-            for s, b in zip(seeds, busy))
+            delayed(run_replication)(scenario, seeds[i], None, busy[i], plan.oversize, None, keep_samples)
+            for i in todo)
+    fold_each = resume is not None or on_replication is not None
+    if fold_each and keep_samples:
+        raise ValueError("keep_samples cannot go with resume or on_replication: stored replications are folded")
     exact = 0
-    for i, r in enumerate(results, start=1):
-        reps.append(r)
+    for k, (i, r) in enumerate(zip(todo, results), start=len(stored) + 1):
+        by_index[i] = r
+        if fold_each:
+            fold_sojourns(r)
+            if on_replication is not None:
+                on_replication(i, r)
         exact += len(r.sojourn)
         if exact > POOL_CAP and not keep_samples:  # bounded memory: fold every replication's samples
-            for x in reps:
+            for x in by_index.values():
                 fold_sojourns(x)
             exact = 0
         if report is not None:
-            report(float(i), R)
+            report(float(k), R)
         elif progress:
             print(
-                f"replication {i}/{R}: {r.arrived} requests measured, {r.requests_simulated} simulated "
+                f"replication {i + 1}/{R}: {r.arrived} requests measured, {r.requests_simulated} simulated "
                 f"in {r.wall_s:.1f} s ({time.perf_counter() - t0:.1f} s elapsed)",
                 file=sys.stderr,
                 flush=True,
             )
+    reps = [by_index[i] for i in range(R)]
     return summarise(scenario, reps, root, time.perf_counter() - t0, keep_samples, plan)

@@ -10,7 +10,9 @@ machinery then gives what long work needs:
 * a job is claimed by one worker at a time (a waiting trial is popped atomically), so
   N machines sharing a PostgreSQL study confirm N points at once;
 * each result is stored, in the study's attribute ``confirm:<trial>``, the moment it
-  finishes: a run stopped by Ctrl-C or a kill resumes where it stopped;
+  finishes, and each of a request-tier job's replications in the job's attribute
+  ``replication:<i>`` as it finishes (``sim._stored``): a run stopped by Ctrl-C or a kill
+  resumes where it stopped, within a confirmation too;
 * a worker that dies mid-job stops beating (the storage's heartbeat), its job is failed
   and enqueued again by the next worker that looks (``RetryHeartbeatStaleTrialCallback``);
 * Ctrl-C stops at once: the running job is failed, not waited for, and is queued again
@@ -38,8 +40,11 @@ from typing import Any
 
 import optuna
 
-__all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "confirm_params", "interrupt_at_once", "queue_study", "run_jobs",
-           "stored_confirmation", "wait_for_other_workers"]
+from sojourn.sim._stored import replication_to_json
+
+__all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "REPLICATION_PREFIX", "check_interrupt", "confirm_params",
+           "interrupt_at_once", "interruptible_sleep", "not_stoppable", "queue_study", "run_jobs", "stoppable",
+           "stored_confirmation", "stored_replications", "wait_for_other_workers"]
 
 #: Study attribute holding a trial's confirmation: ``confirm:<trial number>``.
 CONFIRM_PREFIX = "confirm:"
@@ -49,6 +54,8 @@ QUEUE_SUFFIX = ":confirm"
 POLL_S = 2.0
 #: Who ran a job (the queue's trial attribute ``worker``): host and process.
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+#: A queue job's attribute holding one finished replication: ``replication:<index>``.
+REPLICATION_PREFIX = "replication:"
 #: What a confirmation keeps of the simulation's result.
 KEEP = ("p_miss", "p_miss_ci", "p_miss_upper", "batch_miss", "sojourn_p99_s", "analytic_p_miss",
         "analytic_p_miss_upper", "analytic_agrees", "p_miss_best", "stable", "steady_state_note", "p_miss_note",
@@ -74,17 +81,20 @@ def miss_used(runner: Any, result: Mapping[str, Any], scenario: Any) -> float:
 
 
 def confirm_params(runner: Any, params: Mapping[str, Any], replications: int,
-                   progress: Callable[[float, int], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[float, int], None] | None = None, resume: Any = None,
+                   on_replication: Any = None) -> dict[str, Any]:
     """Re-simulate one configuration with ``replications``: what a confirmation stores.
 
-    ``progress`` is called with (replications done, replications) as the request tier goes.
+    ``progress`` is called with (replications done, replications) as the request tier goes;
+    ``resume`` and ``on_replication``: ``sim.simulate``'s (replications stored as they finish).
     """
     from sojourn.study.front import sampled_fragility
     from sojourn.study.runner import evaluate
 
     tier = runner.confirm_fidelity
     sc = runner.trial_scenario({k: params[k] for k in runner.cfg.space if k in params})
-    res = evaluate(sc, tier, replications=replications, n_jobs=runner.n_jobs, progress=progress)
+    res = evaluate(sc, tier, replications=replications, n_jobs=runner.n_jobs, progress=progress, resume=resume,
+                   on_replication=on_replication)
     keep = {k: res[k] for k in KEEP if k in res}
     keep["replications"] = replications
     keep["fidelity"] = res.get("fidelity", tier)
@@ -94,6 +104,30 @@ def confirm_params(runner: Any, params: Mapping[str, Any], replications: int,
     from sojourn.study.runner import _jsonable
 
     return {k: _jsonable(v) for k, v in keep.items()}
+
+
+def stored_replications(queue: optuna.Study, number: int, tier: str) -> dict[int, Any]:
+    """The replications that stopped jobs confirming trial ``number`` stored, by index.
+
+    A job stopped by Ctrl-C or a kill is failed (at once, or by the heartbeat) with the
+    replications it finished in its attributes; the job that takes it up again starts from
+    them. The request tier's only: the fast tier runs in minutes.
+    """
+    if tier != "request":
+        return {}
+    from sojourn.sim._stored import replication_from_json
+
+    found: dict[int, Any] = {}
+    for t in queue.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        p = t.system_attrs.get("fixed_params") or t.params
+        if p.get("trial") != number:
+            continue
+        for k, v in t.user_attrs.items():
+            if k.startswith(REPLICATION_PREFIX):
+                i = int(k[len(REPLICATION_PREFIX):])
+                if i not in found:
+                    found[i] = replication_from_json(v)
+    return found
 
 
 def queue_study(runner: Any, study: optuna.Study) -> optuna.Study:
@@ -118,41 +152,101 @@ def _heartbeat(queue: optuna.Study) -> bool:
     return is_heartbeat_enabled(queue._storage)
 
 
+class _Interrupt:
+    """Ctrl-C's state under ``interrupt_at_once`` (the main thread's only)."""
+
+    active = False  # an interrupt_at_once block is running
+    pending = False  # Ctrl-C pressed, not yet handled
+    zone = False  # inside ``stoppable()``: work that may be stopped at any instruction
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed (the points between database writes)."""
+    if _Interrupt.pending:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stoppable() -> Iterator[None]:
+    """A computation Ctrl-C may stop at any instruction (a simulation): it raises at once inside.
+
+    Outside these blocks, under ``interrupt_at_once``, Ctrl-C is held until the next
+    ``check_interrupt()`` or the block's entry or end: a KeyboardInterrupt raised inside
+    Optuna's or SQLAlchemy's bookkeeping (a trial being told, a row being written) can leave
+    it half-done and turn into another error.
+    """
+    check_interrupt()
+    was, _Interrupt.zone = _Interrupt.zone, True
+    try:
+        yield
+    finally:
+        _Interrupt.zone = was
+    check_interrupt()
+
+
+@contextlib.contextmanager
+def not_stoppable() -> Iterator[None]:
+    """Inside ``stoppable()``, a step not to break off (a database write); Ctrl-C raises after it."""
+    was, _Interrupt.zone = _Interrupt.zone, False
+    try:
+        yield
+    finally:
+        _Interrupt.zone = was
+    check_interrupt()
+
+
+def interruptible_sleep(seconds: float) -> None:
+    """``time.sleep`` that Ctrl-C ends at once under ``interrupt_at_once``."""
+    with stoppable():
+        time.sleep(seconds)
+
+
 @contextlib.contextmanager
 def interrupt_at_once() -> Iterator[None]:
-    """Ctrl-C raises KeyboardInterrupt in the main thread now, and again every 0.5 s until it is handled.
+    """Ctrl-C stops the work in the main thread within a second, without breaking a database write.
 
-    Python swallows an exception raised in a weakref callback or ``__del__`` ("Exception
-    ignored in ..."), and a signal's KeyboardInterrupt can land there (a garbage collection in
-    Optuna or SQLAlchemy): one Ctrl-C would then be lost. A Ctrl-C swallowed while the work
-    still finished is raised when the block ends.
+    Inside ``stoppable()`` blocks (simulations, waits) Ctrl-C raises KeyboardInterrupt at
+    once; elsewhere it is held to the next ``check_interrupt()`` (milliseconds away). Python
+    swallows an exception raised in a weakref callback or ``__del__`` ("Exception ignored
+    in ..."), where a signal's KeyboardInterrupt can land (a garbage collection in Optuna or
+    SQLAlchemy): it is raised again every 0.5 s until handled, and at the block's end if
+    the work finished meanwhile.
     """
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield  # not the main thread, or started to ignore Ctrl-C (a background job of a shell): leave it so
         return
-    pending = [False]
 
     def again() -> None:
-        if pending[0]:
+        if _Interrupt.pending and _Interrupt.zone:
             _thread.interrupt_main()  # the handler below, once more
+        if _Interrupt.pending and _Interrupt.active:
+            _timer()
 
-    def handler(signum: int, frame: Any) -> None:
-        pending[0] = True
+    def _timer() -> None:
         t = threading.Timer(0.5, again)
         t.daemon = True
         t.start()
-        raise KeyboardInterrupt
+
+    def handler(signum: int, frame: Any) -> None:
+        first = not _Interrupt.pending
+        _Interrupt.pending = True
+        if first:
+            _timer()
+        if _Interrupt.zone:
+            raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGINT, handler)
+    _Interrupt.active, _Interrupt.pending = True, False
     try:
         yield
     except KeyboardInterrupt:
-        pending[0] = False
+        _Interrupt.pending = False
         raise
     finally:
+        _Interrupt.active = False
         signal.signal(signal.SIGINT, old)
-    if pending[0]:
-        pending[0] = False
+    if _Interrupt.pending:
+        _Interrupt.pending = False
         raise KeyboardInterrupt
 
 
@@ -204,7 +298,16 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
         if done is None:
             trial.set_user_attr("worker", WORKER)
             t0 = time.perf_counter()
-            done = confirm_params(runner, trial.user_attrs["params"], reps, progress=tick)
+            resume = stored_replications(queue, number, runner.confirm_fidelity)
+            trial.set_user_attr("resumed_replications", len(resume))
+
+            def store(i: int, st: Any) -> None:  # each replication as it finishes: a rerun resumes from it
+                with not_stoppable():
+                    trial.set_user_attr(f"{REPLICATION_PREFIX}{i}", replication_to_json(st))
+
+            with stoppable():
+                done = confirm_params(runner, trial.user_attrs["params"], reps, progress=tick, resume=resume,
+                                      on_replication=store)
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             study.set_user_attr(f"{CONFIRM_PREFIX}{number}", done)
         v = done.get("p_miss_used", done.get("p_miss_upper"))
@@ -221,10 +324,12 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
 
     def tick(done: float, total: int) -> None:  # within a job: the bar moves by replications
         if bar is not None:
-            bar.n = round(start + shown[0] + min(done / max(total, 1), 0.99), 2)
-            bar.refresh()
+            with not_stoppable():
+                bar.n = round(start + shown[0] + min(done / max(total, 1), 0.99), 2)
+                bar.refresh()
 
     while True:
+        check_interrupt()
         attrs = study.user_attrs
         left = [n for n in jobs if stored_confirmation(study, n, replications, attrs) is None]
         shown[0] = len(jobs) - len(left)
@@ -256,7 +361,7 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
             continue
         if bar is not None:
             bar.set_postfix_str(f"waiting for {len(running)} running on other workers", refresh=True)
-        time.sleep(POLL_S)
+        interruptible_sleep(POLL_S)
     return {n: stored_confirmation(study, n, replications) for n in jobs}  # type: ignore[misc]
 
 
@@ -282,4 +387,4 @@ def wait_for_other_workers(runner: Any, study: optuna.Study, bar: Any = None) ->
                       "every worker goes on with the same front", file=sys.stderr, flush=True)
         if running == 0 or not beat:
             return first
-        time.sleep(POLL_S / 2)
+        interruptible_sleep(POLL_S / 2)

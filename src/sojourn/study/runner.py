@@ -114,12 +114,15 @@ def evaluate(
     n_jobs: int = 1,
     capacity: Any = None,
     progress: Any = False,
+    resume: Any = None,
+    on_replication: Any = None,
 ) -> dict[str, Any]:
-    """Simulate a scenario at the given fidelity and return the result dict (``progress``: ``sim.simulate``'s)."""
+    """Simulate a scenario at the given fidelity and return the result dict (``progress``, ``resume``,
+    ``on_replication``: ``sim.simulate``'s)."""
     from sojourn.evaluate import run_scenario
 
     return run_scenario(scenario, fidelity=fidelity, replications=replications, n_jobs=n_jobs, capacity=capacity,
-                        progress=progress)
+                        progress=progress, resume=resume, on_replication=on_replication)
 
 
 def _jsonable(v: Any) -> Any:
