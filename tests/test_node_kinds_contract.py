@@ -37,6 +37,7 @@ from sojourn.sim import simulate
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.fleet import FleetSim
 from sojourn.sim.generic import GenericNode
+from sojourn.sim.node import Node
 from sojourn.stats import ratio_ci
 
 PERF = scenario_from_dict(engine_scenario()).perf_model()
@@ -98,8 +99,8 @@ def _engine(merge: bool) -> Callable[[], Engine]:
 
 _ENGINE = dict(
     fits=lambda n, r, free: -(-r.target // n.bs) <= free,
-    room=lambda n: n.plan_.kind == "idle",
-    empty=lambda n: n.used == 0 and not n.running and not n.waiting and n.plan_.kind == "idle",
+    room=lambda n: n.at_boundary(),
+    empty=lambda n: n.used == 0 and not n.running and not n.waiting and n.at_boundary(),
     within=lambda n: 0 <= n.used <= n.total_blocks and len(n.running) <= n.max_seqs,
     lone_time=lambda r: engine_lone_time(PERF, BUDGET, r.prompt, r.output),
     exact_lone=False,
@@ -176,7 +177,7 @@ def drive(kind: Kind, reqs: list[Req], pokes: typing.Iterable[float] = (),
             if r is not None:
                 queue.append(r)
             node.interrupt(t)
-            end = node.plan() if node.plan_.kind == "idle" else node.plan_.end
+            end = node.plan() if node.at_boundary() else node.next_event_time()
         else:
             break
         tr.clock.append(node.now)
@@ -203,10 +204,11 @@ class TestNodeKindContract:
         node = KINDS[name].make()
         for method in ("plan", "fire", "interrupt", "enqueue", "remove"):
             assert callable(getattr(node, method)), method
-        for attr in ("index", "now", "plan_", "busy_time", "kv_block_seconds", "preemptions", "used",
+        assert isinstance(node, Node)  # the fleet asks nothing else (test_node_protocol.py)
+        for attr in ("index", "now", "busy_time", "kv_block_seconds", "preemptions", "used",
                      "total_blocks", "source"):
             assert hasattr(node, attr), attr
-        assert node.plan_.kind == "idle" and node.plan() == math.inf  # nothing to do: idle, no event
+        assert node.at_boundary() and node.plan() == math.inf  # nothing to do: idle, no event
         assert node.fire() == [] and KINDS[name].empty(node)
 
     def test_every_request_completes_once_and_never_sooner_than_alone(self, name):
@@ -223,7 +225,7 @@ class TestNodeKindContract:
         for rid, t in tr.done:
             r = by_rid[rid]
             assert t >= r.arrival + kind.lone_time(r) * (1 - 1e-12), (rid, t, r.arrival, kind.lone_time(r))
-        assert kind.empty(tr.node) and tr.node.plan_.kind == "idle"
+        assert kind.empty(tr.node) and tr.node.at_boundary() and tr.node.next_event_time() == math.inf
         if name.startswith("engine"):
             assert tr.node.preemptions > 0  # the small cache was under pressure
         assert max(t - by_rid[rid].arrival - kind.lone_time(by_rid[rid]) for rid, t in tr.done) > 5.0

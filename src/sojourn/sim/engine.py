@@ -58,7 +58,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Engine", "EngineEvent", "Request"]
+from sojourn.sim.node import EnginePerf, PlanKind
+
+__all__ = ["Engine", "EngineEvent", "PlanKind", "Request"]
 
 
 class Request:
@@ -115,7 +117,7 @@ class EngineEvent:
     reason: str = ""
 
 
-_IDLE, _STEP, _RUN, _SRUN = "idle", "step", "run", "steprun"
+_IDLE, _STEP, _RUN, _SRUN = PlanKind.IDLE, PlanKind.STEP, PlanKind.RUN, PlanKind.STEPRUN
 
 
 def _partial_need(hist: list[int], bs: int, base: int, part: int) -> int:
@@ -156,9 +158,9 @@ class _Plan:
 
     __slots__ = ("kind", "start", "end", "steps", "chunks", "mid", "used1", "free1", "open")
 
-    def __init__(self, kind: str, start: float, end: float, steps: int = 0, chunks: Any = _NO_CHUNKS) -> None:
-        # "step" (one step with prefill) | "run" (k decode-only steps) | "idle" |
-        # "steprun" (one step with prefill, then steps - 1 >= 1 decode-only steps).
+    def __init__(self, kind: PlanKind, start: float, end: float, steps: int = 0, chunks: Any = _NO_CHUNKS) -> None:
+        # A PlanKind: STEP (one step with prefill) | RUN (k decode-only steps) | IDLE |
+        # STEPRUN (one step with prefill, then steps - 1 >= 1 decode-only steps).
         self.kind = kind
         self.start = start
         self.end = end
@@ -181,7 +183,8 @@ class _Plan:
 class Engine:
     """The scheduler and KV cache of one replica, advanced event by event.
 
-    Protocol used by the fleet and the closed-loop predictor: ``plan()`` at a step
+    It is a ``sim.node.Node`` (the protocol the fleet and the single-node driver use,
+    ``sim.driver``; its performance model an ``EnginePerf``): ``plan()`` at a step
     boundary fixes the next step or decode run and returns its end time;
     ``fire()`` applies it and returns the events; ``interrupt(t)`` stops a decode run
     at the first step boundary at or after ``t`` (so a new arrival can be admitted).
@@ -198,7 +201,7 @@ class Engine:
 
     def __init__(
         self,
-        perf: Any,
+        perf: EnginePerf,
         kv_blocks: int,
         block_size: int,
         max_num_seqs: int,
@@ -278,6 +281,59 @@ class Engine:
 
     def context_sum(self) -> int:
         return self.dec_cbase + self.dec_n * self.step
+
+    # -- the Node protocol's questions (sim.node.Node) -----------------------------------
+
+    def at_boundary(self) -> bool:
+        return self.plan_.kind == _IDLE
+
+    def planned_chunks(self) -> Any:
+        """The (request, tokens) prefill chunks of the planned step (empty for a decode run or idle)."""
+        return self.plan_.chunks
+
+    def may_take(self, t: float) -> bool | None:
+        """At a boundary: yes; in a prefill step (a "step", or a "steprun" before its step's end):
+        no, its end comes soon and pulls then; in a decode run: if the queue's head fits
+        (None: ask ``can_admit``)."""
+        p = self.plan_
+        kind = p.kind
+        if kind == _IDLE:
+            return True
+        if kind == _STEP or (kind == _SRUN and t < p.mid):
+            return False
+        return None
+
+    def cut_for_arrival(self, t: float) -> bool:
+        """A "steprun" in its prefill step whose end could pull (``_Plan.open``) is cut back to
+        that step, as a plain step would end there and pull (module docstring)."""
+        p = self.plan_
+        if p.kind == _SRUN and t < p.mid and p.open:
+            self.cut_to_step()
+            return True
+        return False
+
+    def load(self, t: float) -> int:
+        """KV blocks in use; of a "steprun" past its prefill step, as that step's end left them."""
+        p = self.plan_
+        return p.used1 if p.kind == _SRUN and t >= p.mid else self.used
+
+    def counters(self, t: float) -> tuple[float, float, int]:
+        """(busy seconds, KV block-seconds, preemptions) up to ``t``; a plan in flight counts
+        as busy from its start with the blocks in use then (after a "steprun"'s prefill
+        step, those the step left)."""
+        b, k = self.busy_time, self.kv_block_seconds
+        p = self.plan_
+        if p.kind != _IDLE and p.start < t:
+            start, used = p.start, self.used
+            if p.kind == _SRUN and t > p.mid:
+                d = p.mid - start
+                b += d
+                k += used * d
+                start, used = start + d, p.used1
+            d = min(t, p.end) - start
+            b += d
+            k += used * d
+        return b, k, self.preemptions
 
     # -- decoding-set bookkeeping ------------------------------------------------
 
@@ -625,8 +681,58 @@ class Engine:
         self.busy_time += dt
         self.now += dt
 
+    def _end_prefill(
+        self, chunks: Any, events: list[EngineEvent], step: int, now: float, used: int, dec_n: int, cbase: int
+    ) -> tuple[int, int, int]:
+        """The prefill chunks of the step ending at (``step``, ``now``) are computed: a prompt
+        done yields its first token, then completes or joins the decoding set. Works on
+        ``fire()``'s locals (blocks used, decoding count, context base): returns them updated."""
+        bs = self.bs
+        hist = self.dec_hist
+        h = self.finish_heap
+        running = self.running
+        prefilling = self.prefilling
+        first_events = self.first_token_events
+        for r, n in chunks:
+            if not r.alive:
+                continue
+            c = r.computed = r.computed + n
+            target = r.target
+            if c >= target:
+                if r.generated == 0:
+                    r.first_token_time = now
+                    if first_events:
+                        events.append(EngineEvent("first_token", r, now))
+                g = r.generated = r.generated + 1
+                del prefilling[r]
+                if g >= r.output:
+                    # As _release(r) of a request not decoding.
+                    used -= r.blocks
+                    r.blocks = 0
+                    r.alive = False
+                    del running[r]
+                    events.append(EngineEvent("done", r, now))
+                else:
+                    # r enters the decoding set (the aggregates of the module docstring).
+                    r.decoding = True
+                    r.enter_step = step
+                    r.enter_ctx = target
+                    res = r.residue = (target - step) % bs
+                    dec_n += 1
+                    cbase += target - step
+                    hist[res] += 1
+                    e = r.epoch = r.epoch + 1
+                    self._seq += 1
+                    heapq.heappush(h, (step + (r.output - g), self._seq, e, r))
+        return used, dec_n, cbase
+
     def fire(self) -> list[EngineEvent]:
-        """Apply the planned step or run; return its events (first tokens, completions, preemptions)."""
+        """Apply the planned step or run; return its events (first tokens, completions, preemptions).
+
+        A plan is one or two phases: a prefill step (k = 1), then or alone a decode run of k
+        steps. ``_advance_decode`` and ``_release`` are the rules; the hot path applies them
+        here on locals (one copy of each: the advance serves both phases).
+        """
         p = self.plan_
         events = self._events
         self._events = []
@@ -634,85 +740,44 @@ class Engine:
         if kind == _IDLE:
             self._set_idle()
             return events
-        # As _advance_decode(k, dt), inlined.
         used = self.used
         step = self.step
         dec_n = self.dec_n
         bs = self.bs
         hist = self.dec_hist
-        if kind == _RUN:
-            dt = p.end - p.start
-            self.kv_block_seconds += used * dt
-            k = p.steps
-            if dec_n:
-                full, part = divmod(k, bs)
-                used += full * dec_n
-                if part:
-                    used += _partial_need(hist, bs, step + full * bs, part)
-        else:
-            # The prefill step (all of a "step", the first of a "steprun").
-            dt = (p.end if kind == _STEP else p.mid) - p.start
-            self.kv_block_seconds += used * dt
-            k = 1
-            if dec_n:
-                used += hist[(-step) % bs]
-        step += k
-        self.step = step
-        self.steps_done += k
-        self.busy_time += dt
-        now = self.now = self.now + dt
-        running = self.running
         cbase = self.dec_cbase
         h = self.finish_heap
-        if kind != _RUN:
-            prefilling = self.prefilling
-            first_events = self.first_token_events
-            for r, n in p.chunks:
-                if not r.alive:
-                    continue
-                c = r.computed = r.computed + n
-                target = r.target
-                if c >= target:
-                    if r.generated == 0:
-                        r.first_token_time = now
-                        if first_events:
-                            events.append(EngineEvent("first_token", r, now))
-                    g = r.generated = r.generated + 1
-                    del prefilling[r]
-                    if g >= r.output:
-                        # As _release(r) of a request not decoding.
-                        used -= r.blocks
-                        r.blocks = 0
-                        r.alive = False
-                        del running[r]
-                        events.append(EngineEvent("done", r, now))
-                    else:
-                        # r enters the decoding set (the aggregates of the module docstring).
-                        r.decoding = True
-                        r.enter_step = step
-                        r.enter_ctx = target
-                        res = r.residue = (target - step) % bs
-                        dec_n += 1
-                        cbase += target - step
-                        hist[res] += 1
-                        e = r.epoch = r.epoch + 1
-                        self._seq += 1
-                        heapq.heappush(h, (step + (r.output - g), self._seq, e, r))
-            if kind == _SRUN:
-                # The decode run plan() would fix at this boundary (nothing completes at it), as
-                # its fire() would apply it: k >= 1 steps of the decoding set the step left.
-                k = p.steps - 1
-                dt = p.end - now
-                self.kv_block_seconds += used * dt
+        running = self.running
+        now = self.now
+        if kind == _RUN:
+            k, dt = p.steps, p.end - p.start
+        else:  # the prefill step: all of a "step", the first of a "steprun"
+            k, dt = 1, (p.end if kind == _STEP else p.mid) - p.start
+        while True:
+            # As _advance_decode(k, dt).
+            self.kv_block_seconds += used * dt
+            if dec_n:
                 full, part = divmod(k, bs)
                 used += full * dec_n
-                if part:
-                    used += _partial_need(hist, bs, step + full * bs, part)
-                step += k
-                self.step = step
-                self.steps_done += k
-                self.busy_time += dt
-                now = self.now = now + dt
+                if part == 1:
+                    used += hist[(-step) % bs]
+                elif part:
+                    used += _partial_need(hist, bs, step, part)
+            step += k
+            self.steps_done += k
+            self.busy_time += dt
+            now += dt
+            if kind == _RUN:
+                break
+            used, dec_n, cbase = self._end_prefill(p.chunks, events, step, now, used, dec_n, cbase)
+            if kind == _STEP:
+                break
+            # A "steprun": the decode run plan() would fix at this boundary (nothing completes
+            # at it), as its fire() would apply it: k >= 1 steps of the decoding set the step left.
+            kind = _RUN
+            k, dt = p.steps - 1, p.end - now
+        self.step = step
+        self.now = now
         # Completions of decoding sequences at this boundary (stale heap entries dropped).
         if dec_n:
             pop = heapq.heappop

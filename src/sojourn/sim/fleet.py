@@ -39,8 +39,10 @@ import numpy as np
 from sojourn._errors import ConfigError
 from sojourn.sim._sojourns import EXACT_CAP, LogHistogram
 from sojourn.sim.disciplines import QueueContext, make_discipline
+from sojourn.sim.driver import wake
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.generic import GenericNode
+from sojourn.sim.node import Node
 from sojourn.sim.workload import batch_stream, load_trace, mean_tokens
 from sojourn.steady import BINS
 
@@ -53,9 +55,10 @@ _FIRE, _ARRIVAL, _DEADLINE, _MARK = 0, 1, 2, 3
 
 
 class SimRequest(Request):
-    """A request with what the fleet tracks: its batch, state, start of service, queue."""
+    """A request with what the fleet tracks: its batch, state, start of service, queue, and
+    ``w``, its weight in its queue's load (its prompt's KV blocks; one, on a generic node)."""
 
-    __slots__ = ("batch", "state", "start", "service", "deadline", "queue", "inq", "fc")
+    __slots__ = ("batch", "state", "start", "service", "deadline", "queue", "inq", "fc", "w")
 
 
 class Batch:
@@ -229,22 +232,20 @@ class FleetSim:
             if end < math.inf:
                 self._push(end, _FIRE, i, self._version[i])
 
-    def _poke(self, node: Any, t: float) -> None:
+    def _poke(self, node: Node, t: float) -> None:
         """New work or a removal at ``t``: stop the node at its first boundary and replan there."""
-        node.interrupt(t)
-        p = node.plan_
-        if p.kind == "idle":
+        if wake(node, t):
             if self._pend[node.index]:
                 self._purge(node)
             self._replan(node)
-        elif p.end != self._sched[node.index]:
+        elif node.next_event_time() != self._sched[node.index]:
             self._resched(node)  # a "steprun" cut back to its prefill step, whose end replans
         # Otherwise a step that cannot be cut is in flight; its end replans.
 
-    def _resched(self, node: Any) -> None:
+    def _resched(self, node: Node) -> None:
         """The node's plan ends earlier than scheduled (a "steprun" cut back to its prefill step)."""
         i = node.index
-        end = self._sched[i] = node.plan_.end
+        end = self._sched[i] = node.next_event_time()
         self._version[i] += 1
         self._push(end, _FIRE, i, self._version[i])
 
@@ -258,8 +259,6 @@ class FleetSim:
 
     def _make_source(self, qi: int):
         q = self.queues[qi]
-        bs = self.bs
-        generic = self.generic
         qload = self.qload
 
         peek, take = q.peek, q.take
@@ -270,13 +269,10 @@ class FleetSim:
             r = peek(now)
             if r is None:
                 return None
-            if generic:
-                qload[qi] -= 1
-            else:
-                need = -(-r.prompt // bs)
-                if need > free:
-                    return False  # head-of-line blocking (None would say the queue is empty)
-                qload[qi] -= need
+            need = r.w
+            if need > free:
+                return False  # head-of-line blocking (None would say the queue is empty)
+            qload[qi] -= need
             take(r)
             r.state = NODE
             r.start = now
@@ -285,30 +281,21 @@ class FleetSim:
 
         return source
 
-    def _can_take(self, node: Any, q: Any, t: float) -> bool:
+    def _can_take(self, node: Node, q: Any, t: float) -> bool:
         """Whether waking the node now could start the queue's head on it.
 
-        A "steprun" in its prefill step is not woken: when that step's end could pull
-        (``open``), the plan is cut back to the step here, as a plain step would end there.
+        A node in a step that cannot be cut is not woken (its end comes soon and pulls);
+        when a shorter plan would take the work (an engine's "steprun" whose prefill step's
+        end could pull), the node cuts its plan and its new end is scheduled here.
         """
-        if self.generic:
-            return node.busy < node.c
-        p = node.plan_
-        kind = p.kind
-        if kind == "idle":
-            return True
-        if kind == "step":
-            return False  # its end comes soon and pulls then
-        if kind == "steprun" and t < p.mid:
-            # In its prefill step: as for a "step", no peek and no interrupt. If that step's end
-            # would pull (p.open), the plan is cut back to the step, whose end then pulls.
-            if p.open:
-                node.cut_to_step()
-                self._resched(node)
-            return False
-        self._asking = node
-        head = q.peek(t)
-        return head is not None and node.can_admit(head.prompt)
+        ok = node.may_take(t)
+        if ok is None:
+            self._asking = node
+            head = q.peek(t)
+            return head is not None and node.can_admit(head.prompt)
+        if not ok and node.cut_for_arrival(t):
+            self._resched(node)
+        return ok
 
     def _offer(self, qi: int, candidates: Any, t: float) -> None:
         if t < self.busy_until:
@@ -331,19 +318,10 @@ class FleetSim:
         return loads.index(min(loads))
 
     def _loads(self) -> list[int]:
-        """least_loaded's measure of each node now: KV blocks in use plus those queued for it
-        (busy slots plus queued requests, generic)."""
-        nodes, qload = self.nodes, self.qload
-        if self.generic:
-            return [nodes[i].busy + qload[i] for i in range(len(nodes))]
-        t = self.now
-        loads = []
-        for i, node in enumerate(nodes):
-            p = node.plan_
-            # A "steprun" past its prefill step: the blocks as that step's own end left them.
-            used = p.used1 if p.kind == "steprun" and t >= p.mid else node.used
-            loads.append(used + qload[i])
-        return loads
+        """least_loaded's measure of each node now: its load (KV blocks in use; busy slots,
+        generic) plus the load queued for it."""
+        t, qload = self.now, self.qload
+        return [node.load(t) + qload[i] for i, node in enumerate(self.nodes)]
 
     # -- request outcomes ---------------------------------------------------------------
 
@@ -434,13 +412,13 @@ class FleetSim:
     def _triage_drop(self, r: SimRequest, now: float) -> None:
         """A discipline gave up on a queued request (it cannot make its deadline); it left the queue."""
         self.n_waiting -= 1
-        self.qload[r.queue] -= 1 if self.generic else -(-r.prompt // self.bs)
+        self.qload[r.queue] -= r.w
         self._cancel(r, "triage")
 
     def _unqueue(self, r: SimRequest) -> None:
         self.queues[r.queue].discard(r)
         self.n_waiting -= 1
-        self.qload[r.queue] -= 1 if self.generic else -(-r.prompt // self.bs)
+        self.qload[r.queue] -= r.w
 
     # -- events ---------------------------------------------------------------------------
 
@@ -459,34 +437,13 @@ class FleetSim:
     def _arrive(self, t: float, prompts: list[int], outputs: list[int], sla: float) -> None:
         measured = self.W <= t < self.WH
         b = Batch(t, sla, measured)
-        st = self.st
         size = len(prompts)
-        # The steady-state series: requests queued as the batch arrives.
-        if t < self.WH:
-            k = min(int(t / self._bin_w), BINS - 1)
-            self._qsum[k] += self.n_waiting
-            self._qn[k] += 1
-            if measured:
-                h = 2 * int(t >= self.W + 0.5 * self.H)
-                self._half[h // 2] += self.n_waiting
-                self._half[2 + h // 2] += 1
-        if measured:
-            if size > st.size_max:
-                st.size_max = size
-            st.arrived += size
-            cls = st.by_sla.get(sla)
-            if cls is None:
-                cls = st.by_sla[sla] = [0, 0]
-            cls[0] += size
-            st.batches += 1
-            st.batch_size_sum += size
-            st.batch_size_sq += size * size
-            self.measured_open += size
+        self._count_arrival(t, size, sla, measured)
         b.pending = size
         b.size = size
         reqs = b.requests
         generic, push = self.generic, self.push_routing
-        mml, mq, bs = self.max_model_len, self.max_queue, self.bs
+        mml, bs = self.max_model_len, self.bs
         queues, qload = self.queues, self.qload
         deadline = b.deadline
         touched: set[int] = set()
@@ -523,8 +480,8 @@ class FleetSim:
                 r.fc = next(fc) * (r.service if generic else o)
             r.state = QUEUED
             joined.append(r)
+            w = r.w = 1 if generic else -(-p // bs)
             if push:
-                w = 1 if generic else -(-p // bs)
                 if least is not None:
                     x, qi = least[0]
                     heapq.heapreplace(least, (x + w, qi))
@@ -537,13 +494,44 @@ class FleetSim:
                 touched.add(qi)
             else:
                 r.queue = 0
-                load += 1 if generic else -(-p // bs)
+                load += w
         if not push and joined:
             queues[0].extend(joined)
             qload[0] += load
             self.n_waiting += len(joined)
         self.rid = rid
+        self._arrived(b, joined, touched, t)
+
+    def _count_arrival(self, t: float, size: int, sla: float, measured: bool) -> None:
+        """A batch of ``size`` arrives: the steady-state series (requests queued as it arrives)
+        and, measured, the arrival counts."""
+        if t < self.WH:
+            k = min(int(t / self._bin_w), BINS - 1)
+            self._qsum[k] += self.n_waiting
+            self._qn[k] += 1
+            if measured:
+                h = 2 * int(t >= self.W + 0.5 * self.H)
+                self._half[h // 2] += self.n_waiting
+                self._half[2 + h // 2] += 1
+        if measured:
+            st = self.st
+            if size > st.size_max:
+                st.size_max = size
+            st.arrived += size
+            cls = st.by_sla.get(sla)
+            if cls is None:
+                cls = st.by_sla[sla] = [0, 0]
+            cls[0] += size
+            st.batches += 1
+            st.batch_size_sum += size
+            st.batch_size_sq += size * size
+            self.measured_open += size
+
+    def _arrived(self, b: Batch, joined: list[SimRequest], touched: set[int], t: float) -> None:
+        """The batch's requests are queued (``joined``; in the push queues ``touched``): open
+        it for its deadline, offer the work to the nodes, then apply the admission cap."""
         if b.pending:
+            sla, deadline = b.sla, b.deadline
             dq = self._open.get(sla)
             if dq is None:
                 dq = self._open[sla] = deque()
@@ -552,11 +540,12 @@ class FleetSim:
             dq.append(b)
             if self.cancel and deadline < self._timer:
                 self._set_timer(deadline)
-        if push:
+        if self.push_routing:
             for qi in sorted(touched):
                 self._offer(qi, (qi,), t)
         else:
             self._offer(0, range(len(self.nodes)), t)
+        mq = self.max_queue
         if mq is not None and self.n_waiting > mq:
             # Admission: what cannot start and finds the queue full is rejected, the batch's last first.
             for r in reversed(joined):
@@ -619,25 +608,10 @@ class FleetSim:
         busy = kv = 0.0
         pre = 0
         for node in self.nodes:
-            if self.generic:
-                busy += node.busy_time_at(t) / node.c
-                continue
-            b, k = node.busy_time, node.kv_block_seconds
-            p = node.plan_
-            if p.kind != "idle" and p.start < t:
-                start, used = p.start, node.used
-                if p.kind == "steprun" and t > p.mid:
-                    # Its prefill step done, then the decode run from that step's end.
-                    d = p.mid - start
-                    b += d
-                    k += used * d
-                    start, used = start + d, p.used1
-                d = min(t, p.end) - start
-                b += d
-                k += used * d
+            b, k, n = node.counters(t)
             busy += b
             kv += k
-            pre += node.preemptions
+            pre += n
         return busy, kv, pre, self.completions
 
     #: When set, a long replication reports its progress on stderr under this label.
@@ -726,7 +700,7 @@ class FleetSim:
         b1, k1, p1, c1 = self._marks["end"]
         n, H = len(self.nodes), self.H
         st.busy_fraction = (b1 - b0) / (n * H)
-        if not self.generic:
+        if self.nodes[0].total_blocks:  # a node with a KV cache
             st.kv_utilization = (k1 - k0) / (n * self.nodes[0].total_blocks * H)
         st.preemptions = p1 - p0
         st.completions_in_horizon = c1 - c0

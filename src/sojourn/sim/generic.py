@@ -1,8 +1,7 @@
 """The generic c-server node: each request holds one slot for its own service time.
 
-It speaks the engine's protocol (``plan``/``fire``/``interrupt``/``enqueue``/
-``remove``/``source``), so the fleet runs it with the same disciplines, routing
-and statistics: with Poisson arrivals the fleet is an M^X/G/(nodes·c) queue, the
+It is a ``sim.node.Node``, as the engine is, so the fleet runs it with the same
+disciplines, routing and statistics: with Poisson arrivals the fleet is an M^X/G/(nodes·c) queue, the
 reference the simulator is checked against. Every instant is a boundary here,
 so ``interrupt`` is exact and the node never lags the fleet clock.
 """
@@ -18,15 +17,6 @@ from typing import Any
 from sojourn.sim.engine import EngineEvent
 
 __all__ = ["GenericNode"]
-
-
-class _AtBoundary:
-    """The plan as the fleet sees it: a generic node can always take work now."""
-
-    kind = "idle"
-
-
-_BOUNDARY = _AtBoundary()
 
 
 class GenericNode:
@@ -49,7 +39,6 @@ class GenericNode:
         self.waiting: deque[Any] = deque()  # local queue (requests pushed to this node)
         self._seq = 0
         self._last = 0.0
-        self.plan_ = _BOUNDARY
         # Statistics, as the engine keeps them (slot-seconds busy; no KV, no preemption).
         self.busy_time = 0.0
         self.kv_block_seconds = 0.0
@@ -60,6 +49,34 @@ class GenericNode:
     def busy_time_at(self, t: float) -> float:
         """Slot-seconds busy up to ``t`` (``t`` at or after the last event)."""
         return self.busy_time + self.busy * (t - self._last)
+
+    # -- the Node protocol's questions (sim.node.Node): every instant is a boundary ------
+
+    def at_boundary(self) -> bool:
+        return True
+
+    def next_event_time(self) -> float:
+        h = self.heap
+        while h and not h[0][2].alive:
+            heapq.heappop(h)
+        return h[0][0] if h else math.inf
+
+    def may_take(self, t: float) -> bool | None:
+        return self.busy < self.c
+
+    def can_admit(self, tokens: int) -> bool:
+        return not self.waiting and self.busy < self.c
+
+    def cut_for_arrival(self, t: float) -> bool:
+        return False
+
+    def load(self, t: float) -> int:
+        """Busy slots."""
+        return self.busy
+
+    def counters(self, t: float) -> tuple[float, float, int]:
+        """(busy seconds per slot, 0 KV block-seconds, 0 preemptions) up to ``t``."""
+        return self.busy_time_at(t) / self.c, self.kv_block_seconds, self.preemptions
 
     def _advance(self, t: float) -> None:
         if t > self._last:
