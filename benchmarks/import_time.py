@@ -17,6 +17,7 @@ import argparse
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,8 @@ def time_import(module: str, src: Path, repeat: int) -> list[float]:
 
 
 def direct_imports(module: str, src: Path) -> list[tuple[str, float]]:
-    """(third-party package, seconds): cumulative import time of what sojourn's modules import themselves."""
+    """("package (by sojourn.module)", seconds): the cumulative import time of the third-party packages
+    sojourn's modules import themselves, by the module that imports each first."""
     run = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"], env=_env(src), check=True,
                          capture_output=True, text=True)
     rows = []  # (depth, name, cumulative us), in the order printed: children before their parent
@@ -63,8 +65,9 @@ def direct_imports(module: str, src: Path) -> list[tuple[str, float]]:
     for i, (depth, name, cum) in enumerate(rows):
         parent = next((n for d, n, _ in rows[i + 1:] if d < depth), None)
         top = name.split(".")[0]
-        if parent and parent.startswith("sojourn") and top != "sojourn" and top not in sys.stdlib_module_names:
-            by_pkg[top] += cum / 1e6
+        if parent and parent.startswith("sojourn") and top != "sojourn" and top not in sys.stdlib_module_names \
+                and cum >= 5000:
+            by_pkg[f"{top} (by {parent})"] += cum / 1e6
     return sorted(by_pkg.items(), key=lambda kv: -kv[1])
 
 
@@ -91,10 +94,10 @@ def main() -> int:
         print(lines[-1], flush=True)
         if args.importtime:
             top = direct_imports(module, src)[:6]
-            details.append(f"- `import {module}`: " + ", ".join(f"{p} {s:.2f} s" for p, s in top))
+            details.append(f"- `import {module}`: " + (", ".join(f"{p} {s:.2f} s" for p, s in top) or "nothing"))
             print(details[-1], flush=True)
     wall = time.perf_counter() - t0
-    cmd = " ".join([".venv/bin/python", "benchmarks/import_time.py", *sys.argv[1:]])
+    cmd = shlex.join([".venv/bin/python", "benchmarks/import_time.py", *sys.argv[1:]])
     text = (
         "## import_time\n\n"
         f"Command: `{cmd}` ({args.label}, "

@@ -165,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"interrupted after {done} trials, all saved; run the same command to resume", file=sys.stderr)
             return 130
         n = len(study.trials)
-        from sojourn.study.runner import DUPLICATE_ATTR, count_trials
+        from sojourn.study import DUPLICATE_ATTR
+        from sojourn.study.runner import count_trials
 
         c = count_trials(study)
         polished = sum(1 for t in study.trials if t.state.name == "COMPLETE"

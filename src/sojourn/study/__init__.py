@@ -3,9 +3,10 @@
 from sojourn.study.config import StudyConfig, load_study
 from sojourn.study.front import confirm_front, front_rows, front_trials, non_dominated
 from sojourn.study.hardware import compare_hardware, own_cost_per_hour
-from sojourn.study.runner import StudyRunner, evaluate, suggest
+from sojourn.study.runner import DUPLICATE_ATTR, StudyRunner, evaluate, suggest
 
 __all__ = [
+    "DUPLICATE_ATTR",
     "StudyConfig",
     "StudyRunner",
     "compare_hardware",
