@@ -29,11 +29,11 @@ from sojourn.perf._calibrate import (
     DEFAULT_FIT,
     GRID_ORIGIN,
     SILICON_ORIGIN,
-    fit_profile,
     load_silicon,
     load_step_grid,
     summary_lines,
 )
+from sojourn.sim.calibrate import fit_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

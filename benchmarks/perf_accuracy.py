@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from sojourn import __version__
-from sojourn.perf._calibrate import evaluate, fit_profile, fits, holdout_split, load_silicon
+from sojourn.perf._calibrate import fits, holdout_split, load_silicon
+from sojourn.sim.calibrate import evaluate, fit_profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fit_default_profiles as fdp  # noqa: E402  (the same fit settings as the shipped profiles)

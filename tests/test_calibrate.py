@@ -15,8 +15,6 @@ from sojourn.perf import PerfModel, Profile, build_perf_model, default_profile, 
 from sojourn.perf._calibrate import (
     SiliconRow,
     StepRow,
-    evaluate,
-    fit_profile,
     holdout_split,
     load_silicon,
     load_step_grid,
@@ -24,6 +22,7 @@ from sojourn.perf._calibrate import (
     perf_model_for,
 )
 from sojourn.perf._profile import shipped_profiles
+from sojourn.sim.calibrate import evaluate, fit_profile
 
 CAT = default_catalogue()
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -286,7 +285,7 @@ def test_request_overhead_is_seen_by_the_client_only():
     base = build_perf_model(cat.model("llama-3.1-8b"), cat.gpu("h100-sxm"), profile=KNOWN, check=False)
     slow = build_perf_model(cat.model("llama-3.1-8b"), cat.gpu("h100-sxm"),
                             profile=replace(KNOWN, request_overhead_s=0.07), check=False)
-    from sojourn.perf import closed_loop
+    from sojourn.sim import closed_loop
 
     a, b = closed_loop(base, 1024, 128, 16), closed_loop(slow, 1024, 128, 16)
     assert b.ttft_s == pytest.approx(a.ttft_s + 0.07)

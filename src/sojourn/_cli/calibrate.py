@@ -84,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     from sojourn.perf import load_profile, save_profile
     from sojourn.perf._calibrate import (
         DEFAULT_FIT,
-        fit_profile,
         load_silicon,
         load_step_grid,
         load_steps,
@@ -93,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from sojourn.perf._profile import PRIOR
     from sojourn.scenario import Fleet
+    from sojourn.sim.calibrate import fit_profile
 
     check_out(args.out)
     check_field(Fleet, "tp", args.tp, "--tp", "fleet.tp")

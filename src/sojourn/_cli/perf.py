@@ -133,7 +133,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             f"{prof.carried_from}; treat times as a roofline estimate"
         )
     if args.isl is not None:
-        from sojourn.perf._closed_loop import closed_loop
+        from sojourn.sim.closed_loop import closed_loop
 
         try:
             res = closed_loop(pm, args.isl, args.osl, args.concurrency)

@@ -359,19 +359,86 @@ def _accepted(scenario: Any, perf: Any, inp: NDArray[Any], out: NDArray[Any]) ->
     return (inp >= 1) & (out >= 1) & (total <= limit)
 
 
-def _engine_capacity(scenario: Any, measure: int, mix: tuple[Any, Any] | None) -> NodeCapacity:
-    from sojourn.sim.engine import Engine, Request
+class _Saturated:
+    """The saturated node's run: an endless FIFO queue cycling through the accepted pool
+    (131k requests by default), so the measured requests are a plain iid sample of the
+    accepted mix; what the measured span records (after ``warm`` completions)."""
 
-    perf = scenario.perf_model()
-    sv = scenario.serving
+    def __init__(self, inp: NDArray[Any], out: NDArray[Any], warm: int, total: int, step_time: Any) -> None:
+        self.inp, self.out, self.warm, self.total, self.step_time = inp, out, warm, total, step_time
+        self.n_pool = len(inp)
+        self.next_idx = 0
+        self.admitted_at: dict[int, float] = {}
+        self.latencies: list[float] = []
+        self.spans: list[tuple[float, float, int]] = []  # (admitted, done, rid) of the measured requests
+        self.done = 0
+        self.t_start = math.nan
+        self.meas_in: list[int] = []
+        self.meas_out: list[int] = []
+        self.busy_seqs = 0.0  # time integral of the number of running requests over the measured span
+        self.tok_cost = self.tok_n = 0.0  # marginal step time of the prefill tokens, and their number
+
+    def source(self, engine: Any, free: int) -> Any:
+        from sojourn.sim.engine import Request
+
+        k = self.next_idx % self.n_pool
+        if engine.blocks_for(int(self.inp[k])) > free:
+            return None  # head-of-line blocking, as the central FIFO queue does
+        r = Request(self.next_idx, int(self.inp[k]), int(self.out[k]))
+        self.admitted_at[self.next_idx] = engine.now
+        self.next_idx += 1
+        return r
+
+    def more(self) -> bool:
+        return self.done < self.total
+
+    def on_plan(self, eng: Any, end: float) -> None:
+        if self.done < self.warm:
+            return
+        self.busy_seqs += eng.n_running * (end - eng.now)
+        chunks = eng.planned_chunks()  # a prefill step's (this run never merges it with a decode run)
+        if chunks:
+            step_time = self.step_time
+            ptok = sum(m for _, m in chunks)
+            fin = sum(1 for r, m in chunks if r.computed + m >= r.target)
+            dec, cx = eng.dec_n, eng.context_sum()
+            # What the prefill tokens add to this step, attention pairs aside (charged exactly).
+            self.tok_cost += step_time(ptok, dec, cx, 0.0, fin) - step_time(0, dec, cx, 0.0, 0)
+            self.tok_n += ptok
+
+    def on_done(self, ev: Any) -> None:
+        self.done += 1
+        r = ev.request
+        started = self.admitted_at.pop(r.rid)
+        if self.done == self.warm:
+            self.t_start = ev.time
+        elif self.done > self.warm:
+            self.latencies.append(ev.time - started)
+            self.spans.append((started, ev.time, r.rid))
+            self.meas_in.append(r.prompt)
+            self.meas_out.append(r.output)
+
+
+def _engine_mix(scenario: Any, mix: tuple[Any, Any] | None) -> tuple[NDArray[Any], NDArray[Any]]:
+    """The (input, output) tokens of the workload mix: given, the trace's, or drawn."""
     if mix is None and scenario.workload.trace is not None:
         from sojourn.sim.workload import load_trace
 
         _, inp_all, out_all = load_trace(scenario.path(scenario.workload.trace), scenario.workload.format)
-    elif mix is None:
-        inp_all, out_all = _mix_tokens(scenario, MIX_SIZE)
-    else:
-        inp_all, out_all = (np.asarray(m, dtype=np.int64) for m in mix)
+        return inp_all, out_all
+    if mix is None:
+        return _mix_tokens(scenario, MIX_SIZE)
+    inp_all, out_all = (np.asarray(m, dtype=np.int64) for m in mix)
+    return inp_all, out_all
+
+
+def _engine_capacity(scenario: Any, measure: int, mix: tuple[Any, Any] | None) -> NodeCapacity:
+    from sojourn.sim.driver import drive
+    from sojourn.sim.engine import Engine
+
+    perf = scenario.perf_model()
+    sv = scenario.serving
+    inp_all, out_all = _engine_mix(scenario, mix)
     ok = _accepted(scenario, perf, inp_all, out_all)
     reject = 1.0 - float(ok.mean())
     if not ok.any():
@@ -381,62 +448,22 @@ def _engine_capacity(scenario: Any, measure: int, mix: tuple[Any, Any] | None) -
         )
     inp, out = inp_all[ok], out_all[ok]
     warm = max(2_000, 3 * sv.max_num_seqs)
-    total = warm + measure
-    # The run cycles through the accepted pool (131k requests by default): the
-    # measured requests are a plain iid sample of the accepted mix.
-    n_pool = len(inp)
-    next_idx = 0
-    admitted_at: dict[int, float] = {}
-    latencies: list[float] = []
-    spans: list[tuple[float, float, int]] = []  # (admitted, done, rid) of the measured requests
+    run = _Saturated(inp, out, warm, warm + measure, perf.step_time)
+    eng = Engine(perf, perf.kv_capacity_blocks, perf.block_size, sv.max_num_seqs, sv.max_num_batched_tokens,
+                 source=run.source)
+    drive(eng, run.more, run.on_done, on_plan=run.on_plan)
+    return _capacity_from_run(scenario, perf, eng, run, inp, out, reject)
 
-    eng: Engine
 
-    def source(engine: Engine, free: int) -> Request | None:
-        nonlocal next_idx
-        k = next_idx % n_pool
-        if engine.blocks_for(int(inp[k])) > free:
-            return None  # head-of-line blocking, as the central FIFO queue does
-        r = Request(next_idx, int(inp[k]), int(out[k]))
-        admitted_at[next_idx] = engine.now
-        next_idx += 1
-        return r
-
-    eng = Engine(perf, perf.kv_capacity_blocks, perf.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, source=source)
-    done = 0
-    t_start = math.nan
-    meas_in: list[int] = []
-    meas_out: list[int] = []
-    busy_seqs = 0.0  # time integral of the number of running requests over the measured span
-    tok_cost = tok_n = 0.0  # marginal step time of the prefill tokens, and their number
+def _capacity_from_run(scenario: Any, perf: Any, eng: Any, run: _Saturated, inp: NDArray[Any], out: NDArray[Any],
+                       reject: float) -> NodeCapacity:
+    """The node's capacity from the saturated run: each request's work, fitted so that the
+    measured requests' works add up to the time they took."""
+    sv = scenario.serving
     step_time = perf.step_time
-    while done < total:
-        end = eng.plan()
-        if math.isinf(end):  # pragma: no cover - an endless queue never idles
-            raise RuntimeError("saturated node went idle")
-        if done >= warm:
-            busy_seqs += eng.n_running * (end - eng.now)
-            plan = eng.plan_
-            if plan.kind == "step" and plan.chunks:
-                ptok = sum(m for _, m in plan.chunks)
-                fin = sum(1 for r, m in plan.chunks if r.computed + m >= r.target)
-                dec, cx = eng.dec_n, eng.context_sum()
-                # What the prefill tokens add to this step, attention pairs aside (charged exactly).
-                tok_cost += step_time(ptok, dec, cx, 0.0, fin) - step_time(0, dec, cx, 0.0, 0)
-                tok_n += ptok
-        for ev in eng.fire():
-            if ev.kind != "done":
-                continue
-            done += 1
-            r = ev.request
-            started = admitted_at.pop(r.rid)
-            if done == warm:
-                t_start = ev.time
-            elif done > warm:
-                latencies.append(ev.time - started)
-                spans.append((started, ev.time, r.rid))
-                meas_in.append(r.prompt)
-                meas_out.append(r.output)
+    done, warm, t_start, busy_seqs = run.done, run.warm, run.t_start, run.busy_seqs
+    tok_cost, tok_n, meas_in, meas_out = run.tok_cost, run.tok_n, run.meas_in, run.meas_out
+    latencies, spans, n_pool = run.latencies, run.spans, run.n_pool
     span = eng.now - t_start
     n = done - warm
     concurrency = busy_seqs / span

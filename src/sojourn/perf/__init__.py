@@ -1,7 +1,10 @@
-"""Engine performance model: KV memory, step times, profiles, calibration."""
+"""Engine performance model: KV memory, step times, profiles, calibration data.
 
-from sojourn.perf._calibrate import fit_profile, load_silicon, load_step_grid, load_steps
-from sojourn.perf._closed_loop import ClosedLoopResult, closed_loop
+This package never runs the simulator: the closed-loop prediction and the profile fit
+that uses it live in the simulator package: ``sim/closed_loop.py``, ``sim/calibrate.py``.
+"""
+
+from sojourn.perf._calibrate import load_silicon, load_step_grid, load_steps
 from sojourn.perf._model import GIB, PerfModel, build_perf_model
 from sojourn.perf._profile import (
     CARRY_OVER,
@@ -20,7 +23,6 @@ from sojourn.perf._profile import (
 __all__ = [
     "CARRY_OVER",
     "Calibration",
-    "ClosedLoopResult",
     "GIB",
     "PRIOR",
     "PerfModel",
@@ -28,8 +30,6 @@ __all__ = [
     "build_perf_model",
     "calibration",
     "calibration_of",
-    "closed_loop",
-    "fit_profile",
     "load_silicon",
     "load_step_grid",
     "load_steps",

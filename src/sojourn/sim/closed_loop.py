@@ -2,7 +2,8 @@
 
 The client (vLLM's ``benchmark_serving`` with ``--max-concurrency``, aiconfigurator's
 silicon runs) starts a new request as soon as one ends. We run the same engine
-scheduler as the fleet simulator (``sojourn.sim.engine``) on that closed loop, so
+scheduler as the fleet simulator (``engine``), with the single-node driver
+(``driver.drive``), on that closed loop, so
 the predicted TPOT includes the stalls from other requests' prefills that share the
 decode steps, and TTFT includes the wait for a step with room — a bare decode-step
 time is not the prediction.
@@ -12,11 +13,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sojourn.perf._model import PerfModel
-from sojourn.sim.engine import Engine, Request
+from sojourn.sim.driver import drive
+from sojourn.sim.engine import Engine, EngineEvent, Request
+
+if TYPE_CHECKING:
+    from sojourn.perf import PerfModel
 
 __all__ = ["ClosedLoopResult", "closed_loop"]
 
@@ -30,6 +35,47 @@ class ClosedLoopResult:
     output_tokens_per_s: float
     preemptions: int
     measured: int  # requests measured (after warm-up)
+
+
+class _Clients:
+    """The benchmark client: a new request as soon as one ends, and the measured sums."""
+
+    def __init__(self, eng: Engine, isl: int, osl: int, concurrency: int, warm: int, total: int) -> None:
+        self.eng, self.isl, self.osl, self.concurrency = eng, isl, osl, concurrency
+        self.warm, self.total = warm, total
+        self.started = 0
+        self.start_time: dict[int, float] = {}
+        self.ttft = self.tpot = self.e2e = 0.0
+        self.n = 0
+        self.t_first = self.t_last = math.nan
+        self.done = 0
+
+    def more(self) -> bool:
+        return self.done < self.total
+
+    def launch(self, t: float) -> None:
+        """A client sends a request at ``t`` (its clock starts then, even if it waits)."""
+        r = Request(self.started, self.isl, self.osl)
+        self.start_time[self.started] = t
+        self.started += 1
+        self.eng.enqueue(r)
+
+    def on_done(self, ev: EngineEvent) -> None:
+        r = ev.request
+        self.done += 1
+        osl = self.osl
+        if r.rid >= self.warm and self.n < self.total - self.warm:
+            t0 = self.start_time[r.rid]
+            self.ttft += r.first_token_time - t0
+            if osl > 1:
+                self.tpot += (ev.time - r.first_token_time) / (osl - 1)
+            self.e2e += ev.time - t0
+            self.n += 1
+            if math.isnan(self.t_first):
+                self.t_first = ev.time
+            self.t_last = ev.time
+        if self.started < self.total + self.concurrency:
+            self.launch(ev.time)
 
 
 def closed_loop(
@@ -47,7 +93,8 @@ def closed_loop(
 ) -> ClosedLoopResult:
     """Steady-state TTFT and TPOT of ``concurrency`` clients sending ``isl``/``osl`` requests.
 
-    The first ``warmup_rounds·C`` requests are discarded, the next
+    ``perf`` is a ``sojourn.perf.PerfModel`` (its step times, KV capacity, engine settings
+    and front-end overhead). The first ``warmup_rounds·C`` requests are discarded, the next
     ``measure_rounds·C`` are measured. With ``stagger`` the clients start spread
     evenly over one request latency (from a first synchronised pass): in real
     benchmarks small jitter (re-tokenised prompt lengths, HTTP and detokenisation
@@ -77,56 +124,17 @@ def closed_loop(
     if not eng.fits_ever(Request(-1, isl, osl)):
         raise ValueError(f"one request of {isl}+{osl} tokens does not fit in {blocks} KV blocks")
     warm = math.ceil(warmup_rounds * concurrency)
-    total = warm + max(math.ceil(measure_rounds * concurrency), 8)
-    started = 0
-    start_time: dict[int, float] = {}
-
-    def launch(t: float) -> None:
-        nonlocal started
-        r = Request(started, isl, osl)
-        start_time[started] = t
-        started += 1
-        eng.enqueue(r)
-
-    pending = sorted(offsets)[1:]  # client start times still to come
-    launch(0.0)
-    ttft = tpot = e2e = 0.0
-    n = 0
-    t_first = t_last = math.nan
-    done = 0
-    while done < total:
-        end = eng.plan()
-        while pending and pending[0] < end:
-            if eng.interrupt(pending[0]) > eng.now:
-                break  # inside a prefill step, which is never cut: the client joins after it
-            launch(pending.pop(0))  # its clock starts when the client sends, even if it waits
-            end = eng.plan()
-        if math.isinf(end):  # pragma: no cover - cannot happen with requests in flight
-            raise RuntimeError("closed loop stalled")
-        for ev in eng.fire():
-            if ev.kind != "done":
-                continue
-            r = ev.request
-            done += 1
-            if r.rid >= warm and n < total - warm:
-                t0 = start_time[r.rid]
-                ttft += r.first_token_time - t0
-                if osl > 1:
-                    tpot += (ev.time - r.first_token_time) / (osl - 1)
-                e2e += ev.time - t0
-                n += 1
-                if math.isnan(t_first):
-                    t_first = ev.time
-                t_last = ev.time
-            if started < total + concurrency:
-                launch(ev.time)
-    span = t_last - t_first
+    c = _Clients(eng, isl, osl, concurrency, warm, warm + max(math.ceil(measure_rounds * concurrency), 8))
+    c.launch(0.0)
+    # The other clients join at their start times.
+    drive(eng, c.more, c.on_done, arrivals=sorted(offsets)[1:], on_arrival=c.launch)
+    n, span = c.n, c.t_last - c.t_first
     rps = (n - 1) / span if n > 1 and span > 0 else math.nan
     front_end = perf.profile.request_overhead_s  # outside the engine: seen by the client only
     return ClosedLoopResult(
-        ttft_s=ttft / n + front_end,
-        tpot_s=tpot / n if osl > 1 else 0.0,
-        e2e_s=e2e / n + front_end,
+        ttft_s=c.ttft / n + front_end,
+        tpot_s=c.tpot / n if osl > 1 else 0.0,
+        e2e_s=c.e2e / n + front_end,
         throughput_rps=rps,
         output_tokens_per_s=rps * osl,
         preemptions=eng.preemptions,
