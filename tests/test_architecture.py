@@ -58,9 +58,6 @@ THIRD_PARTY_FLOOR = {
 
 #: Imports that break a rule today: (importer node, imported node or package) -> why, and the fix.
 KNOWN: dict[tuple[str, str], str] = {
-    ("sojourn.perf", "sojourn.sim"): (
-        "perf/_closed_loop.py drives sim.engine.Engine (the closed-loop prediction); issue 13 item 3 "
-        "moves that driver into sim/, behind a PerfModel protocol"),
     ("sojourn.sim", "joblib"): (
         "sim/estimate.py runs replications with joblib (imported lazily); issue 13 moves the "
         "parallel map out of the simulation core"),
