@@ -24,15 +24,12 @@ A job's result is the same whoever runs it (common random numbers), so a job don
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import logging
 import math
 import os
-import signal
 import socket
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -40,9 +37,11 @@ from typing import Any
 
 import optuna
 
+from sojourn._interrupt import (check_interrupt, in_stoppable, interrupt_at_once, interruptible_sleep,
+                               not_stoppable, stoppable)
 from sojourn.sim._stored import replication_to_json
 
-__all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "REPLICATION_PREFIX", "check_interrupt", "confirm_params",
+__all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "REPLICATION_PREFIX", "check_interrupt", "confirm_params", "in_stoppable",
            "interrupt_at_once", "interruptible_sleep", "not_stoppable", "queue_study", "run_jobs", "stoppable",
            "stored_confirmation", "stored_replications", "wait_for_other_workers"]
 
@@ -150,104 +149,6 @@ def _heartbeat(queue: optuna.Study) -> bool:
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     return is_heartbeat_enabled(queue._storage)
-
-
-class _Interrupt:
-    """Ctrl-C's state under ``interrupt_at_once`` (the main thread's only)."""
-
-    active = False  # an interrupt_at_once block is running
-    pending = False  # Ctrl-C pressed, not yet handled
-    zone = False  # inside ``stoppable()``: work that may be stopped at any instruction
-
-
-def check_interrupt() -> None:
-    """Raise KeyboardInterrupt if Ctrl-C was pressed (the points between database writes)."""
-    if _Interrupt.pending:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def stoppable() -> Iterator[None]:
-    """A computation Ctrl-C may stop at any instruction (a simulation): it raises at once inside.
-
-    Outside these blocks, under ``interrupt_at_once``, Ctrl-C is held until the next
-    ``check_interrupt()`` or the block's entry or end: a KeyboardInterrupt raised inside
-    Optuna's or SQLAlchemy's bookkeeping (a trial being told, a row being written) can leave
-    it half-done and turn into another error.
-    """
-    check_interrupt()
-    was, _Interrupt.zone = _Interrupt.zone, True
-    try:
-        yield
-    finally:
-        _Interrupt.zone = was
-    check_interrupt()
-
-
-@contextlib.contextmanager
-def not_stoppable() -> Iterator[None]:
-    """Inside ``stoppable()``, a step not to break off (a database write); Ctrl-C raises after it."""
-    was, _Interrupt.zone = _Interrupt.zone, False
-    try:
-        yield
-    finally:
-        _Interrupt.zone = was
-    check_interrupt()
-
-
-def interruptible_sleep(seconds: float) -> None:
-    """``time.sleep`` that Ctrl-C ends at once under ``interrupt_at_once``."""
-    with stoppable():
-        time.sleep(seconds)
-
-
-@contextlib.contextmanager
-def interrupt_at_once() -> Iterator[None]:
-    """Ctrl-C stops the work in the main thread within a second, without breaking a database write.
-
-    Inside ``stoppable()`` blocks (simulations, waits) Ctrl-C raises KeyboardInterrupt at
-    once; elsewhere it is held to the next ``check_interrupt()`` (milliseconds away). Python
-    swallows an exception raised in a weakref callback or ``__del__`` ("Exception ignored
-    in ..."), where a signal's KeyboardInterrupt can land (a garbage collection in Optuna or
-    SQLAlchemy): it is raised again every 0.5 s until handled, and at the block's end if
-    the work finished meanwhile.
-    """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield  # not the main thread, or started to ignore Ctrl-C (a background job of a shell): leave it so
-        return
-
-    def again() -> None:
-        if _Interrupt.pending and _Interrupt.zone:
-            _thread.interrupt_main()  # the handler below, once more
-        if _Interrupt.pending and _Interrupt.active:
-            _timer()
-
-    def _timer() -> None:
-        t = threading.Timer(0.5, again)
-        t.daemon = True
-        t.start()
-
-    def handler(signum: int, frame: Any) -> None:
-        first = not _Interrupt.pending
-        _Interrupt.pending = True
-        if first:
-            _timer()
-        if _Interrupt.zone:
-            raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGINT, handler)
-    _Interrupt.active, _Interrupt.pending = True, False
-    try:
-        yield
-    except KeyboardInterrupt:
-        _Interrupt.pending = False
-        raise
-    finally:
-        _Interrupt.active = False
-        signal.signal(signal.SIGINT, old)
-    if _Interrupt.pending:
-        _Interrupt.pending = False
-        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

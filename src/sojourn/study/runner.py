@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 
 from sojourn._errors import ConfigError
+from sojourn._interrupt import in_stoppable, stoppable
 from sojourn.scenario import Scenario
 from sojourn.study.config import Range, StudyConfig
 from sojourn.study.objectives import Objective, find_objectives_dir, load_objectives
@@ -433,7 +434,8 @@ class StudyRunner:
                 trial.set_user_attr(INFEASIBLE_ATTR, reason)
                 values_scenario: Any = scenario if scenario is not None else _CostOnly(cost)
             else:
-                result = evaluate(scenario, self.trial_fidelity, n_jobs=self.n_jobs, capacity=cap)
+                with stoppable():  # a second Ctrl-C aborts the simulation, never Optuna's bookkeeping
+                    result = evaluate(scenario, self.trial_fidelity, n_jobs=self.n_jobs, capacity=cap)
                 values_scenario = scenario
             for k, v in result.items():
                 trial.set_user_attr(k, _jsonable(v))
@@ -466,7 +468,9 @@ class StudyRunner:
 
             def on_sigint(signum: int, frame: Any) -> None:
                 if self.interrupted:
-                    raise KeyboardInterrupt
+                    if in_stoppable():  # within a simulation; elsewhere the trial is ending anyway
+                        raise KeyboardInterrupt
+                    return
                 self.interrupted = True
                 print("stopping after the running trial (Ctrl-C again to abort it)", file=sys.stderr)
 
