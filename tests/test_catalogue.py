@@ -599,6 +599,19 @@ def test_from_file_errors(tmp_path):
         Catalogue.from_file(bad)
     with pytest.raises(ConfigError, match="not found"):
         Catalogue.from_file(tmp_path / "missing.toml")
+    # The same reader as scenario and study files: a folder, a dangling link, bytes that are not UTF-8.
+    (tmp_path / "folder.toml").mkdir()
+    (tmp_path / "dangling.toml").symlink_to(tmp_path / "nowhere.toml")
+    (tmp_path / "latin1.toml").write_bytes("[gpus.h100-sxm]\nnotes = 'caf\xe9'\n".encode("latin-1"))
+    for name, what in (("folder.toml", "is a folder"), ("dangling.toml", "does not exist"),
+                       ("latin1.toml", "UTF-8")):
+        with pytest.raises(ConfigError, match=what) as exc:
+            Catalogue.from_file(tmp_path / name)
+        assert exc.value.field == "catalogue"
+    (tmp_path / "hf").mkdir()
+    with pytest.raises(ConfigError, match="HF config file not found") as exc:
+        model_from_hf_config(tmp_path / "hf")
+    assert exc.value.field == "model.name"
 
 
 def test_variant_may_share_hf_name(cat):

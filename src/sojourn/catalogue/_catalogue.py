@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from sojourn._errors import ConfigError
+from sojourn._io import read_text
 
 __all__ = [
     "GPU",
@@ -574,10 +575,8 @@ def model_from_hf_config(
             path = path / "config.json"
         source = str(path)
         try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("model.name", f"HF config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            config = json.loads(read_text(path, "model.name", "HF config file not found"))
+        except json.JSONDecodeError as exc:
             raise ConfigError("model.name", f"cannot read HF config {path}: {exc}") from None
         if not isinstance(config, Mapping):
             raise ConfigError("model.name", f"HF config {path} is not a JSON object")
@@ -746,10 +745,8 @@ class Catalogue:
         """
         path = Path(path).expanduser()
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("catalogue", f"catalogue file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            data = tomllib.loads(read_text(path, "catalogue", "catalogue file not found"))
+        except tomllib.TOMLDecodeError as exc:
             raise ConfigError("catalogue", f"cannot read catalogue file {path}: {exc}") from None
         for key in data:
             if key not in ("gpus", "models"):
