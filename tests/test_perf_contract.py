@@ -125,6 +125,36 @@ class TestPerfModelContract:
             for b in SEQS[1:]:
                 assert pm.beta(b, 1000) < pm.beta(b, 1001) and pm.beta(b, 1000) <= pm.beta(b + 1, 1000)
 
+    def test_prefill_is_linear_in_its_tokens_and_attention_pairs(self, name):
+        # The linear GEMMs run at the larger of their compute time and the weight reads: with the
+        # attention pairs held, a step is convex in its prefill tokens, with one knee, and affine
+        # past it (every further token costs the same); the attention is linear in its pairs.
+        tokens = [1, 16, 64, 256, 1024, 4096, 8192, 16384, 32768, 49152, 65536]
+        for cfg, pm in models(name):
+            for b, c in ((0, 0), (16, 1000)):
+                t = [pm.step_time(p, b, b * c, 0.0) for p in tokens]
+                slopes = [(t[i + 1] - t[i]) / (tokens[i + 1] - tokens[i]) for i in range(len(t) - 1)]
+                assert all(s >= 0 for s in slopes), (cfg, b, slopes)
+                assert all(s1 >= s0 * (1 - 1e-9) for s0, s1 in zip(slopes, slopes[1:])), (cfg, b, slopes)
+                assert slopes[-3:] == pytest.approx([slopes[-1]] * 3, rel=1e-9), (cfg, b, slopes)
+                assert slopes[-1] > 0, cfg
+            for p in (1, 512, 8192):
+                base, one, two = (pm.step_time(p, 8, 8000, q) for q in (0.0, 1e5, 2e5))
+                assert two - one == pytest.approx(one - base, rel=1e-9) and one > base, (cfg, p)
+                # A fresh prompt's attention is its chunk squared over two, unless said otherwise.
+                assert pm.step_time(p, 8, 8000) == pm.step_time(p, 8, 8000, 0.5 * p * p), (cfg, p)
+
+    def test_it_is_what_the_engine_asks_for(self, name):
+        import inspect
+
+        from sojourn.sim import EnginePerf
+
+        for cfg, pm in models(name):
+            assert isinstance(pm, EnginePerf), cfg
+            for meth in ("step_time", "decode_run_time", "decode_step_fixed"):
+                want = inspect.signature(getattr(EnginePerf, meth))
+                assert inspect.signature(getattr(type(pm), meth)).parameters.keys() == want.parameters.keys(), meth
+
     def test_the_closed_forms_the_engine_jumps_with_are_the_steps_they_sum(self, name):
         for cfg, pm in models(name):
             c = pm.seconds_per_context_token
