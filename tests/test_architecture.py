@@ -36,7 +36,8 @@ PACKAGE = "sojourn"
 #: The layers, lowest first; a node may import its own layer and the layers below it.
 #: A new subpackage or top-level module goes in one (and in docs/architecture.md).
 LAYERS: list[tuple[str, frozenset[str]]] = [
-    ("base", frozenset({"sojourn", "sojourn._errors", "sojourn._io", "sojourn._progress", "sojourn._interrupt"})),
+    ("base", frozenset({"sojourn", "sojourn._errors", "sojourn._io", "sojourn._progress", "sojourn._interrupt",
+                       "sojourn.result"})),
     ("maths", frozenset({"sojourn.distributions", "sojourn.stats", "sojourn.steady", "sojourn.analytic"})),
     ("catalogue", frozenset({"sojourn.catalogue"})),
     ("perf", frozenset({"sojourn.perf"})),

@@ -1,0 +1,249 @@
+"""``Result``: what a scenario run found, one type for every tier; ``to_dict`` is its one serialiser.
+
+A result holds the JSON-ready values (a number that is not finite, such as a p99 beyond
+every served request, is None), typed, with the keys of its tier in the order the CLI
+prints them. Three tiers build one:
+
+* ``request`` (``sim.SimResult.to_result``) and ``fast`` (``fast.FastResult.to_result``)
+  share ``COMMON_KEYS``; each adds its own (``REQUEST_ONLY``, ``FAST_ONLY``);
+* ``check``: a configuration a study settled without simulating (every request misses,
+  ``study.runner.pessimistic_result``) has ``CHECK_KEYS`` only, and its infinities are
+  exact, so they stay ``inf`` rather than None.
+
+A field a tier does not produce is absent, not None: ``"load" in result`` says whether
+the run reported it. ``Result`` is also a read-only ``Mapping`` over ``to_dict()``'s keys,
+so ``result["p_miss"]`` and ``result.get("stable")`` work as on the dict the CLI prints
+(objective plug-ins read results that way); new code reads attributes.
+
+``from_dict`` reads back what ``to_dict`` wrote, what the CLI printed, or what a study
+stored (``storable``: ``inf`` as the string "inf"), keeping keys it does not know in
+``extra``, so that ``Result.from_dict(d).to_dict() == d`` for any JSON object ``d``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+__all__ = [
+    "CHECK_KEYS",
+    "COMMON_KEYS",
+    "FAST_ONLY",
+    "REQUEST_ONLY",
+    "Result",
+    "finite",
+    "storable",
+]
+
+#: A 95% interval, ends None where not finite.
+Interval = tuple[float | None, float | None]
+
+
+def finite(x: Any) -> float | None:
+    """A number as JSON holds it: None when missing or not finite, else a float."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def storable(v: Any) -> Any:
+    """A value as a study stores it (Optuna's JSON attributes): ``inf`` as "inf"/"-inf", NaN as None.
+
+    Lists, tuples and dicts are converted item by item, numpy scalars to Python's.
+    """
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, (list, tuple)):
+        return [storable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: storable(x) for k, x in v.items()}
+    if hasattr(v, "item"):
+        return storable(v.item())
+    return v
+
+
+@dataclass(frozen=True, eq=False)
+class Result(Mapping[str, Any]):
+    """One scenario run's result (see the module docstring); build one with ``build`` or ``from_dict``.
+
+    Every field defaults to None; which ones the result has is ``keys()`` (``order``).
+    Two results are equal when their ``to_dict()`` are (the ``Mapping`` equality).
+    """
+
+    # -- every tier (the check tier has these only) ------------------------------
+    fidelity: str | None = None  # "request", "fast" or "check"
+    p_miss: float | None = None
+    p_miss_ci: Interval | None = None
+    p_miss_upper: float | None = None
+    batch_miss: float | None = None
+    sojourn_mean_s: float | None = None
+    sojourn_p50_s: float | None = None
+    sojourn_p99_s: float | None = None
+    throughput_rps: float | None = None
+    cost_per_hour: float | None = None
+    # -- both simulating tiers (COMMON_KEYS) ---------------------------------------
+    miss_episodes: int | None = None
+    miss_episodes_effective: float | None = None
+    p_miss_note: str | None = None
+    p_miss_unseen: float | None = None
+    p_miss_oversize: float | None = None
+    sojourn_mean_ci: Interval | None = None
+    sojourn_p90_s: float | None = None
+    wait_mean_s: float | None = None
+    wait_mean_ci: Interval | None = None
+    requests_arrived: int | None = None
+    requests_completed: int | None = None
+    requests_rejected: int | None = None
+    requests_cancelled: int | None = None
+    requests_in_system: int | None = None
+    replications: int | None = None
+    horizon_hours: float | None = None
+    load: float | None = None
+    stable: bool | None = None
+    steady_state: dict[str, Any] | None = None
+    steady_state_note: str | None = None
+    wall_s: float | None = None
+    # -- the request tier's own (REQUEST_ONLY) -------------------------------------
+    batch_miss_ci: Interval | None = None
+    sojourn_unfinished_share: float | None = None
+    sojourn_note: str | None = None
+    rejected_by: dict[str, int] | None = None
+    cancelled_by: dict[str, int] | None = None
+    preemptions: int | None = None
+    kv_utilization: float | None = None
+    busy_fraction: float | None = None
+    sla_hours: float | None = None
+    seed: int | None = None
+    warmup_hours: float | None = None
+    requests_simulated: int | None = None
+    by_sla_class: list[dict[str, Any]] | None = None
+    # -- the fast tier's own (FAST_ONLY) -------------------------------------------
+    p_miss_best: float | None = None
+    p_miss_upper_sampled: float | None = None
+    p_miss_oversize_floor: float | None = None
+    p_miss_fragility: float | None = None
+    fragile: bool | None = None
+    batches_measured: int | None = None
+    load_peak: float | None = None
+    capacity_rps: float | None = None
+    node_capacity: dict[str, Any] | None = None
+    analytic_p_miss: float | None = None
+    analytic_regime: str | None = None
+    analytic_p_miss_upper: float | None = None
+    analytic_asymptotic: float | None = None
+    analytic_agrees: bool | None = None
+    agreement: str | None = None
+    tiers: dict[str, str] | None = None
+    # -- set by evaluate.run_scenario ----------------------------------------------
+    fidelity_requested: str | None = None
+    fidelity_note: str | None = None
+    # -- bookkeeping -----------------------------------------------------------------
+    #: Keys outside the fields above (``from_dict`` of a dict that has them).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: The keys this result has, in their serialised order.
+    order: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.order if k not in _FIELDS and k not in self.extra]
+        if unknown or len(set(self.order)) != len(self.order):
+            raise ValueError(f"Result keys {unknown or list(self.order)}: unknown or repeated")
+        if set(self.extra) & set(_FIELDS) or not set(self.extra) <= set(self.order):
+            raise ValueError(f"Result extra keys {sorted(self.extra)}: a field's name, or not in order")
+
+    # -- building -------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, **values: Any) -> Result:
+        """A result with these fields, serialised in the order given (a tier's builder calls this)."""
+        return cls(**values, order=tuple(values))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Result:
+        """The result ``d`` serialises: ``to_dict()``'s output, the CLI's JSON or a study's stored attributes.
+
+        Intervals become tuples and, in number fields, the storage's strings "inf",
+        "-inf" and "nan" become floats; any other value is kept as it is (nothing is
+        validated: an objective decides what a value it cannot read means).
+        """
+        if isinstance(d, Result):
+            return d
+        known = {k: _decode(k, v) for k, v in d.items() if k in _FIELDS}
+        extra = {k: v for k, v in d.items() if k not in _FIELDS}
+        return cls(**known, extra=extra, order=tuple(d))
+
+    def with_values(self, **values: Any) -> Result:
+        """This result with fields set: those it has keep their place, new ones go last."""
+        order = self.order + tuple(k for k in values if k not in self.order)
+        return dataclasses.replace(self, **values, order=order)
+
+    # -- serialising ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain JSON-ready dict (a fresh copy): intervals as lists, keys in the tier's order."""
+        out: dict[str, Any] = _plain(self._view)
+        return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        """``json.dumps(self.to_dict(), **kwargs)``."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def to_storage(self) -> dict[str, Any]:
+        """What a study stores of it, key by key (``storable``)."""
+        return {k: storable(v) for k, v in self._view.items()}
+
+    @cached_property
+    def _view(self) -> dict[str, Any]:
+        return {k: _plain(self.extra[k] if k in self.extra else getattr(self, k)) for k in self.order}
+
+    # -- the read-only Mapping over to_dict()'s keys ------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self._view[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._view)
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def __repr__(self) -> str:
+        return f"Result({', '.join(f'{k}={v!r}' for k, v in self._view.items())})"
+
+
+#: The schema's field names (``extra`` and ``order`` are bookkeeping).
+_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Result) if f.name not in ("extra", "order"))
+#: Number fields (annotation names a float) and interval fields, for ``from_dict``'s decoding.
+_NUMBERS = frozenset(f.name for f in dataclasses.fields(Result) if str(f.type).startswith("float"))
+_INTERVALS = frozenset(f.name for f in dataclasses.fields(Result) if str(f.type).startswith("Interval"))
+
+#: Keys of the configuration settled without simulating (``fidelity`` "check").
+CHECK_KEYS = ("p_miss", "p_miss_ci", "p_miss_upper", "batch_miss", "sojourn_mean_s", "sojourn_p50_s",
+              "sojourn_p99_s", "throughput_rps", "cost_per_hour", "fidelity")
+#: Keys both simulating tiers produce (``fidelity`` "request" and "fast"): CHECK_KEYS and these.
+COMMON_KEYS = CHECK_KEYS + tuple(_FIELDS[_FIELDS.index("miss_episodes"):_FIELDS.index("batch_miss_ci")])
+#: The request tier's own keys...
+REQUEST_ONLY = _FIELDS[_FIELDS.index("batch_miss_ci"):_FIELDS.index("p_miss_best")]
+#: ...and the fast tier's.
+FAST_ONLY = _FIELDS[_FIELDS.index("p_miss_best"):_FIELDS.index("fidelity_requested")]
+
+
+def _decode(key: str, v: Any) -> Any:
+    if key in _INTERVALS and isinstance(v, (list, tuple)):
+        return tuple(_number(x) for x in v)
+    return _number(v) if key in _NUMBERS else v
+
+
+def _number(v: Any) -> Any:
+    return float(v) if isinstance(v, str) and v in ("inf", "-inf", "nan") else v
+
+
+def _plain(v: Any) -> Any:
+    """A fresh JSON-shaped copy: tuples as lists, containers copied item by item."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
