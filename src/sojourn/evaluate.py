@@ -9,9 +9,11 @@ always says which tier produced it (``fidelity``, and ``tiers`` per number).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from sojourn._errors import ConfigError
+from sojourn.result import Result
 from sojourn.scenario import Scenario
 
 __all__ = ["FIDELITIES", "fast_applies", "result_number", "run_scenario", "sla_miss_value"]
@@ -40,8 +42,12 @@ def run_scenario(
     capacity: Any = None,
     resume: Any = None,
     on_replication: Any = None,
-) -> dict[str, Any]:
-    """Simulate at ``fidelity`` (default: the scenario's) and return the result as a dict.
+) -> Result:
+    """Simulate at ``fidelity`` (default: the scenario's) and return the tier's ``Result``.
+
+    The result also reads as the dict the CLI prints (``result["p_miss"]``; ``to_dict()``),
+    with ``fidelity_requested`` added, and ``fidelity_note`` where ``auto`` fell back to
+    the request tier.
 
     ``resume`` and ``on_replication``: ``sim.simulate``'s, for a request-tier run resumed
     replication by replication (the fast tier, minutes at most, ignores them).
@@ -57,19 +63,18 @@ def run_scenario(
         if why_not is None:
             from sojourn.fast import fast_simulate
 
-            out = dict(fast_simulate(scenario, replications=replications, seed=seed, capacity=capacity))
-            out["fidelity_requested"] = fid
-            return out
+            fast = fast_simulate(scenario, replications=replications, seed=seed, capacity=capacity)
+            return fast.to_result().with_values(fidelity_requested=fid)
         if fid == "fast":
             raise ConfigError("simulation.fidelity", f"the fast tier does not model {why_not}; use 'request' or 'auto'")
     from sojourn.sim import simulate
 
     out = simulate(scenario, replications=replications, n_jobs=n_jobs, seed=seed, progress=progress,
-                   capacity=capacity, resume=resume, on_replication=on_replication).to_dict()
-    out["fidelity_requested"] = fid
+                   capacity=capacity, resume=resume, on_replication=on_replication).to_result()
     if fid == "auto":
-        out["fidelity_note"] = f"request tier: the fast tier does not model {fast_applies(scenario)}"
-    return out
+        return out.with_values(fidelity_requested=fid,
+                               fidelity_note=f"request tier: the fast tier does not model {fast_applies(scenario)}")
+    return out.with_values(fidelity_requested=fid)
 
 
 def _num(v: Any) -> float:
@@ -81,7 +86,7 @@ def _num(v: Any) -> float:
     return float(v)
 
 
-def result_number(result: dict[str, Any], key: str, missing: float) -> float:
+def result_number(result: Mapping[str, Any], key: str, missing: float) -> float:
     """``result[key]`` as a float for an objective: ``missing`` when absent or NaN.
 
     A result that went through JSON (the CLI, a study's storage) holds a non-finite
@@ -95,7 +100,7 @@ def result_number(result: dict[str, Any], key: str, missing: float) -> float:
     return missing if math.isnan(x) else x
 
 
-def sla_miss_value(result: dict[str, Any], statistic: str = "upper", cancel: bool = False) -> tuple[float, str]:
+def sla_miss_value(result: Mapping[str, Any], statistic: str = "upper", cancel: bool = False) -> tuple[float, str]:
     """The P(miss) the ``sla_miss`` objective optimises, and where it comes from (one rule, both tiers).
 
     * A configuration settled without simulating (``fidelity = "check"``): its P(miss), 1.

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from sojourn._errors import ConfigError
 from sojourn._io import write_atomic
+from sojourn.result import Result
 
 __all__ = ["check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "write_atomic"]
 
@@ -75,6 +76,8 @@ def emit_json(obj: Any, out: str | None = None) -> None:
 
 
 def _json_default(o: Any) -> Any:
+    if isinstance(o, Result):  # the result of a run, serialised by its own to_dict
+        return o.to_dict()
     try:
         import numpy as np
 

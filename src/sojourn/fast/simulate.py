@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterator, KeysView
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from sojourn.fast.lindley import lindley, lindley_capped
 from sojourn.fast.outcomes import Latency, Runs, run_stats, sample_sojourns
 from sojourn.fast.stationary import RESOLUTION, BatchWork, WorkloadLaw, batch_work_moments, relaxation_time, workload_law
 from sojourn.fast.tails import fifo_tail, tail_p_miss
+from sojourn.result import Result, finite
 from sojourn.stats import (
     MIN_EPISODES,
     best_p_miss,
@@ -116,19 +118,23 @@ class FastResult:
     miss_episodes_effective: float = 0.0
     p_miss_note: str = ""
 
-    # A read-only mapping over ``to_dict()``: ``dict(result)`` and ``result["p_miss"]`` work
-    # as they do on the request-level result's dict.
-    def keys(self):  # noqa: ANN201
-        return self.to_dict().keys()
+    # A read-only mapping over ``to_result()``: ``dict(result)`` and ``result["p_miss"]`` work
+    # as they do on a ``Result``. The Result is built once, and again after a field is set.
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__.pop("_result", None)
+        super().__setattr__(name, value)
+
+    def keys(self) -> KeysView[str]:
+        return self.to_result().keys()
 
     def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
+        return self.to_result()[key]
 
-    def __iter__(self):  # noqa: ANN204
-        return iter(self.to_dict())
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_result())
 
     def __len__(self) -> int:
-        return len(self.to_dict())
+        return len(self.to_result())
 
     @property
     def p_miss_best(self) -> float:
@@ -146,56 +152,65 @@ class FastResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values; a non-finite number (a quantile beyond every served request) is None."""
-        fin = lambda x: None if x is None or not math.isfinite(x) else float(x)  # noqa: E731
-        return {
-            "p_miss": fin(self.p_miss),
-            "p_miss_ci": [fin(self.p_miss_ci[0]), fin(self.p_miss_ci[1])],
-            "p_miss_upper": fin(self.p_miss_upper),
-            "p_miss_best": fin(self.p_miss_best),
-            "p_miss_upper_sampled": fin(self.p_miss_upper_sampled),
-            "p_miss_unseen": fin(self.p_miss_unseen),
-            "p_miss_oversize": fin(self.p_miss_oversize),
-            "p_miss_oversize_floor": fin(self.p_miss_oversize_floor),
-            "p_miss_fragility": fin(self.p_miss_fragility),
-            "fragile": bool(self.fragile),
-            "miss_episodes": self.miss_episodes,
-            "miss_episodes_effective": fin(self.miss_episodes_effective),
-            "p_miss_note": self.p_miss_note,
-            "batch_miss": fin(self.batch_miss),
-            "sojourn_mean_s": fin(self.sojourn_mean_s),
-            "sojourn_mean_ci": [fin(self.sojourn_mean_ci[0]), fin(self.sojourn_mean_ci[1])],
-            "sojourn_p50_s": fin(self.sojourn_p50_s),
-            "sojourn_p90_s": fin(self.sojourn_p90_s),
-            "sojourn_p99_s": fin(self.sojourn_p99_s),
-            "wait_mean_s": fin(self.wait_mean_s),
-            "wait_mean_ci": [fin(self.wait_mean_ci[0]), fin(self.wait_mean_ci[1])],
-            "throughput_rps": fin(self.throughput_rps),
-            "requests_arrived": self.requests_arrived,
-            "requests_completed": self.requests_completed,
-            "requests_rejected": self.requests_rejected,
-            "requests_cancelled": self.requests_cancelled,
-            "requests_in_system": 0,
-            "batches_measured": self.batches_measured,
-            "replications": self.replications,
-            "horizon_hours": self.horizon_hours,
-            "cost_per_hour": self.cost_per_hour,
-            "fidelity": "fast",
-            "load": self.load.rho,
-            "load_peak": self.load.rho_peak,
-            "stable": self.load.stable,
-            "capacity_rps": self.load.capacity_rps,
-            "node_capacity": self.capacity.to_dict(),
-            "analytic_p_miss": fin(self.analytic_p_miss),
-            "analytic_regime": self.analytic_regime,
-            "analytic_p_miss_upper": fin(self.analytic_p_miss_upper),
-            "analytic_asymptotic": fin(self.analytic_asymptotic),
-            "analytic_agrees": self.analytic_agrees,
-            "steady_state": self.steady_state.to_dict() if self.steady_state else None,
-            "steady_state_note": self.steady_state.note if self.steady_state else "",
-            "agreement": self.agreement,
-            "tiers": dict(self.tiers),
-            "wall_s": self.wall_s,
-        }
+        return self.to_result().to_dict()
+
+    def to_result(self) -> Result:
+        """The tier-independent ``Result`` (``fidelity`` "fast"), built once (``__setattr__`` drops it)."""
+        if "_result" not in self.__dict__:
+            self.__dict__["_result"] = self._build_result()
+        return self.__dict__["_result"]
+
+    def _build_result(self) -> Result:
+        fin = finite
+        return Result.build(
+            p_miss=fin(self.p_miss),
+            p_miss_ci=(fin(self.p_miss_ci[0]), fin(self.p_miss_ci[1])),
+            p_miss_upper=fin(self.p_miss_upper),
+            p_miss_best=fin(self.p_miss_best),
+            p_miss_upper_sampled=fin(self.p_miss_upper_sampled),
+            p_miss_unseen=fin(self.p_miss_unseen),
+            p_miss_oversize=fin(self.p_miss_oversize),
+            p_miss_oversize_floor=fin(self.p_miss_oversize_floor),
+            p_miss_fragility=fin(self.p_miss_fragility),
+            fragile=bool(self.fragile),
+            miss_episodes=self.miss_episodes,
+            miss_episodes_effective=fin(self.miss_episodes_effective),
+            p_miss_note=self.p_miss_note,
+            batch_miss=fin(self.batch_miss),
+            sojourn_mean_s=fin(self.sojourn_mean_s),
+            sojourn_mean_ci=(fin(self.sojourn_mean_ci[0]), fin(self.sojourn_mean_ci[1])),
+            sojourn_p50_s=fin(self.sojourn_p50_s),
+            sojourn_p90_s=fin(self.sojourn_p90_s),
+            sojourn_p99_s=fin(self.sojourn_p99_s),
+            wait_mean_s=fin(self.wait_mean_s),
+            wait_mean_ci=(fin(self.wait_mean_ci[0]), fin(self.wait_mean_ci[1])),
+            throughput_rps=fin(self.throughput_rps),
+            requests_arrived=self.requests_arrived,
+            requests_completed=self.requests_completed,
+            requests_rejected=self.requests_rejected,
+            requests_cancelled=self.requests_cancelled,
+            requests_in_system=0,
+            batches_measured=self.batches_measured,
+            replications=self.replications,
+            horizon_hours=self.horizon_hours,
+            cost_per_hour=self.cost_per_hour,
+            fidelity="fast",
+            load=self.load.rho,
+            load_peak=self.load.rho_peak,
+            stable=self.load.stable,
+            capacity_rps=self.load.capacity_rps,
+            node_capacity=self.capacity.to_dict(),
+            analytic_p_miss=fin(self.analytic_p_miss),
+            analytic_regime=self.analytic_regime,
+            analytic_p_miss_upper=fin(self.analytic_p_miss_upper),
+            analytic_asymptotic=fin(self.analytic_asymptotic),
+            analytic_agrees=self.analytic_agrees,
+            steady_state=self.steady_state.to_dict() if self.steady_state else None,
+            steady_state_note=self.steady_state.note if self.steady_state else "",
+            agreement=self.agreement,
+            tiers=dict(self.tiers),
+            wall_s=self.wall_s,
+        )
 
 
 def offered_load(scenario: Any, capacity: NodeCapacity | None = None) -> float:

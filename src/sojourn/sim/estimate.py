@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from sojourn._errors import ConfigError
+from sojourn.result import Result, finite
 from sojourn.sim._sojourns import POOL_CAP, LogHistogram, pooled_quantiles
 from sojourn.sim.fleet import ReplicationStats, check_scenario, run_replication
 from sojourn.stats import (
@@ -145,56 +146,60 @@ class SimResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (an infinite quantile, i.e. beyond any served request, is None)."""
-        fin = lambda x: None if x is None or not math.isfinite(x) else float(x)  # noqa: E731
-        return {
-            "fidelity": self.fidelity,
-            "p_miss": fin(self.p_miss),
-            "p_miss_ci": [fin(self.p_miss_ci[0]), fin(self.p_miss_ci[1])],
-            "p_miss_upper": fin(self.p_miss_upper),
-            "miss_episodes": self.miss_episodes,
-            "miss_episodes_effective": fin(self.miss_episodes_effective),
-            "p_miss_note": self.p_miss_note,
-            "batch_miss": fin(self.batch_miss),
-            "batch_miss_ci": [fin(self.batch_miss_ci[0]), fin(self.batch_miss_ci[1])],
-            "sojourn_mean_s": fin(self.sojourn_mean_s),
-            "sojourn_mean_ci": [fin(self.sojourn_mean_ci[0]), fin(self.sojourn_mean_ci[1])],
-            "sojourn_p50_s": fin(self.sojourn_p50_s),
-            "sojourn_p90_s": fin(self.sojourn_p90_s),
-            "sojourn_p99_s": fin(self.sojourn_p99_s),
-            "sojourn_unfinished_share": fin(self.sojourn_unfinished_share),
-            "sojourn_note": self.sojourn_note,
-            "wait_mean_s": fin(self.wait_mean_s),
-            "wait_mean_ci": [fin(self.wait_mean_ci[0]), fin(self.wait_mean_ci[1])],
-            "throughput_rps": fin(self.throughput_rps),
-            "requests_arrived": self.requests_arrived,
-            "requests_completed": self.requests_completed,
-            "requests_rejected": self.requests_rejected,
-            "requests_cancelled": self.requests_cancelled,
-            "requests_in_system": self.requests_in_system,
-            "rejected_by": dict(self.rejected_by),
-            "cancelled_by": dict(self.cancelled_by),
-            "preemptions": self.preemptions,
-            "kv_utilization": fin(self.kv_utilization),
-            "busy_fraction": fin(self.busy_fraction),
-            "cost_per_hour": fin(self.cost_per_hour),
-            "sla_hours": self.sla_hours,
-            "replications": self.replications,
-            "seed": self.seed,
-            "horizon_hours": self.horizon_hours,
-            "warmup_hours": self.warmup_hours,
-            "requests_simulated": self.requests_simulated,
-            "wall_s": self.wall_s,
-            "load": fin(self.load),
-            "stable": None if math.isnan(self.load) else bool(self.load < 1.0),
-            "p_miss_unseen": fin(self.p_miss_unseen),
-            "p_miss_oversize": fin(self.p_miss_oversize),
-            "steady_state": self.steady_state.to_dict() if self.steady_state else None,
-            "steady_state_note": self.steady_state.note if self.steady_state else "",
-            "by_sla_class": [
+        return self.to_result().to_dict()
+
+    def to_result(self) -> Result:
+        """The tier-independent ``Result`` (``fidelity`` "request"): JSON-ready values, non-finite as None."""
+        fin = finite
+        return Result.build(
+            fidelity=self.fidelity,
+            p_miss=fin(self.p_miss),
+            p_miss_ci=(fin(self.p_miss_ci[0]), fin(self.p_miss_ci[1])),
+            p_miss_upper=fin(self.p_miss_upper),
+            miss_episodes=self.miss_episodes,
+            miss_episodes_effective=fin(self.miss_episodes_effective),
+            p_miss_note=self.p_miss_note,
+            batch_miss=fin(self.batch_miss),
+            batch_miss_ci=(fin(self.batch_miss_ci[0]), fin(self.batch_miss_ci[1])),
+            sojourn_mean_s=fin(self.sojourn_mean_s),
+            sojourn_mean_ci=(fin(self.sojourn_mean_ci[0]), fin(self.sojourn_mean_ci[1])),
+            sojourn_p50_s=fin(self.sojourn_p50_s),
+            sojourn_p90_s=fin(self.sojourn_p90_s),
+            sojourn_p99_s=fin(self.sojourn_p99_s),
+            sojourn_unfinished_share=fin(self.sojourn_unfinished_share),
+            sojourn_note=self.sojourn_note,
+            wait_mean_s=fin(self.wait_mean_s),
+            wait_mean_ci=(fin(self.wait_mean_ci[0]), fin(self.wait_mean_ci[1])),
+            throughput_rps=fin(self.throughput_rps),
+            requests_arrived=self.requests_arrived,
+            requests_completed=self.requests_completed,
+            requests_rejected=self.requests_rejected,
+            requests_cancelled=self.requests_cancelled,
+            requests_in_system=self.requests_in_system,
+            rejected_by=dict(self.rejected_by),
+            cancelled_by=dict(self.cancelled_by),
+            preemptions=self.preemptions,
+            kv_utilization=fin(self.kv_utilization),
+            busy_fraction=fin(self.busy_fraction),
+            cost_per_hour=fin(self.cost_per_hour),
+            sla_hours=self.sla_hours,
+            replications=self.replications,
+            seed=self.seed,
+            horizon_hours=self.horizon_hours,
+            warmup_hours=self.warmup_hours,
+            requests_simulated=self.requests_simulated,
+            wall_s=self.wall_s,
+            load=fin(self.load),
+            stable=None if math.isnan(self.load) else bool(self.load < 1.0),
+            p_miss_unseen=fin(self.p_miss_unseen),
+            p_miss_oversize=fin(self.p_miss_oversize),
+            steady_state=self.steady_state.to_dict() if self.steady_state else None,
+            steady_state_note=self.steady_state.note if self.steady_state else "",
+            by_sla_class=[
                 {**c, "p_miss": fin(c["p_miss"]), "p_miss_ci": [fin(x) for x in c["p_miss_ci"]]}
                 for c in self.by_sla_class
             ],
-        }
+        )
 
 
 def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: float, keep_samples: bool,

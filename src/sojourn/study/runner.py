@@ -25,6 +25,7 @@ import optuna
 
 from sojourn._errors import ConfigError
 from sojourn._interrupt import in_stoppable, stoppable
+from sojourn.result import Result, storable
 from sojourn.scenario import Scenario
 from sojourn.study.config import Range, StudyConfig
 from sojourn.study.objectives import Objective, find_objectives_dir, load_objectives
@@ -65,20 +66,24 @@ def suggest(trial: optuna.trial.BaseTrial, space: dict[str, Any]) -> dict[str, A
     return params
 
 
-def pessimistic_result(scenario_cost: float) -> dict[str, Any]:
-    """The result assigned to a configuration that cannot work: every request misses."""
-    return {
-        "p_miss": 1.0,
-        "p_miss_ci": [1.0, 1.0],
-        "p_miss_upper": 1.0,
-        "batch_miss": 1.0,
-        "sojourn_mean_s": math.inf,
-        "sojourn_p50_s": math.inf,
-        "sojourn_p99_s": math.inf,
-        "throughput_rps": 0.0,
-        "cost_per_hour": scenario_cost,
-        "fidelity": "check",
-    }
+def pessimistic_result(scenario_cost: float) -> Result:
+    """The result assigned to a configuration that cannot work: every request misses.
+
+    Its fidelity is "check" (settled without simulating) and its infinities are exact,
+    so they stay ``inf`` (a study stores them as "inf").
+    """
+    return Result.build(
+        p_miss=1.0,
+        p_miss_ci=(1.0, 1.0),
+        p_miss_upper=1.0,
+        batch_miss=1.0,
+        sojourn_mean_s=math.inf,
+        sojourn_p50_s=math.inf,
+        sojourn_p99_s=math.inf,
+        throughput_rps=0.0,
+        cost_per_hour=scenario_cost,
+        fidelity="check",
+    )
 
 
 #: Completions timed on a saturated node for a trial's capacity (the fast tier's default
@@ -117,8 +122,8 @@ def evaluate(
     progress: Any = False,
     resume: Any = None,
     on_replication: Any = None,
-) -> dict[str, Any]:
-    """Simulate a scenario at the given fidelity and return the result dict (``progress``, ``resume``,
+) -> Result:
+    """Simulate a scenario at the given fidelity and return its ``Result`` (``progress``, ``resume``,
     ``on_replication``: ``sim.simulate``'s)."""
     from sojourn.evaluate import run_scenario
 
@@ -126,16 +131,8 @@ def evaluate(
                         progress=progress, resume=resume, on_replication=on_replication)
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if hasattr(v, "item"):
-        return _jsonable(v.item())
-    return v
+#: The study's storage form of a value (``sojourn.result.storable``; confirm.py imports this name).
+_jsonable = storable
 
 
 @dataclass
@@ -435,10 +432,11 @@ class StudyRunner:
                 values_scenario: Any = scenario if scenario is not None else _CostOnly(cost)
             else:
                 with stoppable():  # a second Ctrl-C aborts the simulation, never Optuna's bookkeeping
-                    result = evaluate(scenario, self.trial_fidelity, n_jobs=self.n_jobs, capacity=cap)
+                    result = Result.from_dict(evaluate(scenario, self.trial_fidelity, n_jobs=self.n_jobs,
+                                                       capacity=cap))
                 values_scenario = scenario
-            for k, v in result.items():
-                trial.set_user_attr(k, _jsonable(v))
+            for k, v in result.to_storage().items():
+                trial.set_user_attr(k, v)
             trial.set_user_attr("cost_per_hour", cost)
             # Constraints (<= 0 is feasible), seen by the samplers; also a user attribute for the dashboard.
             over = cost - budget if budget is not None else 0.0
