@@ -6,12 +6,15 @@ measure, and so does an unstable fleet (offered load >= 1) that does not cancel 
 deadline: its misses grow without bound, whatever a finite run counted (as ``sla_miss``).
 """
 
+from typing import Any
+
 from sojourn.evaluate import result_number
+from sojourn.result import Result
 
 direction = "minimize"
 
 
-def objective(result, scenario, settings=None):
+def objective(result: Result, scenario: Any, settings: Any = None) -> float:
     cancel = getattr(getattr(scenario, "serving", None), "on_deadline", None) == "cancel"
     if result.get("stable") is False and not cancel:
         return 1.0

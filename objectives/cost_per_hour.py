@@ -3,8 +3,12 @@
 The result is not read: a configuration costs the same whether it was simulated or not.
 """
 
+from typing import Any
+
+from sojourn.result import Result
+
 direction = "minimize"
 
 
-def objective(result, scenario, settings=None):
+def objective(result: Result, scenario: Any, settings: Any = None) -> float:
     return float(scenario.cost_per_hour)

@@ -7,13 +7,15 @@ Optuna takes it as a value (storage and samplers included) and ranks it last.
 """
 
 import math
+from typing import Any
 
 from sojourn.evaluate import result_number
+from sojourn.result import Result
 
 direction = "minimize"
 
 
-def objective(result, scenario, settings=None):
+def objective(result: Result, scenario: Any, settings: Any = None) -> float:
     cancel = getattr(getattr(scenario, "serving", None), "on_deadline", None) == "cancel"
     if result.get("stable") is False and not cancel:
         return math.inf

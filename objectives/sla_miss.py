@@ -15,12 +15,15 @@ tiers (docs/model.md, "Which P(miss) a study optimises"):
 Values below the study's ``p_miss_floor`` (default 1e-6) read as the floor.
 """
 
+from typing import Any
+
 from sojourn.evaluate import sla_miss_value
+from sojourn.result import Result
 
 direction = "minimize"
 
 
-def objective(result, scenario, settings=None):
+def objective(result: Result, scenario: Any, settings: Any = None) -> float:
     floor = float(getattr(settings, "p_miss_floor", 0.0) or 0.0)
     statistic = getattr(settings, "sla_miss_statistic", "upper")
     cancel = getattr(getattr(scenario, "serving", None), "on_deadline", None) == "cancel"

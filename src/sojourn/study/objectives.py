@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sojourn._errors import ConfigError
+from sojourn.result import Result
 
 __all__ = ["Objective", "check_objectives", "find_objectives_dir", "load_objectives"]
 
@@ -18,13 +19,18 @@ __all__ = ["Objective", "check_objectives", "find_objectives_dir", "load_objecti
 class Objective:
     name: str
     direction: str  # "minimize" | "maximize"
-    fn: Callable[..., float]
+    fn: Callable[[Result, Any, Any], float]  # objective(result, scenario, settings)
     doc: str
 
-    def __call__(self, result: dict[str, Any], scenario: Any, settings: Any = None) -> float:
+    def __call__(self, result: Mapping[str, Any], scenario: Any, settings: Any = None) -> float:
         """The objective's value: a number (+-inf allowed); NaN, which no sampler can rank, stops
-        the study with a ConfigError naming the objective."""
-        value = float(self.fn(result, scenario, settings))
+        the study with a ConfigError naming the objective.
+
+        The module's function receives a ``sojourn.result.Result`` (a plain dict, such as a
+        stored trial's attributes, is read with ``Result.from_dict``): typed attributes, and
+        the read-only mapping ``result["p_miss"]``, ``result.get("stable")`` of the JSON keys.
+        """
+        value = float(self.fn(Result.from_dict(result), scenario, settings))
         if math.isnan(value):
             raise ConfigError("study.objectives", f"{self.name} returned NaN, which no sampler can rank; an "
                                                   "objective must return a number (inf is allowed)")
