@@ -25,7 +25,7 @@ import functools
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, Union
+from typing import Annotated, Any, Literal, Self, Union, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -41,6 +41,7 @@ from pydantic import (
 from scipy import special, stats
 
 __all__ = [
+    "DISTRIBUTIONS",
     "Distribution",
     "DistributionSpec",
     "Empirical",
@@ -545,6 +546,12 @@ DistributionSpec = Annotated[
     Field(discriminator="dist"),
 ]
 """The type of a distribution-valued field in other pydantic models."""
+
+#: Every distribution by its tag (``dist = "..."``), read off the ``DistributionSpec`` union:
+#: a family added there is known everywhere a list of the names is needed.
+DISTRIBUTIONS: dict[str, type[Distribution]] = {
+    cls.model_fields["dist"].default: cls for cls in get_args(get_args(DistributionSpec)[0])
+}
 
 # The title names the thing in a ValidationError instead of pydantic's union repr.
 _ADAPTER: TypeAdapter[Distribution] = TypeAdapter(

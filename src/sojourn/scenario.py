@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,13 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from sojourn._errors import ConfigError
 from sojourn._io import read_text
-from sojourn.distributions import DistributionSpec, Fixed
+from sojourn.distributions import DISTRIBUTIONS, DistributionSpec, Fixed
+from sojourn.perf import KV_CACHE_DTYPES, PerfModel
 
 __all__ = [
     "CatalogueOverrides",
     "Fleet",
     "GenericServer",
     "ModelConfig",
+    "ROUTERS",
     "SCENARIO_DISCIPLINES",
     "Scenario",
     "Serving",
@@ -48,8 +51,16 @@ __all__ = [
 DEFAULT_MAX_REQUESTS = 1_000_000_000
 DEFAULT_MAX_BATCHES = 20_000_000
 
-#: Queue disciplines the simulator implements (see ``sojourn.sim.disciplines``).
+#: Queue disciplines the simulator implements: the names of ``sojourn.sim.disciplines.DISCIPLINES``.
+#: Written here, not read from there, because the scenario sits below the simulator
+#: (docs/architecture.md); tests/test_sim_disciplines.py holds the two equal.
 SCENARIO_DISCIPLINES = ("fifo", "lifo", "sjf", "sjf_work", "edf", "fair", "triage")
+#: How a fleet routes requests to its nodes (``fleet.routing``; each is a branch of
+#: ``sojourn.sim.fleet.FleetSim``, and tests/test_routers_contract.py runs over these).
+ROUTERS = ("pull", "round_robin", "least_loaded")
+#: vLLM's engine defaults, written once, on the performance model one layer down (the
+#: scenario may import it, not the other way round): ``Serving`` takes its defaults from there.
+_ENGINE_DEFAULTS = {f.name: f.default for f in fields(PerfModel)}
 
 
 class _Strict(BaseModel):
@@ -182,7 +193,7 @@ class Fleet(_Strict):
     gpu: str = "h100-sxm"
     nodes: int = Field(default=1, ge=1)
     tp: int = Field(default=1, ge=1)
-    routing: Literal["pull", "round_robin", "least_loaded"] = "pull"
+    routing: Literal[ROUTERS] = "pull"  # type: ignore[valid-type]
     server: GenericServer | None = None
     #: Overrides the catalogue's rent price for this scenario.
     price_usd_per_gpu_hour: float | None = Field(default=None, ge=0)
@@ -191,13 +202,14 @@ class Fleet(_Strict):
 class Serving(_Strict):
     """Engine and queue settings, with vLLM's names where vLLM has one."""
 
-    gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
-    max_num_batched_tokens: int = Field(default=8192, ge=1)
-    max_num_seqs: int = Field(default=256, ge=1)
+    gpu_memory_utilization: float = Field(default=_ENGINE_DEFAULTS["gpu_memory_utilization"], gt=0, le=1)
+    #: At least 1, and, for an engine, at least max_num_seqs (``check_engine``).
+    max_num_batched_tokens: int = Field(default=_ENGINE_DEFAULTS["max_num_batched_tokens"], ge=1)
+    max_num_seqs: int = Field(default=_ENGINE_DEFAULTS["max_num_seqs"], ge=1)
     max_model_len: int = Field(default=32768, ge=1)
-    block_size: Literal[1, 8, 16, 32, 64, 128] = 16
+    block_size: Literal[1, 8, 16, 32, 64, 128] = _ENGINE_DEFAULTS["block_size"]
     #: KV-cache element type (vLLM's --kv-cache-dtype); unset: fp8 with fp8/fp4 weights, else bf16.
-    kv_cache_dtype: Literal["bf16", "fp8"] | None = None
+    kv_cache_dtype: Literal[KV_CACHE_DTYPES] | None = _ENGINE_DEFAULTS["kv_cache_dtype"]  # type: ignore[valid-type]
     discipline: Literal[SCENARIO_DISCIPLINES] = "fifo"  # type: ignore[valid-type]
     #: Requests waiting beyond this many in the central queue are rejected (None: unbounded).
     max_queue: int | None = Field(default=None, ge=0)
@@ -211,6 +223,16 @@ class Serving(_Strict):
     #: Performance profile: a shipped profile name or a path to a profile file from ``sojourn calibrate``.
     profile: str | None = None
     backend: Literal["vllm", "sglang", "trtllm"] = "vllm"
+
+    def check_engine(self) -> None:
+        """The rule between settings that an engine replica needs (a generic server reads none of
+        them): vLLM refuses a step budget below the sequence limit, as every running sequence
+        needs a token of each step. A ConfigError naming ``serving.max_num_batched_tokens``."""
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ConfigError(
+                "serving.max_num_batched_tokens",
+                f"{self.max_num_batched_tokens} is below max_num_seqs={self.max_num_seqs}; allowed: >= max_num_seqs",
+            )
 
 
 class SimulationSettings(_Strict):
@@ -261,13 +283,7 @@ class Scenario(_Strict):
         self.gpu_spec()
         if self.fleet.server is None:
             sv = self.serving
-            if sv.max_num_batched_tokens < sv.max_num_seqs:
-                # vLLM refuses this too: every running sequence needs a token of the step budget.
-                raise ConfigError(
-                    "serving.max_num_batched_tokens",
-                    f"{sv.max_num_batched_tokens} is below max_num_seqs={sv.max_num_seqs}; "
-                    "allowed: >= max_num_seqs",
-                )
+            sv.check_engine()
             limit = self.model_spec().max_position_embeddings
             if sv.max_model_len > limit:
                 raise ConfigError(
@@ -399,9 +415,8 @@ class Scenario(_Strict):
         return scenario_from_dict(data, base_dir=self.base_dir)
 
 
-_DIST_TAGS = frozenset(
-    ("fixed", "exponential", "geometric", "lognormal", "gamma", "pareto", "uniform", "empirical")
-)
+#: The distribution tags pydantic puts in an error's path (derived from the union's registry).
+_DIST_TAGS = frozenset(DISTRIBUTIONS)
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> ConfigError:

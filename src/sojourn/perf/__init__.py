@@ -5,7 +5,7 @@ that uses it live in the simulator package: ``sim/closed_loop.py``, ``sim/calibr
 """
 
 from sojourn.perf._calibrate import load_silicon, load_step_grid, load_steps
-from sojourn.perf._model import GIB, PerfModel, build_perf_model
+from sojourn.perf._model import GIB, KV_CACHE_DTYPES, PerfModel, build_perf_model
 from sojourn.perf._profile import (
     CARRY_OVER,
     PRIOR,
@@ -24,6 +24,7 @@ __all__ = [
     "CARRY_OVER",
     "Calibration",
     "GIB",
+    "KV_CACHE_DTYPES",
     "PRIOR",
     "PerfModel",
     "Profile",

@@ -28,7 +28,7 @@ from sojourn.perf._profile import Calibration, Profile, calibration_of, resolve_
 if TYPE_CHECKING:  # pragma: no cover
     from sojourn.catalogue import GPU, ModelSpec
 
-__all__ = ["GIB", "PerfModel", "build_perf_model", "weight_bytes_per_param", "kv_bytes_per_element"]
+__all__ = ["GIB", "KV_CACHE_DTYPES", "PerfModel", "build_perf_model", "weight_bytes_per_param", "kv_bytes_per_element"]
 
 GIB = float(2**30)
 
@@ -75,6 +75,8 @@ class PerfModel:
     tp: int
     precision: str
     profile: Profile
+    #: vLLM's engine defaults (its OpenAI server on a GPU with >= 70 GiB), written only here:
+    #: ``scenario.Serving`` and ``sojourn perf`` take theirs from these fields.
     gpu_memory_utilization: float = 0.9
     max_num_batched_tokens: int = 8192
     max_num_seqs: int = 256
