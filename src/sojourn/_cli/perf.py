@@ -15,25 +15,65 @@ DEFAULT_BATCH = "1,8,32,64,128,256"
 DEFAULT_CONTEXT = "1024,4096,16384"
 
 
+#: The options that stand for a scenario setting: option -> (section, field). Each is validated by
+#: the scenario's own pydantic model of that section, which also gives its default and allowed values.
+SETTINGS = {
+    "model": ("model", "name"),
+    "precision": ("model", "precision"),
+    "gpu": ("fleet", "gpu"),
+    "tp": ("fleet", "tp"),
+    "backend": ("serving", "backend"),
+    "profile": ("serving", "profile"),
+    "gpu_memory_utilization": ("serving", "gpu_memory_utilization"),
+    "max_num_batched_tokens": ("serving", "max_num_batched_tokens"),
+    "max_num_seqs": ("serving", "max_num_seqs"),
+    "block_size": ("serving", "block_size"),
+    "kv_cache_dtype": ("serving", "kv_cache_dtype"),
+}
+#: The scenario's model of each section.
+SECTIONS = {"model": "ModelConfig", "fleet": "Fleet", "serving": "Serving"}
+
+
+def _flag(dest: str) -> str:
+    return f"--{dest.replace('_', '-')}"
+
+
+class _SettingHelp(argparse.HelpFormatter):
+    """Help naming, for an option that stands for a scenario setting, the setting and its default:
+    read from the pydantic field when --help is printed, so building the parser imports no schema."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.dest not in SETTINGS or action.required:
+            return text
+        from sojourn import scenario
+
+        section, field = SETTINGS[action.dest]
+        default = getattr(scenario, SECTIONS[section]).model_fields[field].default
+        shown = "unset" if default is None else default
+        return f"{text} (scenario setting {section}.{field}; default {shown})".lstrip()
+
+
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
         help="memory, KV capacity, prefill and decode step times of one replica",
         description=__doc__,
+        formatter_class=_SettingHelp,
     )
     p.add_argument("--model", required=True, help="catalogue model id or a path to a HF config.json")
     p.add_argument("--gpu", required=True, help="catalogue GPU id (e.g. h100-sxm)")
-    p.add_argument("--tp", type=int, default=1, help="GPUs per replica (tensor parallel)")
-    p.add_argument("--precision", default="bf16", help="bf16 | fp8 | fp4 (weights and KV cache)")
-    p.add_argument("--backend", default="vllm", help="engine whose profile to use: vllm | sglang | trtllm")
-    p.add_argument("--profile", default=None, help="a profile from `sojourn calibrate` (name or path)")
+    p.add_argument("--tp", type=int, help="GPUs per replica (tensor parallel)")
+    p.add_argument("--precision", help="bf16 | fp8 | fp4 (weights and KV cache)")
+    p.add_argument("--backend", help="engine whose profile to use: vllm | sglang | trtllm")
+    p.add_argument("--profile", help="a profile from `sojourn calibrate` (name or path); unset: the shipped one")
     p.add_argument("--batch", default=DEFAULT_BATCH, help="decode batch sizes of the β table")
     p.add_argument("--context", default=DEFAULT_CONTEXT, help="context tokens per sequence of the β table")
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
-    p.add_argument("--max-num-batched-tokens", type=int, default=8192)
-    p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--kv-cache-dtype", default=None, help="bf16 | fp8 (default: fp8 with fp8/fp4 weights, else bf16)")
+    p.add_argument("--gpu-memory-utilization", type=float, help="vLLM's, as a fraction")
+    p.add_argument("--max-num-batched-tokens", type=int, help="vLLM's token budget of a step")
+    p.add_argument("--max-num-seqs", type=int, help="vLLM's limit of sequences a step runs")
+    p.add_argument("--block-size", type=int, help="vLLM's KV-cache block, in tokens")
+    p.add_argument("--kv-cache-dtype", help="bf16 | fp8 (unset: fp8 with fp8/fp4 weights, else bf16)")
     p.add_argument("--request-tokens", type=int, default=None,
                    help="tokens of one request for 'KV capacity in requests' (default isl+osl, else 1024+256)")
     p.add_argument("--isl", type=int, help="input tokens per request (closed-loop prediction)")
@@ -48,26 +88,40 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
 MAX_CONCURRENCY = 100_000
 
 
-class _Serving:
-    """The serving knobs a PerfModel needs, from the command line, each by its scenario setting's rule."""
+def _section(args: argparse.Namespace, section: str) -> Any:
+    """The scenario's model of ``section`` (``model``, ``fleet``, ``serving``) built from the options
+    that stand for its settings (one not given takes the model's default), validated once, by the
+    model: a ConfigError naming the option, the setting and what it allows."""
+    from pydantic import ValidationError
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        from sojourn.scenario import Serving
+    from sojourn import scenario
 
-        for opt in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "block_size",
-                    "kv_cache_dtype"):
-            setattr(self, opt, check_field(Serving, opt, getattr(args, opt), f"--{opt.replace('_', '-')}",
-                                           f"serving.{opt}"))
-        self.max_model_len = None
+    cls = getattr(scenario, SECTIONS[section])
+    given = {field: getattr(args, dest) for dest, (sec, field) in SETTINGS.items()
+             if sec == section and getattr(args, dest) is not None}
+    try:
+        return cls(**given)
+    except ValidationError as err:
+        # Worded as every command-line number is (check_field): the option, then the setting's rule.
+        for dest, (sec, field) in SETTINGS.items():
+            if sec == section and field in given:
+                check_field(cls, field, given[field], _flag(dest), f"{section}.{field}")
+        raise scenario.format_validation_error(err, prefix=section) from None
+
+
+def _settings(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(ModelConfig, Fleet, Serving) from the command line, as a scenario holds them."""
+    model, fleet, serving = (_section(args, s) for s in ("model", "fleet", "serving"))
+    try:
+        serving.check_engine()  # the scenario's rule between an engine's settings
+    except ConfigError as err:
+        field = err.field.split(".")[-1]
+        raise ConfigError(_flag(field), f"{err.message} (the rule of {err.field})") from None
+    return model, fleet, serving
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    """Every option by the rule of the scenario setting it stands for, before any work."""
-    from sojourn.scenario import Fleet, ModelConfig, Serving
-
-    check_field(Fleet, "tp", args.tp, "--tp", "fleet.tp")
-    check_field(ModelConfig, "precision", args.precision, "--precision", "model.precision")
-    check_field(Serving, "backend", args.backend, "--backend", "serving.backend")
+    """Every option not a scenario setting, before any work."""
     for name in ("request_tokens", "isl", "osl"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -82,13 +136,15 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     from sojourn.catalogue import default_catalogue
     from sojourn.perf import build_perf_model
 
+    model_cfg, fleet, serving = _settings(args)
     _check_args(args)
-    serving = _Serving(args)
     cat = default_catalogue()
-    model = cat.model(args.model)
-    gpu = cat.gpu(args.gpu)
-    pm = build_perf_model(model, gpu, tp=args.tp, precision=args.precision, profile=args.profile,
-                          backend=args.backend, serving=serving)
+    model = cat.model(model_cfg.name)
+    gpu = cat.gpu(fleet.gpu)
+    # A replica on its own: the KV capacity is reported, not held to one request of max_model_len.
+    pm = build_perf_model(model, gpu, tp=fleet.tp, precision=model_cfg.precision, profile=serving.profile,
+                          backend=serving.backend, serving=serving, check=False)
+    pm.check_fits()
     batches = int_list(args.batch, "--batch")
     contexts = int_list(args.context, "--context")
     closed = [args.isl, args.osl, args.concurrency]
@@ -100,9 +156,9 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": model.id,
         "gpu": gpu.id,
-        "tp": args.tp,
-        "precision": args.precision,
-        "backend": args.backend,
+        "tp": fleet.tp,
+        "precision": model_cfg.precision,
+        "backend": serving.backend,
         "weights_bytes": pm.weights_bytes,
         "weights_bytes_per_gpu": pm.weights_bytes_per_gpu,
         "kv_bytes_per_token": pm.kv_bytes_per_token,
@@ -118,7 +174,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         },
         "profile": {k: v for k, v in prof.to_dict().items() if k != "fit"},
         "sources": {
-            "weights_bytes": f"{model.id} parameters ({model.source}) x bytes per parameter at {args.precision}",
+            "weights_bytes": f"{model.id} parameters ({model.source}) x bytes per parameter at {model_cfg.precision}",
             "kv_capacity_tokens": (
                 f"{gpu.id} memory ({gpu.sources.get('specs', '')}) x gpu_memory_utilization "
                 f"- weights - activation reserve (estimate), / KV bytes per token"
@@ -129,7 +185,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     }
     if prof.carried_from:
         out["warning"] = (
-            f"no measurements for {gpu.id} ({args.backend}): efficiency factors carried over from "
+            f"no measurements for {gpu.id} ({serving.backend}): efficiency factors carried over from "
             f"{prof.carried_from}; treat times as a roofline estimate"
         )
     if args.isl is not None:
