@@ -141,3 +141,5 @@ def test_help_names_each_setting_and_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "scenario setting serving.max_num_seqs; default 256" in text
     assert "scenario setting fleet.tp; default 1" in text
+    assert "scenario setting serving.backend; allowed: vllm | sglang | trtllm; default vllm" in text
+    assert "scenario setting serving.kv_cache_dtype; allowed: bf16 | fp8; default unset" in text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
+import typing
 from typing import Any
 
 from sojourn._cli._common import check_field, emit_json, int_list
@@ -39,8 +41,9 @@ def _flag(dest: str) -> str:
 
 
 class _SettingHelp(argparse.HelpFormatter):
-    """Help naming, for an option that stands for a scenario setting, the setting and its default:
-    read from the pydantic field when --help is printed, so building the parser imports no schema."""
+    """Help naming, for an option that stands for a scenario setting, the setting, its allowed values
+    and its default: read from the pydantic field when --help is printed, so building the parser
+    imports no schema."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -49,9 +52,14 @@ class _SettingHelp(argparse.HelpFormatter):
         from sojourn import scenario
 
         section, field = SETTINGS[action.dest]
-        default = getattr(scenario, SECTIONS[section]).model_fields[field].default
-        shown = "unset" if default is None else default
-        return f"{text} (scenario setting {section}.{field}; default {shown})".lstrip()
+        info = getattr(scenario, SECTIONS[section]).model_fields[field]
+        kind = info.annotation
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional[Literal[...]]
+            kind = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+        allowed = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else ()
+        rule = f"; allowed: {' | '.join(map(str, allowed))}" if allowed else ""
+        shown = "unset" if info.default is None else info.default
+        return f"{text} (scenario setting {section}.{field}{rule}; default {shown})".lstrip()
 
 
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
@@ -64,8 +72,8 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="catalogue model id or a path to a HF config.json")
     p.add_argument("--gpu", required=True, help="catalogue GPU id (e.g. h100-sxm)")
     p.add_argument("--tp", type=int, help="GPUs per replica (tensor parallel)")
-    p.add_argument("--precision", help="bf16 | fp8 | fp4 (weights and KV cache)")
-    p.add_argument("--backend", help="engine whose profile to use: vllm | sglang | trtllm")
+    p.add_argument("--precision", help="of the weights (and the KV cache, unless --kv-cache-dtype)")
+    p.add_argument("--backend", help="engine whose profile to use")
     p.add_argument("--profile", help="a profile from `sojourn calibrate` (name or path); unset: the shipped one")
     p.add_argument("--batch", default=DEFAULT_BATCH, help="decode batch sizes of the β table")
     p.add_argument("--context", default=DEFAULT_CONTEXT, help="context tokens per sequence of the β table")
@@ -73,7 +81,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--max-num-batched-tokens", type=int, help="vLLM's token budget of a step")
     p.add_argument("--max-num-seqs", type=int, help="vLLM's limit of sequences a step runs")
     p.add_argument("--block-size", type=int, help="vLLM's KV-cache block, in tokens")
-    p.add_argument("--kv-cache-dtype", help="bf16 | fp8 (unset: fp8 with fp8/fp4 weights, else bf16)")
+    p.add_argument("--kv-cache-dtype", help="vLLM's; unset: fp8 with fp8/fp4 weights, else bf16")
     p.add_argument("--request-tokens", type=int, default=None,
                    help="tokens of one request for 'KV capacity in requests' (default isl+osl, else 1024+256)")
     p.add_argument("--isl", type=int, help="input tokens per request (closed-loop prediction)")
