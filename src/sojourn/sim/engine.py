@@ -757,12 +757,13 @@ class Engine:
             # As _advance_decode(k, dt).
             self.kv_block_seconds += used * dt
             if dec_n:
-                full, part = divmod(k, bs)
-                used += full * dec_n
-                if part == 1:
+                if k == 1:  # every prefill step, and a short run: the blocks one step opens
                     used += hist[(-step) % bs]
-                elif part:
-                    used += _partial_need(hist, bs, step, part)
+                else:
+                    full, part = divmod(k, bs)
+                    used += full * dec_n
+                    if part:
+                        used += _partial_need(hist, bs, step, part)
             step += k
             self.steps_done += k
             self.busy_time += dt
