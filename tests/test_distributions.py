@@ -462,3 +462,29 @@ def test_models_are_frozen() -> None:
     d = Lognormal(median=2000, sigma=1)
     with pytest.raises(ValidationError):
         d.sigma = 2  # type: ignore[misc]
+
+
+def test_every_registered_distribution_is_tested_here():
+    # The registry is read off the DistributionSpec union: a family added there fails here
+    # until CASES holds it (and its scipy reference).
+    from sojourn.distributions import DISTRIBUTIONS
+
+    assert {type(c.values[0]).model_fields["dist"].default for c in CASES} == set(DISTRIBUTIONS)
+    for tag, cls in DISTRIBUTIONS.items():
+        assert cls.model_fields["dist"].default == tag and issubclass(cls, Distribution)
+
+
+def test_a_scenario_error_names_the_field_as_written_for_every_family():
+    # pydantic puts the union's tag in an error's path (workload.input_tokens.lognormal.bogus);
+    # the scenario drops every registered tag, so the user reads the key they wrote.
+    from sojourn import ConfigError
+    from sojourn.distributions import DISTRIBUTIONS
+    from sojourn.scenario import scenario_from_dict
+
+    for tag in DISTRIBUTIONS:
+        wl = {"batch_rate_per_hour": 1.0, "input_tokens": {"dist": tag, "bogus": 1},
+              "output_tokens": {"dist": "fixed", "value": 1}}
+        with pytest.raises(ConfigError) as err:
+            scenario_from_dict({"workload": wl})
+        text = str(err.value)  # with the family's required keys missing too
+        assert "workload.input_tokens.bogus: unknown key" in text and f".{tag}." not in text, (tag, text)
