@@ -40,6 +40,8 @@ from pydantic import (
 )
 from scipy import special, stats
 
+from sojourn._cache import register
+
 __all__ = [
     "DISTRIBUTIONS",
     "Distribution",
@@ -65,6 +67,9 @@ _INT_MEAN_TAIL = 1e-13
 @functools.lru_cache(maxsize=1024)
 def _cached_law(dist: "Distribution") -> Any:
     return dist._frozen()
+
+
+register("distribution laws", _cached_law.cache_clear)
 
 
 class Distribution(BaseModel):
@@ -231,6 +236,9 @@ def _summed_int_mean(d: Distribution) -> float:
     clip = float(terms) if d.max is None else min(float(terms), d.max)
     excess = max(mean - d._limited_moment(1, clip), 0.0)
     return head + excess + 0.5 * beyond
+
+
+register("distribution integer means", _summed_int_mean.cache_clear)
 
 
 class Fixed(Distribution):

@@ -9,14 +9,17 @@ that names the field and what is allowed.
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
+from collections import OrderedDict
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from sojourn._cache import file_stamp, register
 from sojourn._errors import ConfigError
 from sojourn._io import read_text
 from sojourn.distributions import DISTRIBUTIONS, DistributionSpec, Fixed
@@ -256,6 +259,13 @@ class SimulationSettings(_Strict):
     start: Literal["stationary", "empty"] = "stationary"
 
 
+#: Catalogues built from a scenario's overrides, by content (``sojourn._cache``): a study
+#: builds one per trial otherwise, reading and validating the override file each time.
+_CATALOGUES: OrderedDict[tuple[Any, str], Any] = OrderedDict()
+CATALOGUE_CACHE = 16
+register("catalogue", _CATALOGUES.clear)
+
+
 class CatalogueOverrides(_Strict):
     """Extra or overridden GPUs and models: from a file, or inline tables."""
 
@@ -302,15 +312,28 @@ class Scenario(_Strict):
         return q if q.is_absolute() else Path(self.base_dir) / q
 
     def catalogue_obj(self):
-        from sojourn.catalogue import Catalogue, default_catalogue
+        """The catalogue this scenario reads: the built-in one with its overrides (cached by content)."""
+        from sojourn.catalogue import default_catalogue
 
-        cat = default_catalogue()
         if self.catalogue is None:
-            return cat
-        if self.catalogue.file:
-            cat = Catalogue.from_file(self.path(self.catalogue.file), base=cat)
-        if self.catalogue.gpus or self.catalogue.models:
-            cat = cat.with_overrides(gpus=self.catalogue.gpus, models=self.catalogue.models)
+            return default_catalogue()
+        file = str(self.path(self.catalogue.file)) if self.catalogue.file else None
+        key = (file_stamp(file) if file else None,
+               json.dumps([self.catalogue.gpus, self.catalogue.models], sort_keys=True, default=str))
+        cat = _CATALOGUES.get(key)
+        if cat is None:
+            from sojourn.catalogue import Catalogue
+
+            cat = default_catalogue()
+            if file:
+                cat = Catalogue.from_file(file, base=cat)
+            if self.catalogue.gpus or self.catalogue.models:
+                cat = cat.with_overrides(gpus=self.catalogue.gpus, models=self.catalogue.models)
+            _CATALOGUES[key] = cat
+            while len(_CATALOGUES) > CATALOGUE_CACHE:
+                _CATALOGUES.popitem(last=False)
+        else:
+            _CATALOGUES.move_to_end(key)
         return cat
 
     def gpu_spec(self):

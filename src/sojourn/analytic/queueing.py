@@ -41,6 +41,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from sojourn._cache import register
+
 __all__ = [
     "erlang_b",
     "erlang_c",
@@ -399,6 +401,9 @@ def _mdc_distribution(a: float, c: int, tail: float) -> NDArray[np.float64]:
     pi /= pi.sum()
     pi.setflags(write=False)
     return pi
+
+
+register("M/D/c numbers", _mdc_distribution.cache_clear)
 
 
 def mdc_wait_sf(t: ArrayLike, lam: float, d: float, c: int) -> float | NDArray[np.float64]:

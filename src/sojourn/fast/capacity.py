@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sojourn._cache import file_stamp, register
 from sojourn._errors import ConfigError
 from sojourn.fast.outcomes import Latency
 
@@ -236,6 +237,9 @@ def clear_capacity_cache() -> None:
         _CACHE.clear()
 
 
+register("node capacity", clear_capacity_cache)
+
+
 def _cache_key(scenario: Any, measure: int) -> str:
     """Everything a node's saturated throughput depends on, and nothing else (not the node count)."""
     sv = scenario.serving
@@ -248,8 +252,10 @@ def _cache_key(scenario: Any, measure: int) -> str:
         "serving": sv.model_dump(mode="json", exclude={"discipline", "max_queue", "on_deadline", "forecast_sigma"}),
         "input": None if wl.input_tokens is None else wl.input_tokens.model_dump(mode="json"),
         "output": None if wl.output_tokens is None else wl.output_tokens.model_dump(mode="json"),
-        "trace": None if wl.trace is None else [str(scenario.path(wl.trace)), wl.format],
+        "trace": None if wl.trace is None else [file_stamp(scenario.path(wl.trace)), wl.format],
         "catalogue": None if scenario.catalogue is None else scenario.catalogue.model_dump(mode="json"),
+        "catalogue_file": (file_stamp(scenario.path(scenario.catalogue.file))
+                           if scenario.catalogue is not None and scenario.catalogue.file else None),
         "base_dir": scenario.base_dir,
         "measure": measure,
     }

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sojourn._cache import register
 from sojourn.fast import _priority_kernel as _kernel
 from sojourn.fast.batches import Batches
 from sojourn.fast.lindley import lindley, lindley_capped
@@ -172,6 +173,7 @@ class _Classes:
 #: The class split of recent request pools (a pool belongs to a cached node capacity and is
 #: split the same way on every call): (pool_key, pool_work, bins, classes).
 _CLASS_CACHE: list[tuple[NDArray[np.float64], NDArray[np.float64], int, _Classes]] = []
+register("fluid classes", _CLASS_CACHE.clear)
 
 
 def _key_classes(pool_key: NDArray[np.float64], pool_work: NDArray[np.float64], bins: int) -> _Classes:

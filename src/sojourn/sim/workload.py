@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sojourn._cache import file_stamp, register
 from sojourn._errors import ConfigError
 from sojourn._io import check_input_file, not_utf8
 
@@ -136,8 +137,8 @@ def _trace_batches(scenario, gaps, sla) -> Iterator[BatchTuple]:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_trace_cached(path: str, mtime: float, fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    p = Path(path)
+def _load_trace_cached(stamp: tuple[str, int, int], fmt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = Path(stamp[0])
     try:
         if fmt == "azure":
             t, i, o = _read_azure(p)
@@ -176,11 +177,13 @@ def load_trace(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarray, np.n
     requests, or timestamps that are all equal (a span of zero time has no arrival rate).
     """
     p = check_input_file(path, "workload.trace")  # a folder, a dangling link: one clear error
-    try:
-        mtime = p.stat().st_mtime
-    except OSError:
-        raise ConfigError("workload.trace", f"file not found: {p}") from None
-    return _load_trace_cached(str(p.resolve()), mtime, fmt)
+    stamp = file_stamp(p)  # cached by content: path, modification time and size
+    if stamp[1] < 0:
+        raise ConfigError("workload.trace", f"file not found: {p}")
+    return _load_trace_cached(stamp, fmt)
+
+
+register("trace", _load_trace_cached.cache_clear)
 
 
 def _read_azure(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
