@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from sojourn._cli._common import check_field, check_n_jobs, emit_json
@@ -86,8 +87,8 @@ def _num(x: Any, unit: str = "", digits: int = 4) -> str:
     return f"{x}{(' ' + unit) if unit else ''}"
 
 
-def format_table(d: dict[str, Any], cancel: bool = False) -> str:
-    """A short human summary of ``SimResult.to_dict()`` (or the fast tier's)."""
+def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
+    """A short human summary of a run's ``sojourn.result.Result`` (or its ``to_dict()``), either tier."""
     from sojourn.evaluate import sla_miss_value
 
     lo, hi = d["p_miss_ci"]
