@@ -59,9 +59,6 @@ THIRD_PARTY_FLOOR = {
 
 #: Imports that break a rule today: (importer node, imported node or package) -> why, and the fix.
 KNOWN: dict[tuple[str, str], str] = {
-    ("sojourn.sim", "joblib"): (
-        "sim/estimate.py runs replications with joblib (imported lazily); issue 13 moves the "
-        "parallel map out of the simulation core"),
     ("sojourn.steady", "sojourn.fast"): (
         "steady.plan_start (and _model_relaxation) build the stationary start from the fast tier's "
         "law and node capacity, and sim.estimate imports plan_start: a cycle sim -> steady -> fast -> "

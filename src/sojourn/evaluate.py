@@ -9,6 +9,7 @@ always says which tier produced it (``fidelity``, and ``tiers`` per number).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,7 @@ from sojourn._errors import ConfigError
 from sojourn.result import Result
 from sojourn.scenario import Scenario
 
-__all__ = ["FIDELITIES", "fast_applies", "result_number", "run_scenario", "sla_miss_value"]
+__all__ = ["FIDELITIES", "fast_applies", "result_number", "run_scenario", "sla_miss_value", "workers"]
 
 FIDELITIES = ("fast", "request", "auto")
 
@@ -70,11 +71,25 @@ def run_scenario(
     from sojourn.sim import simulate
 
     out = simulate(scenario, replications=replications, n_jobs=n_jobs, seed=seed, progress=progress,
-                   capacity=capacity, resume=resume, on_replication=on_replication).to_result()
+                   capacity=capacity, resume=resume, on_replication=on_replication,
+                   executor=workers(n_jobs)).to_result()
     if fid == "auto":
         return out.with_values(fidelity_requested=fid,
                                fidelity_note=f"request tier: the fast tier does not model {fast_applies(scenario)}")
     return out.with_values(fidelity_requested=fid)
+
+
+def workers(n_jobs: int) -> Any:
+    """The worker processes a request-tier run with ``n_jobs`` uses (None: in this process).
+
+    joblib's reusable loky pool: its workers outlive one run, so a study's trials and
+    confirmations do not start fresh interpreters each time.
+    """
+    if n_jobs == 1:
+        return None
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=(os.cpu_count() or 1) if n_jobs == -1 else n_jobs)
 
 
 def _num(v: Any) -> float:

@@ -1,7 +1,7 @@
 """Estimation from independent replications: P(S > T) with honest intervals, and the rest.
 
 Replication i runs from ``SeedSequence(seed).spawn(R)[i]``, so results are
-bit-identical whatever the number of joblib workers. Requests of one batch (and
+bit-identical whatever the number of worker processes. Requests of one batch (and
 of one busy period) are correlated, so intervals are built from replications,
 never from requests as if independent: a ratio estimator (pooled numerator over
 pooled denominator) with a t-interval from the per-replication residuals.
@@ -25,13 +25,17 @@ cancelled or rejected) they read low, and the result says so (``sojourn_note``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -341,7 +345,8 @@ def _steady_state(scenario: Any, reps: list[ReplicationStats], plan: StartPlan |
         if k < SPAN_RELAXATIONS:
             st.notes.append(f"the replications' measured spans cover {k:.2g} relaxation times in all "
                             f"({plan.relax_s / 3600:.3g} h each; at least {SPAN_RELAXATIONS:g} are needed for the "
-                            "interval to hold): lengthen simulation.horizon_hours, add replications, or use the fast tier")
+                            "interval to hold): lengthen simulation.horizon_hours, add replications, or use the "
+                            "fast tier")
     if plan.rho >= 1.0 and scenario.serving.on_deadline != "cancel":
         st.notes.append(f"unstable (rho = {plan.rho:.4g}): the queue grows without bound, no steady state")
     if reps and len(reps[0].queue_bins):
@@ -358,34 +363,9 @@ def _within(report: Callable[[float, int], None], done: int, total: int, share: 
     report(done + share, total)
 
 
-def simulate(
-    scenario: Any,
-    replications: int | None = None,
-    n_jobs: int = 1,
-    seed: int | None = None,
-    progress: bool | Callable[[float, int], None] = False,
-    keep_samples: bool = False,
-    capacity: Any = None,
-    start: str | None = None,
-    resume: Mapping[int, ReplicationStats] | None = None,
-    on_replication: Callable[[int, ReplicationStats], None] | None = None,
-) -> SimResult:
-    """Run ``replications`` independent replications of ``scenario`` (joblib, ``n_jobs`` workers).
-
-    Defaults come from ``[simulation]``; the result is identical for any ``n_jobs``.
-    ``start`` (default ``simulation.start``): ``stationary`` begins each replication
-    with a backlog drawn from the fleet's stationary workload law where there is one
-    (``steady.plan_start``; a node capacity ``capacity`` already measured is used),
-    ``empty`` with an empty fleet. ``progress``: True prints a line a replication on stderr; a
-    callable is called with (replications done, replications), fractions included where the
-    replications run in this process (a progress bar).
-
-    Resumable runs: ``on_replication(i, stats)`` is called as replication ``i`` (0-based)
-    finishes, and ``resume`` maps replication indices to the stats an earlier run stored
-    (``sim._stored``), which are taken instead of simulated. Either one folds every
-    replication's sojourns into its histogram (``_sojourns``), so that a resumed run and an
-    uninterrupted one report the same quantiles.
-    """
+def _checked(scenario: Any, replications: int | None, n_jobs: int, seed: int | None,
+             start: str | None) -> tuple[int, int, str]:
+    """(replications, root seed, start) after the checks every run makes before any work."""
     sim = scenario.simulation
     R = sim.replications if replications is None else int(replications)
     if R < 2:
@@ -401,53 +381,111 @@ def simulate(
     start = start or sim.start
     if start not in ("stationary", "empty"):
         raise ConfigError("simulation.start", f"got {start!r}; allowed: stationary, empty")
+    return R, root, start
+
+
+def _workers(n_jobs: int) -> int:
+    return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+
+
+@contextlib.contextmanager
+def _pool(n_jobs: int, executor: Executor | None) -> Iterator[Executor | None]:
+    """The executor replications run on: none in this process, the caller's, or a pool of our own."""
+    if n_jobs == 1:
+        yield None
+    elif executor is not None:
+        yield executor
+    else:  # fresh interpreters (spawn): safe beside the threads of a caller (Optuna's heartbeat, tqdm)
+        with ProcessPoolExecutor(_workers(n_jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield pool
+
+
+def _runs(scenario: Any, seeds: list[np.random.SeedSequence], busy: list[float], oversize: float, todo: list[int],
+          pool: Executor | None, progress: bool | Callable[[float, int], None], done: int,
+          keep_samples: bool) -> Iterator[ReplicationStats]:
+    """The replications of ``todo``, in order: here (with progress within each), or on ``pool``."""
+    R = len(seeds)
+    if pool is None:
+        report = progress if callable(progress) else None
+        for k, i in enumerate(todo):
+            yield run_replication(scenario, seeds[i], f"replication {i + 1}/{R}" if progress is True else None,
+                                  busy[i], oversize,
+                                  None if report is None else functools.partial(_within, report, done + k, R),
+                                  keep_samples)
+        return
+    n = len(todo)
+    yield from pool.map(run_replication, [scenario] * n, [seeds[i] for i in todo], [None] * n,
+                        [busy[i] for i in todo], [oversize] * n, [None] * n, [keep_samples] * n)
+
+
+def simulate(
+    scenario: Any,
+    replications: int | None = None,
+    n_jobs: int = 1,
+    seed: int | None = None,
+    progress: bool | Callable[[float, int], None] = False,
+    keep_samples: bool = False,
+    capacity: Any = None,
+    start: str | None = None,
+    resume: Mapping[int, ReplicationStats] | None = None,
+    on_replication: Callable[[int, ReplicationStats], None] | None = None,
+    executor: Executor | None = None,
+) -> SimResult:
+    """Run ``replications`` independent replications of ``scenario`` (``n_jobs`` worker processes).
+
+    Defaults come from ``[simulation]``; the result is identical for any ``n_jobs``.
+    ``start`` (default ``simulation.start``): ``stationary`` begins each replication
+    with a backlog drawn from the fleet's stationary workload law where there is one
+    (``steady.plan_start``; a node capacity ``capacity`` already measured is used),
+    ``empty`` with an empty fleet. ``progress``: True prints a line a replication on stderr; a
+    callable is called with (replications done, replications), fractions included where the
+    replications run in this process (a progress bar).
+
+    Worker processes: ``executor`` (any ``concurrent.futures.Executor``; ``sojourn.evaluate``
+    hands joblib's reusable loky pool, so a study reuses its workers) or, without one, a
+    process pool for this call. The simulator itself depends on no parallel library.
+
+    Resumable runs: ``on_replication(i, stats)`` is called as replication ``i`` (0-based)
+    finishes, and ``resume`` maps replication indices to the stats an earlier run stored
+    (``sim._stored``), which are taken instead of simulated. Either one folds every
+    replication's sojourns into its histogram (``_sojourns``), so that a resumed run and an
+    uninterrupted one report the same quantiles.
+    """
+    R, root, start = _checked(scenario, replications, n_jobs, seed, start)
+    fold_each = resume is not None or on_replication is not None
+    if fold_each and keep_samples:
+        raise ValueError("keep_samples cannot go with resume or on_replication: stored replications are folded")
     seeds = np.random.SeedSequence(root).spawn(R)
     plan = plan_start(scenario, capacity)
     if start == "empty" and plan.law is not None:
         plan = dataclasses.replace(plan, start="empty", law=None, reason="simulation.start = empty")
     busy = [plan.draw(s) for s in seeds]
     t0 = time.perf_counter()
-    stored = {i: r for i, r in (resume or {}).items() if 0 <= i < R}
-    todo = [i for i in range(R) if i not in stored]
-    by_index: dict[int, ReplicationStats] = dict(stored)
-    report = progress if callable(progress) else None  # a progress bar's callback: replications done
-    if n_jobs == 1:
-        results = (
-            run_replication(scenario, seeds[i], f"replication {i + 1}/{R}" if progress is True else None, busy[i],
-                            plan.oversize,
-                            None if report is None else functools.partial(_within, report, len(stored) + k, R),
-                            keep_samples)
-            for k, i in enumerate(todo)
-        )
-    else:
-        from joblib import Parallel, delayed
+    by_index: dict[int, ReplicationStats] = {i: r for i, r in (resume or {}).items() if 0 <= i < R}
+    todo = [i for i in range(R) if i not in by_index]
+    exact, done = 0, len(by_index)
+    with _pool(n_jobs, executor) as pool:
+        runs = _runs(scenario, seeds, busy, plan.oversize, todo, pool, progress, done, keep_samples)
+        for k, (i, r) in enumerate(zip(todo, runs), start=done + 1):
+            by_index[i] = r
+            if fold_each:
+                fold_sojourns(r)
+                if on_replication is not None:
+                    on_replication(i, r)
+            exact += len(r.sojourn)
+            if exact > POOL_CAP and not keep_samples:  # bounded memory: fold every replication's samples
+                for x in by_index.values():
+                    fold_sojourns(x)
+                exact = 0
+            _report(progress, k, R, i, r, t0)
+    return summarise(scenario, [by_index[i] for i in range(R)], root, time.perf_counter() - t0, keep_samples, plan)
 
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(run_replication)(scenario, seeds[i], None, busy[i], plan.oversize, None, keep_samples)
-            for i in todo)
-    fold_each = resume is not None or on_replication is not None
-    if fold_each and keep_samples:
-        raise ValueError("keep_samples cannot go with resume or on_replication: stored replications are folded")
-    exact = 0
-    for k, (i, r) in enumerate(zip(todo, results), start=len(stored) + 1):
-        by_index[i] = r
-        if fold_each:
-            fold_sojourns(r)
-            if on_replication is not None:
-                on_replication(i, r)
-        exact += len(r.sojourn)
-        if exact > POOL_CAP and not keep_samples:  # bounded memory: fold every replication's samples
-            for x in by_index.values():
-                fold_sojourns(x)
-            exact = 0
-        if report is not None:
-            report(float(k), R)
-        elif progress:
-            print(
-                f"replication {i + 1}/{R}: {r.arrived} requests measured, {r.requests_simulated} simulated "
-                f"in {r.wall_s:.1f} s ({time.perf_counter() - t0:.1f} s elapsed)",
-                file=sys.stderr,
-                flush=True,
-            )
-    reps = [by_index[i] for i in range(R)]
-    return summarise(scenario, reps, root, time.perf_counter() - t0, keep_samples, plan)
+
+def _report(progress: bool | Callable[[float, int], None], k: int, R: int, i: int, r: ReplicationStats,
+            t0: float) -> None:
+    """Replication ``i`` finished, the ``k``-th of ``R``: move the bar, or print a line."""
+    if callable(progress):
+        progress(float(k), R)
+    elif progress:
+        print(f"replication {i + 1}/{R}: {r.arrived} requests measured, {r.requests_simulated} simulated "
+              f"in {r.wall_s:.1f} s ({time.perf_counter() - t0:.1f} s elapsed)", file=sys.stderr, flush=True)
