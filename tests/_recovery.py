@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import optuna
-from _tiny_study import TINY_SCENARIO
 from sqlalchemy.exc import SQLAlchemyError
+
+from _tiny_study import TINY_SCENARIO
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState

@@ -8,8 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _tiny_study import TINY_SCENARIO
 
+from _tiny_study import TINY_SCENARIO
 from sojourn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,6 @@ import textwrap
 
 import numpy as np
 
-import sojourn
 from sojourn import _cache
 from sojourn.scenario import scenario_from_dict
 

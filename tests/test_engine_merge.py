@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_engine import PERF, reference, workload
-from test_sim_fleet import ROUTERS, engine_scenario
 
 from sojourn.scenario import SCENARIO_DISCIPLINES, scenario_from_dict
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.fleet import FleetSim
+from test_engine import PERF, reference, workload
+from test_sim_fleet import ROUTERS, engine_scenario
 
 # -- the engine alone -------------------------------------------------------------------------
 

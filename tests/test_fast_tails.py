@@ -9,7 +9,14 @@ import pytest
 from scipy import integrate, optimize
 
 from sojourn.distributions import parse_distribution
-from sojourn.fast import adjustment_coefficient, batch_size_pgf, distribution_mgf, fast_simulate, fifo_tail, node_capacity
+from sojourn.fast import (
+    adjustment_coefficient,
+    batch_size_pgf,
+    distribution_mgf,
+    fast_simulate,
+    fifo_tail,
+    node_capacity,
+)
 from sojourn.fast.tails import excess_mean, survival
 from sojourn.scenario import scenario_from_dict
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from test_sim_fleet import engine_scenario, generic_scenario
 
 from sojourn.analytic import mmc_mean_sojourn
 from sojourn.scenario import GenericServer, scenario_from_dict
@@ -39,6 +38,7 @@ from sojourn.sim.fleet import FleetSim
 from sojourn.sim.generic import GenericNode
 from sojourn.sim.node import Node
 from sojourn.stats import ratio_ci
+from test_sim_fleet import engine_scenario, generic_scenario
 
 PERF = scenario_from_dict(engine_scenario()).perf_model()
 BUDGET, MAX_SEQS, KV_BLOCKS, BS = 512, 8, 200, 16  # a small engine: chunked prefill, preemption

@@ -16,12 +16,12 @@ import subprocess
 import sys
 
 import pytest
-from test_sim_fleet import engine_scenario
 
 from sojourn.scenario import scenario_from_dict
 from sojourn.sim import EnginePerf, GenericNode, Node, PlanKind
 from sojourn.sim.driver import drive, wake
 from sojourn.sim.engine import Engine, Request
+from test_sim_fleet import engine_scenario
 
 PERF = scenario_from_dict(engine_scenario()).perf_model()
 BS = 16

@@ -12,6 +12,7 @@ import sys
 import termios
 
 import pytest
+
 from test_study import write_study
 
 

@@ -17,8 +17,8 @@ from functools import cache
 
 import optuna
 import pytest
-from _tiny_study import TINY_SCENARIO
 
+from _tiny_study import TINY_SCENARIO
 from sojourn._cli._common import emit_json
 from sojourn.evaluate import run_scenario
 from sojourn.fast import FastResult, fast_simulate

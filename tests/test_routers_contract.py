@@ -24,7 +24,6 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy import optimize
-from test_sim_fleet import engine_scenario, generic_scenario
 
 from sojourn import ConfigError
 from sojourn.analytic import mmc_mean_sojourn, mmc_sojourn_sf
@@ -32,6 +31,7 @@ from sojourn.scenario import Fleet, scenario_from_dict
 from sojourn.sim import simulate
 from sojourn.sim.fleet import NODE, FleetSim, run_replication
 from sojourn.stats import ratio_ci
+from test_sim_fleet import engine_scenario, generic_scenario
 
 #: The routers the scenario format accepts: the registry this suite is run over.
 ROUTERS = typing.get_args(Fleet.model_fields["routing"].annotation)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _recovery import slow_study
 
+from _recovery import slow_study
 from sojourn.study.confirm import CONFIRM_PREFIX, QUEUE_SUFFIX, REPLICATION_PREFIX
 
 S = optuna.trial.TrialState

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _tiny_study import TINY_SCENARIO
 from optuna.trial import TrialState
 
+from _tiny_study import TINY_SCENARIO
 from sojourn.study import StudyRunner, load_study
 from sojourn.study.config import Range
 from sojourn.study.front import front_trials

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+
 from _recovery import S, kill_mid_trial_and_restart, slow_study, worker
 from _tiny_study import TINY_SCENARIO
-
 from sojourn import ConfigError
 from sojourn.study import StudyRunner, load_study
 from sojourn.study.runner import count_trials

@@ -25,7 +25,7 @@ import functools
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, Union, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -65,7 +65,7 @@ _INT_MEAN_TAIL = 1e-13
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_law(dist: "Distribution") -> Any:
+def _cached_law(dist: Distribution) -> Any:
     return dist._frozen()
 
 
@@ -550,7 +550,7 @@ class Empirical(Distribution):
 
 
 DistributionSpec = Annotated[
-    Union[Fixed, Exponential, Geometric, Lognormal, Gamma, Pareto, Uniform, Empirical],
+    Fixed | Exponential | Geometric | Lognormal | Gamma | Pareto | Uniform | Empirical,
     Field(discriminator="dist"),
 ]
 """The type of a distribution-valued field in other pydantic models."""

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
-from scipy import integrate, optimize, special
+from numpy.typing import NDArray
+from scipy import integrate, optimize
 
 from sojourn.stats import excess_mean, survival
 

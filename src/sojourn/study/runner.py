@@ -17,8 +17,8 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
