@@ -206,13 +206,14 @@ class SimResult:
         )
 
 
-def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: float, keep_samples: bool,
-              plan: StartPlan | None = None) -> SimResult:
-    """Pool per-replication statistics into a SimResult."""
-    arr = lambda f: np.array([f(r) for r in reps], dtype=np.float64)  # noqa: E731
-    arrived = arr(lambda r: r.arrived)
-    completed = arr(lambda r: r.completed)
-    p, lo, hi = ratio_ci(arr(lambda r: r.misses), arrived)
+def _per_rep(reps: list[ReplicationStats], f: Callable[[ReplicationStats], float]) -> np.ndarray:
+    return np.array([f(r) for r in reps], dtype=np.float64)
+
+
+def _miss(scenario: Any, reps: list[ReplicationStats]) -> tuple[float, float, float, float, float, float]:
+    """P(miss), its interval, its upper bound, Kish's effective batches and the unseen batches' share."""
+    arrived = _per_rep(reps, lambda r: r.arrived)
+    p, lo, hi = ratio_ci(_per_rep(reps, lambda r: r.misses), arrived)
     lo, hi = _clip01(lo), _clip01(hi)
     # Cluster (batch) bound, see the module docstring, plus the batches larger than any seen.
     n_eff = kish(sum(r.batch_size_sum for r in reps), sum(r.batch_size_sq for r in reps))
@@ -224,88 +225,88 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
     upper = min(1.0, upper + unseen)
     if not (math.isfinite(lo) and hi > lo):  # no miss, or all replications alike: one-sided
         lo, hi = 0.0, upper
-    bm, bm_lo, bm_hi = ratio_ci(arr(lambda r: r.batches_missed), arr(lambda r: r.batches))
+    return p, lo, hi, upper, n_eff, unseen
+
+
+def _by_class(reps: list[ReplicationStats], n_eff: float, unseen: float) -> list[dict[str, Any]]:
+    """Per SLA class: requests, P(miss) and its interval (one-sided where the class saw no miss)."""
+    arrived = _per_rep(reps, lambda r: r.arrived)
+    out = []
+    for sla in sorted({k for r in reps for k in r.by_sla}):
+        a = _per_rep(reps, lambda r: r.by_sla.get(sla, (0, 0))[0])  # noqa: B023 - called at once
+        c_p, c_lo, c_hi = ratio_ci(_per_rep(reps, lambda r: r.by_sla.get(sla, (0, 0))[1]), a)  # noqa: B023
+        c_lo, c_hi = _clip01(c_lo), _clip01(c_hi)
+        if not (math.isfinite(c_lo) and c_hi > c_lo):
+            # No miss in the class (or replications alike): one-sided, as the overall interval,
+            # over the class's share of the effective batches, plus the unseen batches' share.
+            share = a.sum() / arrived.sum() if arrived.sum() > 0 else 0.0
+            n_c = n_eff * share
+            c_up = clopper_pearson_upper((c_p if math.isfinite(c_p) else 0.0) * n_c, n_c) if n_c > 0 else 1.0
+            c_lo, c_hi = 0.0, min(1.0, max(c_up, c_hi if math.isfinite(c_hi) else 0.0) + unseen)
+        out.append({"sla_hours": sla / 3600.0, "requests_arrived": int(a.sum()),
+                    "p_miss": c_p, "p_miss_ci": [c_lo, c_hi]})
+    return out
+
+
+def _unfinished(reps: list[ReplicationStats]) -> tuple[float, str]:
+    """The share of measured requests not completed, and the note when it makes the means read low."""
+    n_arrived, n_done = sum(r.arrived for r in reps), sum(r.completed for r in reps)
+    unfinished = (n_arrived - n_done) / n_arrived if n_arrived else 0.0
+    if not (n_arrived and unfinished >= SOJOURN_NOTE_SHARE):
+        return unfinished, ""
+    return unfinished, (
+        f"{unfinished:.1%} of measured requests did not complete ({sum(r.in_system for r in reps)} "
+        f"still in system when the run stopped, {sum(r.cancelled for r in reps)} cancelled, "
+        f"{sum(r.rejected for r in reps)} rejected): the sojourn and wait means are of completed "
+        "requests only and read low; the quantiles count unfinished requests as unserved")
+
+
+def _summed(reps: list[ReplicationStats], attr: str) -> dict[str, int]:
+    """The replications' per-reason counts (``rejected_by``, ``cancelled_by``) added up."""
+    out: dict[str, int] = {}
+    for r in reps:
+        for k, v in getattr(r, attr).items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: float, keep_samples: bool,
+              plan: StartPlan | None = None) -> SimResult:
+    """Pool per-replication statistics into a SimResult."""
+    completed = _per_rep(reps, lambda r: r.completed)
+    p, lo, hi, upper, n_eff, unseen = _miss(scenario, reps)
+    bm, bm_lo, bm_hi = ratio_ci(_per_rep(reps, lambda r: r.batches_missed), _per_rep(reps, lambda r: r.batches))
     episodes = [m for r in reps for m in r.miss_episodes]
     k_eff = effective_episodes(episodes)
-    note = episodes_note(len(episodes), k_eff)
-    steady = _steady_state(scenario, reps, plan)
-    n_arrived, n_done = int(arrived.sum()), int(completed.sum())
-    unfinished = (n_arrived - n_done) / n_arrived if n_arrived else 0.0
-    soj_note = ""
-    if n_arrived and unfinished >= SOJOURN_NOTE_SHARE:
-        soj_note = (f"{unfinished:.1%} of measured requests did not complete ({sum(r.in_system for r in reps)} "
-                    f"still in system when the run stopped, {sum(r.cancelled for r in reps)} cancelled, "
-                    f"{sum(r.rejected for r in reps)} rejected): the sojourn and wait means are of completed "
-                    "requests only and read low; the quantiles count unfinished requests as unserved")
-    sm, sm_lo, sm_hi = ratio_ci(arr(lambda r: r.sojourn_sum), completed)
-    wm, wm_lo, wm_hi = ratio_ci(arr(lambda r: r.wait_sum), completed)
-    n_total = int(arrived.sum())
+    unfinished, soj_note = _unfinished(reps)
+    sm, sm_lo, sm_hi = ratio_ci(_per_rep(reps, lambda r: r.sojourn_sum), completed)
+    wm, wm_lo, wm_hi = ratio_ci(_per_rep(reps, lambda r: r.wait_sum), completed)
+    n_total = int(_per_rep(reps, lambda r: r.arrived).sum())
     p50, p90, p99 = pooled_quantiles([r.sojourn for r in reps], [r.sojourn_hist for r in reps if r.sojourn_hist],
                                      n_total, (0.50, 0.90, 0.99))
-    rejected_by: dict[str, int] = {}
-    cancelled_by: dict[str, int] = {}
-    for r in reps:
-        for k, v in r.rejected_by.items():
-            rejected_by[k] = rejected_by.get(k, 0) + v
-        for k, v in r.cancelled_by.items():
-            cancelled_by[k] = cancelled_by.get(k, 0) + v
     horizon = sum(r.horizon_s for r in reps)
     sim = scenario.simulation
-    by_class = []
-    if scenario.workload.sla_classes:
-        for sla in sorted({k for r in reps for k in r.by_sla}):
-            a = arr(lambda r: r.by_sla.get(sla, (0, 0))[0])
-            c_p, c_lo, c_hi = ratio_ci(arr(lambda r: r.by_sla.get(sla, (0, 0))[1]), a)
-            c_lo, c_hi = _clip01(c_lo), _clip01(c_hi)
-            if not (math.isfinite(c_lo) and c_hi > c_lo):
-                # No miss in the class (or replications alike): one-sided, as the overall interval,
-                # over the class's share of the effective batches, plus the unseen batches' share.
-                share = a.sum() / arrived.sum() if arrived.sum() > 0 else 0.0
-                n_c = n_eff * share
-                c_up = clopper_pearson_upper((c_p if math.isfinite(c_p) else 0.0) * n_c, n_c) if n_c > 0 else 1.0
-                c_lo, c_hi = 0.0, min(1.0, max(c_up, c_hi if math.isfinite(c_hi) else 0.0) + unseen)
-            by_class.append({"sla_hours": sla / 3600.0, "requests_arrived": int(a.sum()),
-                             "p_miss": c_p, "p_miss_ci": [c_lo, c_hi]})
     result = SimResult(
-        miss_episodes=len(episodes),
-        miss_episodes_effective=k_eff,
-        p_miss_note=note,
-        sojourn_unfinished_share=unfinished,
-        sojourn_note=soj_note,
-        p_miss=p,
-        p_miss_ci=(lo, hi),
-        p_miss_upper=upper,
-        batch_miss=bm,
-        batch_miss_ci=(_clip01(bm_lo), _clip01(bm_hi)),
-        sojourn_mean_s=sm,
-        sojourn_mean_ci=(max(sm_lo, 0.0), sm_hi),
-        sojourn_p50_s=p50,
-        sojourn_p90_s=p90,
-        sojourn_p99_s=p99,
-        wait_mean_s=wm,
-        wait_mean_ci=(max(wm_lo, 0.0), wm_hi),
+        miss_episodes=len(episodes), miss_episodes_effective=k_eff, p_miss_note=episodes_note(len(episodes), k_eff),
+        sojourn_unfinished_share=unfinished, sojourn_note=soj_note,
+        p_miss=p, p_miss_ci=(lo, hi), p_miss_upper=upper,
+        batch_miss=bm, batch_miss_ci=(_clip01(bm_lo), _clip01(bm_hi)),
+        sojourn_mean_s=sm, sojourn_mean_ci=(max(sm_lo, 0.0), sm_hi),
+        sojourn_p50_s=p50, sojourn_p90_s=p90, sojourn_p99_s=p99,
+        wait_mean_s=wm, wait_mean_ci=(max(wm_lo, 0.0), wm_hi),
         throughput_rps=sum(r.completions_in_horizon for r in reps) / horizon if horizon else math.nan,
-        requests_arrived=n_total,
-        requests_completed=int(completed.sum()),
-        requests_rejected=sum(r.rejected for r in reps),
-        requests_cancelled=sum(r.cancelled for r in reps),
+        requests_arrived=n_total, requests_completed=int(completed.sum()),
+        requests_rejected=sum(r.rejected for r in reps), requests_cancelled=sum(r.cancelled for r in reps),
         requests_in_system=sum(r.in_system for r in reps),
-        rejected_by=rejected_by,
-        cancelled_by=cancelled_by,
+        rejected_by=_summed(reps, "rejected_by"), cancelled_by=_summed(reps, "cancelled_by"),
         preemptions=sum(r.preemptions for r in reps),
         kv_utilization=float(np.mean([r.kv_utilization for r in reps])),
         busy_fraction=float(np.mean([r.busy_fraction for r in reps])),
-        cost_per_hour=scenario.cost_per_hour,
-        sla_hours=scenario.sla_hours,
-        replications=len(reps),
-        seed=seed,
-        horizon_hours=sim.horizon_hours,
-        warmup_hours=sim.warmup_hours,
-        wall_s=wall_s,
-        requests_simulated=sum(r.requests_simulated for r in reps),
-        keep_samples=keep_samples,
-        by_sla_class=by_class,
-        steady_state=steady,
+        cost_per_hour=scenario.cost_per_hour, sla_hours=scenario.sla_hours,
+        replications=len(reps), seed=seed, horizon_hours=sim.horizon_hours, warmup_hours=sim.warmup_hours,
+        wall_s=wall_s, requests_simulated=sum(r.requests_simulated for r in reps), keep_samples=keep_samples,
+        by_sla_class=_by_class(reps, n_eff, unseen) if scenario.workload.sla_classes else [],
+        steady_state=_steady_state(scenario, reps, plan),
         load=plan.rho if plan is not None else math.nan,
         p_miss_unseen=unseen,
         p_miss_oversize=(sum(r.oversize_misses for r in reps) / n_total
@@ -466,7 +467,7 @@ def simulate(
     exact, done = 0, len(by_index)
     with _pool(n_jobs, executor) as pool:
         runs = _runs(scenario, seeds, busy, plan.oversize, todo, pool, progress, done, keep_samples)
-        for k, (i, r) in enumerate(zip(todo, runs), start=done + 1):
+        for k, (i, r) in enumerate(zip(todo, runs, strict=True), start=done + 1):
             by_index[i] = r
             if fold_each:
                 fold_sojourns(r)
