@@ -258,23 +258,93 @@ def fast_simulate(
     """
     del n_jobs
     t0 = time.perf_counter()
-    sim = scenario.simulation
+    reps = _replications(scenario, replications)
+    root = scenario.simulation.seed if seed is None else seed
+    cap = capacity if capacity is not None else node_capacity(scenario)
+    # Sampling tier: set the run up, size its warm-up and span, then replicate it.
+    run = _set_up(scenario, cap, reps, horizon_hours)
+    _plan_warmup(scenario, run)
+    _plan_span(scenario, run, min_batches)
+    _check_memory(scenario, run)
+    per = _replicate(scenario, cap, run, root)
     wl = scenario.workload
+    x_max = max(p["size_max"] for p in per)
+    res = _combine(per, run.span_s, unseen_share(wl.batch_size, x_max) if wl.trace is None else 0.0)
+    # Analytic tier.
+    an = Analytic(math.nan, "none: not requested")
+    if analytic:
+        an = analytic_p_miss(scenario, cap, run.load, law=run.law if wl.rate_profile is None else None)
+    agreement, agrees = _agreement(res, an.p, an.regime)
+    sampled_upper = _bound_by_analytic(res, an)
+    fragility = _fragility(scenario, cap, an) if analytic else math.nan
+    return _fast_result(scenario, cap, run, res, an, agreement, agrees, sampled_upper, fragility, t0)
+
+
+@dataclass
+class _Run:
+    """How a fast run is set up: the fluid fleet, the arrival rate, each replication's start and span."""
+
+    disc: str
+    reps: int
+    load: LoadReport
+    #: Batches an hour (the day's mean under a rate profile).
+    rate_h: float
+    fleet: FluidFleet
+    #: The longest deadline (s).
+    max_sla: float
+    #: Whether the vectorised FIFO recursion serves the discipline (else the event loop).
+    fifo_vector: bool
+    #: The stationary law a replication starts from (or why there is none; None: not sought).
+    law: WorkloadLaw | str | None
+    #: The work (node-seconds) the fleet can hold: the deadline's (cancellation) or the queue limit's.
+    hold: float
+    #: The queue's relaxation time (s; nan where unknown).
+    relax_s: float
+    stationary: bool
+    steady: SteadyState
+    warm_s: float
+    hours: float
+    #: The longest a replication may run (s): MAX_BATCHES batches, warm-up and span together.
+    max_s: float
+
+    @property
+    def span_s(self) -> float:
+        return self.hours * 3600.0
+
+    @property
+    def t_end(self) -> float:
+        """When a replication's arrivals end: later ones do not touch earlier FIFO batches; other
+        orders need them until the deadlines."""
+        return self.warm_s + self.span_s + (0.0 if self.fifo_vector else 2.0 * self.max_sla)
+
+
+def _replications(scenario: Any, replications: int | None) -> int:
+    """The replication count, after checking the fast tier serves the scenario's discipline."""
     disc = scenario.serving.discipline
     if disc not in FAST_DISCIPLINES:
         raise ConfigError("serving.discipline", f"{disc!r} is not in the fast tier; allowed: {', '.join(FAST_DISCIPLINES)}")
-    reps = int(replications or sim.replications)
+    reps = int(replications or scenario.simulation.replications)
     if reps < 1:
         raise ConfigError("replications", f"{reps}: must be >= 1")
-    root = sim.seed if seed is None else seed
-    cap = capacity if capacity is not None else node_capacity(scenario)
+    return reps
+
+
+def _offered(scenario: Any, cap: NodeCapacity) -> tuple[LoadReport, float]:
+    """The load report and the mean batch rate (an hour): the trace's, or the workload's over a day."""
+    wl = scenario.workload
     if wl.trace is not None:
         rps, bps = trace_rate(scenario)
-        load = load_report(scenario, cap, offered_rps=rps, peak_factor=1.0)
-        rate_h = bps * 3600.0
-    else:
-        load = load_report(scenario, cap)
-        rate_h = wl.batch_rate_per_hour * (1.0 if wl.rate_profile is None else sum(wl.rate_profile) / 24.0)
+        return load_report(scenario, cap, offered_rps=rps, peak_factor=1.0), bps * 3600.0
+    load = load_report(scenario, cap)
+    return load, wl.batch_rate_per_hour * (1.0 if wl.rate_profile is None else sum(wl.rate_profile) / 24.0)
+
+
+def _set_up(scenario: Any, cap: NodeCapacity, reps: int, horizon_hours: float | None) -> _Run:
+    """The fluid fleet, its arrival rate, the recursion that serves it, and its steady state."""
+    sim = scenario.simulation
+    wl = scenario.workload
+    disc = scenario.serving.discipline
+    load, rate_h = _offered(scenario, cap)
     fleet = fluid_fleet(scenario, cap)
     C = fleet.capacity
     max_sla = scenario.sla_seconds if not wl.sla_classes else max(c.hours for c in wl.sla_classes) * 3600.0
@@ -293,42 +363,54 @@ def fast_simulate(
                                 rate_h / 3600.0)
         if wl.rate_profile is None:
             law = fluid_law(scenario, cap, bw.lam, _law_upto(scenario, fleet, bw)) if bw.rho < 1.0 else "unstable"
-    # The work (node-seconds) the fleet can hold: the deadline's (cancellation) or the queue limit's.
     hold = fleet.queue_cap
     if fleet.cancel:
         hold = min(hold, max_sla * C)
     relax_s = relaxation_time(bw, hold / C) if bw is not None else math.nan
     stationary = isinstance(law, WorkloadLaw) and sim.start == "stationary"
     hours = float(horizon_hours if horizon_hours is not None else sim.horizon_hours)
-    warm_s = sim.warmup_hours * 3600.0
     steady = SteadyState(start="stationary" if stationary else "empty", warmup_hours=sim.warmup_hours,
                          span_hours=hours, relaxation_hours=relax_s / 3600.0)
-    # A replication simulates at most MAX_BATCHES batches: warm-up and span share them.
-    max_s = MAX_BATCHES / rate_h * 3600.0 if wl.trace is None else math.inf
+    return _Run(disc=disc, reps=reps, load=load, rate_h=rate_h, fleet=fleet, max_sla=max_sla,
+                fifo_vector=fifo_vector, law=law, hold=hold, relax_s=relax_s, stationary=stationary,
+                steady=steady, warm_s=sim.warmup_hours * 3600.0, hours=hours,
+                max_s=MAX_BATCHES / rate_h * 3600.0 if wl.trace is None else math.inf)
+
+
+def _plan_warmup(scenario: Any, run: _Run) -> None:
+    """Stretch the warm-up to the relaxation times a start needs (the batch budget allowing)."""
+    wl = scenario.workload
+    relax_s, steady = run.relax_s, run.steady
     if wl.trace is None and math.isfinite(relax_s):
         # A stationary start leaves only the order of the queued work to settle (priority orders).
-        want = 0.0 if (stationary and fifo_vector) else (
-            WARMUP_RELAXATIONS_BLOB if stationary else WARMUP_RELAXATIONS_EMPTY) * relax_s
-        if want > warm_s:
-            got = min(want, 0.5 * max_s)
+        want = 0.0 if (run.stationary and run.fifo_vector) else (
+            WARMUP_RELAXATIONS_BLOB if run.stationary else WARMUP_RELAXATIONS_EMPTY) * relax_s
+        if want > run.warm_s:
+            got = min(want, 0.5 * run.max_s)
             if wl.rate_profile is not None:
                 got = 86400.0 * math.ceil(got / 86400.0)
-            if got > warm_s:
-                steady.adjusted.append(f"warm-up {warm_s / 3600:.3g} -> {got / 3600:.3g} h")
-                warm_s = got
-            if got < want and not stationary:
+            if got > run.warm_s:
+                steady.adjusted.append(f"warm-up {run.warm_s / 3600:.3g} -> {got / 3600:.3g} h")
+                run.warm_s = got
+            if got < want and not run.stationary:
                 steady.notes.append(
-                    f"started empty with {warm_s / 3600:.3g} h of warm-up against a relaxation time of "
+                    f"started empty with {run.warm_s / 3600:.3g} h of warm-up against a relaxation time of "
                     f"{relax_s / 3600:.3g} h: the estimate reads low")
-    elif wl.trace is None and not stationary and load.rho_peak >= 1.0 and not fleet.cancel:
-        steady.notes.append(f"unstable (rho = {load.rho:.4g}): the queue grows without bound, no steady state")
-    # The measured span: long enough for min_batches batches over all replications and,
-    # where the batch budget allows, SPAN_RELAXATIONS relaxation times (not for trace
-    # replays, which go through the request-level tier's per-request stream).
+    elif wl.trace is None and not run.stationary and run.load.rho_peak >= 1.0 and not run.fleet.cancel:
+        steady.notes.append(f"unstable (rho = {run.load.rho:.4g}): the queue grows without bound, no steady state")
+
+
+def _plan_span(scenario: Any, run: _Run, min_batches: int) -> None:
+    """The measured span: long enough for min_batches batches over all replications and,
+    where the batch budget allows, SPAN_RELAXATIONS relaxation times (not for trace
+    replays, which go through the request-level tier's per-request stream)."""
+    wl = scenario.workload
+    relax_s, steady, reps, rate_h = run.relax_s, run.steady, run.reps, run.rate_h
+    hours = run.hours
     need = min_batches / (reps * rate_h) if wl.trace is None else 0.0
     if wl.trace is None and math.isfinite(relax_s):
         need = max(need, SPAN_RELAXATIONS * relax_s / 3600.0)
-        room = max(max_s - warm_s, 0.0) / 3600.0
+        room = max(run.max_s - run.warm_s, 0.0) / 3600.0
         if need > room:
             need = max(room, min_batches / (reps * rate_h))
             steady.notes.append(
@@ -339,66 +421,90 @@ def fast_simulate(
         hours = need
         if wl.rate_profile is not None:
             hours = 24.0 * math.ceil(hours / 24.0)
-    steady.warmup_hours = warm_s / 3600.0
+    steady.warmup_hours = run.warm_s / 3600.0
     steady.span_hours = hours
-    span_s = hours * 3600.0
-    # Later arrivals do not touch earlier FIFO batches; other orders need them until the deadlines.
-    t_end = warm_s + span_s + (0.0 if fifo_vector else 2.0 * max_sla)
-    if wl.trace is None and hasattr(scenario, "check_batches"):  # refused before any memory is used
-        drain = "" if fifo_vector else f" + {2 * max_sla / 3600:.6g} h to the last deadline"
-        scenario.check_batches(rate_h * t_end / 3600.0, f"{rate_h:.6g} batches an hour x ({warm_s / 3600:.6g} h of "
-                                                        f"warm-up + {hours:.6g} h measured{drain})")
-    seqs = np.random.SeedSequence(root).spawn(reps)
+    run.hours = hours
+
+
+def _check_memory(scenario: Any, run: _Run) -> None:
+    """Refuse a run whose batches would not fit, before any memory is used (``check_batches``)."""
+    if scenario.workload.trace is None and hasattr(scenario, "check_batches"):
+        rate_h, warm_s = run.rate_h, run.warm_s
+        drain = "" if run.fifo_vector else f" + {2 * run.max_sla / 3600:.6g} h to the last deadline"
+        scenario.check_batches(rate_h * run.t_end / 3600.0, f"{rate_h:.6g} batches an hour x ({warm_s / 3600:.6g} h of "
+                                                            f"warm-up + {run.hours:.6g} h measured{drain})")
+
+
+def _replicate(scenario: Any, cap: NodeCapacity, run: _Run, root: int) -> list[dict[str, Any]]:
+    """Each replication's sums over its measured batches, with its sojourn sample; checks the steady state."""
+    warm_s, span_s = run.warm_s, run.span_s
+    seqs = np.random.SeedSequence(root).spawn(run.reps)
     lat = cap.latency if cap.latency is not None else Latency.constant(cap.latency_s)
     per = []
     series = []
     halves: tuple[list[float], list[float]] = ([], [])
-    for r in range(reps):
-        rng = np.random.default_rng(seqs[r])
-        if wl.trace is not None:
-            b = trace_batches(scenario, cap, seqs[r], t_end)
-        else:
-            b = generate_batches(scenario, cap, rng, t_end)
-        v0 = 0.0
-        if stationary and len(b):  # noqa: SIM102
-            # Its own stream (the traffic's draws stay as they were): one uniform through the law.
-            start_rng = np.random.default_rng(np.random.SeedSequence(seqs[r].entropy, spawn_key=seqs[r].spawn_key + (_START_KEY,)))
-            v0 = float(law.sample(start_rng, 1, cap=hold / C)[0]) * C
-        if fifo_vector:
-            runs, refused, v = fifo_runs(b, fleet, v0)
-        else:
-            if v0 > 0:
-                b = _with_backlog(b, v0, cap.work_mean, C)
-            runs, refused = _priority(b, fleet, disc, cap, rng, scenario.serving.forecast_sigma)
-            v = _work_found(b, fleet, hold)
+    for r in range(run.reps):
+        b, runs, refused, v = _replication(scenario, cap, run, seqs[r])
         series.append(binned_means(b.arrival, v, warm_s + span_s))
         mid = warm_s + 0.5 * span_s
         halves[0].append(_mean_or_nan(v[(b.arrival >= warm_s) & (b.arrival < mid)]))
         halves[1].append(_mean_or_nan(v[(b.arrival >= mid) & (b.arrival < warm_s + span_s)]))
-        per.append(_summarise(b, runs, refused, fleet, lat, warm_s, span_s))
+        per.append(_summarise(b, runs, refused, run.fleet, lat, warm_s, span_s))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty bin
-        steady.check(np.nanmean(np.vstack(series), axis=0), (warm_s + span_s) / 3600.0, *halves)
-    _sample_quantiles(per, lat, fleet.cancel, seqs)
-    x_max = max(p["size_max"] for p in per)
-    res = _combine(per, span_s, unseen_share(wl.batch_size, x_max) if wl.trace is None else 0.0)
-    # Analytic tier.
-    an = Analytic(math.nan, "none: not requested")
-    if analytic:
-        an = analytic_p_miss(scenario, cap, load, law=law if wl.rate_profile is None else None)
-    agreement, agrees = _agreement(res, an.p, an.regime)
+        run.steady.check(np.nanmean(np.vstack(series), axis=0), (warm_s + span_s) / 3600.0, *halves)
+    _sample_quantiles(per, lat, run.fleet.cancel, seqs)
+    return per
+
+
+def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
+                 seq: np.random.SeedSequence) -> tuple[Batches, Runs, np.ndarray, np.ndarray]:
+    """One replication: its batches, their runs, the requests refused, and the work each batch finds."""
+    fleet = run.fleet
+    C = fleet.capacity
+    rng = np.random.default_rng(seq)
+    if scenario.workload.trace is not None:
+        b = trace_batches(scenario, cap, seq, run.t_end)
+    else:
+        b = generate_batches(scenario, cap, rng, run.t_end)
+    v0 = 0.0
+    if run.stationary and len(b):
+        # Its own stream (the traffic's draws stay as they were): one uniform through the law.
+        start_rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=seq.spawn_key + (_START_KEY,)))
+        assert isinstance(run.law, WorkloadLaw)
+        v0 = float(run.law.sample(start_rng, 1, cap=run.hold / C)[0]) * C
+    if run.fifo_vector:
+        runs, refused, v = fifo_runs(b, fleet, v0)
+    else:
+        if v0 > 0:
+            b = _with_backlog(b, v0, cap.work_mean, C)
+        runs, refused = _priority(b, fleet, run.disc, cap, rng, scenario.serving.forecast_sigma)
+        v = _work_found(b, fleet, run.hold)
+    return b, runs, refused, v
+
+
+def _bound_by_analytic(res: dict[str, Any], an: Analytic) -> float:
+    """Raise the sampled bound to the analytic one beside it (a bound never lies below it); the sampled bound."""
     sampled_upper = res["upper"]
     if math.isfinite(an.upper):
-        # A bound never lies below the analytic value it sits beside.
         res["upper"] = max(res["upper"], an.upper)
         if res["ci"][0] == 0.0:
             res["ci"] = (0.0, max(res["ci"][1], an.upper))
-    # How fragile the estimate is: the analytic P(miss) with 2% less capacity.
-    fragility = math.nan
-    if analytic and math.isfinite(an.p) and an.p > 0 and wl.trace is None:
+    return sampled_upper
+
+
+def _fragility(scenario: Any, cap: NodeCapacity, an: Analytic) -> float:
+    """How fragile the estimate is: the analytic P(miss) with 2% less capacity, over P(miss)."""
+    if math.isfinite(an.p) and an.p > 0 and scenario.workload.trace is None:
         cap98 = cap.scaled(1.0 - FRAGILITY_CAPACITY_ERROR)
         an98 = analytic_p_miss(scenario, cap98, load_report(scenario, cap98))
-        fragility = an98.p / an.p if math.isfinite(an98.p) else math.inf
+        return an98.p / an.p if math.isfinite(an98.p) else math.inf
+    return math.nan
+
+
+def _fast_result(scenario: Any, cap: NodeCapacity, run: _Run, res: dict[str, Any], an: Analytic, agreement: str,
+                 agrees: bool | None, sampled_upper: float, fragility: float, t0: float) -> FastResult:
+    """The ``FastResult`` of the sampled sums ``res`` and the analytic value ``an``, each number's tier named."""
     p_best, best_src = best_p_miss(res["p_miss"], res["upper"], res["ci"][0] if agrees is not None else math.nan,
                                    an.p, an.upper, "mean")
     tiers = {
@@ -431,10 +537,10 @@ def fast_simulate(
         requests_rejected=res["rejected"],
         requests_cancelled=res["cancelled"],
         batches_measured=res["batches"],
-        replications=reps,
-        horizon_hours=hours,
+        replications=run.reps,
+        horizon_hours=run.hours,
         cost_per_hour=scenario.cost_per_hour,
-        load=load,
+        load=run.load,
         capacity=cap,
         analytic_p_miss=an.p,
         analytic_regime=an.regime,
@@ -445,12 +551,12 @@ def fast_simulate(
         analytic_p_miss_upper=an.upper,
         analytic_asymptotic=an.asymptotic,
         analytic_agrees=None if agrees is None else bool(agrees),
-        steady_state=steady,
+        steady_state=run.steady,
         p_miss_best_value=p_best,
         p_miss_upper_sampled=sampled_upper,
         p_miss_unseen=res["unseen"],
         p_miss_oversize=res["oversize"],
-        p_miss_oversize_floor=oversize_floor(scenario, cap) if wl.trace is None else math.nan,
+        p_miss_oversize_floor=oversize_floor(scenario, cap) if scenario.workload.trace is None else math.nan,
         p_miss_fragility=fragility,
         miss_episodes=res["episodes"],
         miss_episodes_effective=res["episodes_effective"],
