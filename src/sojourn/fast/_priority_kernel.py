@@ -17,16 +17,25 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = ["ORDERS", "available", "priority_kernel"]
 
 #: Order codes of the kernel: the heap key (k1, k2, segment) each gives a segment of batch i.
 ORDERS = {"fifo": 0, "lifo": 1, "edf": 2, "key": 3}
 
+_F = NDArray[np.float64]
+_I = NDArray[np.int64]
+#: What the kernel returns: piece segment, start time, from, to; tail segment, time, position; scale; refused.
+KernelOut = tuple[_I, _F, _F, _F, _I, _F, _F, _F, _I]
+#: The compiled kernel's signature (``_kernel``'s).
+Kernel = Callable[..., KernelOut]
 
-def _less(k1, k2, ks, a, b):  # noqa: ANN001, ANN202 - numba-typed
+
+def _less(k1: _F, k2: _F, ks: _I, a: int, b: int) -> bool:
     if k1[a] != k1[b]:
         return k1[a] < k1[b]
     if k2[a] != k2[b]:
@@ -34,7 +43,7 @@ def _less(k1, k2, ks, a, b):  # noqa: ANN001, ANN202 - numba-typed
     return ks[a] < ks[b]
 
 
-def _heap_push(k1, k2, ks, n, a, b, s):  # noqa: ANN001, ANN202
+def _heap_push(k1: _F, k2: _F, ks: _I, n: int, a: float, b: float, s: int) -> int:
     """Push (a, b, s) onto the heap of size n; return the new size."""
     j = n
     k1[j], k2[j], ks[j] = a, b, s
@@ -50,7 +59,7 @@ def _heap_push(k1, k2, ks, n, a, b, s):  # noqa: ANN001, ANN202
     return n + 1
 
 
-def _heap_pop(k1, k2, ks, n):  # noqa: ANN001, ANN202
+def _heap_pop(k1: _F, k2: _F, ks: _I, n: int) -> int:
     """Drop the top of the heap of size n; return the new size."""
     n -= 1
     k1[0], k2[0], ks[0] = k1[n], k2[n], ks[n]
@@ -72,15 +81,15 @@ def _heap_pop(k1, k2, ks, n):  # noqa: ANN001, ANN202
     return n
 
 
-def _per_request(s_work, s_count, scale, s):  # noqa: ANN001, ANN202
+def _per_request(s_work: _F, s_count: _I, scale: _F, s: int) -> float:
     n = round(s_count[s] * scale[s])
     if n:
         return s_work[s] * scale[s] / n
     return math.inf
 
 
-def _kernel(arrival, deadline, seg_lo, s_work, s_count, s_key, x_acc, order, dl_order,  # noqa: ANN001, ANN202, C901
-            max_queue, slots, c, in_service, t_stop):
+def _kernel(arrival: _F, deadline: _F, seg_lo: _I, s_work: _F, s_count: _I, s_key: _F, x_acc: _I, order: int,
+            dl_order: _I, max_queue: int, slots: int, c: float, in_service: float, t_stop: float) -> KernelOut:
     """The loop of ``fluid.priority_runs_reference``; ``max_queue`` < 0 means none.
 
     Returns (piece segment, start time, from, to; tail segment, time, position; scale; refused).
@@ -217,10 +226,10 @@ def _kernel(arrival, deadline, seg_lo, s_work, s_count, s_key, x_acc, order, dl_
     return (p_seg[:npc], p_t0[:npc], p_from[:npc], p_to[:npc], t_seg[:nt], t_t[:nt], t_pos[:nt], scale, refused)
 
 
-_COMPILED: list = []
+_COMPILED: list[Kernel | None] = []
 
 
-def priority_kernel():  # noqa: ANN201
+def priority_kernel() -> Kernel | None:
     """The compiled kernel, or None without numba; numba is imported and the kernel loaded on first use.
 
     numba caches the machine code beside this module (``cache=True``): the first call
@@ -231,7 +240,7 @@ def priority_kernel():  # noqa: ANN201
     return _COMPILED[0]
 
 
-def _compile():  # noqa: ANN202
+def _compile() -> Kernel | None:
     if os.environ.get("SOJOURN_NO_NUMBA"):
         return None
     try:

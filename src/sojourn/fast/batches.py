@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,7 +93,7 @@ def batch_work(rng: np.random.Generator, accepted: NDArray[np.int64], cap: NodeC
     work = np.zeros(len(accepted))
     exact = accepted <= exact_below if math.isfinite(v) else np.ones(len(accepted), dtype=bool)
     if v == 0.0:
-        return accepted * m
+        return cast(NDArray[np.float64], accepted * m)  # int64 * float: float64 (numpy's stubs say floating[Any])
     idx = np.flatnonzero(exact & (accepted > 0))
     if idx.size:
         counts = accepted[idx]

@@ -50,7 +50,7 @@ from numpy.typing import NDArray
 
 from sojourn._cache import file_stamp, register
 from sojourn._errors import ConfigError
-from sojourn.fast.outcomes import Latency
+from sojourn.fast.outcomes import Latency, Sampler
 
 __all__ = [
     "LoadReport",
@@ -97,7 +97,7 @@ class NodeCapacity:
     #: Input tokens of the pool requests (the key of shortest-prompt-first), aligned with ``works``.
     inputs: NDArray[np.float64] = field(default_factory=lambda: np.empty(0), repr=False)
     #: Draws fresh request works (generic servers); None means bootstrap from ``works``.
-    sampler: Any = field(default=None, repr=False)
+    sampler: Sampler | None = field(default=None, repr=False)
     #: Law of a request's latency in service (admission to completion) on a saturated node.
     latency: Latency | None = field(default=None, repr=False)
     #: Work (node-seconds) the other requests in service still hold when one starts; nan: from the law.
@@ -163,7 +163,8 @@ class NodeCapacity:
         """``n`` request works (node-seconds) of accepted requests."""
         if self.sampler is not None:
             return self.sampler(rng, n)
-        return rng.choice(self.works, size=n)
+        works: NDArray[np.float64] = rng.choice(self.works, size=n)
+        return works
 
     @property
     def nbytes(self) -> int:
@@ -195,7 +196,7 @@ class NodeCapacity:
             work_mean=self.work_mean / f,
             work_var=self.work_var / (f * f),
             works=self.works / f,
-            sampler=None if self.sampler is None else (lambda rng, n, _s=self.sampler: _s(rng, n) / f),
+            sampler=None if self.sampler is None else _scaled_sampler(self.sampler, f),
             latency=None if lat is None else Latency(lat.x / f, lat.f),
             in_service_work=self.in_service_work / f,
             work_coef=None if coef is None else (coef[0] / f, coef[1] / f, coef[2] / f, coef[3] / f, coef[4]),
@@ -303,6 +304,11 @@ def _with_wall(cap: NodeCapacity, wall: float) -> NodeCapacity:
 # --- generic c-server nodes -----------------------------------------------------------
 
 
+def _scaled_sampler(sampler: Sampler, f: float) -> Sampler:
+    """Draws of ``sampler`` divided by ``f``."""
+    return lambda rng, n: sampler(rng, n) / f
+
+
 def _generic_capacity(scenario: Any) -> NodeCapacity:
     srv = scenario.fleet.server
     dist, c = srv.service_time, srv.concurrency
@@ -311,7 +317,8 @@ def _generic_capacity(scenario: Any) -> NodeCapacity:
         raise ConfigError("fleet.server.service_time", f"mean is {mean}; the fast path needs a finite positive mean")
 
     def sampler(rng: np.random.Generator, n: int) -> NDArray[np.float64]:
-        return dist.sample(rng, n) / c
+        works: NDArray[np.float64] = dist.sample(rng, n) / c
+        return works
 
     rps = c / mean
     return NodeCapacity(
@@ -344,7 +351,8 @@ def _generic_prompts(scenario: Any, n: int) -> NDArray[np.float64]:
         return rng.choice(inp, n).astype(np.float64)
     if wl.input_tokens is None:
         return np.ones(n)
-    return wl.input_tokens.sample_int(rng, n).astype(np.float64)
+    tokens: NDArray[np.float64] = wl.input_tokens.sample_int(rng, n).astype(np.float64)
+    return tokens
 
 
 # --- LLM engine nodes --------------------------------------------------------------------
@@ -362,7 +370,8 @@ def _accepted(scenario: Any, perf: Any, inp: NDArray[Any], out: NDArray[Any]) ->
     """Requests the engine takes: positive sizes, prompt + output within max_model_len and the KV cache."""
     total = inp + out
     limit = min(scenario.serving.max_model_len, perf.kv_capacity_tokens)
-    return (inp >= 1) & (out >= 1) & (total <= limit)
+    ok: NDArray[np.bool_] = (inp >= 1) & (out >= 1) & (total <= limit)
+    return ok
 
 
 class _Saturated:
@@ -595,7 +604,8 @@ def analytic_node_throughput(perf: Any, inp: NDArray[Any], out: NDArray[Any], ma
         per_step * 0.5 * float(np.mean(i * i)),
         prefill_done=int(round(per_step)),
     )
-    return per_step / step
+    throughput: float = per_step / step
+    return throughput
 
 
 # --- load --------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,6 +298,7 @@ def priority_runs_reference(b: Batches, seg: Segments, fleet: FluidFleet, order:
     scale = [1.0] * len(s_work)  # admitted fraction (max_queue)
     dead = [False] * len(s_work)
     refused = [0] * nb
+    prio: Callable[[int, int], tuple[float, ...]]
     if order == "fifo":
         prio = lambda i, s: (i, s)  # noqa: E731
     elif order == "lifo":
@@ -314,8 +315,7 @@ def priority_runs_reference(b: Batches, seg: Segments, fleet: FluidFleet, order:
         dl_order = []
     nd = len(dl_order)
     x_acc = b.accepted.tolist()
-    wsum = b.work.tolist()
-    heap: list[tuple] = []
+    heap: list[tuple[Any, ...]] = []  # (the order's key..., segment); the key's length depends on the order
     vsum = 0.0  # work in system
     nsys = 0.0  # requests in system (the one in progress in a piece counted by its remaining share)
     mq = fleet.max_queue
@@ -334,7 +334,8 @@ def priority_runs_reference(b: Batches, seg: Segments, fleet: FluidFleet, order:
     p_from: list[float] = []
     p_to: list[float] = []
     tails: list[tuple[int, float, float]] = []  # (segment, deadline, position) of cancelled work in service
-    pop, push = heapq.heappop, heapq.heappush
+    pop = heapq.heappop
+    push = heapq.heappush
 
     def per_request(s: int) -> float:
         n = round(s_count[s] * scale[s])

@@ -64,15 +64,15 @@ def lindley_capped(work: ArrayLike, service: ArrayLike, cap: float, v0: float = 
     if not 0.0 <= v0 <= cap:
         raise ValueError(f"v0 = {v0!r}: must be in [0, cap = {cap!r}]")
     # Map n takes V_n to V_{n+1}; the last one is never applied.
-    c = w - a
-    hi = np.maximum(cap - a, 0.0)
+    c: NDArray[np.float64] = w - a  # 1-d, then (blocks, block)
+    hi: NDArray[np.float64] = np.maximum(cap - a, 0.0)
     b = block or max(64, int(math.sqrt(n)))
     m = -(-n // b)
     pad = m * b - n
     if pad:  # identity maps
         c = np.concatenate((c, np.zeros(pad)))
         hi = np.concatenate((hi, np.full(pad, np.inf)))
-    lo_in = np.zeros(m * b)
+    lo_in: NDArray[np.float64] = np.zeros(m * b)
     if pad:
         lo_in[n:] = -np.inf
     c = c.reshape(m, b)

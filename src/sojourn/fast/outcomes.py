@@ -16,12 +16,17 @@ per request in Python and the cost does not grow with the batch size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["Latency", "RunStats", "Runs", "run_stats", "sample_sojourns"]
+__all__ = ["Latency", "RunStats", "Runs", "Sampler", "run_stats", "sample_sojourns"]
+
+#: Draws n values: (rng, n) -> array.
+Sampler = Callable[[np.random.Generator, int], NDArray[np.float64]]
 
 #: Runs up to this long are summed term by term.
 _SHORT_RUN = 16
@@ -41,7 +46,7 @@ class Runs:
     def __len__(self) -> int:
         return len(self.batch)
 
-    def take(self, sel: ArrayLike) -> Runs:
+    def take(self, sel: NDArray[np.integer[Any]] | NDArray[np.bool_]) -> Runs:
         return Runs(self.batch[sel], self.start[sel], self.step[sel], self.count[sel])
 
     @staticmethod
@@ -59,7 +64,7 @@ class Latency:
     Gives F, E[L; L <= x], log F and their integrals in x, all by interpolation.
     """
 
-    def __init__(self, x: ArrayLike, f: ArrayLike, draw: object = None) -> None:
+    def __init__(self, x: ArrayLike, f: ArrayLike, draw: Sampler | None = None) -> None:
         x = np.asarray(x, dtype=np.float64)
         f = np.asarray(f, dtype=np.float64)
         # Strictly increasing knots; where x repeats (an atom), keep the last, highest F.
@@ -120,7 +125,7 @@ class Latency:
     # -- pointwise ---------------------------------------------------------------------
 
     def cdf(self, x: ArrayLike) -> NDArray[np.float64]:
-        return np.interp(x, self.x, self.f, left=0.0, right=1.0)
+        return np.interp(np.asarray(x, dtype=np.float64), self.x, self.f, left=0.0, right=1.0)
 
     def partial_mean(self, x: ArrayLike) -> NDArray[np.float64]:
         """E[L; L <= x]."""
@@ -175,8 +180,9 @@ class Latency:
 
     def sample(self, rng: np.random.Generator, n: int) -> NDArray[np.float64]:
         if self._draw is not None:
-            return self._draw(rng, n)  # type: ignore[operator]
-        return np.interp(rng.random(n), self.f, self.x)
+            return self._draw(rng, n)
+        drawn: NDArray[np.float64] = np.interp(rng.random(n), self.f, self.x)
+        return drawn
 
 
 @dataclass

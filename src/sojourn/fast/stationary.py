@@ -179,7 +179,8 @@ class WorkloadLaw:
         u = rng.random(n) * top
         # Inverse of the piecewise-linear cdf; the atom at 0 (P(V = 0) = 1 − ρ) maps to 0.
         out = np.interp(u, cdf, grid)
-        return np.minimum(out, cap) if math.isfinite(cap) else out
+        capped: NDArray[np.float64] = np.minimum(out, cap) if math.isfinite(cap) else out
+        return capped
 
 
 class _LawView:

@@ -76,7 +76,8 @@ def distribution_mgf(d: Any, s: float) -> float:
             return p * es / (1.0 - (1.0 - p) * es) if (1.0 - p) * es < 1.0 else math.inf
         if fam == "uniform":
             a, b = d.low, d.high
-            return (math.exp(s * b) - math.exp(s * a)) / (s * (b - a))
+            mgf: float = (math.exp(s * b) - math.exp(s * a)) / (s * (b - a))
+            return mgf
         if fam in ("lognormal", "pareto"):
             if fam == "lognormal" and d.sigma == 0.0:
                 return math.exp(s * d.median)
@@ -91,6 +92,7 @@ def _numeric_mgf(d: Any, s: float) -> float:
     """E[e^{sY}] = ∫_0^1 e^{s·ppf(u)} du (Y bounded by its clip, or s <= 0)."""
     top = 1.0 if d.max is None else float(d.cdf(d.max - 1e-12 * d.max))
     f = lambda u: math.exp(s * float(d.ppf(u)))  # noqa: E731
+    val: float
     val, _ = integrate.quad(f, 0.0, top, limit=200)
     if d.max is not None:
         val += (1.0 - top) * math.exp(s * d.max)
@@ -104,7 +106,8 @@ def batch_size_pgf(d: Any, z: float) -> float:
     fam = d.dist
     if d.max is None:
         if fam == "fixed":
-            return z ** math.ceil(d.value)
+            pgf: float = z ** math.ceil(d.value)
+            return pgf
         if fam == "geometric":
             p = 1.0 / d.unclipped_mean
             return p * z / (1.0 - (1.0 - p) * z) if (1.0 - p) * z < 1.0 else math.inf
@@ -228,7 +231,8 @@ def position_mean(xdist: Any, q: float, f: Callable[[NDArray[np.float64]], NDArr
         total += float(np.trapezoid(y, g)) + 0.5 * (y[0] + y[-1])
     # Positions j1, j1 + 1, ...: Σ_{j >= j1} P(X' >= j) = E[(X' − j1 + 1)+].
     total += q * float(excess_mean(xdist, (j1 - 1.0) / q, integer=True))
-    return min(total / ex, 1.0)
+    mean: float = total / ex
+    return min(mean, 1.0)
 
 
 def _sorted_unique(g: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -354,7 +358,7 @@ class FifoTail:
     constant: float = math.nan  # Cramér–Lundberg constant
     z: float = math.nan  # M_w(γ/C): the per-request factor of the batch m.g.f. at γ
     reason: str = ""
-    batch_work_sf: Callable[[float], float] | None = None  # subexponential: P(B_e > x)
+    batch_work_sf: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None = None  # subexponential: P(B_e > x)
 
     def sf_array(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """``sf`` over an array."""
