@@ -162,7 +162,7 @@ class Loaded:
     """Records read from a file, and how many rows were skipped and why."""
 
     records: list[Any]
-    skipped: Counter = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     path: str = ""
 
     def skipped_lines(self) -> list[str]:
@@ -409,7 +409,7 @@ def load_step_grid(path: str | Path, gpu: str | None = None, catalogue: Any = No
 
 
 def perf_model_for(
-    rec: Record, profile: Profile, catalogue: Any = None, specs: dict[str, Any] | None = None
+    rec: Record, profile: Profile, catalogue: Any = None, specs: dict[tuple[str, str], Any] | None = None
 ) -> PerfModel:
     """The PerfModel a record's engine ran: benchmark defaults (``BENCH_DEFAULTS``) for silicon rows.
 
@@ -475,19 +475,19 @@ def fits(rec: Record, catalogue: Any = None) -> str | None:
 # ---------------------------------------------------------------------------
 
 
-def group_key(rec: Record, by: Sequence[str]) -> tuple:
+def group_key(rec: Record, by: Sequence[str]) -> tuple[Any, ...]:
     return tuple(getattr(rec, k) for k in by)
 
 
 def group_mape(
     preds: Iterable[Prediction], by: Sequence[str] = ("model", "precision", "tp")
-) -> dict[tuple, dict[str, Any]]:
+) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Mean absolute percentage error of each measured quantity, per group of records."""
-    acc: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    acc: dict[tuple[Any, ...], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in preds:
         for k, e in p.errors().items():
             acc[group_key(p.record, by)][k].append(abs(e))
-    out: dict[tuple, dict[str, Any]] = {}
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for key, errs in sorted(acc.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         row: dict[str, Any] = {"rows": max(len(v) for v in errs.values())}
         for k, v in errs.items():
@@ -511,7 +511,8 @@ def holdout_split(records: Sequence[SiliconRow]) -> tuple[list[SiliconRow], list
     A hash of the id (not the file order) keeps the split stable when the file is
     re-sorted or extended, and spreads every shape and concurrency over both halves.
     """
-    fit, held = [], []
+    fit: list[SiliconRow] = []
+    held: list[SiliconRow] = []
     for r in records:
         (fit if zlib.crc32(r.id.encode()) % 2 == 0 else held).append(r)
     return fit, held
@@ -522,7 +523,7 @@ def holdout_split(records: Sequence[SiliconRow]) -> tuple[list[SiliconRow], list
 # ---------------------------------------------------------------------------
 
 
-def summary_lines(profile: Profile, skipped: Counter | None = None) -> list[str]:
+def summary_lines(profile: Profile, skipped: Counter[str] | None = None) -> list[str]:
     """Human-readable fit summary: parameters, errors overall and per group, rows used and skipped."""
     f = profile.fit
     lines = [f"profile {profile.gpu}-{profile.backend}: {profile.source}"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sojourn._errors import ConfigError
 from sojourn.perf._profile import Calibration, Profile, calibration_of, resolve_profile
@@ -83,6 +83,18 @@ class PerfModel:
     block_size: int = 16
     #: KV-cache element type; None: fp8 for fp8/fp4 weights, bf16 for bf16 weights.
     kv_cache_dtype: str | None = None
+
+    if TYPE_CHECKING:
+        # The hot path's constants, set per instance by __post_init__ (object.__setattr__, the class
+        # being frozen). Declared for the type checker only: not dataclass fields, so not in __init__,
+        # fields(), eq or repr. ClassVar keeps mypy's dataclass plugin from taking them for fields.
+        _c_tok: ClassVar[float]
+        _c_logit: ClassVar[float]
+        _w_time: ClassVar[float]
+        _c_pair: ClassVar[float]
+        _c_ctx: ClassVar[float]
+        _comm_fixed: ClassVar[float]
+        _comm_tok: ClassVar[float]
 
     def __post_init__(self) -> None:
         m = self.model

@@ -13,9 +13,12 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sojourn._errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "CARRY_OVER",
@@ -107,7 +110,7 @@ CARRY_OVER: dict[str, tuple[str, str]] = {
 }
 
 
-def _profiles_dir():
+def _profiles_dir() -> Traversable:
     return resources.files("sojourn.perf").joinpath("profiles")
 
 

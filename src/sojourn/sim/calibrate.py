@@ -45,7 +45,7 @@ def _catalogue(catalogue: Any = None) -> Any:
     return catalogue
 
 
-def _predict(rec: Record, profile: Profile, cat: Any, specs: dict[str, Any]) -> Prediction:
+def _predict(rec: Record, profile: Profile, cat: Any, specs: dict[tuple[str, str], Any]) -> Prediction:
     pm = perf_model_for(rec, profile, cat, specs)
     if isinstance(rec, SiliconRow):
         res = closed_loop(pm, rec.isl, rec.osl, rec.concurrency)
@@ -58,7 +58,7 @@ def _predict(rec: Record, profile: Profile, cat: Any, specs: dict[str, Any]) -> 
 def evaluate(records: Iterable[Record], profile: Profile, catalogue: Any = None) -> list[Prediction]:
     """Predict every record with ``profile`` (silicon rows as ``sojourn perf --concurrency`` does)."""
     cat = _catalogue(catalogue)
-    specs: dict[str, Any] = {}
+    specs: dict[tuple[str, str], Any] = {}
     return [_predict(r, profile, cat, specs) for r in records]
 
 
@@ -125,7 +125,7 @@ def fit_profile(
     x0 = np.clip([getattr(base, n) / FIT_PARAMS[n][2] for n in names], lo + 1e-6, hi - 1e-6)
 
     def profile_at(x: np.ndarray) -> Profile:
-        vals = {n: float(v) * FIT_PARAMS[n][2] for n, v in zip(names, x, strict=True)}
+        vals: dict[str, Any] = {n: float(v) * FIT_PARAMS[n][2] for n, v in zip(names, x, strict=True)}
         return replace(base, **vals)
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -152,7 +152,7 @@ def fit_profile(
 
 
 def _usable(records: Sequence[Record], gpu: str, backend: str, params: Sequence[str],
-            skipped_on_load: dict[str, int] | None, cat: Any) -> tuple[list[Record], Counter]:
+            skipped_on_load: dict[str, int] | None, cat: Any) -> tuple[list[Record], Counter[str]]:
     """The records a fit can use, and why the others were dropped; ConfigError for a bad request."""
     unknown = [p for p in params if p not in FIT_PARAMS]
     if unknown or not params:
@@ -163,7 +163,7 @@ def _usable(records: Sequence[Record], gpu: str, backend: str, params: Sequence[
     engines = sorted({r.backend for r in records if isinstance(r, SiliconRow)} - {backend})
     if engines:
         raise ConfigError("calibrate.backend", f"rows of {', '.join(engines)} given to a fit for {backend}")
-    skipped: Counter = Counter(
+    skipped: Counter[str] = Counter(
         {k: v for k, v in (skipped_on_load or {}).items() if not k.startswith(("other backend", "other GPU"))}
     )
     usable = []
@@ -191,7 +191,7 @@ def _residuals(preds: Iterable[Prediction], ttft_weight: float) -> np.ndarray:
     return np.asarray(res)
 
 
-def _fit_info(preds: list[Prediction], fitted: Profile, names: list[str], skipped: Counter, sol: Any,
+def _fit_info(preds: list[Prediction], fitted: Profile, names: list[str], skipped: Counter[str], sol: Any,
               loss: str, f_scale: float, ttft_weight: float) -> dict[str, Any]:
     """What a fitted profile records of its fit (``Profile.fit``)."""
     usable = [p.record for p in preds]

@@ -210,7 +210,8 @@ class Sjf(_Keyed):
     name = "sjf"
 
     def key(self, req: Any) -> float:
-        return req.prompt
+        prompt: float = req.prompt
+        return prompt
 
 
 class SjfWork(_Keyed):
@@ -234,7 +235,8 @@ class Edf(_Keyed):
     name = "edf"
 
     def key(self, req: Any) -> float:
-        return req.deadline
+        deadline: float = req.deadline
+        return deadline
 
 
 class Fair(Discipline):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ __all__ = ["BatchTuple", "batch_stream", "load_trace", "mean_tokens"]
 
 #: One batch: arrival time (s), prompt and output token counts of its requests, SLA (s).
 BatchTuple = tuple[float, list[int], list[int], float]
+#: Draws the SLAs (seconds) of the next n batches.
+SlaSampler = Callable[[int], list[float]]
 
 #: Batches drawn per chunk of a synthetic stream; fixed, so a seed fixes the traffic.
 _CHUNK = 256
@@ -40,7 +42,7 @@ def batch_stream(scenario: Any, seed: np.random.SeedSequence) -> Iterator[BatchT
     return _synthetic_batches(wl, gaps, sizes, ins, outs, sla)
 
 
-def _sla_sampler(scenario: Any, rng: np.random.Generator):
+def _sla_sampler(scenario: Any, rng: np.random.Generator) -> SlaSampler:
     """Draws the SLA (seconds) of ``n`` batches: one class per batch, by weight."""
     classes = scenario.workload.sla_classes
     if not classes:
@@ -61,7 +63,8 @@ def _sla_sampler(scenario: Any, rng: np.random.Generator):
     return draw
 
 
-def _synthetic_batches(wl, gaps, sizes, ins, outs, sla) -> Iterator[BatchTuple]:
+def _synthetic_batches(wl: Any, gaps: np.random.Generator, sizes: np.random.Generator, ins: np.random.Generator,
+                       outs: np.random.Generator, sla: SlaSampler) -> Iterator[BatchTuple]:
     """Poisson batch arrivals, thinned by the hourly profile when one is given."""
     rate = wl.batch_rate_per_hour / 3600.0
     accept = None
@@ -94,7 +97,7 @@ def _synthetic_batches(wl, gaps, sizes, ins, outs, sla) -> Iterator[BatchTuple]:
             a = b
 
 
-def _trace_batches(scenario, gaps, sla) -> Iterator[BatchTuple]:
+def _trace_batches(scenario: Any, gaps: np.random.Generator, sla: SlaSampler) -> Iterator[BatchTuple]:
     """A trace replayed cyclically from a random phase, arrivals grouped into windows.
 
     Time is divided by ``rate_scale``. The trace repeats with period span + mean gap,
