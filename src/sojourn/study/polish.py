@@ -151,68 +151,17 @@ def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
     evaluates exactly what is missing. A neighbour whose evaluation raises is recorded
     (``POLISH_ERROR_ATTR``), reported, and not tried again; polish goes on without it.
     """
-    space = runner.cfg.space
-    budget = runner.cfg.study.budget_per_hour
     limit = max_trials if max_trials is not None else max(60, 3 * runner.cfg.study.n_trials)
     rep = PolishReport(front_before=len(front_trials(study)))
     runner.interrupted = False
-    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
-
-    def todo(done: dict[tuple, FrozenTrial]) -> tuple[list[dict[str, Any]], int]:
-        want: list[dict[str, Any]] = []
-        points = 0
-        failed = _failed(study)
-        for t in front_trials(study):
-            missing = 0
-            for p in neighbours(dict(t.params), space):
-                if _key(p) in done or _key(p) in failed:
-                    continue
-                if budget is not None and runner._cost_of(p) > budget:
-                    continue  # cannot be on the front within budget
-                missing += 1
-                if p not in want:
-                    want.append(p)
-            points += missing > 0
-        return want, points
-
-    def run_round(batch: list[dict[str, Any]], done: dict[tuple, FrozenTrial]) -> None:
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        queued = {_key(t.system_attrs.get("fixed_params", {})) for t in waiting}
-        for p in batch:  # left waiting by an interrupted run: not enqueued twice
-            if _key(p) not in queued:
-                study.enqueue_trial(p, user_attrs={POLISH_ATTR: True})
-        objective = runner.objective(dict(done))
-
-        def only_enqueued(trial: optuna.trial.Trial) -> tuple[float, ...]:
-            # Every waiting trial is popped first; should another process take them, the
-            # study would fall back on its sampler: polish evaluates nothing it did not choose.
-            if not trial.user_attrs.get(POLISH_ATTR):
-                raise optuna.TrialPruned("polish evaluates only the neighbours it enqueued")
-            try:
-                return objective(trial)
-            except Exception as err:
-                trial.set_user_attr(POLISH_ERROR_ATTR, f"{type(err).__name__}: {err}")
-                raise
-
-        def stop_if_asked(st: optuna.Study, t: FrozenTrial) -> None:
-            if runner.interrupted:
-                st.stop()
-
-        def advance(st: optuna.Study, t: FrozenTrial) -> None:
-            pbar.update(1)
-
-        n = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        pbar.total = pbar.n + n
-        pbar.refresh()
-        study.optimize(only_enqueued, n_trials=n, callbacks=[stop_if_asked, advance], catch=(Exception,))
 
     def body() -> None:
         while rep.rounds < max_rounds and rep.evaluated < limit:
             done = _evaluated(study)
-            batch = todo(done)[0][: limit - rep.evaluated]
+            batch = _unevaluated(runner, study, done)[0][: limit - rep.evaluated]
             if not batch:
                 break
-            run_round(batch, done)
+            _polish_round(runner, study, batch, done, pbar)
             rep.rounds += 1
             rep.evaluated += len(_evaluated(study)) - len(done)
             if runner.interrupted:
@@ -223,18 +172,79 @@ def polish_front(runner: StudyRunner, study: optuna.Study, max_rounds: int = 10,
 
     with bar(None, f"{runner.cfg.study.name}: polish", unit="config", enabled=runner.progress) as pbar:
         runner.guarded(body)
+    _tally(runner, study, rep)
+    return rep
+
+
+def _unevaluated(runner: StudyRunner, study: optuna.Study,
+                 done: dict[tuple, FrozenTrial]) -> tuple[list[dict[str, Any]], int]:
+    """The front's neighbours neither evaluated nor failed, within budget; how many front points have one."""
+    budget = runner.cfg.study.budget_per_hour
+    want: list[dict[str, Any]] = []
+    points = 0
+    failed = _failed(study)
+    for t in front_trials(study):
+        missing = 0
+        for p in neighbours(dict(t.params), runner.cfg.space):
+            if _key(p) in done or _key(p) in failed:
+                continue
+            if budget is not None and runner._cost_of(p) > budget:
+                continue  # cannot be on the front within budget
+            missing += 1
+            if p not in want:
+                want.append(p)
+        points += missing > 0
+    return want, points
+
+
+def _polish_round(runner: StudyRunner, study: optuna.Study, batch: list[dict[str, Any]],
+                  done: dict[tuple, FrozenTrial], pbar: Any) -> None:
+    """Enqueue ``batch`` (what is not already waiting) and evaluate every waiting trial."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    queued = {_key(t.system_attrs.get("fixed_params", {})) for t in waiting}
+    for p in batch:  # left waiting by an interrupted run: not enqueued twice
+        if _key(p) not in queued:
+            study.enqueue_trial(p, user_attrs={POLISH_ATTR: True})
+    objective = runner.objective(dict(done))
+
+    def only_enqueued(trial: optuna.trial.Trial) -> tuple[float, ...]:
+        # Every waiting trial is popped first; should another process take them, the
+        # study would fall back on its sampler: polish evaluates nothing it did not choose.
+        if not trial.user_attrs.get(POLISH_ATTR):
+            raise optuna.TrialPruned("polish evaluates only the neighbours it enqueued")
+        try:
+            return objective(trial)
+        except Exception as err:
+            trial.set_user_attr(POLISH_ERROR_ATTR, f"{type(err).__name__}: {err}")
+            raise
+
+    def stop_if_asked(st: optuna.Study, t: FrozenTrial) -> None:
+        if runner.interrupted:
+            st.stop()
+
+    def advance(st: optuna.Study, t: FrozenTrial) -> None:
+        pbar.update(1)
+
+    n = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    pbar.total = pbar.n + n
+    pbar.refresh()
+    study.optimize(only_enqueued, n_trials=n, callbacks=[stop_if_asked, advance], catch=(Exception,))
+
+
+def _tally(runner: StudyRunner, study: optuna.Study, rep: PolishReport) -> None:
+    """After polish: the front, what of it is still unevaluated, dominated by a neighbour, or failed."""
+    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
     front = front_trials(study)
     rep.front_after = len(front)
     done = _evaluated(study)
-    rep.unevaluated = len(todo(done)[0])
-    rep.open_points = todo(done)[1]
+    want, rep.open_points = _unevaluated(runner, study, done)
+    rep.unevaluated = len(want)
     failed = _failed(study)
     for f in front:
-        near = neighbours(dict(f.params), space)
+        near = neighbours(dict(f.params), runner.cfg.space)
         rivals = (done.get(_key(p)) for p in near)
         rep.dominated += any(r is not None and _feasible(r) and _dominates(r.values, f.values, signs) for r in rivals)
         for p in near:
             why = failed.get(_key(p))
             if why is not None and f"{p}: {why}" not in rep.failed:
                 rep.failed.append(f"{p}: {why}")
-    return rep
