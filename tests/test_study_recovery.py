@@ -77,15 +77,21 @@ def test_a_study_file_that_changed_what_results_mean_is_refused(tmp_path, change
     runner = StudyRunner(load_study(study_file(tmp_path)))
     runner.run()
     db = tmp_path / "s.db"
-    before = db.read_bytes()
+
+    def held() -> tuple:
+        st = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+        trials = [(t.number, t.state, t.params, t.values, t.user_attrs) for t in st.trials]
+        return trials, st.user_attrs
+
+    before = held()
     changed = StudyRunner(load_study(study_file(tmp_path, **change)))
     with pytest.raises(ConfigError) as err:
         changed.run()
     assert field in str(err.value) and "new name" in str(err.value)
     # What the study holds is unchanged (no trial added, no attribute rewritten).
-    st = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
-    assert len(st.trials) == 2 and st.user_attrs["objectives"] == ["sla_miss", "cost_per_hour"]
-    assert db.read_bytes() == before or len(st.trials) == 2
+    after = held()
+    assert len(after[0]) == 2 and after[1]["objectives"] == ["sla_miss", "cost_per_hour"]
+    assert after == before
 
 
 def test_settings_that_do_not_change_results_may_change(tmp_path):

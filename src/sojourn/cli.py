@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sojourn._errors import SojournError
 
@@ -27,7 +28,7 @@ COMMANDS = {
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit code 2 with one line, as argparse does
+    def error(self, message: str) -> NoReturn:  # exit code 2 with one line, as argparse does
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

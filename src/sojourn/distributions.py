@@ -508,6 +508,7 @@ class Empirical(Distribution):
             return
         if self.column is None:
             raise ValueError("empirical file needs column = the name of the CSV column to use")
+        assert self.file is not None  # exactly one of values and file (checked above)
         base_dir = Path(context.get("base_dir") or ".")
         self._law = _EmpiricalLaw(_read_csv_column(base_dir / self.file, self.column))
 
@@ -638,7 +639,7 @@ def _read_csv_column(path: Path, column: str) -> list[float]:
             for row in reader:
                 cell = row[column]
                 try:
-                    x = float(cell)  # type: ignore[arg-type]
+                    x = float(cell)
                 except (TypeError, ValueError):
                     x = math.nan
                 if not (math.isfinite(x) and x >= 0.0):

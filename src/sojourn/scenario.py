@@ -63,7 +63,7 @@ SCENARIO_DISCIPLINES = ("fifo", "lifo", "sjf", "sjf_work", "edf", "fair", "triag
 ROUTERS = ("pull", "round_robin", "least_loaded")
 #: vLLM's engine defaults, written once, on the performance model one layer down (the
 #: scenario may import it, not the other way round): ``Serving`` takes its defaults from there.
-_ENGINE_DEFAULTS = {f.name: f.default for f in fields(PerfModel)}
+_ENGINE_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(PerfModel)}
 
 
 class _Strict(BaseModel):
@@ -478,7 +478,7 @@ def field_value(model: type[BaseModel], name: str, value: Any) -> Any:
     how a command-line option or a study's search space is held to the setting it stands for.
     Raises pydantic's ValidationError."""
     info = model.model_fields[name]
-    kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    kind: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
     config = ConfigDict(allow_inf_nan=model.model_config.get("allow_inf_nan", True))
     return TypeAdapter(kind, config=config).validate_python(value)
 

@@ -53,12 +53,12 @@ def mser_truncation(y: ArrayLike, batch: int = 5) -> int:
     is in observations (d*·batch). A d* at the end of that range means no truncation
     point was found: the series still trends.
     """
-    y = np.asarray(y, dtype=np.float64)
-    y = y[np.isfinite(y)]
-    m = len(y) // batch
+    ys = np.asarray(y, dtype=np.float64)
+    ys = ys[np.isfinite(ys)]
+    m = len(ys) // batch
     if m < 4:
         return 0
-    z = y[: m * batch].reshape(m, batch).mean(axis=1)
+    z = ys[: m * batch].reshape(m, batch).mean(axis=1)
     # Suffix sums give every d's mean and sum of squares at once.
     s1 = np.cumsum(z[::-1])[::-1]
     s2 = np.cumsum((z * z)[::-1])[::-1]
@@ -142,11 +142,11 @@ class SteadyState:
         if len(a) >= 3:
             from scipy import stats
 
-            d = b - a
-            sd = float(np.std(d, ddof=1))
+            diff = b - a
+            sd = float(np.std(diff, ddof=1))
             if sd > 0:
-                t = float(np.mean(d)) / (sd / math.sqrt(len(d)))
-                p = 2.0 * float(stats.t.sf(abs(t), len(d) - 1))
+                t = float(np.mean(diff)) / (sd / math.sqrt(len(diff)))
+                p = 2.0 * float(stats.t.sf(abs(t), len(diff) - 1))
                 self.halves_p = p
                 if p < HALVES_LEVEL:
                     self.notes.append(

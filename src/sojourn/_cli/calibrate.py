@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
                 option = {"fleet.tp": "--tp", "model.precision": "--precision"}.get(err.field, err.field)
                 raise ConfigError(option, err.message) from None
     except ConfigError as err:  # the file as a whole (missing, a folder, not UTF-8, not CSV) is its option
-        option = _FILE_OPTIONS.get(err.field)
-        raise (ConfigError(option, err.message) if option else err) from None
+        file_option = _FILE_OPTIONS.get(err.field)
+        raise (ConfigError(file_option, err.message) if file_option else err) from None
     if not loaded.records:
         option = {"silicon": "--silicon", "step": "--steps", "step-grid": "--step-grid"}[kind]
         where = f"backend {args.backend}, " if kind == "silicon" else ""

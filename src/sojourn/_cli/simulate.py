@@ -134,11 +134,12 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
         lo, hi = c["p_miss_ci"]
         rows.append((f"  SLA {_num(c['sla_hours'])} h",
                      f"P(miss) {_num(c['p_miss'])}  95% CI [{_num(lo)}, {_num(hi)}] of {c['requests_arrived']} requests"))
-    ss = d.get("steady_state") or {}
+    ss: Mapping[str, Any] = d.get("steady_state") or {}
     if ss:
         relax = ss.get("relaxation_hours")
+        start = str(ss.get("start"))
         how = {"stationary": "started from a stationary draw of the work in system",
-               "empty": "started empty"}.get(ss.get("start"), str(ss.get("start")))
+               "empty": "started empty"}.get(start, start)
         rows.append(("steady state", f"{how}; warm-up {_num(ss.get('warmup_hours'))} h, measured "
                                      f"{_num(ss.get('span_hours'))} h, relaxation time {_num(relax)} h"
                      + (f"; {'; '.join(ss['adjusted'])}" if ss.get("adjusted") else "")))

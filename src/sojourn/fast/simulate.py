@@ -27,7 +27,14 @@ from sojourn.fast.capacity import LoadReport, NodeCapacity, load_report, node_ca
 from sojourn.fast.fluid import FluidFleet, Segments, fifo_runs, priority_runs, split_by_key
 from sojourn.fast.lindley import lindley, lindley_capped
 from sojourn.fast.outcomes import Latency, Runs, run_stats, sample_sojourns
-from sojourn.fast.stationary import RESOLUTION, BatchWork, WorkloadLaw, batch_work_moments, relaxation_time, workload_law
+from sojourn.fast.stationary import (
+    RESOLUTION,
+    BatchWork,
+    WorkloadLaw,
+    batch_work_moments,
+    relaxation_time,
+    workload_law,
+)
 from sojourn.fast.tails import fifo_tail, tail_p_miss
 from sojourn.result import Result, finite
 from sojourn.stats import (
@@ -158,7 +165,8 @@ class FastResult:
         """The tier-independent ``Result`` (``fidelity`` "fast"), built once (``__setattr__`` drops it)."""
         if "_result" not in self.__dict__:
             self.__dict__["_result"] = self._build_result()
-        return self.__dict__["_result"]
+        result: Result = self.__dict__["_result"]
+        return result
 
     def _build_result(self) -> Result:
         fin = finite
@@ -485,7 +493,7 @@ def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
 
 def _bound_by_analytic(res: dict[str, Any], an: Analytic) -> float:
     """Raise the sampled bound to the analytic one beside it (a bound never lies below it); the sampled bound."""
-    sampled_upper = res["upper"]
+    sampled_upper: float = res["upper"]
     if math.isfinite(an.upper):
         res["upper"] = max(res["upper"], an.upper)
         if res["ci"][0] == 0.0:
@@ -875,7 +883,6 @@ def _agreement(res: dict[str, Any], a_p: float, regime: str) -> tuple[str, bool 
     if not math.isfinite(a_p):
         return "analytic not applicable", None
     lo, hi = res["ci"]
-    p = res["p_miss"]
     if res["misses"] < 0.5:
         return f"sampling saw no miss (upper bound {res['upper']:.3g}); analytic {a_p:.3g}", True
     if a_p < lo:

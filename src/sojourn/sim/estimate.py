@@ -33,9 +33,9 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,7 @@ from sojourn.stats import (
     ratio_ci,
     unseen_share,
 )
-from sojourn.steady import EMPTY_WARMUP_RELAXATIONS, SPAN_RELAXATIONS, SteadyState, StartPlan, plan_start
+from sojourn.steady import EMPTY_WARMUP_RELAXATIONS, SPAN_RELAXATIONS, StartPlan, SteadyState, plan_start
 
 __all__ = ["MIN_EPISODES", "SimResult", "ratio_ci", "simulate"]
 

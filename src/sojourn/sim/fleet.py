@@ -24,11 +24,11 @@ are ``in_system``, past their deadline, so counted as misses.
 from __future__ import annotations
 
 import functools
-from array import array
 import heapq
 import math
 import sys
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +59,15 @@ class SimRequest(Request):
     ``w``, its weight in its queue's load (its prompt's KV blocks; one, on a generic node)."""
 
     __slots__ = ("batch", "state", "start", "service", "deadline", "queue", "inq", "fc", "w")
+    batch: Batch
+    state: int  # QUEUED, NODE, DONE, REJECTED or CANCELLED
+    start: float
+    service: float
+    deadline: float
+    queue: int
+    inq: bool
+    fc: float
+    w: int
 
 
 class Batch:
@@ -134,6 +143,9 @@ class FleetSim:
     the misses of larger batches apart.
     """
 
+    _wall0: float  # wall clock at the start of run(), for progress lines
+    _last_report: float  # wall clock of the last progress line
+
     def __init__(self, scenario: Any, seed: np.random.SeedSequence, start_busy_s: float = 0.0,
                  oversize: float = math.inf) -> None:
         sc = scenario
@@ -205,7 +217,7 @@ class FleetSim:
         self.marked_end = False
         self.st = ReplicationStats(horizon_s=self.H)
         self._soj = array("d")  # 8 bytes a served request, folded into a histogram past the cap
-        self.sojourn_cap = EXACT_CAP
+        self.sojourn_cap: float = EXACT_CAP  # inf: every sojourn kept exact
         self._marks: dict[str, tuple[float, float, int, int]] = {}
         self.completions = 0
         self._missed: list[Batch] = []  # measured batches with a miss, for the episodes
@@ -257,7 +269,7 @@ class FleetSim:
 
     # -- queues and nodes -------------------------------------------------------------
 
-    def _make_source(self, qi: int):
+    def _make_source(self, qi: int) -> Callable[[Any, int], SimRequest | None | bool]:
         q = self.queues[qi]
         qload = self.qload
 
@@ -266,7 +278,7 @@ class FleetSim:
         def source(node: Any, free: int) -> SimRequest | None | bool:
             now = node.now
             self._asking = node
-            r = peek(now)
+            r: SimRequest | None = peek(now)
             if r is None:
                 return None
             need = r.w
@@ -452,7 +464,7 @@ class FleetSim:
         load = 0  # pull routing: the batch joins the one queue at once, in order
         nan = math.nan
         # Work forecasts: the truth times a lognormal error, drawn before anything is queued.
-        fc = None if self._fc_sigma is None else iter(np.exp(self._fc_sigma * self._fc_rng.standard_normal(size)).tolist())
+        fc = None if self._fc_sigma is None or self._fc_rng is None else iter(np.exp(self._fc_sigma * self._fc_rng.standard_normal(size)).tolist())
         # least_loaded: nothing but the queued load changes while a batch is routed, so one
         # heap of (load, node) per batch picks as _route would (least load, then lowest index)
         # in O(log nodes) a request instead of O(nodes).
@@ -641,7 +653,9 @@ class FleetSim:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> ReplicationStats:
-        wall = self._wall0 = self._last_report = time.perf_counter()
+        wall = time.perf_counter()
+        self._wall0 = wall
+        self._last_report = wall
         if self.busy_until > 0:
             self._push(self.busy_until, _MARK, "release")
         self._push(self.W, _MARK, "start")
@@ -734,19 +748,20 @@ def _engine_predictors(scenario: Any, perf: Any, fleet: FleetSim) -> tuple[Any, 
     ctx = mean_in + mean_out / 2.0
     max_seqs = scenario.serving.max_num_seqs
     batch = max(1, min(max_seqs, int(perf.kv_capacity_tokens // max(ctx, 1.0))))
-    alpha = perf.alpha()
-    beta_sat = perf.beta(batch, ctx)
+    alpha: float = perf.alpha()
+    beta_sat: float = perf.beta(batch, ctx)
     beta = functools.lru_cache(maxsize=None)(lambda b: perf.beta(b, ctx))  # a decode step of b sequences
     forecast = fleet._fc_sigma is not None
     med_out = _median_output(scenario) if not forecast else 0.0
 
-    def predict(r: Any) -> float:
+    def predict(r: SimRequest) -> float:
         return alpha * r.prompt + (r.fc if forecast else mean_out) * beta_sat
 
-    def estimate(r: Any) -> float:
+    def estimate(r: SimRequest) -> float:
         node = fleet._asking
         b = batch if node is None else min(len(node.running) + 1, max_seqs)
-        return alpha * r.prompt + (r.fc if forecast else med_out) * beta(b)
+        step: float = beta(b)
+        return alpha * r.prompt + (r.fc if forecast else med_out) * step
 
     return predict, estimate
 

@@ -268,7 +268,9 @@ class StudyConfig(_Strict):
                         raise ConfigError(field, f"{value!r} is not a value of {path}: {msg}") from None
             lookup = {"fleet.gpu": lambda v: base.catalogue_obj().gpu(v),
                       "model.name": lambda v: base.catalogue_obj().model(v, base_dir=base.base_dir)}.get(path)
-            for value in values if lookup else ():
+            if lookup is None:
+                continue
+            for value in values:
                 try:
                     lookup(value)
                 except ConfigError as err:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sojourn._errors import ConfigError
 from sojourn.result import Result
@@ -18,7 +18,7 @@ __all__ = ["Objective", "check_objectives", "find_objectives_dir", "load_objecti
 @dataclass(frozen=True)
 class Objective:
     name: str
-    direction: str  # "minimize" | "maximize"
+    direction: Literal["minimize", "maximize"]
     fn: Callable[[Result, Any, Any], float]  # objective(result, scenario, settings)
     doc: str
 

@@ -16,10 +16,10 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 
@@ -194,7 +194,7 @@ class StudyRunner:
         return not (url.startswith("sqlite:") or url.startswith("memory"))
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
         return [o.direction for o in self.objectives]
 
     def sampler(self, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -265,7 +265,7 @@ class StudyRunner:
         url = self.cfg.storage_url
         beat = self.cfg.study.heartbeat_s
         if url.startswith("memory") or beat is None:
-            self._storage = url
+            self._storage: Any = url  # the URL (Optuna builds its storage) or an RDBStorage
             return url
         import warnings
 
@@ -431,6 +431,7 @@ class StudyRunner:
                 trial.set_user_attr(INFEASIBLE_ATTR, reason)
                 values_scenario: Any = scenario if scenario is not None else _CostOnly(cost)
             else:
+                assert scenario is not None  # a scenario that could not be built gave a reason
                 with stoppable():  # a second Ctrl-C aborts the simulation, never Optuna's bookkeeping
                     result = Result.from_dict(evaluate(scenario, self.trial_fidelity, n_jobs=self.n_jobs,
                                                        capacity=cap))
@@ -496,7 +497,7 @@ class StudyRunner:
         study = self.load()
         total = n_trials is None
         done = count_trials(study)["evaluated"]
-        todo = max(0, self.cfg.study.n_trials - done) if total else n_trials
+        todo = max(0, self.cfg.study.n_trials - done) if n_trials is None else n_trials
         if todo <= 0:
             return study
         seen = {
@@ -571,7 +572,7 @@ def _feasible(t: optuna.trial.FrozenTrial) -> bool:
     return all(c <= 0 for c in t.user_attrs.get(CONSTRAINTS_ATTR, [0.0]))
 
 
-def _dominates(a: Any, b: Any, signs: list[int]) -> bool:
+def _dominates(a: Any, b: Any, signs: Sequence[int]) -> bool:
     """a dominates b: no worse in every objective, better in one (signs: +1 minimise, -1 maximise)."""
     pairs = [(s * x, s * y) for x, y, s in zip(a, b, signs)]
     return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
