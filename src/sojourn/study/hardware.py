@@ -73,13 +73,21 @@ def compare_hardware(
     Each row says whether the GPU's speed is fitted on its own measurements or carried
     over from another GPU (``calibrated``, ``calibration``: ``sojourn.perf.calibration``).
     """
-    from sojourn.study.confirm import miss_used, run_jobs
     from sojourn.study.front import confirm_replications
 
     cfg = runner.cfg
     gpus = list(cfg.space["gpu"]) if isinstance(cfg.space.get("gpu"), list) else [runner.base.fleet.gpu]
     reps = confirm_replications(runner, replications)
     cat = runner.base.catalogue_obj()
+    cands = _candidates(runner, study, gpus, cat, target_miss)
+    chosen = _confirm_cheapest(runner, study, gpus, cands, target_miss, reps, max_tries, bar)
+    return [_row(runner, cat.gpu(gpu_id), gpu_id, cands[gpu_id], chosen.get(gpu_id), reps, max_tries)
+            for gpu_id in gpus]
+
+
+def _candidates(runner: StudyRunner, study: optuna.Study, gpus: list[str], cat: Any,
+                target_miss: float) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    """Per GPU type, its feasible trials that meet the target, cheapest first."""
     feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
     cands: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for gpu_id in gpus:
@@ -87,6 +95,23 @@ def compare_hardware(
         cs = [t for t in feasible
               if t.params.get("gpu", runner.base.fleet.gpu) == gpu_id and _trial_miss(runner, t) <= target_miss]
         cands[gpu_id] = sorted(cs, key=lambda t: (t.user_attrs["cost_per_hour"], t.number))
+    return cands
+
+
+def _confirm_cheapest(
+    runner: StudyRunner,
+    study: optuna.Study,
+    gpus: list[str],
+    cands: dict[str, list[optuna.trial.FrozenTrial]],
+    target_miss: float,
+    reps: int,
+    max_tries: int,
+    bar: Any,
+) -> dict[str, tuple[optuna.trial.FrozenTrial, Any, dict[str, Any]]]:
+    """Confirm each GPU type's candidates, cheapest first, in rounds: the first that meets the target,
+    with its scenario and confirmed result (a GPU type none of whose tries met it is absent)."""
+    from sojourn.study.confirm import miss_used, run_jobs
+
     tries = {g: 0 for g in gpus}
     chosen: dict[str, tuple[optuna.trial.FrozenTrial, Any, dict[str, Any]]] = {}
     pending = [g for g in gpus if cands[g]]
@@ -95,7 +120,7 @@ def compare_hardware(
         bar.refresh()
     while pending:
         now = {g: cands[g][tries[g]] for g in pending}
-        jobs = {t.number: {k: t.params[k] for k in cfg.space if k in t.params} for t in now.values()}
+        jobs = {t.number: {k: t.params[k] for k in runner.cfg.space if k in t.params} for t in now.values()}
         results = run_jobs(runner, study, jobs, reps, bar)
         for g, t in now.items():
             res = results[t.number]
@@ -112,37 +137,39 @@ def compare_hardware(
             elif bar is not None:
                 bar.total += 1
                 bar.refresh()
-    rows = []
-    for gpu_id in gpus:
-        gpu = cat.gpu(gpu_id)
-        row: dict[str, Any] = {"gpu": gpu_id, "candidates": len(cands[gpu_id])}
-        row.update(_calibration(runner.base, gpu.id))
-        if gpu_id not in chosen:
-            row["note"] = (
-                "no configuration in the study met the target"
-                if not cands[gpu_id]
-                else f"the {min(len(cands[gpu_id]), max_tries)} cheapest candidates failed confirmation"
-            )
-            row.update(rent_usd_per_hour=None, own_usd_per_hour=None)
-            rows.append(row)
-            continue
-        t, sc, res = chosen[gpu_id]
-        row.update(_calibration(sc))  # the chosen configuration's engine and profile
-        n_gpus = sc.fleet.nodes * sc.fleet.tp
-        row.update(
-            trial=t.number,
-            nodes=sc.fleet.nodes,
-            tp=sc.fleet.tp,
-            gpus=n_gpus,
-            p_miss=res["p_miss"],
-            p_miss_upper=res["p_miss_upper"],
-            p_miss_used=res["p_miss_used"],
-            replications=res.get("replications", reps),
-            fragile=res.get("fragile"),
-            rent_usd_per_hour=sc.cost_per_hour,
-            **own_cost_per_hour(gpu, n_gpus, cfg.costs),
-            purchase_usd=gpu.purchase_usd * n_gpus,
-            params={k: v for k, v in t.params.items()},
+    return chosen
+
+
+def _row(runner: StudyRunner, gpu: Any, gpu_id: str, cands: list[optuna.trial.FrozenTrial],
+         chosen: tuple[optuna.trial.FrozenTrial, Any, dict[str, Any]] | None, reps: int,
+         max_tries: int) -> dict[str, Any]:
+    """A GPU type's row: its chosen configuration's costs, or why there is none."""
+    row: dict[str, Any] = {"gpu": gpu_id, "candidates": len(cands)}
+    row.update(_calibration(runner.base, gpu.id))
+    if chosen is None:
+        row["note"] = (
+            "no configuration in the study met the target"
+            if not cands
+            else f"the {min(len(cands), max_tries)} cheapest candidates failed confirmation"
         )
-        rows.append(row)
-    return rows
+        row.update(rent_usd_per_hour=None, own_usd_per_hour=None)
+        return row
+    t, sc, res = chosen
+    row.update(_calibration(sc))  # the chosen configuration's engine and profile
+    n_gpus = sc.fleet.nodes * sc.fleet.tp
+    row.update(
+        trial=t.number,
+        nodes=sc.fleet.nodes,
+        tp=sc.fleet.tp,
+        gpus=n_gpus,
+        p_miss=res["p_miss"],
+        p_miss_upper=res["p_miss_upper"],
+        p_miss_used=res["p_miss_used"],
+        replications=res.get("replications", reps),
+        fragile=res.get("fragile"),
+        rent_usd_per_hour=sc.cost_per_hour,
+        **own_cost_per_hour(gpu, n_gpus, runner.cfg.costs),
+        purchase_usd=gpu.purchase_usd * n_gpus,
+        params={k: v for k, v in t.params.items()},
+    )
+    return row
