@@ -37,8 +37,14 @@ from typing import Any
 
 import optuna
 
-from sojourn._interrupt import (check_interrupt, in_stoppable, interrupt_at_once, interruptible_sleep,
-                               not_stoppable, stoppable)
+from sojourn._interrupt import (
+    check_interrupt,
+    in_stoppable,
+    interrupt_at_once,
+    interruptible_sleep,
+    not_stoppable,
+    stoppable,
+)
 from sojourn.sim._stored import replication_to_json
 
 __all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "REPLICATION_PREFIX", "check_interrupt", "confirm_params", "in_stoppable",
@@ -187,6 +193,49 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
     """
     queue = queue_study(runner, study)
     beat = _heartbeat(queue)
+    start = int(bar.n) if bar is not None else 0
+    shown = [0]
+
+    def tick(done: float, total: int) -> None:  # within a job: the bar moves by replications
+        if bar is not None:
+            with not_stoppable():
+                bar.n = round(start + shown[0] + min(done / max(total, 1), 0.99), 2)
+                bar.refresh()
+
+    job = _job(runner, study, queue, beat, tick)
+    while True:
+        check_interrupt()
+        attrs = study.user_attrs
+        left = [n for n in jobs if stored_confirmation(study, n, replications, attrs) is None]
+        shown[0] = len(jobs) - len(left)
+        if bar is not None:
+            bar.n = start + shown[0]
+            bar.refresh()
+        if not left:
+            break
+        if beat:
+            _fail_stale(queue)  # a dead worker's job goes back to the queue
+        waiting, running = _queued(queue, jobs, replications)
+        # Without a heartbeat a RUNNING job may belong to a dead worker: do not wait for it.
+        add = [n for n in left if n not in waiting and (n not in running or not beat)]
+        for n in add:
+            queue.enqueue_trial({"trial": n, "replications": replications}, user_attrs={"params": dict(jobs[n])})
+        if waiting or add:
+            _run_next(queue, job)
+            continue
+        if bar is not None:
+            bar.set_postfix_str(f"waiting for {len(running)} running on other workers", refresh=True)
+        interruptible_sleep(POLL_S)
+    return {n: stored_confirmation(study, n, replications) for n in jobs}  # type: ignore[misc]
+
+
+def _job(runner: Any, study: optuna.Study, queue: optuna.Study, beat: bool,
+         tick: Callable[[float, int], None]) -> Callable[[optuna.Trial], float]:
+    """The queue's objective: confirm the trial a job names (or reuse its stored confirmation), and store it.
+
+    Only the simulation can be stopped at once (``stoppable``); storing a finished
+    replication cannot (``not_stoppable``).
+    """
 
     def job(trial: optuna.Trial) -> float:
         if "params" not in trial.user_attrs:  # every enqueued job carries its configuration
@@ -214,56 +263,32 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
         v = done.get("p_miss_used", done.get("p_miss_upper"))
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 1.0
 
-    def enqueue(numbers: list[int], queued: set[int]) -> None:
-        for n in numbers:
-            if n not in queued:
-                queue.enqueue_trial({"trial": n, "replications": replications},
-                                    user_attrs={"params": dict(jobs[n])})
+    return job
 
-    start = int(bar.n) if bar is not None else 0
-    shown = [0]
 
-    def tick(done: float, total: int) -> None:  # within a job: the bar moves by replications
-        if bar is not None:
-            with not_stoppable():
-                bar.n = round(start + shown[0] + min(done / max(total, 1), 0.99), 2)
-                bar.refresh()
+def _queued(queue: optuna.Study, jobs: Mapping[int, Mapping[str, Any]],
+            replications: int) -> tuple[set[int], set[int]]:
+    """The trials of ``jobs`` the queue holds waiting, and running, for at least ``replications``."""
+    S = optuna.trial.TrialState
+    waiting: set[int] = set()
+    running: set[int] = set()
+    for t in queue.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING)):
+        p = t.system_attrs.get("fixed_params") or t.params
+        if p.get("replications", 0) >= replications and p.get("trial") in jobs:
+            (waiting if t.state == S.WAITING else running).add(int(p["trial"]))
+    return waiting, running
 
-    while True:
-        check_interrupt()
-        attrs = study.user_attrs
-        left = [n for n in jobs if stored_confirmation(study, n, replications, attrs) is None]
-        shown[0] = len(jobs) - len(left)
-        if bar is not None:
-            bar.n = start + shown[0]
-            bar.refresh()
-        if not left:
-            break
-        if beat:
-            _fail_stale(queue)  # a dead worker's job goes back to the queue
-        S = optuna.trial.TrialState
-        waiting, running = set(), set()
-        for t in queue.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING)):
-            p = t.system_attrs.get("fixed_params") or t.params
-            if p.get("replications", 0) >= replications and p.get("trial") in jobs:
-                (waiting if t.state == S.WAITING else running).add(int(p["trial"]))
-        # Without a heartbeat a RUNNING job may belong to a dead worker: do not wait for it.
-        add = [n for n in left if n not in waiting and (n not in running or not beat)]
-        enqueue(add, waiting)
-        if waiting or add:
-            try:
-                with _quiet_optuna():  # an interrupted job is reported by the caller, not as Optuna's traceback
-                    queue.optimize(job, n_trials=1, catch=())
-            except ValueError as err:
-                # SQLite has no row locks: two workers can pop the same waiting job, and the second to
-                # finish finds it told. Its result is stored all the same; go on.
-                if not str(err).startswith("Cannot tell a"):
-                    raise
-            continue
-        if bar is not None:
-            bar.set_postfix_str(f"waiting for {len(running)} running on other workers", refresh=True)
-        interruptible_sleep(POLL_S)
-    return {n: stored_confirmation(study, n, replications) for n in jobs}  # type: ignore[misc]
+
+def _run_next(queue: optuna.Study, job: Callable[[optuna.Trial], float]) -> None:
+    """Run the queue's next waiting job here (KeyboardInterrupt propagates)."""
+    try:
+        with _quiet_optuna():  # an interrupted job is reported by the caller, not as Optuna's traceback
+            queue.optimize(job, n_trials=1, catch=())
+    except ValueError as err:
+        # SQLite has no row locks: two workers can pop the same waiting job, and the second to
+        # finish finds it told. Its result is stored all the same; go on.
+        if not str(err).startswith("Cannot tell a"):
+            raise
 
 
 def wait_for_other_workers(runner: Any, study: optuna.Study, bar: Any = None) -> int:
