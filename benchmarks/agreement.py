@@ -225,7 +225,7 @@ def bench_realistic() -> dict[str, float]:
     t = time.perf_counter()
     req = simulate(sc, n_jobs=1)
     t_req = time.perf_counter() - t
-    fast, t_fast = best_of(3, lambda: fast_simulate(sc, min_batches=0))
+    fast, t_fast = best_of(3, lambda sc=sc: fast_simulate(sc, min_batches=0))
     return {"requests": req.requests_simulated, "t_req": t_req, "t_fast": t_fast, "t_capacity": t_cap,
             "rho": fast.load.rho, "p_req": req.p_miss, "p_fast": fast.p_miss, "thr_req": req.throughput_rps,
             "thr_fast": fast.throughput_rps, "capacity_rps": cap.requests_per_s}
@@ -256,8 +256,8 @@ def bench_scale(quick: bool = False) -> list[dict]:
         t = time.perf_counter()
         req = simulate(sc, n_jobs=1)
         t_req = time.perf_counter() - t
-        fast_m, t_fm = best_of(3, lambda: fast_simulate(sc, min_batches=0))
-        fast, t_fd = best_of(1, lambda: fast_simulate(sc))
+        fast_m, t_fm = best_of(3, lambda sc=sc: fast_simulate(sc, min_batches=0))
+        fast, t_fd = best_of(1, lambda sc=sc: fast_simulate(sc))
         ok_text, ok = verdict(req, fast)
         thr_half = half_width(req)
         thr_err = fast.throughput_rps / req.throughput_rps - 1.0
@@ -318,7 +318,7 @@ def bench_tail(args) -> list[dict]:
         t = time.perf_counter()
         req = simulate(sc, n_jobs=args.n_jobs)
         t_req = time.perf_counter() - t
-        fast_m, t_fm = best_of(3, lambda: fast_simulate(sc, min_batches=0))
+        fast_m, t_fm = best_of(3, lambda sc=sc: fast_simulate(sc, min_batches=0))
         fast = fast_simulate(sc, min_batches=400_000)
         ok_text, ok = verdict(req, fast.p_miss_best)  # at these levels the reported value may be the analytic one
         missed = sum(r.batches_missed for r in req.reps)
@@ -359,8 +359,8 @@ def bench_small(args) -> tuple[list[dict], dict, dict | None]:
         t = time.perf_counter()
         req = simulate(sc, n_jobs=args.n_jobs)
         t_req = time.perf_counter() - t
-        fast_m, t_fm = best_of(3, lambda: fast_simulate(sc, min_batches=0))
-        fast, t_fd = best_of(1, lambda: fast_simulate(sc))
+        fast_m, t_fm = best_of(3, lambda sc=sc: fast_simulate(sc, min_batches=0))
+        fast, t_fd = best_of(1, lambda sc=sc: fast_simulate(sc))
         ok_text, ok = verdict(req, fast)
         thr_err = fast.throughput_rps / req.throughput_rps - 1.0
         thr_half = half_width(req)

@@ -416,7 +416,7 @@ def quickstart(args: argparse.Namespace) -> None:
           "| rounds | front | HV ratio | dominated by unevaluated |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for variant, seed, b, a, rep in rows:
-        def dom(d: dict) -> str:
+        def dom(d: dict, variant: str = variant) -> str:
             return f"{len(d['beaten'])}" + (f" ({len(d['beaten_discrete'])})" if variant == "shipped" else "")
 
         stops = f" ({b['crashes']} stops)" if b["crashes"] else ""

@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             rs = [best[("this", o)] for o in outs]
             us = [1e6 * r["cpu_s"] / r["requests"] for r in rs]
             ue = [1e6 * r["cpu_s"] / max(r["events"], 1) for r in rs]
-            per = lambda key: f"{rs[0][key] / rs[0]['requests']:.2f} to {rs[-1][key] / rs[-1]['requests']:.2f}"  # noqa: E731
+            per = lambda key, rs=rs: f"{rs[0][key] / rs[0]['requests']:.2f} to {rs[-1][key] / rs[-1]['requests']:.2f}"  # noqa: E731
             lines.append(
                 f"Output median {OUTPUT_MEDIANS[0]} to {OUTPUT_MEDIANS[-1]} at max_num_seqs={seqs} "
                 f"({', '.join(outs)}): µs/request largest/smallest = {max(us) / min(us):.2f}; "

@@ -294,7 +294,7 @@ def test_no_cycle_at_all():
 
 def test_every_module_declares_all_and_binds_it():
     bad = []
-    for mod, (path, tree) in modules().items():
+    for mod, (_path, tree) in modules().items():
         names = declared_all(tree)
         if names is None:
             bad.append(f"{mod}: no literal __all__")
