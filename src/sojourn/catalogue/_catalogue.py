@@ -565,55 +565,11 @@ def model_from_hf_config(
     architecture (see :func:`count_parameters`). Mixture-of-experts configs are
     rejected. Errors are :class:`ConfigError` on ``model.name``.
     """
-    if isinstance(path_or_dict, Mapping):
-        config: Mapping[str, Any] = path_or_dict
-        source = "config dict"
-        default_id = str(config.get("_name_or_path") or "custom").rstrip("/").rsplit("/", 1)[-1]
-    else:
-        path = Path(path_or_dict).expanduser()
-        if path.is_dir():
-            path = path / "config.json"
-        source = str(path)
-        try:
-            config = json.loads(read_text(path, "model.name", "HF config file not found"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError("model.name", f"cannot read HF config {path}: {exc}") from None
-        if not isinstance(config, Mapping):
-            raise ConfigError("model.name", f"HF config {path} is not a JSON object")
-        default_id = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
+    config, source, default_id = _read_hf_config(path_or_dict)
     context = f"HF config {source}: "
-
-    # multimodal wrappers keep the language model under text_config
-    if "num_hidden_layers" not in config and isinstance(config.get("text_config"), Mapping):
-        outer_name = config.get("_name_or_path")
-        config = dict(config["text_config"])
-        if outer_name and "_name_or_path" not in config:
-            config["_name_or_path"] = outer_name
-
-    for key in _MOE_KEYS:
-        if config.get(key) not in (None, 0):
-            raise ConfigError(
-                "model.name",
-                f"{context}{key} = {config[key]!r}: this is a mixture-of-experts model; "
-                "sojourn models dense models only",
-            )
-
-    hf_keys = {
-        "num_layers": "num_hidden_layers",
-        "hidden_size": "hidden_size",
-        "intermediate_size": "intermediate_size",
-        "num_attention_heads": "num_attention_heads",
-        "vocab_size": "vocab_size",
-        "max_position_embeddings": "max_position_embeddings",
-    }
-    for hf_key in hf_keys.values():
-        if config.get(hf_key) is None:
-            raise ConfigError("model.name", f"{context}required key '{hf_key}' is missing")
-
-    table: dict[str, Any] = {ours: config[theirs] for ours, theirs in hf_keys.items()}
-    table["num_key_value_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
-    table["head_dim"] = config.get("head_dim")
-    table["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", False))
+    config = _language_model(config)
+    _refuse_moe(config, context)
+    table = _hf_table(config, context)
     mid = (model_id or default_id or "custom").strip().lower()
     table["name"] = config.get("_name_or_path") or model_id or default_id or "custom"
     table["source"] = source
@@ -639,6 +595,68 @@ def model_from_hf_config(
     )
     table["head_dim"] = arch.head_dim
     return _build_model(mid, table, strict=False, where=where, context=context)
+
+
+def _read_hf_config(
+    path_or_dict: str | os.PathLike[str] | Mapping[str, Any],
+) -> tuple[Mapping[str, Any], str, str]:
+    """The parsed HF config, where it came from, and the model id its name or path suggests."""
+    if isinstance(path_or_dict, Mapping):
+        config: Mapping[str, Any] = path_or_dict
+        default_id = str(config.get("_name_or_path") or "custom").rstrip("/").rsplit("/", 1)[-1]
+        return config, "config dict", default_id
+    path = Path(path_or_dict).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        config = json.loads(read_text(path, "model.name", "HF config file not found"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError("model.name", f"cannot read HF config {path}: {exc}") from None
+    if not isinstance(config, Mapping):
+        raise ConfigError("model.name", f"HF config {path} is not a JSON object")
+    default_id = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
+    return config, str(path), default_id
+
+
+def _language_model(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The language model's config: multimodal wrappers keep it under ``text_config``."""
+    if "num_hidden_layers" not in config and isinstance(config.get("text_config"), Mapping):
+        outer_name = config.get("_name_or_path")
+        inner = dict(config["text_config"])
+        if outer_name and "_name_or_path" not in inner:
+            inner["_name_or_path"] = outer_name
+        return inner
+    return config
+
+
+def _refuse_moe(config: Mapping[str, Any], context: str) -> None:
+    for key in _MOE_KEYS:
+        if config.get(key) not in (None, 0):
+            raise ConfigError(
+                "model.name",
+                f"{context}{key} = {config[key]!r}: this is a mixture-of-experts model; "
+                "sojourn models dense models only",
+            )
+
+
+def _hf_table(config: Mapping[str, Any], context: str) -> dict[str, Any]:
+    """The architecture's catalogue fields, read off the HF keys (a missing required one is refused)."""
+    hf_keys = {
+        "num_layers": "num_hidden_layers",
+        "hidden_size": "hidden_size",
+        "intermediate_size": "intermediate_size",
+        "num_attention_heads": "num_attention_heads",
+        "vocab_size": "vocab_size",
+        "max_position_embeddings": "max_position_embeddings",
+    }
+    for hf_key in hf_keys.values():
+        if config.get(hf_key) is None:
+            raise ConfigError("model.name", f"{context}required key '{hf_key}' is missing")
+    table: dict[str, Any] = {ours: config[theirs] for ours, theirs in hf_keys.items()}
+    table["num_key_value_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
+    table["head_dim"] = config.get("head_dim")
+    table["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", False))
+    return table
 
 
 # ---------------------------------------------------------------------------
