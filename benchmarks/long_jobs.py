@@ -19,7 +19,6 @@ stored confirmations are reused): the study is resumable, and so is this benchma
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
