@@ -382,3 +382,47 @@ def test_plotting_leaves_the_matplotlib_backend_alone(tmp_path):
     rows = [{"gpu": "h100-sxm", "nodes": 2, "tp": 1, "rent_usd_per_hour": 9.0, "own_usd_per_hour": 6.0}]
     assert plot_hardware(rows, tmp_path / "hw.png", 0.01).read_bytes()[:4] == b"\x89PNG"
     assert dict.__getitem__(matplotlib.rcParams, "backend") == before
+
+
+#: The longest a function may be (lines from ``def`` to its last line, docstring included).
+MAX_FUNCTION_LINES = 80
+#: Functions allowed to be longer, and why: "<file under src/sojourn>: <qualified name>".
+LONG_FUNCTIONS = {
+    "fast/_priority_kernel.py: _kernel": "the numba kernel: one loop the JIT compiles whole",
+    "fast/fluid.py: priority_runs_reference": "the kernel's plain-Python reference, kept line for line beside it",
+}
+#: Long functions allowed only until they are split (remove each entry as it is: a stale one fails).
+BEING_SPLIT = {
+    "sim/engine.py: Engine.fire": "being split by the lead",
+    "sim/fleet.py: FleetSim.__init__": "being split by the lead",
+}
+
+
+def function_lengths(src: Path = SRC) -> dict[str, int]:
+    """Every function's and method's length in lines, by "<file>: <qualified name>" (the longest of a name)."""
+    out: dict[str, int] = {}
+    root = src / PACKAGE
+
+    def visit(node: ast.AST, where: str, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                qual = prefix + child.name
+                if not isinstance(child, ast.ClassDef):
+                    key = f"{where}: {qual}"
+                    out[key] = max(out.get(key, 0), child.end_lineno - child.lineno + 1)
+                visit(child, where, qual + ".")
+            else:
+                visit(child, where, prefix)
+
+    for path, tree in modules(src).values():
+        visit(tree, path.relative_to(root).as_posix(), "")
+    return out
+
+
+def test_no_function_is_longer_than_80_lines():
+    lengths = function_lengths()
+    allowed = LONG_FUNCTIONS | BEING_SPLIT
+    too_long = sorted(f"{k} ({n} lines)" for k, n in lengths.items() if n > MAX_FUNCTION_LINES and k not in allowed)
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps): {too_long}"
+    stale = sorted(f"{k} ({lengths.get(k, 'gone')})" for k in allowed if lengths.get(k, 0) <= MAX_FUNCTION_LINES)
+    assert not stale, f"allowed to be long but no longer over {MAX_FUNCTION_LINES} lines (remove them): {stale}"
