@@ -471,7 +471,6 @@ class Engine:
         """Fix the next step (with prefill) or decode run from the current boundary; return its end."""
         if self.plan_.kind != "idle":
             raise RuntimeError("plan() while a step or run is planned: fire() or interrupt() it first")
-        now = self.now
         step = self.step
         bs = self.bs
         hist = self.dec_hist
@@ -507,76 +506,99 @@ class Engine:
         # 3. Admit waiting requests (local queue first, then the central queue).
         empty = False  # the source was asked and has nothing queued
         if budget > 0 and len(running) < self.max_seqs:
-            waiting, source, max_seqs = self.waiting, self.source, self.max_seqs
-            prefilling = self.prefilling
-            index = self.index
-            while budget > 0 and len(running) < max_seqs:
-                if waiting:
-                    r = waiting[0]
-                    if -(-r.target // bs) > free:
-                        break  # head-of-line blocking
-                    waiting.popleft()
-                elif source is not None:
-                    r = source(self, free)
-                    if not r:  # None: nothing queued; False: the head does not fit in free
-                        empty = r is None
-                        break
-                else:
-                    break
-                target = r.target
-                b = -(-target // bs)
-                r.blocks = b
-                r.computed = 0
-                r.alive = True
-                r.node = index
-                self.used += b
-                free -= b
-                running[r] = None
-                prefilling[r] = None
-                n = target if target < budget else budget
-                if chunks is None:
-                    chunks = []
-                chunks.append((r, n))
-                budget -= n
-                ptok += n
-                pairs += n * (0 + 0.5 * n)
-                if n >= target:
-                    done += 1
-        p = self.plan_
+            chunks, budget, free, ptok, pairs, done, empty = self._admit(chunks, budget, free, ptok, pairs, done)
         if chunks:
-            dt = self.perf.step_time(ptok, dec_n, self.dec_cbase + dec_n * step, pairs, done)
-            p.start = now
-            p.chunks = chunks
-            h = self.finish_heap
-            if not (
-                self.merge_steps
-                and done == len(self.prefilling)
-                and (not h or h[0][0] > step + 1)  # quick look: no completion at the step's end
-                and self._plan_merged(chunks, empty, dt)
-            ):
-                p.kind = _STEP
-                p.end = now + dt
-                p.steps = 1
-        elif dec_n:
-            k = self.finish_heap_min() - step  # steps to the next completion
-            # A block allocation can fail within k steps only if the free blocks do not
-            # cover the most the decoding set can ask for: each sequence one per bs steps.
-            if free + need < dec_n * -(-k // bs):
-                k = min(k, self._steps_until_block_failure())
-            if k < 1:
-                k = 1
-            dt = self.perf.decode_run_time(dec_n, self.dec_cbase + dec_n * step, k)
-            p.kind = _RUN
-            p.start = now
+            return self._plan_step(chunks, ptok, dec_n, pairs, done, empty)
+        return self._plan_run(dec_n, free, need)
+
+    def _admit(self, chunks: list[tuple[Request, int]] | None, budget: int, free: int, ptok: int, pairs: float,
+               done: int) -> tuple[list[tuple[Request, int]] | None, int, int, int, float, int, bool]:
+        """Admit waiting requests into this step's budget and the free blocks (local queue first, then the
+        central queue); return the step's updated (chunks, budget, free, tokens, pairs, done, source empty)."""
+        empty = False
+        running = self.running
+        bs = self.bs
+        waiting, source, max_seqs = self.waiting, self.source, self.max_seqs
+        prefilling = self.prefilling
+        index = self.index
+        while budget > 0 and len(running) < max_seqs:
+            if waiting:
+                r = waiting[0]
+                if -(-r.target // bs) > free:
+                    break  # head-of-line blocking
+                waiting.popleft()
+            elif source is not None:
+                r = source(self, free)
+                if not r:  # None: nothing queued; False: the head does not fit in free
+                    empty = r is None
+                    break
+            else:
+                break
+            target = r.target
+            b = -(-target // bs)
+            r.blocks = b
+            r.computed = 0
+            r.alive = True
+            r.node = index
+            self.used += b
+            free -= b
+            running[r] = None
+            prefilling[r] = None
+            n = target if target < budget else budget
+            if chunks is None:
+                chunks = []
+            chunks.append((r, n))
+            budget -= n
+            ptok += n
+            pairs += n * (0 + 0.5 * n)
+            if n >= target:
+                done += 1
+        return chunks, budget, free, ptok, pairs, done, empty
+
+    def _plan_step(self, chunks: list[tuple[Request, int]], ptok: int, dec_n: int, pairs: float, done: int,
+                   empty: bool) -> float:
+        """Plan a step with prefill ``chunks`` (merged with the decode steps after it where it can be)."""
+        p = self.plan_
+        now = self.now
+        step = self.step
+        dt = self.perf.step_time(ptok, dec_n, self.dec_cbase + dec_n * step, pairs, done)
+        p.start = now
+        p.chunks = chunks
+        h = self.finish_heap
+        if not (
+            self.merge_steps
+            and done == len(self.prefilling)
+            and (not h or h[0][0] > step + 1)  # quick look: no completion at the step's end
+            and self._plan_merged(chunks, empty, dt)
+        ):
+            p.kind = _STEP
             p.end = now + dt
-            p.steps = k
-            p.chunks = _NO_CHUNKS
-        else:
+            p.steps = 1
+        return p.end
+
+    def _plan_run(self, dec_n: int, free: int, need: int) -> float:
+        """Plan a decode run up to the next completion or block failure, or idle with nothing to do."""
+        p = self.plan_
+        now = self.now
+        p.start = now
+        p.chunks = _NO_CHUNKS
+        if not dec_n:
             p.kind = _IDLE
-            p.start = now
             p.end = math.inf
             p.steps = 0
-            p.chunks = _NO_CHUNKS
+            return p.end
+        step = self.step
+        k = self.finish_heap_min() - step  # steps to the next completion
+        # A block allocation can fail within k steps only if the free blocks do not
+        # cover the most the decoding set can ask for: each sequence one per bs steps.
+        if free + need < dec_n * -(-k // self.bs):
+            k = min(k, self._steps_until_block_failure())
+        if k < 1:
+            k = 1
+        dt = self.perf.decode_run_time(dec_n, self.dec_cbase + dec_n * step, k)
+        p.kind = _RUN
+        p.end = now + dt
+        p.steps = k
         return p.end
 
     def finish_heap_min(self) -> int:
