@@ -56,7 +56,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sojourn.sim.node import EnginePerf, PlanKind
 
@@ -150,7 +150,7 @@ def _failure_steps(free: int, B: int, hist: list[int], bs: int, step: int) -> in
     return k + bs  # unreachable in practice: a full period needs exactly B blocks
 
 
-_NO_CHUNKS: tuple = ()
+_NO_CHUNKS: tuple[tuple[Request, int], ...] = ()
 
 
 class _Plan:
@@ -206,7 +206,7 @@ class Engine:
         block_size: int,
         max_num_seqs: int,
         max_num_batched_tokens: int,
-        source: Callable[[Engine, int], Request | None | bool] | None = None,
+        source: Callable[[Engine, int], Request | None | Literal[False]] | None = None,
         index: int = 0,
     ) -> None:
         if max_num_batched_tokens < 1 or max_num_seqs < 1 or kv_blocks < 1 or block_size < 1:
@@ -486,7 +486,7 @@ class Engine:
         chunks: list[tuple[Request, int]] | None = None
         free = total - self.used - need
         ptok = 0
-        pairs = 0
+        pairs: float = 0
         done = 0
         # 2. Running requests still prefilling, in admission order.
         if self.prefilling:
@@ -528,10 +528,11 @@ class Engine:
                     break  # head-of-line blocking
                 waiting.popleft()
             elif source is not None:
-                r = source(self, free)
-                if not r:  # None: nothing queued; False: the head does not fit in free
-                    empty = r is None
+                got = source(self, free)
+                if not got:  # None: nothing queued; False: the head does not fit in free
+                    empty = got is None
                     break
+                r = got
             else:
                 break
             target = r.target
@@ -654,7 +655,7 @@ class Engine:
                     return False
             elif self.source is not None and not empty:
                 return False
-        k = first - s1
+        k = int(first) - s1  # finite: every chunk above set a completion step
         if free1 + need1 < B * -(-k // bs):
             hist1 = hist[:]
             for r, _ in chunks:
