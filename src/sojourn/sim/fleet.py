@@ -168,30 +168,7 @@ class FleetSim:
         self.max_queue = sc.serving.max_queue
         self.max_model_len = sc.serving.max_model_len
         n = sc.fleet.nodes
-        srv = sc.fleet.server
-        self.generic = srv is not None
-        if self.generic:
-            self.nodes: list[Any] = [GenericNode(srv.concurrency, index=i) for i in range(n)]
-            self._svc_dist = srv.service_time
-            self._svc_rng = np.random.default_rng(srv_seed)
-            self._svc_buf: list[float] = []
-            self._svc_i = 0
-            predict, estimate = _generic_predictors(srv.service_time, sigma is not None)
-            self.bs = 1
-        else:
-            check_scenario(sc)
-            sv = sc.serving
-            perf = sc.perf_model()
-            self.bs = sv.block_size
-            kv = perf.kv_capacity_blocks
-            self.nodes = [
-                Engine(perf, kv, sv.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, index=i)
-                for i in range(n)
-            ]
-            for node in self.nodes:
-                node.first_token_events = False  # the fleet only reads completions
-                node.merge_steps = True  # prefill step + decode run as one event (_poke, _can_take)
-            predict, estimate = _engine_predictors(sc, perf, self)
+        predict, estimate = self._build_nodes(sc, srv_seed, sigma)
         self.push_routing = sc.fleet.routing != "pull"
         self.routing = sc.fleet.routing
         nq = n if self.push_routing else 1
@@ -227,6 +204,35 @@ class FleetSim:
         self._qsum = np.zeros(BINS)
         self._qn = np.zeros(BINS)
         self._half = [0.0, 0.0, 0, 0]  # queued-sum and count, first and second half of the span
+
+    def _build_nodes(self, sc: Any, srv_seed: np.random.SeedSequence, sigma: float | None) -> tuple[Any, Any]:
+        """The fleet's nodes (generic servers or engines); return the disciplines' (predict, estimate)."""
+        n = sc.fleet.nodes
+        srv = sc.fleet.server
+        self.generic = srv is not None
+        if self.generic:
+            self.nodes: list[Any] = [GenericNode(srv.concurrency, index=i) for i in range(n)]
+            self._svc_dist = srv.service_time
+            self._svc_rng = np.random.default_rng(srv_seed)
+            self._svc_buf: list[float] = []
+            self._svc_i = 0
+            predict, estimate = _generic_predictors(srv.service_time, sigma is not None)
+            self.bs = 1
+        else:
+            check_scenario(sc)
+            sv = sc.serving
+            perf = sc.perf_model()
+            self.bs = sv.block_size
+            kv = perf.kv_capacity_blocks
+            self.nodes = [
+                Engine(perf, kv, sv.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, index=i)
+                for i in range(n)
+            ]
+            for node in self.nodes:
+                node.first_token_events = False  # the fleet only reads completions
+                node.merge_steps = True  # prefill step + decode run as one event (_poke, _can_take)
+            predict, estimate = _engine_predictors(sc, perf, self)
+        return predict, estimate
 
     # -- the event heap ---------------------------------------------------------------
 
