@@ -136,74 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from sojourn.study.plot import plot_front
 
     if args.study_command == "run":
-        if args.n_trials is not None and args.n_trials < 0:
-            raise ConfigError("--n-trials", f"must be >= 0, got {args.n_trials}")
-        from sojourn._cli._common import check_field
-        from sojourn.study.config import StudySettings
-
-        check_field(StudySettings, "n_jobs", args.n_jobs, "--n-jobs", "study.n_jobs")
-        check_field(StudySettings, "timeout_s", args.timeout, "--timeout", "study.timeout_s")
-        if args.worker_id < 0:
-            raise ConfigError("--worker-id", f"must be >= 0, got {args.worker_id}")
-        from sojourn._progress import wanted
-
-        runner = _runner(args, n_jobs=args.n_jobs, progress=wanted(args.quiet))
-        runner.worker_id = args.worker_id
-        cfg = runner.cfg
-        print(f"study {cfg.study.name}: storage {runner.display_url()}", file=sys.stderr)
-        slow = runner.request_tier_choices() if runner.trial_fidelity == "auto" else []
-        if slow:
-            print(f"study {cfg.study.name}: the fast tier does not model {', '.join(slow)}: trials with "
-                  "them run the request tier in full, far slower than the fast tier's trials", file=sys.stderr)
-        try:
-            study = runner.run(n_trials=args.n_trials, timeout=args.timeout)
-        except KeyboardInterrupt:
-            print("interrupted: every finished trial is saved; run the same command to resume", file=sys.stderr)
-            return 130
-        if runner.interrupted:
-            done = sum(1 for t in study.trials if t.state.is_finished())
-            print(f"interrupted after {done} trials, all saved; run the same command to resume", file=sys.stderr)
-            return 130
-        n = len(study.trials)
-        from sojourn.study import DUPLICATE_ATTR
-        from sojourn.study.runner import count_trials
-
-        c = count_trials(study)
-        polished = sum(1 for t in study.trials if t.state.name == "COMPLETE"
-                       and t.user_attrs.get("polish") and DUPLICATE_ATTR not in t.user_attrs)
-        print(f"{n} trials in the study: {c['evaluated']} configurations evaluated"
-              + (f" ({c['evaluated'] - polished} by the search, {polished} by polish)" if polished else "")
-              + (f", {c['repeats']} repeats answered from the stored results" if c["repeats"] else "")
-              + (f", {c['failed']} failed (not counted; a worker that died has its configuration re-queued)"
-                 if c["failed"] else "")
-              + (f", {c['running'] + c['waiting']} unfinished" if c["running"] + c["waiting"] else ""),
-              file=sys.stderr)
-        from sojourn.study.confirm import wait_for_other_workers
-
-        if cfg.study.polish and not args.no_polish:
-            from sojourn.study.polish import polish_front
-
-            wait_for_other_workers(runner, study)
-
-            try:
-                report = polish_front(runner, study)
-            except KeyboardInterrupt:  # the second Ctrl-C: the aborted trial is polished again next time
-                print("interrupted: every finished trial is saved; run the same command to resume", file=sys.stderr)
-                return 130
-            print(report.describe(), file=sys.stderr)
-            if report.interrupted:
-                print("interrupted: every finished trial is saved; run the same command to resume", file=sys.stderr)
-                return 130
-        if not args.no_confirm and not _confirm(runner, study):
-            return 130
-        space = list(cfg.space)
-        rows = front_rows(study, space, runner)
-        out = cfg.output_dir
-        write_atomic(out / "front.csv", rows_to_csv(rows, space))
-        plot_front(study, out / "front.png", budget=cfg.study.budget_per_hour, runner=runner)
-        print(format_front(rows, space))
-        print(f"wrote {out / 'front.csv'} and {out / 'front.png'}", file=sys.stderr)
-        return 0
+        return _run_study(args)
     runner = _runner(args)
     study = runner.load(create=False)
     if args.study_command == "front":
@@ -218,3 +151,98 @@ def run(args: argparse.Namespace) -> int:
     path = plot_front(study, out, budget=runner.cfg.study.budget_per_hour, runner=runner)
     print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+#: What an interrupted search or polish says (the exit status is 130).
+_INTERRUPTED = "interrupted: every finished trial is saved; run the same command to resume"
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    """``sojourn study run``: the search, polish, confirmation, and the front written out."""
+    _check_run_args(args)
+    from sojourn._progress import wanted
+
+    runner = _runner(args, n_jobs=args.n_jobs, progress=wanted(args.quiet))
+    runner.worker_id = args.worker_id
+    cfg = runner.cfg
+    print(f"study {cfg.study.name}: storage {runner.display_url()}", file=sys.stderr)
+    slow = runner.request_tier_choices() if runner.trial_fidelity == "auto" else []
+    if slow:
+        print(f"study {cfg.study.name}: the fast tier does not model {', '.join(slow)}: trials with "
+              "them run the request tier in full, far slower than the fast tier's trials", file=sys.stderr)
+    try:
+        study = runner.run(n_trials=args.n_trials, timeout=args.timeout)
+    except KeyboardInterrupt:
+        print(_INTERRUPTED, file=sys.stderr)
+        return 130
+    if runner.interrupted:
+        done = sum(1 for t in study.trials if t.state.is_finished())
+        print(f"interrupted after {done} trials, all saved; run the same command to resume", file=sys.stderr)
+        return 130
+    _report_trials(study)
+    from sojourn.study.confirm import wait_for_other_workers
+
+    if cfg.study.polish and not args.no_polish:
+        from sojourn.study.polish import polish_front
+
+        wait_for_other_workers(runner, study)
+
+        try:
+            report = polish_front(runner, study)
+        except KeyboardInterrupt:  # the second Ctrl-C: the aborted trial is polished again next time
+            print(_INTERRUPTED, file=sys.stderr)
+            return 130
+        print(report.describe(), file=sys.stderr)
+        if report.interrupted:
+            print(_INTERRUPTED, file=sys.stderr)
+            return 130
+    if not args.no_confirm and not _confirm(runner, study):
+        return 130
+    _write_front(runner, study)
+    return 0
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """``study run``'s own options, refused as the study file's fields would be (ConfigError)."""
+    if args.n_trials is not None and args.n_trials < 0:
+        raise ConfigError("--n-trials", f"must be >= 0, got {args.n_trials}")
+    from sojourn._cli._common import check_field
+    from sojourn.study.config import StudySettings
+
+    check_field(StudySettings, "n_jobs", args.n_jobs, "--n-jobs", "study.n_jobs")
+    check_field(StudySettings, "timeout_s", args.timeout, "--timeout", "study.timeout_s")
+    if args.worker_id < 0:
+        raise ConfigError("--worker-id", f"must be >= 0, got {args.worker_id}")
+
+
+def _report_trials(study: Any) -> None:
+    """How many trials the study holds, and what they were: evaluated, repeats, failed, unfinished."""
+    n = len(study.trials)
+    from sojourn.study import DUPLICATE_ATTR
+    from sojourn.study.runner import count_trials
+
+    c = count_trials(study)
+    polished = sum(1 for t in study.trials if t.state.name == "COMPLETE"
+                   and t.user_attrs.get("polish") and DUPLICATE_ATTR not in t.user_attrs)
+    print(f"{n} trials in the study: {c['evaluated']} configurations evaluated"
+          + (f" ({c['evaluated'] - polished} by the search, {polished} by polish)" if polished else "")
+          + (f", {c['repeats']} repeats answered from the stored results" if c["repeats"] else "")
+          + (f", {c['failed']} failed (not counted; a worker that died has its configuration re-queued)"
+             if c["failed"] else "")
+          + (f", {c['running'] + c['waiting']} unfinished" if c["running"] + c["waiting"] else ""),
+          file=sys.stderr)
+
+
+def _write_front(runner: Any, study: Any) -> None:
+    """The front's table and plot in the study's output folder, and the table on stdout."""
+    from sojourn.study.front import front_rows, rows_to_csv
+    from sojourn.study.plot import plot_front
+
+    cfg = runner.cfg
+    space = list(cfg.space)
+    rows = front_rows(study, space, runner)
+    out = cfg.output_dir
+    write_atomic(out / "front.csv", rows_to_csv(rows, space))
+    plot_front(study, out / "front.png", budget=cfg.study.budget_per_hour, runner=runner)
+    print(format_front(rows, space))
+    print(f"wrote {out / 'front.csv'} and {out / 'front.png'}", file=sys.stderr)
