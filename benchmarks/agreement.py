@@ -46,8 +46,8 @@ import numpy as np
 from scipy import stats
 
 from sojourn.fast import fast_simulate, lindley, lindley_capped, node_capacity
+from sojourn.request import simulate
 from sojourn.scenario import load_scenario, scenario_from_dict
-from sojourn.sim import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 

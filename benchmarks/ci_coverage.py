@@ -23,9 +23,8 @@ import time
 
 import numpy as np
 
+from sojourn.request import MIN_EPISODES, simulate
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim import simulate
-from sojourn.sim.estimate import MIN_EPISODES
 
 CASES = {"few": (200, 500.0), "many": (50, 60.0)}  # mean batch, SLA seconds
 

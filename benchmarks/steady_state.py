@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sojourn.evaluate import sla_miss_value  # noqa: E402
 from sojourn.fast import fast_simulate  # noqa: E402
+from sojourn.request import simulate  # noqa: E402
 from sojourn.scenario import scenario_from_dict  # noqa: E402
-from sojourn.sim import simulate  # noqa: E402
 
 BATCHES = {
     "geometric": {"dist": "geometric", "mean": 300},

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from sojourn.fast import fast_simulate, node_capacity
+from sojourn.request import simulate
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim import simulate
 
 
 def generic(rate, service, sla_s, *, batch=None, nodes=1, discipline="fifo", on_deadline="finish", hours=2.0):

@@ -63,7 +63,7 @@ def test_analytic_cross_check_is_in_the_right_range():
 
 
 def test_engine_capacity_matches_a_saturated_request_level_fleet():
-    from sojourn.sim import simulate
+    from sojourn.request import simulate
 
     base = llm()
     cap = node_capacity(base)

@@ -32,7 +32,7 @@ def scenario(**over):
 
 
 def test_result_has_the_request_level_keys_and_its_own():
-    from sojourn.sim.estimate import SimResult
+    from sojourn.request import SimResult
 
     r = fast_simulate(scenario(), min_batches=5_000).to_dict()
     json.dumps(r)  # plain JSON

@@ -31,8 +31,8 @@ import numpy as np
 import pytest
 
 from sojourn.analytic import mmc_mean_sojourn
+from sojourn.request import simulate
 from sojourn.scenario import GenericServer, scenario_from_dict
-from sojourn.sim import simulate
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.fleet import FleetSim
 from sojourn.sim.generic import GenericNode

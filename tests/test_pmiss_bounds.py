@@ -11,8 +11,8 @@ from sojourn.distributions import parse_distribution
 from sojourn.evaluate import sla_miss_value
 from sojourn.fast import fast_simulate, node_capacity
 from sojourn.fast.capacity import load_report
+from sojourn.request import simulate
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim import simulate
 from sojourn.stats import best_p_miss, clopper_pearson_upper, episode_sizes, unseen_share
 
 

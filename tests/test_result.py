@@ -22,6 +22,7 @@ from _tiny_study import TINY_SCENARIO
 from sojourn._cli._common import emit_json
 from sojourn.evaluate import run_scenario
 from sojourn.fast import FastResult, fast_simulate
+from sojourn.request import SimResult, simulate
 from sojourn.result import (
     CHECK_KEYS,
     COMMON_KEYS,
@@ -32,7 +33,6 @@ from sojourn.result import (
     storable,
 )
 from sojourn.scenario import Scenario, scenario_from_dict
-from sojourn.sim import SimResult, simulate
 from sojourn.study import StudyRunner, load_study
 from sojourn.study.objectives import load_objectives
 from sojourn.study.runner import pessimistic_result

@@ -27,8 +27,8 @@ from scipy import optimize
 
 from sojourn import ConfigError
 from sojourn.analytic import mmc_mean_sojourn, mmc_sojourn_sf
+from sojourn.request import simulate
 from sojourn.scenario import Fleet, scenario_from_dict
-from sojourn.sim import simulate
 from sojourn.sim.fleet import NODE, FleetSim, run_replication
 from sojourn.stats import ratio_ci
 from test_sim_fleet import engine_scenario, generic_scenario

@@ -10,8 +10,8 @@ import math
 
 import pytest
 
+from sojourn.request import simulate
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim import simulate
 
 
 def generic(discipline, rate_per_s, sla_s, service=None, classes=None):

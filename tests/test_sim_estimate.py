@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sojourn.request import SimResult, ratio_ci, simulate
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim import SimResult, simulate
-from sojourn.sim.estimate import ratio_ci
 
 KEYS = {
     "p_miss", "p_miss_ci", "p_miss_upper", "batch_miss", "sojourn_mean_s", "sojourn_p50_s", "sojourn_p90_s",
@@ -175,8 +174,8 @@ def test_engine_statistics_are_in_range():
 
 
 def test_progress_reporting_does_not_change_results(capsys):
+    from sojourn.request import simulate
     from sojourn.scenario import load_scenario
-    from sojourn.sim import simulate
 
     sc = load_scenario(Path(__file__).resolve().parents[1] / "examples" / "generic-mmc.toml")
     sc = sc.with_updates({"simulation.horizon_hours": 0.5})

@@ -13,8 +13,8 @@ import math
 import pytest
 
 from sojourn import ConfigError
+from sojourn.request import simulate
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim import simulate
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.fleet import FleetSim, SimRequest
 

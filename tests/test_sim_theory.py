@@ -30,9 +30,8 @@ from sojourn.analytic import (
     mmc_sojourn_sf,
     mxm1_geometric_mean_wait,
 )
+from sojourn.request import simulate, summarise
 from sojourn.scenario import Scenario, scenario_from_dict
-from sojourn.sim import simulate
-from sojourn.sim.estimate import summarise
 from sojourn.sim.fleet import FleetSim
 
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-import sojourn.sim.estimate as estimate
+import sojourn.request as estimate
 import sojourn.sim.fleet as fleet
+from sojourn.request import simulate
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim import simulate
 from sojourn.sim._sojourns import REL, LogHistogram, pooled_quantiles
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from sojourn.fast import fast_simulate
+from sojourn.request import simulate
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim import simulate
 from sojourn.steady import SteadyState, mser_truncation
 
 

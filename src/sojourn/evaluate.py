@@ -50,7 +50,7 @@ def run_scenario(
     with ``fidelity_requested`` added, and ``fidelity_note`` where ``auto`` fell back to
     the request tier.
 
-    ``resume`` and ``on_replication``: ``sim.simulate``'s, for a request-tier run resumed
+    ``resume`` and ``on_replication``: ``request.simulate``'s, for a request-tier run resumed
     replication by replication (the fast tier, minutes at most, ignores them).
 
     ``capacity`` (a ``sojourn.fast.NodeCapacity``) lets a caller that already measured
@@ -68,7 +68,7 @@ def run_scenario(
             return fast.to_result().with_values(fidelity_requested=fid)
         if fid == "fast":
             raise ConfigError("simulation.fidelity", f"the fast tier does not model {why_not}; use 'request' or 'auto'")
-    from sojourn.sim import simulate
+    from sojourn.request import simulate
 
     out = simulate(scenario, replications=replications, n_jobs=n_jobs, seed=seed, progress=progress,
                    capacity=capacity, resume=resume, on_replication=on_replication,

@@ -4,7 +4,7 @@ A result holds the JSON-ready values (a number that is not finite, such as a p99
 every served request, is None), typed, with the keys of its tier in the order the CLI
 prints them. Three tiers build one:
 
-* ``request`` (``sim.SimResult.to_result``) and ``fast`` (``fast.FastResult.to_result``)
+* ``request`` (``request.SimResult.to_result``) and ``fast`` (``fast.FastResult.to_result``)
   share ``COMMON_KEYS``; each adds its own (``REQUEST_ONLY``, ``FAST_ONLY``);
 * ``check``: a configuration a study settled without simulating (every request misses,
   ``study.runner.pessimistic_result``) has ``CHECK_KEYS`` only, and its infinities are

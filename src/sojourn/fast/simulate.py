@@ -260,7 +260,7 @@ def fast_simulate(
     stretched (to whole days under a rate profile) until the replications hold
     ``min_batches`` batches in all (not for trace replays, which go through the
     request-level tier's per-request stream). ``capacity`` overrides the cached
-    node capacity. ``n_jobs`` is accepted for symmetry with ``sim.simulate`` (so a
+    node capacity. ``n_jobs`` is accepted for symmetry with ``request.simulate`` (so a
     caller can pass the same arguments to either tier); the fast tier runs in one
     process, in milliseconds.
     """

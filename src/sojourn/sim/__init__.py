@@ -1,14 +1,14 @@
 """The request-level fleet simulator: every request through every node's scheduler.
 
-``simulate(scenario)`` runs independent replications and returns a ``SimResult``
-with P(S > SLA), its confidence interval and upper bound, and the sojourn,
-throughput and utilisation statistics. The node engines (``engine``, ``generic``),
-the queue disciplines, the workload and the event loop live in their own modules.
+``run_replication(scenario, seed)`` simulates one replication of a fleet. The node
+engines (``engine``, ``generic``), the queue disciplines, the workload and the event
+loop live in their own modules. Replications pooled into P(S > SLA) with its intervals
+(``simulate``, ``SimResult``) are the request tier's estimate, ``sojourn.request``,
+a layer above the fast tier whose stationary law starts them.
 """
 
 from sojourn.sim.closed_loop import ClosedLoopResult, closed_loop
 from sojourn.sim.disciplines import DISCIPLINES, Discipline
-from sojourn.sim.estimate import SimResult, simulate
 from sojourn.sim.fleet import FleetSim, ReplicationStats, run_replication
 from sojourn.sim.generic import GenericNode
 from sojourn.sim.node import EnginePerf, Node, PlanKind
@@ -23,8 +23,6 @@ __all__ = [
     "Node",
     "PlanKind",
     "ReplicationStats",
-    "SimResult",
     "closed_loop",
     "run_replication",
-    "simulate",
 ]

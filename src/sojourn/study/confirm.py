@@ -91,7 +91,7 @@ def confirm_params(runner: Any, params: Mapping[str, Any], replications: int,
     """Re-simulate one configuration with ``replications``: what a confirmation stores.
 
     ``progress`` is called with (replications done, replications) as the request tier goes;
-    ``resume`` and ``on_replication``: ``sim.simulate``'s (replications stored as they finish).
+    ``resume`` and ``on_replication``: ``request.simulate``'s (replications stored as they finish).
     """
     from sojourn.study.front import sampled_fragility
     from sojourn.study.runner import evaluate

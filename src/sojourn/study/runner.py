@@ -124,7 +124,7 @@ def evaluate(
     on_replication: Any = None,
 ) -> Result:
     """Simulate a scenario at the given fidelity and return its ``Result`` (``progress``, ``resume``,
-    ``on_replication``: ``sim.simulate``'s)."""
+    ``on_replication``: ``request.simulate``'s)."""
     from sojourn.evaluate import run_scenario
 
     return run_scenario(scenario, fidelity=fidelity, replications=replications, n_jobs=n_jobs, capacity=capacity,

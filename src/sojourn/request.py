@@ -1,4 +1,7 @@
-"""Estimation from independent replications: P(S > T) with honest intervals, and the rest.
+"""The request tier's estimate: independent replications of the fleet simulator (``sojourn.sim``),
+P(S > T) with honest intervals, and the rest.
+
+It sits above the fast tier, whose stationary law starts its replications (``fast.start``).
 
 Replication i runs from ``SeedSequence(seed).spawn(R)[i]``, so results are
 bit-identical whatever the number of worker processes. Requests of one batch (and
@@ -41,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from sojourn._errors import ConfigError
+from sojourn.fast.start import StartPlan, plan_start
 from sojourn.result import Result, finite
 from sojourn.sim._sojourns import POOL_CAP, LogHistogram, pooled_quantiles
 from sojourn.sim.fleet import ReplicationStats, check_scenario, run_replication
@@ -53,7 +57,7 @@ from sojourn.stats import (
     ratio_ci,
     unseen_share,
 )
-from sojourn.steady import EMPTY_WARMUP_RELAXATIONS, SPAN_RELAXATIONS, StartPlan, SteadyState, plan_start
+from sojourn.steady import EMPTY_WARMUP_RELAXATIONS, SPAN_RELAXATIONS, SteadyState
 
 __all__ = ["MIN_EPISODES", "SimResult", "ratio_ci", "simulate"]
 
@@ -437,7 +441,7 @@ def simulate(
     Defaults come from ``[simulation]``; the result is identical for any ``n_jobs``.
     ``start`` (default ``simulation.start``): ``stationary`` begins each replication
     with a backlog drawn from the fleet's stationary workload law where there is one
-    (``steady.plan_start``; a node capacity ``capacity`` already measured is used),
+    (``fast.start.plan_start``; a node capacity ``capacity`` already measured is used),
     ``empty`` with an empty fleet. ``progress``: True prints a line a replication on stderr; a
     callable is called with (replications done, replications), fractions included where the
     replications run in this process (a progress bar).
