@@ -133,6 +133,9 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="print the markdown table for RESULTS.md")
     ap.add_argument("--only", default=None, help="rows whose name holds this text")
     args = ap.parse_args()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI's setting, for this script's output
     out = []
     for name, build, tiers in ROWS:
         if args.only and args.only not in name:

@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--study", default=str(ROOT / "studies" / "overnight-70b.toml"))
     args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI's setting, for this script's output
     tmp = Path(tempfile.mkdtemp(prefix="sojourn-mem-"))
     src = Path(args.study)
     for f in src.parent.glob("*.toml"):

@@ -420,3 +420,20 @@ def test_no_function_is_longer_than_80_lines():
     assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps): {too_long}"
     stale = sorted(f"{k} ({lengths.get(k, 'gone')})" for k in allowed if lengths.get(k, 0) <= MAX_FUNCTION_LINES)
     assert not stale, f"allowed to be long but no longer over {MAX_FUNCTION_LINES} lines (remove them): {stale}"
+
+
+def test_loading_a_study_leaves_optunas_verbosity_to_the_caller(tmp_path):
+    """Only the CLI quiets Optuna's per-trial lines, for its own process; a notebook keeps its setting."""
+    import optuna
+    from _recovery import slow_study
+
+    from sojourn.study import StudyRunner, load_study
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    try:
+        path = slow_study(tmp_path, f"sqlite:///{tmp_path / 's.db'}", "verbosity")
+        StudyRunner(load_study(path)).load(create=True)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(before)

@@ -14,7 +14,21 @@ from sojourn._errors import ConfigError
 from sojourn._io import write_atomic
 from sojourn.result import Result
 
-__all__ = ["check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "write_atomic"]
+__all__ = ["check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "study_runner", "write_atomic"]
+
+
+def study_runner(config: Any, **kwargs: Any) -> Any:
+    """A StudyRunner for a command, with Optuna's per-trial INFO lines off in this process only.
+
+    Setting Optuna's verbosity is the CLI's to do for its own process: the library leaves
+    a notebook's logging as it was (docs/architecture.md, "No process-wide side effects").
+    """
+    import optuna
+
+    from sojourn.study.runner import StudyRunner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return StudyRunner(config, **kwargs)
 
 
 def check_field(model: type[BaseModel], name: str, value: Any, flag: str, setting: str | None = None) -> Any:

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from sojourn.study import StudyRunner, compare_hardware, load_study
+    from sojourn._cli._common import study_runner
+    from sojourn.study import compare_hardware, load_study
     from sojourn.study.plot import plot_hardware
 
     if not 0 < args.target_miss < 1:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     check_field(StudySettings, "confirm_replications", args.replications, "--replications",
                 "study.confirm_replications")
     check_field(StudySettings, "n_jobs", args.n_jobs, "--n-jobs", "study.n_jobs")
-    runner = StudyRunner(load_study(args.study), n_jobs=args.n_jobs)
+    runner = study_runner(load_study(args.study), n_jobs=args.n_jobs)
     floor = runner.cfg.study.p_miss_floor
     if args.target_miss < floor:
         raise ConfigError("--target-miss", f"{args.target_miss:g} is below the study's p_miss_floor {floor:g}, "

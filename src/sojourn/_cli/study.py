@@ -41,9 +41,10 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
 
 
 def _runner(args: argparse.Namespace, n_jobs: int = 1, progress: bool = False):
-    from sojourn.study import StudyRunner, load_study
+    from sojourn._cli._common import study_runner
+    from sojourn.study import load_study
 
-    return StudyRunner(load_study(args.study), n_jobs=n_jobs, progress=progress)
+    return study_runner(load_study(args.study), n_jobs=n_jobs, progress=progress)
 
 
 #: The words under the front's table: what each column and mark means to a capacity planner.

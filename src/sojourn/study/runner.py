@@ -319,7 +319,6 @@ class StudyRunner:
         study.set_user_attr(FINGERPRINT_ATTR, now)
 
     def _load(self, create: bool) -> optuna.Study:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         text = self.cfg.storage_url
         if not create:
             db = text[len("sqlite:///"):] if text.startswith("sqlite:///") else None
