@@ -101,7 +101,7 @@ _ENGINE = dict(
     fits=lambda n, r, free: -(-r.target // n.bs) <= free,
     room=lambda n: n.at_boundary(),
     empty=lambda n: n.used == 0 and not n.running and not n.waiting and n.at_boundary(),
-    within=lambda n: 0 <= n.used <= n.total_blocks and len(n.running) <= n.max_seqs,
+    within=lambda n: 0 <= n.used <= n.total_blocks and len(n.running) <= n.max_num_seqs,
     lone_time=lambda r: engine_lone_time(PERF, BUDGET, r.prompt, r.output),
     exact_lone=False,
 )
@@ -311,7 +311,7 @@ class TestNodeKindContract:
 
 
 def _one_seq(e: Engine) -> Engine:
-    e.max_seqs = 1
+    e.max_num_seqs = 1
     return e
 
 

@@ -84,7 +84,7 @@ class CheckedFleet(FleetSim):
             if self.generic:
                 assert 0 <= node.busy <= node.c
             else:
-                assert len(node.running) <= node.max_seqs
+                assert len(node.running) <= node.max_num_seqs
         assert self.n_waiting >= 0
         assert sum(len(q) for q in self.queues) == self.n_waiting
         assert all(x >= 0 for x in self.qload)

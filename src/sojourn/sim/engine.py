@@ -214,8 +214,8 @@ class Engine:
         self.perf = perf
         self.total_blocks = int(kv_blocks)
         self.bs = int(block_size)
-        self.max_seqs = int(max_num_seqs)
-        self.budget = int(max_num_batched_tokens)
+        self.max_num_seqs = int(max_num_seqs)
+        self.max_num_batched_tokens = int(max_num_batched_tokens)
         self.source = source  # pulls the next request from a central queue (or None)
         self.index = index
         self.now = 0.0
@@ -274,7 +274,7 @@ class Engine:
         """
         p = self.plan_
         free = p.free1 if p.kind == _SRUN else self.total_blocks - self.used - self._decode_need(self.step)
-        return not self.waiting and len(self.running) < self.max_seqs and -(-tokens // self.bs) <= free
+        return not self.waiting and len(self.running) < self.max_num_seqs and -(-tokens // self.bs) <= free
 
     def next_event_time(self) -> float:
         return self.plan_.end
@@ -482,7 +482,7 @@ class Engine:
             self._preempt(next(reversed(running)))
             need = hist[(-step) % bs] if self.dec_n else 0
         dec_n = self.dec_n
-        budget = self.budget - dec_n
+        budget = self.max_num_batched_tokens - dec_n
         chunks: list[tuple[Request, int]] | None = None
         free = total - self.used - need
         ptok = 0
@@ -505,7 +505,7 @@ class Engine:
                     done += 1
         # 3. Admit waiting requests (local queue first, then the central queue).
         empty = False  # the source was asked and has nothing queued
-        if budget > 0 and len(running) < self.max_seqs:
+        if budget > 0 and len(running) < self.max_num_seqs:
             chunks, budget, free, ptok, pairs, done, empty = self._admit(chunks, budget, free, ptok, pairs, done)
         if chunks:
             return self._plan_step(chunks, ptok, dec_n, pairs, done, empty)
@@ -518,7 +518,7 @@ class Engine:
         empty = False
         running = self.running
         bs = self.bs
-        waiting, source, max_seqs = self.waiting, self.source, self.max_seqs
+        waiting, source, max_seqs = self.waiting, self.source, self.max_num_seqs
         prefilling = self.prefilling
         index = self.index
         while budget > 0 and len(running) < max_seqs:
@@ -647,7 +647,7 @@ class Engine:
         free1 = total - used1 - need1
         if free1 < 0:
             return False  # step s1 would preempt
-        if len(self.running) < self.max_seqs and self.budget > B:
+        if len(self.running) < self.max_num_seqs and self.max_num_batched_tokens > B:
             # Step s1 would try to admit: it must find nothing it could take.
             waiting = self.waiting
             if waiting:
