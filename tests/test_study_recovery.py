@@ -108,3 +108,20 @@ def test_study_run_refuses_a_changed_study_with_exit_2(tmp_path, capsys):
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "objectives" in err and "Traceback" not in err
+
+
+def test_of_two_trials_started_at_once_for_the_last_place_the_later_steps_back():
+    """Workers check the count between trials, so two can start the last one together: exact anyway."""
+    from sojourn.study.runner import OVER_TOTAL_ATTR, _over_total
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    for k in range(5):
+        study.add_trial(optuna.trial.create_trial(params={"x": float(k)},
+                                                  distributions={"x": optuna.distributions.FloatDistribution(0, 9)},
+                                                  value=float(k)))
+    first, second = study.ask(), study.ask()  # both RUNNING: two workers' trials for the 6th place
+    _over_total(first, 6)  # 5 evaluated, none running ahead of it: it goes on
+    with pytest.raises(optuna.TrialPruned):
+        _over_total(second, 6)  # 5 evaluated + the first running: the total is reached
+    assert study.trials[second.number].user_attrs.get(OVER_TOTAL_ATTR) is True
+    _over_total(second, 7)  # with room for both, neither steps back

@@ -44,6 +44,8 @@ CONSTRAINTS_ATTR = "constraints"
 INFEASIBLE_ATTR = "infeasible_reason"
 #: User attribute of a trial that repeated an evaluated configuration: that trial's number.
 DUPLICATE_ATTR = "duplicate_of"
+#: A trial that stepped back because others had reached the study's total (pruned, not counted).
+OVER_TOTAL_ATTR = "over_total"
 #: Study attribute holding what its results depend on (``StudyRunner.fingerprint``).
 FINGERPRINT_ATTR = "fingerprint"
 #: Times a configuration whose worker died is enqueued again (``RetryHeartbeatStaleTrialCallback``).
@@ -377,14 +379,18 @@ class StudyRunner:
         return float(price) * int(tp) * int(nodes)
 
     def objective(
-        self, seen: dict[tuple, optuna.trial.FrozenTrial] | None = None
+        self, seen: dict[tuple, optuna.trial.FrozenTrial] | None = None, total: int | None = None
     ) -> Callable[[optuna.trial.BaseTrial], tuple[float, ...]]:
         """The trial function. ``seen`` maps configurations already evaluated to their trial:
         a sampler that proposes one again (frequent in discrete spaces) gets the stored
-        result instead of a second, identical simulation (common random numbers make it so)."""
+        result instead of a second, identical simulation (common random numbers make it so).
+        ``total``: the study's total of configurations, which a trial started by several
+        workers at once must not overshoot (``_over_total``)."""
         budget = self.cfg.study.budget_per_hour
 
         def fn(trial: optuna.trial.BaseTrial) -> tuple[float, ...]:
+            if total is not None and isinstance(trial, optuna.Trial):
+                _over_total(trial, total)
             params = suggest(trial, self.cfg.space)
             key = tuple(sorted(params.items()))
             if seen is not None and key not in seen and isinstance(trial, optuna.Trial) and self.shared_storage:
@@ -539,9 +545,30 @@ class StudyRunner:
                 if left is not None and left <= 0:
                     break
                 n = min(todo - count[0], attempts - mine[0])
-                study.optimize(self.objective(seen), callbacks=[remember, stop_if_asked], n_trials=n, timeout=left,
+                study.optimize(self.objective(seen, self.cfg.study.n_trials if total else None),
+                               callbacks=[remember, stop_if_asked], n_trials=n, timeout=left,
                                catch=())
         return study
+
+
+def _over_total(trial: optuna.Trial, total: int) -> None:
+    """Step back (pruned, not counted) when the trials before this one already make the study's total.
+
+    Workers check the count between trials, so two can start the last one at once. Each
+    started trial is in the storage before it runs: the one numbered later sees the other
+    RUNNING and yields. Trials that end as repeats or failures leave the count short; the
+    workers' loops then start more.
+    """
+    S = optuna.trial.TrialState
+    ahead = 0
+    for t in trial.study.get_trials(deepcopy=False, states=(S.COMPLETE, S.RUNNING)):
+        if t.state == S.COMPLETE and DUPLICATE_ATTR not in t.user_attrs:
+            ahead += 1
+        elif t.state == S.RUNNING and t.number < trial.number:
+            ahead += 1
+    if ahead >= total:
+        trial.set_user_attr(OVER_TOTAL_ATTR, True)
+        raise optuna.TrialPruned(f"the study's total of {total} is reached by trials other workers run")
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
