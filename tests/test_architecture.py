@@ -425,8 +425,8 @@ def test_no_function_is_longer_than_80_lines():
 def test_loading_a_study_leaves_optunas_verbosity_to_the_caller(tmp_path):
     """Only the CLI quiets Optuna's per-trial lines, for its own process; a notebook keeps its setting."""
     import optuna
-    from _recovery import slow_study
 
+    from _recovery import slow_study
     from sojourn.study import StudyRunner, load_study
 
     before = optuna.logging.get_verbosity()
@@ -437,3 +437,15 @@ def test_loading_a_study_leaves_optunas_verbosity_to_the_caller(tmp_path):
         assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
     finally:
         optuna.logging.set_verbosity(before)
+
+
+def test_the_cli_offers_exactly_the_schemas_fidelities():
+    """`simulate --fidelity` lists the tiers by hand (the parser imports no schema): held equal here."""
+    import argparse
+
+    from sojourn.cli import build_parser
+    from sojourn.scenario import FIDELITIES
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    fidelity = next(a for a in sub.choices["simulate"]._actions if "--fidelity" in a.option_strings)
+    assert list(fidelity.choices) == list(FIDELITIES)

@@ -15,11 +15,10 @@ from typing import Any
 
 from sojourn._errors import ConfigError
 from sojourn.result import Result
-from sojourn.scenario import Scenario
+from sojourn.scenario import FIDELITIES, Scenario
 
 __all__ = ["FIDELITIES", "fast_applies", "result_number", "run_scenario", "sla_miss_value", "workers"]
 
-FIDELITIES = ("fast", "request", "auto")
 
 
 def fast_applies(scenario: Scenario) -> str | None:

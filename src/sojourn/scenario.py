@@ -30,6 +30,7 @@ __all__ = [
     "Fleet",
     "GenericServer",
     "ModelConfig",
+    "FIDELITIES",
     "ROUTERS",
     "SCENARIO_DISCIPLINES",
     "Scenario",
@@ -61,6 +62,8 @@ SCENARIO_DISCIPLINES = ("fifo", "lifo", "sjf", "sjf_work", "edf", "fair", "triag
 #: How a fleet routes requests to its nodes (``fleet.routing``; each is a branch of
 #: ``sojourn.sim.fleet.FleetSim``, and tests/test_routers_contract.py runs over these).
 ROUTERS = ("pull", "round_robin", "least_loaded")
+#: The fidelity tiers a run may ask for (``sojourn.evaluate``): the one list of them.
+FIDELITIES = ("fast", "request", "auto")
 #: vLLM's engine defaults, written once, on the performance model one layer down (the
 #: scenario may import it, not the other way round): ``Serving`` takes its defaults from there.
 _ENGINE_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(PerfModel)}
@@ -243,7 +246,7 @@ class SimulationSettings(_Strict):
     warmup_hours: float = Field(default=24, ge=0)
     replications: int = Field(default=8, ge=2)
     seed: int = Field(default=1, ge=0)
-    fidelity: Literal["fast", "request", "auto"] = "request"
+    fidelity: Literal[FIDELITIES] = "request"  # type: ignore[valid-type]
     #: Size limits, so a run that would take hours or exhaust memory is refused up front with
     #: its estimate: the requests the request tier is expected to simulate, all replications
     #: together (``Scenario.expected_requests``), and the batches the fast tier holds in one

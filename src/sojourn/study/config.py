@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sojourn._errors import ConfigError
 from sojourn.scenario import (
+    FIDELITIES,
     Scenario,
     field_value,
     format_validation_error,
@@ -104,7 +105,7 @@ class StudySettings(_Strict):
     confirm_max: int = Field(default=10, ge=1)
     #: Horizon per trial (default: the scenario's).
     horizon_hours: float | None = Field(default=None, gt=0)
-    fidelity: Literal["fast", "request", "auto"] | None = None
+    fidelity: Literal[FIDELITIES] | None = None  # type: ignore[valid-type]
     #: Which estimate of P(miss) the sla_miss objective uses.
     sla_miss_statistic: Literal["upper", "mean"] = "upper"
     #: The miss probabilities objectives (sla_miss, batch_miss) read below this count as this:
