@@ -31,6 +31,7 @@ MODEL_IDS = [
     "qwen3-8b",
     "qwen3-32b",
     "mistral-7b",
+    "llama-2-70b",  # MLPerf Inference Llama-2-70B (benchmarks/mlperf_offline.py)
 ]
 
 # Where the GPU facts were transcribed from (outside the project; optional).
