@@ -32,6 +32,10 @@ MODEL_IDS = [
     "qwen3-32b",
     "mistral-7b",
     "llama-2-70b",  # MLPerf Inference Llama-2-70B (benchmarks/mlperf_offline.py)
+    # mixture-of-experts
+    "gpt-oss-120b",
+    "qwen3-235b-a22b",
+    "minimax-m2.5",
 ]
 
 # Where the GPU facts were transcribed from (outside the project; optional).
@@ -57,6 +61,17 @@ def hf_config_of(spec: ModelSpec) -> dict:
         "vocab_size": spec.vocab_size,
         "tie_word_embeddings": spec.tie_word_embeddings,
         "max_position_embeddings": spec.max_position_embeddings,
+        **(
+            {
+                "num_local_experts": spec.num_experts,
+                "num_experts_per_tok": spec.experts_per_token,
+                "moe_intermediate_size": spec.moe_intermediate_size,
+                "n_shared_experts": spec.num_shared_experts,
+                "first_k_dense_replace": spec.first_k_dense_layers,
+            }
+            if spec.is_moe
+            else {}
+        ),
     }
 
 
@@ -365,15 +380,16 @@ def test_hf_config_defaults():
     ) == spec.num_parameters
 
 
-@pytest.mark.parametrize("moe_key", ["num_local_experts", "num_experts", "n_routed_experts"])
-def test_moe_config_rejected(tmp_path, moe_key):
-    config = {**QWEN3_8B_CONFIG, moe_key: 8}
+@pytest.mark.parametrize(("key", "what"), [("kv_lora_rank", "latent attention"), ("linear_num_value_heads", "linear")])
+def test_unmodelled_attention_rejected(tmp_path, key, what):
+    """MoE configs load (tests/test_moe.py); attention the perf model cannot represent is refused."""
+    config = {**QWEN3_8B_CONFIG, "num_experts": 8, "num_experts_per_tok": 2, key: 512}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     with pytest.raises(ConfigError) as exc:
         model_from_hf_config(path)
     assert exc.value.field == "model.name"
-    assert "mixture-of-experts" in exc.value.message and "dense" in exc.value.message
+    assert key in exc.value.message and what in exc.value.message and "not modelled" in exc.value.message
     with pytest.raises(ConfigError):
         default_catalogue().model(str(path))
 

@@ -1,4 +1,4 @@
-"""The hardware and model catalogues: GPUs, dense models, and how to load them.
+"""The hardware and model catalogues: GPUs, models (dense and mixture-of-experts), and how to load them.
 
 The built-in catalogue is package data (``gpus.toml`` and ``models.toml`` next
 to this module). Every number in it carries its source. Users extend or
@@ -126,9 +126,26 @@ _MODEL_REQUIRED = (
     "vocab_size",
     "max_position_embeddings",
 )
-_MODEL_KEYS = _MODEL_REQUIRED + ("head_dim", "tie_word_embeddings", "num_parameters", "source")
+#: Mixture-of-experts fields (all optional; absent or 0 = a dense model). ``moe_intermediate_size``
+#: defaults to ``intermediate_size`` (Mixtral, gpt-oss); ``first_k_dense_layers`` counts the
+#: leading layers with a dense MLP of ``intermediate_size`` (DeepSeek's ``first_k_dense_replace``).
+_MOE_FIELDS = (
+    "num_experts",
+    "experts_per_token",
+    "num_shared_experts",
+    "moe_intermediate_size",
+    "first_k_dense_layers",
+)
+_MODEL_ARCH_FIELDS = _MODEL_ARCH_FIELDS + _MOE_FIELDS
+_MODEL_KEYS = _MODEL_REQUIRED + ("head_dim", "tie_word_embeddings", "num_parameters", "source") + _MOE_FIELDS
 
+#: HF config keys giving the number of routed experts (Mixtral/gpt-oss, Qwen-MoE, DeepSeek).
 _MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+#: HF config keys of attention variants the perf model does not represent yet.
+_UNMODELLED_ATTENTION = {
+    "kv_lora_rank": "multi-head latent attention (MLA, DeepSeek-V2/V3 style)",
+    "linear_num_value_heads": "hybrid linear attention (Gated DeltaNet, Qwen3-Next/Qwen3.5 style)",
+}
 
 USER_SOURCE = "user-supplied"
 
@@ -206,7 +223,15 @@ class GPU:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A dense decoder-only transformer, as its Hugging Face config describes it."""
+    """A decoder-only transformer, as its Hugging Face config describes it.
+
+    Dense unless ``num_experts`` > 0: then every layer after the first
+    ``first_k_dense_layers`` has a mixture-of-experts MLP of ``num_experts`` routed
+    experts (gated, 3·hidden·``moe_intermediate_size`` parameters each), of which
+    each token uses ``experts_per_token``, plus ``num_shared_experts`` experts every
+    token uses, and a router (hidden·num_experts). ``num_parameters`` is the total
+    (every expert); :attr:`active_parameters` what one token uses.
+    """
 
     id: str
     name: str
@@ -221,6 +246,50 @@ class ModelSpec:
     max_position_embeddings: int
     num_parameters: float
     source: str
+    num_experts: int = 0
+    experts_per_token: int = 0
+    num_shared_experts: int = 0
+    moe_intermediate_size: int = 0
+    first_k_dense_layers: int = 0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def moe_layers(self) -> int:
+        """Layers with a mixture-of-experts MLP (0 for a dense model)."""
+        return self.num_layers - self.first_k_dense_layers if self.is_moe else 0
+
+    @property
+    def expert_parameters(self) -> float:
+        """Parameters of one expert (a gated MLP: 3·hidden·moe_intermediate_size); 0 for a dense model."""
+        return float(3 * self.hidden_size * self.moe_intermediate_size) if self.is_moe else 0.0
+
+    @property
+    def routed_expert_parameters(self) -> float:
+        """Parameters of all routed experts of all layers (what a token does not all use)."""
+        return float(self.moe_layers * self.num_experts) * self.expert_parameters
+
+    @property
+    def inactive_parameters(self) -> float:
+        """Parameters of the routed experts one token does not use: (E - k) experts per MoE layer."""
+        return float(self.moe_layers * (self.num_experts - self.experts_per_token)) * self.expert_parameters
+
+    @property
+    def active_parameters(self) -> float:
+        """Parameters one token uses (embedding included, as model cards quote it): the total
+        less the routed experts it is not sent to. Equal to ``num_parameters`` for a dense model."""
+        if not self.is_moe:
+            return float(self.num_parameters)
+        return float(self.num_parameters) - self.inactive_parameters
+
+    @property
+    def active_matmul_parameters(self) -> float:
+        """:attr:`matmul_parameters` counting only the experts a token uses (= it for a dense model)."""
+        if not self.is_moe:
+            return self.matmul_parameters
+        return self.matmul_parameters - self.inactive_parameters
 
     @property
     def embedding_parameters(self) -> float:
@@ -255,12 +324,21 @@ def count_parameters(
     vocab_size: int,
     tie_word_embeddings: bool,
     attention_bias: bool = False,
+    num_experts: int = 0,
+    experts_per_token: int = 0,
+    num_shared_experts: int = 0,
+    moe_intermediate_size: int = 0,
+    first_k_dense_layers: int = 0,
 ) -> int:
-    """Total parameters of a llama-style dense decoder.
+    """Total parameters of a llama-style decoder, dense or mixture-of-experts.
 
     embedding V*h, + lm_head V*h when untied, + per layer: q h*heads*hd,
     k and v h*kv*hd each, o heads*hd*h, gated MLP 3*h*I, two RMSNorms 2*h
-    (+ q/k/v biases when ``attention_bias``), + the final norm h.
+    (+ q/k/v biases when ``attention_bias``), + the final norm h. With
+    ``num_experts`` > 0 the MLP of every layer but the first ``first_k_dense_layers``
+    is (num_experts + num_shared_experts) gated experts of 3*h*moe_intermediate_size
+    plus a router h*num_experts (expert biases, as gpt-oss has, are left out: < 0.1%).
+    ``experts_per_token`` does not change the total.
     """
     h, hd = hidden_size, head_dim
     q = h * num_attention_heads * hd
@@ -272,7 +350,12 @@ def count_parameters(
     per_layer = q + kv + o + mlp + norms + bias
     embed = vocab_size * h
     lm_head = 0 if tie_word_embeddings else vocab_size * h
-    return embed + lm_head + num_layers * per_layer + h
+    if num_experts <= 0:
+        return embed + lm_head + num_layers * per_layer + h
+    moe_i = moe_intermediate_size or intermediate_size
+    moe_layer = per_layer - mlp + (num_experts + num_shared_experts) * 3 * h * moe_i + h * num_experts
+    dense = min(first_k_dense_layers, num_layers)
+    return embed + lm_head + dense * per_layer + (num_layers - dense) * moe_layer + h
 
 
 # ---------------------------------------------------------------------------
@@ -523,9 +606,10 @@ def _build_model(
         where("tie_word_embeddings"),
         f"{context}tie_word_embeddings ",
     )
+    values.update(_moe_values(table, where, context))
     if table.get("num_parameters") is None:
         values["num_parameters"] = float(
-            count_parameters(**{k: values[k] for k in _MODEL_ARCH_FIELDS})
+            count_parameters(**{k: values[k] for k in _MODEL_ARCH_FIELDS if k in values})
         )
     else:
         values["num_parameters"] = _positive_number(
@@ -535,8 +619,37 @@ def _build_model(
     return ModelSpec(id=model_id, **values)
 
 
+def _moe_values(table: Mapping[str, Any], where: Callable[[str], str], context: str) -> dict[str, int]:
+    """The validated mixture-of-experts fields of a model table ({} for a dense model)."""
+    if not table.get("num_experts"):
+        given = [k for k in _MOE_FIELDS if table.get(k)]
+        if given:
+            raise ConfigError(where(given[0]), f"{context}{given[0]} given for a dense model (num_experts absent or 0)")
+        return {}
+    out = {"num_experts": _positive_int(table["num_experts"], where("num_experts"), f"{context}num_experts ")}
+    if table.get("experts_per_token") is None:
+        raise ConfigError(where("experts_per_token"), f"{context}required for a mixture-of-experts model")
+    k = _positive_int(table["experts_per_token"], where("experts_per_token"), f"{context}experts_per_token ")
+    if k > out["num_experts"]:
+        raise ConfigError(
+            where("experts_per_token"), f"{context}experts_per_token ({k}) exceeds num_experts ({out['num_experts']})"
+        )
+    out["experts_per_token"] = k
+    for key in ("num_shared_experts", "first_k_dense_layers"):
+        raw = table.get(key, 0)
+        if raw != 0:
+            raw = _positive_int(raw, where(key), f"{context}{key} ")
+        out[key] = int(raw)
+    if out["first_k_dense_layers"] >= int(table["num_layers"]):
+        raise ConfigError(where("first_k_dense_layers"), f"{context}must be less than num_layers")
+    raw = table.get("moe_intermediate_size") or table["intermediate_size"]
+    out["moe_intermediate_size"] = _positive_int(raw, where("moe_intermediate_size"), f"{context}moe_intermediate_size ")
+    return out
+
+
 def _model_table(spec: ModelSpec) -> dict[str, Any]:
-    return {key: getattr(spec, key) for key in _MODEL_KEYS}
+    keys = _MODEL_KEYS if spec.is_moe else tuple(k for k in _MODEL_KEYS if k not in _MOE_FIELDS)
+    return {key: getattr(spec, key) for key in keys}
 
 
 def _merge_model(base: ModelSpec, override: Mapping[str, Any], origin: str) -> dict[str, Any]:
@@ -558,18 +671,23 @@ def _merge_model(base: ModelSpec, override: Mapping[str, Any], origin: str) -> d
 def model_from_hf_config(
     path_or_dict: str | os.PathLike[str] | Mapping[str, Any], model_id: str | None = None
 ) -> ModelSpec:
-    """A :class:`ModelSpec` from a dense llama/qwen/mistral-style HF ``config.json``.
+    """A :class:`ModelSpec` from a llama/qwen/mistral-style HF ``config.json``, dense or MoE.
 
     ``path_or_dict`` is the parsed config, a path to the file, or a directory
     holding ``config.json``. The parameter count is computed from the
     architecture (see :func:`count_parameters`). Mixture-of-experts configs are
-    rejected. Errors are :class:`ConfigError` on ``model.name``.
+    read from the Mixtral/gpt-oss (``num_local_experts``), Qwen-MoE (``num_experts``,
+    ``moe_intermediate_size``) and DeepSeek (``n_routed_experts``, ``n_shared_experts``,
+    ``first_k_dense_replace``) keys, top-k from ``num_experts_per_tok`` (or gpt-oss's
+    ``experts_per_token``). Attention the perf model cannot represent yet (MLA,
+    hybrid linear attention) is refused. Errors are :class:`ConfigError` on ``model.name``.
     """
     config, source, default_id = _read_hf_config(path_or_dict)
     context = f"HF config {source}: "
     config = _language_model(config)
-    _refuse_moe(config, context)
+    _refuse_unmodelled(config, context)
     table = _hf_table(config, context)
+    table.update(_hf_moe_table(config, context))
     mid = (model_id or default_id or "custom").strip().lower()
     table["name"] = config.get("_name_or_path") or model_id or default_id or "custom"
     table["source"] = source
@@ -591,6 +709,11 @@ def model_from_hf_config(
             vocab_size=arch.vocab_size,
             tie_word_embeddings=arch.tie_word_embeddings,
             attention_bias=bool(bias),
+            num_experts=arch.num_experts,
+            experts_per_token=arch.experts_per_token,
+            num_shared_experts=arch.num_shared_experts,
+            moe_intermediate_size=arch.moe_intermediate_size,
+            first_k_dense_layers=arch.first_k_dense_layers,
         )
     )
     table["head_dim"] = arch.head_dim
@@ -629,14 +752,49 @@ def _language_model(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return config
 
 
-def _refuse_moe(config: Mapping[str, Any], context: str) -> None:
-    for key in _MOE_KEYS:
+def _refuse_unmodelled(config: Mapping[str, Any], context: str) -> None:
+    for key, what in _UNMODELLED_ATTENTION.items():
         if config.get(key) not in (None, 0):
             raise ConfigError(
                 "model.name",
-                f"{context}{key} = {config[key]!r}: this is a mixture-of-experts model; "
-                "sojourn models dense models only",
+                f"{context}{key} = {config[key]!r}: {what} is not modelled yet "
+                "(its KV cache and attention cost differ from grouped-query attention)",
             )
+
+
+def _hf_moe_table(config: Mapping[str, Any], context: str) -> dict[str, Any]:
+    """The mixture-of-experts fields read off a HF config ({} for a dense one)."""
+    experts = next((config[k] for k in _MOE_KEYS if config.get(k) not in (None, 0)), None)
+    if experts is None:
+        return {}
+    top_k = config.get("num_experts_per_tok") or config.get("experts_per_token")
+    if top_k is None:
+        raise ConfigError("model.name", f"{context}a mixture-of-experts config without num_experts_per_tok")
+    table: dict[str, Any] = {"num_experts": experts, "experts_per_token": top_k}
+    moe_i = config.get("moe_intermediate_size")
+    if moe_i:
+        table["moe_intermediate_size"] = moe_i
+    shared = config.get("n_shared_experts") or 0
+    shared_i = config.get("shared_expert_intermediate_size")  # Qwen2-MoE: one shared expert of its own size
+    if shared_i:
+        unit = moe_i or config["intermediate_size"]
+        if not isinstance(shared_i, int) or shared_i % unit:
+            raise ConfigError(
+                "model.name",
+                f"{context}shared_expert_intermediate_size = {shared_i!r} is not a multiple of the expert size "
+                f"({unit}): not representable as shared experts",
+            )
+        shared = shared_i // unit
+    if shared:
+        table["num_shared_experts"] = shared
+    dense = config.get("first_k_dense_replace") or 0
+    if dense:
+        table["first_k_dense_layers"] = dense
+    if config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) not in (1, None):
+        raise ConfigError(
+            "model.name", f"{context}mlp_only_layers / decoder_sparse_step: interleaved dense layers are not modelled"
+        )
+    return table
 
 
 def _hf_table(config: Mapping[str, Any], context: str) -> dict[str, Any]:
