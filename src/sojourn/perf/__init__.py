@@ -5,7 +5,14 @@ that uses it live in the simulator package: ``sim/closed_loop.py``, ``sim/calibr
 """
 
 from sojourn.perf._calibrate import load_silicon, load_step_grid, load_steps
-from sojourn.perf._model import GIB, KV_CACHE_DTYPES, PerfModel, build_perf_model
+from sojourn.perf._model import (
+    EXPERT_LOAD_IMBALANCE,
+    GIB,
+    KV_CACHE_DTYPES,
+    PerfModel,
+    build_perf_model,
+    expected_distinct_experts,
+)
 from sojourn.perf._profile import (
     CARRY_OVER,
     PRIOR,
@@ -23,6 +30,7 @@ from sojourn.perf._profile import (
 __all__ = [
     "CARRY_OVER",
     "Calibration",
+    "EXPERT_LOAD_IMBALANCE",
     "GIB",
     "KV_CACHE_DTYPES",
     "PRIOR",
@@ -35,6 +43,7 @@ __all__ = [
     "load_step_grid",
     "load_steps",
     "default_profile",
+    "expected_distinct_experts",
     "load_profile",
     "resolve_profile",
     "save_profile",

@@ -13,6 +13,27 @@ are fewer of them than GPUs). The step time is a per-kernel-group roofline,
 where T = prefill + decode tokens in the step, B the decoding sequences and P_done
 the prefills finishing in the step (each samples a token, as a decode does). The
 efficiency factors come from a ``Profile`` fitted to measurements (``sojourn calibrate``).
+
+Mixture-of-experts models (``ModelSpec.num_experts`` > 0) change two terms:
+
+- F_lin counts the *active* parameters: attention, shared experts and the
+  ``k = experts_per_token`` routed experts each token is sent to (2 FLOPs each per token).
+- W_gpu, the weights a step reads, counts the dense parts (attention, shared experts,
+  router, embeddings, lm_head) plus only the routed experts the step's T tokens touch.
+  With each token choosing k of E experts uniformly and independently, the expected
+  number of distinct experts hit in a layer is  E·(1 - (1 - k/E)^T):  k at T = 1,
+  E as T grows. Expert load imbalance (routers are not uniform; under expert
+  parallelism the step waits for the busiest GPU) is the documented factor
+  ``EXPERT_LOAD_IMBALANCE`` on the routed experts' compute and reads, 1 for now.
+
+The memory side counts every expert (total parameters). Expert parallelism is not
+modelled: a replica is ``tp`` GPUs each holding 1/tp of every expert. With EP over
+the same GPUs (experts split whole, attention still TP) the per-GPU weight, compute
+and read shares are the same in expectation; what differs (all-to-all instead of
+all-reduce, imbalance across GPUs, data-parallel attention) is not represented.
+Attention is grouped-query attention on every layer: multi-head latent attention and
+sliding-window layers (gpt-oss) are not represented (the catalogue refuses MLA configs;
+gpt-oss's KV cache is overstated).
 """
 
 from __future__ import annotations
@@ -28,7 +49,16 @@ from sojourn.perf._profile import Calibration, Profile, calibration_of, resolve_
 if TYPE_CHECKING:  # pragma: no cover
     from sojourn.catalogue import GPU, ModelSpec
 
-__all__ = ["GIB", "KV_CACHE_DTYPES", "PerfModel", "build_perf_model", "weight_bytes_per_param", "kv_bytes_per_element"]
+__all__ = [
+    "EXPERT_LOAD_IMBALANCE",
+    "GIB",
+    "KV_CACHE_DTYPES",
+    "PerfModel",
+    "build_perf_model",
+    "expected_distinct_experts",
+    "kv_bytes_per_element",
+    "weight_bytes_per_param",
+]
 
 GIB = float(2**30)
 
@@ -45,6 +75,24 @@ KV_CACHE_DTYPES = ("bf16", "fp8")
 #: NCCL buffers), per GPU. Estimate from typical vLLM start-up logs ("non-torch memory"
 #: 0.3-0.7 GiB plus "graph capturing" 0.2-0.6 GiB); a stated estimate, not a measurement.
 FIXED_RESERVE_BYTES = 1.0 * GIB
+
+#: Multiplier on the routed experts' compute and weight reads for uneven routing (the
+#: busiest expert, or under expert parallelism the busiest GPU, sets the pace). 1 = the
+#: uniform-routing expectation; not yet fitted (the public MoE rows do not separate it
+#: from eff_compute/eff_memory).
+EXPERT_LOAD_IMBALANCE = 1.0
+
+
+def expected_distinct_experts(tokens: float, num_experts: int, top_k: int) -> float:
+    """Expected number of distinct experts ``tokens`` tokens hit in one layer, each choosing
+    ``top_k`` of ``num_experts`` uniformly: E·(1 - (1 - k/E)^T). k at T = 1; -> E as T grows.
+
+    (Exact for one token; for several it treats each token's k choices as independent draws of
+    probability k/E per expert, which is the exact marginal of a uniform k-subset.)
+    """
+    if tokens <= 0 or num_experts <= 0:
+        return 0.0
+    return num_experts * (1.0 - float((1.0 - top_k / num_experts) ** tokens))
 
 
 def weight_bytes_per_param(precision: str) -> float:
@@ -95,6 +143,11 @@ class PerfModel:
         _c_ctx: ClassVar[float]
         _comm_fixed: ClassVar[float]
         _comm_tok: ClassVar[float]
+        _moe: ClassVar[bool]
+        _w_dense: ClassVar[float]
+        _w_expert: ClassVar[float]
+        _n_experts: ClassVar[int]
+        _miss: ClassVar[float]
 
     def __post_init__(self) -> None:
         m = self.model
@@ -121,10 +174,22 @@ class PerfModel:
         peak = self.gpu.peak_flops(self.precision) * self.tp * p.eff_compute
         bw = self.gpu.bandwidth_bytes_per_s * p.eff_memory
         lm_head = m.vocab_size * h
-        layer_matmul = m.matmul_parameters - lm_head
-        object.__setattr__(self, "_c_tok", 2.0 * layer_matmul / peak)
         object.__setattr__(self, "_c_logit", 2.0 * lm_head / peak)
         object.__setattr__(self, "_w_time", self.weights_bytes_per_gpu / bw)
+        object.__setattr__(self, "_moe", m.is_moe)
+        if not m.is_moe:
+            layer_matmul = m.matmul_parameters - lm_head
+            object.__setattr__(self, "_c_tok", 2.0 * layer_matmul / peak)
+        else:
+            routed_active = float(m.moe_layers * m.experts_per_token) * m.expert_parameters
+            rest = m.active_matmul_parameters - lm_head - routed_active
+            object.__setattr__(self, "_c_tok", 2.0 * (rest + EXPERT_LOAD_IMBALANCE * routed_active) / peak)
+            # one routed expert in every MoE layer, per GPU; the rest of the weights are read every step
+            w_expert = m.moe_layers * m.expert_parameters * weight_bytes_per_param(self.precision) / self.tp / bw
+            object.__setattr__(self, "_w_expert", EXPERT_LOAD_IMBALANCE * w_expert)
+            object.__setattr__(self, "_w_dense", self._w_time - m.num_experts * w_expert)
+            object.__setattr__(self, "_n_experts", m.num_experts)
+            object.__setattr__(self, "_miss", 1.0 - m.experts_per_token / m.num_experts)
         object.__setattr__(self, "_c_pair", 4.0 * L * m.num_attention_heads * m.head_dim / peak)
         object.__setattr__(self, "_c_ctx", self.kv_bytes_per_token_per_gpu / bw)
         if self.tp > 1:
@@ -169,12 +234,18 @@ class PerfModel:
         """Peak activation memory vLLM's profiling run reserves, plus fixed runtime memory.
 
         The profiling forward pass holds ``max_num_batched_tokens`` hidden states and
-        the sharded MLP intermediate (gate and up projections), and the sampler's
+        the sharded MLP intermediate (gate and up projections; for MoE those of the k routed
+        and the shared experts each token uses), and the sampler's
         float32 logits for ``max_num_seqs`` sequences.
         """
         m = self.model
         M = self.max_num_batched_tokens
-        hidden = M * (4 * m.hidden_size + 2 * m.intermediate_size / self.tp) * 2.0
+        # MoE: the fused expert kernel holds each token's k (+ shared) expert intermediates
+        inter = m.intermediate_size
+        if m.is_moe:
+            moe = (m.experts_per_token + m.num_shared_experts) * m.moe_intermediate_size
+            inter = max(moe, m.intermediate_size if m.first_k_dense_layers else 0)
+        hidden = M * (4 * m.hidden_size + 2 * inter / self.tp) * 2.0
         logits = min(self.max_num_seqs, M) * m.vocab_size * 4.0 / self.tp
         return FIXED_RESERVE_BYTES + hidden + logits
 
@@ -253,7 +324,8 @@ class PerfModel:
             prefill_pairs = 0.5 * prefill_tokens * prefill_tokens
         p = self.profile
         sampled = decode_seqs + prefill_done
-        lin = max(self._c_tok * T + self._c_logit * sampled, self._w_time)
+        w = self._w_time if not self._moe else self.weight_read_time(T)
+        lin = max(self._c_tok * T + self._c_logit * sampled, w)
         return (
             p.step_overhead_s
             + p.seq_overhead_s * sampled
@@ -278,9 +350,21 @@ class PerfModel:
     def decode_step_fixed(self, seqs: int) -> float:
         """Part of a decode step's time that does not depend on the context read."""
         T = seqs
-        lin = max(self._c_tok * T + self._c_logit * seqs, self._w_time)
+        w = self._w_time if not self._moe else self.weight_read_time(T)
+        lin = max(self._c_tok * T + self._c_logit * seqs, w)
         p = self.profile
         return p.step_overhead_s + p.seq_overhead_s * seqs + lin + self._comm_fixed + self._comm_tok * T
+
+    def weight_read_time(self, tokens: float) -> float:
+        """Seconds to read the weights a step of ``tokens`` tokens uses, per GPU (memory-bound floor).
+
+        Dense: every weight. MoE: the dense parts plus the expected distinct routed experts
+        the tokens hit (:func:`expected_distinct_experts`), times ``EXPERT_LOAD_IMBALANCE``.
+        """
+        if not self._moe:
+            return self._w_time
+        hit = self._n_experts * (1.0 - float(self._miss**tokens)) if tokens > 0 else 0.0
+        return self._w_dense + self._w_expert * hit
 
     @property
     def seconds_per_context_token(self) -> float:

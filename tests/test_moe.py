@@ -1,0 +1,222 @@
+"""Mixture-of-experts models: HF configs, total vs active parameters, and the perf model's use of each."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sojourn import ConfigError
+from sojourn.catalogue import count_parameters, default_catalogue, model_from_hf_config
+from sojourn.perf import PRIOR, PerfModel, build_perf_model, expected_distinct_experts
+from sojourn.perf._model import weight_bytes_per_param
+
+# mistralai/Mixtral-8x7B-v0.1 config.json (abridged)
+MIXTRAL = {
+    "_name_or_path": "mistralai/Mixtral-8x7B-v0.1",
+    "architectures": ["MixtralForCausalLM"],
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "max_position_embeddings": 32768,
+    "model_type": "mixtral",
+    "num_attention_heads": 32,
+    "num_experts_per_tok": 2,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "num_local_experts": 8,
+    "tie_word_embeddings": False,
+    "vocab_size": 32000,
+}
+# deepseek-ai/deepseek-moe-16b-base config.json (abridged): DeepSeek's MoE keys, with MHA
+DEEPSEEK_MOE_16B = {
+    "_name_or_path": "deepseek-ai/deepseek-moe-16b-base",
+    "first_k_dense_replace": 1,
+    "hidden_size": 2048,
+    "intermediate_size": 10944,
+    "max_position_embeddings": 4096,
+    "moe_intermediate_size": 1408,
+    "n_routed_experts": 64,
+    "n_shared_experts": 2,
+    "num_attention_heads": 16,
+    "num_experts_per_tok": 6,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 16,
+    "vocab_size": 102400,
+}
+# Qwen/Qwen3-30B-A3B config.json (abridged): Qwen3-MoE keys
+QWEN3_30B_A3B = {
+    "_name_or_path": "Qwen/Qwen3-30B-A3B",
+    "decoder_sparse_step": 1,
+    "head_dim": 128,
+    "hidden_size": 2048,
+    "intermediate_size": 6144,
+    "max_position_embeddings": 40960,
+    "mlp_only_layers": [],
+    "moe_intermediate_size": 768,
+    "num_attention_heads": 32,
+    "num_experts": 128,
+    "num_experts_per_tok": 8,
+    "num_hidden_layers": 48,
+    "num_key_value_heads": 4,
+    "tie_word_embeddings": False,
+    "vocab_size": 151936,
+}
+
+
+def test_mixtral_total_and_active_by_hand():
+    spec = model_from_hf_config(MIXTRAL)
+    assert spec.is_moe and spec.num_experts == 8 and spec.experts_per_token == 2
+    assert spec.moe_intermediate_size == 14336  # Mixtral gives the expert size as intermediate_size
+    # by hand: attention 2*4096*4096 + 2*4096*1024 per layer, 8 experts of 3*4096*14336, router 4096*8,
+    # two norms; embedding and lm_head 32000*4096 each; final norm
+    attn = 2 * 4096 * 4096 + 2 * 4096 * 1024
+    expert = 3 * 4096 * 14336
+    layer_total = attn + 8 * expert + 4096 * 8 + 2 * 4096
+    emb = 2 * 32000 * 4096
+    total = 32 * layer_total + emb + 4096
+    active = total - 32 * 6 * expert
+    assert spec.num_parameters == total
+    assert spec.active_parameters == active
+    assert spec.num_parameters == pytest.approx(46.7e9, rel=0.005)  # "46.7B total" (Mistral)
+    assert spec.active_parameters == pytest.approx(12.9e9, rel=0.005)  # "12.9B active"
+
+
+def test_deepseek_and_qwen3_moe_keys():
+    ds = model_from_hf_config(DEEPSEEK_MOE_16B)
+    assert (ds.num_experts, ds.experts_per_token, ds.num_shared_experts, ds.first_k_dense_layers) == (64, 6, 2, 1)
+    assert ds.moe_layers == 27
+    assert ds.num_parameters == pytest.approx(16.4e9, rel=0.01)  # model card: 16.4B
+    assert ds.active_parameters == pytest.approx(2.8e9, rel=0.02)  # model card: 2.8B activated
+    qw = model_from_hf_config(QWEN3_30B_A3B)
+    assert qw.num_parameters == pytest.approx(30.5e9, rel=0.01)  # model card: 30.5B
+    assert qw.active_parameters == pytest.approx(3.3e9, rel=0.03)  # model card: 3.3B activated
+    # gpt-oss's spelling of top-k
+    gpt = {**MIXTRAL, "experts_per_token": 2}
+    del gpt["num_experts_per_tok"]
+    assert model_from_hf_config(gpt).active_parameters == model_from_hf_config(MIXTRAL).active_parameters
+
+
+def test_moe_config_needs_top_k_and_refuses_interleaved_dense_layers():
+    bad = dict(MIXTRAL)
+    del bad["num_experts_per_tok"]
+    with pytest.raises(ConfigError, match="num_experts_per_tok"):
+        model_from_hf_config(bad)
+    with pytest.raises(ConfigError, match="mlp_only_layers"):
+        model_from_hf_config({**QWEN3_30B_A3B, "mlp_only_layers": [0, 1]})
+
+
+def test_dense_count_unchanged_by_moe_arguments():
+    kw = dict(num_layers=4, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+              head_dim=16, vocab_size=1000, tie_word_embeddings=False)  # fmt: skip
+    assert count_parameters(**kw) == count_parameters(**kw, num_experts=0, experts_per_token=0)
+    # one expert of the dense size, top-1, is the dense model plus its router
+    assert count_parameters(**kw, num_experts=1, experts_per_token=1) == count_parameters(**kw) + 4 * 64
+
+
+def test_catalogue_moe_entries():
+    cat = default_catalogue()
+    gpt = cat.model("openai/gpt-oss-120b")
+    assert gpt.num_parameters == 116.8e9
+    # card: 5.1B active, counting the unembedding (lm_head) but not the embedding table
+    assert gpt.active_parameters - gpt.embedding_parameters == pytest.approx(5.13e9, rel=0.01)
+    qw = cat.model("qwen3-235b-a22b")
+    assert qw.active_parameters == pytest.approx(22e9, rel=0.02)
+    for dense in ("llama-3.1-70b", "qwen3-32b"):
+        spec = cat.model(dense)
+        assert not spec.is_moe and spec.active_parameters == spec.num_parameters
+        assert spec.active_matmul_parameters == spec.matmul_parameters
+
+
+def test_moe_fields_validated_in_tables():
+    cat = default_catalogue()
+    with pytest.raises(ConfigError) as exc:
+        cat.with_overrides(models={"qwen3-235b-a22b": {"experts_per_token": 200}})
+    assert exc.value.field.endswith("experts_per_token")
+    with pytest.raises(ConfigError) as exc:
+        cat.with_overrides(models={"qwen3-32b": {"experts_per_token": 2}})
+    assert "dense model" in exc.value.message
+
+
+@pytest.mark.parametrize(("E", "k"), [(8, 2), (128, 4), (256, 8)])
+def test_expected_distinct_experts(E, k):
+    assert expected_distinct_experts(1, E, k) == pytest.approx(k)
+    assert expected_distinct_experts(0, E, k) == 0.0
+    assert expected_distinct_experts(10_000, E, k) == pytest.approx(E, rel=1e-9)
+    prev = 0.0
+    for b in (1, 2, 4, 16, 64, 256):
+        hit = expected_distinct_experts(b, E, k)
+        assert prev < hit <= min(E, b * k) + 1e-9
+        prev = hit
+
+
+def _mixtral_pm(tp: int = 1, precision: str = "bf16") -> PerfModel:
+    cat = default_catalogue()
+    return PerfModel(model_from_hf_config(MIXTRAL), cat.gpu("h100-sxm"), tp=tp, precision=precision, profile=PRIOR)
+
+
+def test_weight_memory_counts_every_expert():
+    pm = _mixtral_pm(tp=2)
+    spec = pm.model
+    emb = 2 * spec.embedding_parameters
+    assert pm.weights_bytes == pytest.approx((spec.num_parameters - emb) * 2.0 + emb * 2.0)
+    assert pm.weights_bytes > 3 * spec.active_parameters * 2.0
+
+
+def test_prefill_compute_counts_active_parameters():
+    """A long prefill is compute-bound: its linear time scales with the active, not the total, parameters."""
+    pm = _mixtral_pm()
+    spec = pm.model
+    peak = pm.gpu.peak_flops("bf16") * pm.profile.eff_compute
+    lm_head = spec.vocab_size * spec.hidden_size
+    expected = 2.0 * (spec.active_matmul_parameters - lm_head) / peak
+    assert pm._c_tok == pytest.approx(expected, rel=1e-12)
+    # the same architecture made dense with all experts active costs E/k times more in routed-expert FLOPs
+    dense_all = dataclasses.replace(spec, experts_per_token=spec.num_experts)
+    pm_all = PerfModel(dense_all, pm.gpu, tp=1, precision="bf16", profile=PRIOR)
+    assert pm_all._c_tok > 3 * pm._c_tok
+    T = 8192
+    assert pm.step_time(T, 0, 0, prefill_done=1) < pm_all.step_time(T, 0, 0, prefill_done=1)
+
+
+def test_decode_weight_reads_follow_distinct_experts():
+    pm = _mixtral_pm(tp=2)
+    spec = pm.model
+    bw = pm.gpu.bandwidth_bytes_per_s * pm.profile.eff_memory
+    expert_bytes = spec.moe_layers * spec.expert_parameters * weight_bytes_per_param("bf16") / 2
+    dense_bytes = pm.weights_bytes_per_gpu - spec.num_experts * expert_bytes
+    for b in (1, 3, 16):
+        hit = expected_distinct_experts(b, spec.num_experts, spec.experts_per_token)
+        assert pm.weight_read_time(b) == pytest.approx((dense_bytes + hit * expert_bytes) / bw, rel=1e-12)
+    assert pm.weight_read_time(1) < 0.4 * pm.weight_read_time(10_000)
+    assert pm.weight_read_time(10_000) == pytest.approx(pm.weights_bytes_per_gpu / bw, rel=1e-9)
+    # a batch-1 decode step is memory-bound and reads the k experts, not all E
+    assert pm.beta(1, 100) < pm.weights_bytes_per_gpu / bw
+
+
+# Step times of dense models computed at HEAD before MoE support (commit 6b3c5bf), with the shipped
+# profiles: a dense model's numbers must not move by one bit.
+DENSE_BEFORE = {
+    ("llama-3.1-8b", "h100-sxm", 1, "bf16"): (0.015305108681808698, 0.0476209553919173, 0.016633245078071162,
+                                              0.7855904363057291, 16060000000.0, 452464, 1943273472.0),
+    ("llama-3.1-70b", "h100-sxm", 4, "fp8"): (0.01713392918121386, 0.08650801712350742, 0.029062730357344038,
+                                              1.242524710907922, 72701346304.0, 1397840, 1878327296.0),
+    ("qwen3-32b", "b200", 2, "fp4"): (0.011011128442776654, 0.031091898979692487, 0.013944130221081113,
+                                      0.7750390317101234, 20686497920.0, 2467280, 1906507776.0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(DENSE_BEFORE))
+def test_dense_perf_numbers_unchanged(case):
+    model, gpu, tp, prec = case
+    cat = default_catalogue()
+    pm = build_perf_model(cat.model(model), cat.gpu(gpu), tp, prec)
+    got = (
+        pm.step_time(0, 64, 64 * 2000),
+        pm.step_time(2048, 0, 0, prefill_done=1),
+        pm.step_time(512, 32, 32 * 1000, prefill_done=1),
+        pm.decode_run_time(16, 16 * 500, 100),
+        pm.weights_bytes,
+        pm.kv_capacity_tokens,
+        pm.activation_reserve_bytes_per_gpu,
+    )
+    assert got == DENSE_BEFORE[case]
