@@ -1,0 +1,359 @@
+"""Node capacity against MLPerf Inference v5.0 Offline throughput (issue 14 item 3).
+
+    .venv/bin/python benchmarks/mlperf_offline.py [--measure N] [--write]
+
+For each published MLPerf Inference v5.0 closed-division Offline result in ``ROWS``, the
+system is rebuilt as a sojourn scenario (catalogue model and GPU, the precision and
+replica split the submitter ran, TensorRT-LLM's profile, serving limits from the
+submitter's config) and its throughput predicted as ``node_capacity(scenario)``'s
+generated tokens/s times the replicas: MLPerf's Offline metric for the Llama
+benchmarks is generated (output) tokens per second, loadgen counting the tokens each
+response reports. The request mix is the benchmark dataset's input/output length law
+(``DATASETS``), each number with its source or marked as an assumption.
+``--write`` replaces the ``## mlperf_offline`` section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy import optimize
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+SECTION = "## mlperf_offline"
+#: Rows over this |error| get an explanation (the issue's threshold).
+EXPLAIN_ABOVE = 15.0
+#: Completions timed per saturated node: node_capacity's default (statistical error
+#: about CV(work)/sqrt(measure), some 0.3% here); each row takes ~1-3 s on one core.
+MEASURE = 100_000
+#: The OpenOrca input mean is an assumption: the Llama-2-70B rows are rerun at these.
+SENSITIVITY_INPUT_MEANS = (150.0, 300.0, 600.0)
+
+SOURCE_RESULTS = (
+    "MLPerf Inference v5.0 results, closed division, datacenter, Offline scenario "
+    "(mlcommons.org/benchmarks/inference-datacenter, published 2025-04-02), "
+    "figures as given in issue 14; submitter and system id not looked up "
+    "(the NVIDIA systems per the configs in mlcommons/inference_results_v5.0)"
+)
+#: NVIDIA's v5.0 submission configs: closed/NVIDIA/configs/llama2-70b/Offline/__init__.py in
+#: github.com/mlcommons/inference_results_v5.0 (TRT-LLM build/runtime flags per system).
+NVIDIA_L2_CONFIG = "mlcommons/inference_results_v5.0 closed/NVIDIA/configs/llama2-70b/Offline/__init__.py"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A benchmark dataset's length law: lognormals with a given (clipped) mean and a max clip."""
+
+    name: str
+    samples: int
+    input_mean: float
+    input_sigma: float
+    input_max: int
+    output_mean: float
+    output_sigma: float
+    output_max: int
+    sources: str
+
+
+DATASETS: dict[str, Dataset] = {
+    # Llama-2-70B: the OpenOrca GPT-4 subset built by processorca.py (mlcommons/inference,
+    # language/llama2-70b): 24,576 samples sampled equally from the cot/flan/niv/t0 origins,
+    # prompts and reference answers both under the task force's limit
+    # (`--seqlen_limit=1024`: tok_input_length < 1024, tok_output_length < 1024).
+    # Output mean: "Tokens per sample: 294.45", the accuracy target's generated length of
+    # the fp16 reference run (language/llama2-70b/README.md). The INPUT MEAN WAS NOT FOUND
+    # in the reference's README, processorca.py or the search corpora: assumed 300 tokens
+    # (a Llama-2 chat template, a system prompt and a FLAN/T0/NIV question with its passage).
+    # Sigmas not published: 0.9 assumed for both (a lognormal fit of typical chat lengths).
+    "llama2-70b-openorca": Dataset(
+        "OpenOrca (MLPerf Llama-2-70B)", 24_576, 300.0, 0.9, 1023, 294.45, 0.9, 1023,
+        "mlcommons/inference language/llama2-70b/README.md (24,576 samples; 294.45 tokens/sample) and "
+        "processorca.py (input, output < 1024 tokens); input mean 300 and both sigmas ASSUMED (not found)",
+    ),
+    # Llama-3.1-405B: the MLPerf v5.0 long-context set, 8,313 samples
+    # (mlperf_llama3.1_405b_dataset_8313_processed_fp16_eval.pkl, language/llama3.1-405b/README.md).
+    # Output mean: tokens_per_sample 684.68 in the accuracy target (same README); the reference
+    # SUT generates at most max_tokens = 2000 (language/llama3.1-405b/SUT_VLLM.py). INPUT LENGTHS
+    # NOT FOUND in the README or the search corpora: mean 9,400 and max 20,000 tokens are
+    # ASSUMED (a recollection of the MLCommons v5.0 LLM task-force post,
+    # mlcommons.org/2025/04/llm-inference-v5, not verified here). Sigmas assumed.
+    "llama3.1-405b": Dataset(
+        "MLPerf Llama-3.1-405B (8,313 samples)", 8_313, 9_400.0, 0.6, 20_000, 684.68, 0.9, 2_000,
+        "mlcommons/inference language/llama3.1-405b/README.md (8,313 samples; 684.68 tokens/sample) and "
+        "SUT_VLLM.py (max_tokens 2000); input mean 9,400, max 20,000 and sigmas ASSUMED (not found)",
+    ),
+    # For later (issue 14 lists it; no v5.0 Offline row here): Llama-3.1-8B on CNN/DailyMail
+    # (MLPerf v5.1, language/llama3.1-8b): long article prompts, short summaries; its
+    # statistics are not transcribed yet.
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One published MLPerf result and the sojourn configuration that stands for it."""
+
+    benchmark: str
+    dataset: str
+    model: str
+    system: str
+    gpu: str
+    gpus: int
+    tp: int  # GPUs per sojourn replica
+    precision: str  # weights; the KV cache is fp8 in every NVIDIA v5.0 config
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    published_tokens_per_s: float
+    setting: str  # what the submitter ran and what sojourn assumes
+
+    @property
+    def replicas(self) -> int:
+        return self.gpus // self.tp
+
+
+ROWS: tuple[Row, ...] = (
+    Row("llama2-70b", "llama2-70b-openorca", "llama-2-70b", "8xH100-SXM-80GB, TensorRT-LLM", "h100-sxm", 8, 2,
+        "fp8", 1024, 1024, 31_306.8,
+        "NVIDIA ran TP1 x PP2 per replica, 4 replicas, fp8 weights and KV, batch 1024, max_num_tokens 1024 "
+        f"({NVIDIA_L2_CONFIG}, H100_SXM_80GB_PP2x4); sojourn has no pipeline parallelism: TP2 x 4 instead"),
+    Row("llama2-70b", "llama2-70b-openorca", "llama-2-70b", "8xH200-SXM-141GB, TensorRT-LLM", "h200", 8, 1,
+        "fp8", 2048, 2048, 34_988.2,
+        "NVIDIA ran 8 single-GPU replicas, fp8 weights and KV, batch 2048, max_num_tokens 1536 "
+        f"({NVIDIA_L2_CONFIG}, H200_SXM_141GBx8); sojourn's step budget must be >= max_num_seqs: 2048"),
+    Row("llama2-70b", "llama2-70b-openorca", "llama-2-70b", "8xB200-SXM-180GB, TensorRT-LLM", "b200", 8, 1,
+        "fp4", 2048, 3584, 98_858.0,
+        "NVIDIA ran 8 single-GPU replicas, FP4 weights, fp8 KV, batch 2048, max_num_tokens 3584 "
+        f"({NVIDIA_L2_CONFIG}, B200_SXM_180GBx8)"),
+    Row("llama2-70b", "llama2-70b-openorca", "llama-2-70b", "1xB200-SXM-180GB, TensorRT-LLM", "b200", 1, 1,
+        "fp4", 2048, 3584, 12_269.3,
+        f"as the 8-GPU row, one replica ({NVIDIA_L2_CONFIG}, B200_SXM_180GBx1)"),
+    Row("llama3.1-405b", "llama3.1-405b", "llama-3.1-405b", "8xH200-SXM-141GB, TensorRT-LLM", "h200", 8, 8,
+        "fp8", 512, 8192, 560.651,
+        "split not found: one TP8 replica ASSUMED, fp8 weights and KV; batch 512 and step budget 8192 ASSUMED"),
+    Row("llama3.1-405b", "llama3.1-405b", "llama-3.1-405b", "8xB200-SXM-180GB, TensorRT-LLM", "b200", 8, 8,
+        "fp4", 512, 8192, 1_526.29,
+        "split not found: one TP8 replica ASSUMED; FP4 weights (as NVIDIA ran Llama-2-70B on Blackwell), "
+        "fp8 KV; batch 512 and step budget 8192 ASSUMED"),
+)
+
+
+def _clipped_lognormal_mean(median: float, sigma: float, cap: float) -> float:
+    """E[min(X, cap)] of a lognormal of that median and sigma (the clip sojourn applies)."""
+    from scipy.stats import norm
+
+    mu = math.log(median)
+    z = (math.log(cap) - mu) / sigma
+    return math.exp(mu + sigma**2 / 2) * norm.cdf(z - sigma) + cap * norm.sf(z)
+
+
+def lognormal_for(mean: float, sigma: float, cap: int) -> dict:
+    """The lognormal (clipped at ``cap``) whose clipped mean is ``mean``: the median solved for."""
+    median = optimize.brentq(lambda m: _clipped_lognormal_mean(m, sigma, cap) - mean, 1e-3, 10 * cap)
+    return {"dist": "lognormal", "median": round(median, 3), "sigma": sigma, "max": cap}
+
+
+def scenario_for(row: Row):
+    """The sojourn scenario of one replica of ``row``'s system (the fleet is sized to the replicas)."""
+    from sojourn.scenario import scenario_from_dict
+
+    ds = DATASETS[row.dataset]
+    return scenario_from_dict({
+        "sla_hours": 24,
+        # The arrival process does not enter node capacity (a saturated node); any valid one.
+        "workload": {
+            "batch_rate_per_hour": 1.0,
+            "batch_size": {"dist": "lognormal", "median": float(ds.samples), "sigma": 0.0},
+            "input_tokens": lognormal_for(ds.input_mean, ds.input_sigma, ds.input_max),
+            "output_tokens": lognormal_for(ds.output_mean, ds.output_sigma, ds.output_max),
+        },
+        "model": {"name": row.model, "precision": row.precision},
+        "fleet": {"gpu": row.gpu, "nodes": row.replicas, "tp": row.tp},
+        "serving": {
+            "backend": "trtllm",
+            "kv_cache_dtype": "fp8",
+            "max_num_seqs": row.max_num_seqs,
+            "max_num_batched_tokens": row.max_num_batched_tokens,
+            "max_model_len": ds.input_max + ds.output_max,
+        },
+    })
+
+
+def predict(row: Row, measure: int = MEASURE) -> dict:
+    """Predicted tokens/s of ``row``'s system: one replica's saturated throughput times the replicas."""
+    from sojourn.fast import node_capacity
+    from sojourn.perf import scenario_calibration
+
+    sc = scenario_for(row)
+    cap = node_capacity(sc, measure=measure)
+    pred = cap.output_tokens_per_s * row.replicas
+    cal = scenario_calibration(sc)
+    return {
+        "row": row,
+        "predicted": pred,
+        "error_pct": 100.0 * (pred - row.published_tokens_per_s) / row.published_tokens_per_s,
+        "replica_output_tps": cap.output_tokens_per_s,
+        "concurrency": cap.concurrency,
+        "preemptions": cap.preemptions,
+        "calibrated": cal.calibrated,
+        "calibration": cal.source,
+        "wall_s": cap.wall_s,
+    }
+
+
+def _why(r: dict) -> str:
+    """A sentence on a row over the threshold: what in the setting is known to be weak."""
+    row: Row = r["row"]
+    reasons = []
+    if not r["calibrated"]:
+        reasons.append(f"the {row.gpu} TRT-LLM profile is not fitted on {row.gpu} ({r['calibration']})")
+    if row.precision == "fp4":
+        reasons.append("the B200 TRT-LLM profile was fitted on Llama-3.1-70B fp4/fp8 closed-loop rows up to "
+                       "concurrency ~256, not on batches of 2048 where GEMMs run compute-bound")
+    if row.gpu == "h100-sxm" and row.model == "llama-2-70b":
+        reasons.append("the submitter's PP2 is modelled as TP2 (an all-reduce per layer that PP2 does not pay)")
+    if row.dataset == "llama3.1-405b":
+        reasons.append("the 405B dataset's input lengths and the submitter's split and batch are assumptions")
+    if r["preemptions"]:
+        reasons.append(f"the engine preempted {r['preemptions']} times (KV cache full at this batch)")
+    if r["error_pct"] < 0:
+        reasons.append("a low prediction at these batch sizes points at the step-time model's large-batch "
+                       "regime (fitted on concurrency <= ~256) and at TRT-LLM's fused kernels (gemm_swiglu, "
+                       "reduce fusion) that the vLLM-like model does not see")
+    return "; ".join(reasons) + "."
+
+
+def run(measure: int) -> list[dict]:
+    out = []
+    for row in ROWS:
+        r = predict(row, measure)
+        out.append(r)
+        print(f"  {row.benchmark:14s} {row.system:34s} predicted {r['predicted']:10,.1f} published "
+              f"{row.published_tokens_per_s:10,.1f} error {r['error_pct']:+6.1f}%  ({r['wall_s']:.1f} s)", flush=True)
+    return out
+
+
+def sensitivity(measure: int) -> list[tuple[float, str, float, float]]:
+    """The Llama-2-70B rows' (input mean, system, predicted, error %) at each assumed input mean."""
+    import dataclasses
+
+    base = DATASETS["llama2-70b-openorca"]
+    out = []
+    try:
+        for im in SENSITIVITY_INPUT_MEANS:
+            DATASETS["llama2-70b-openorca"] = dataclasses.replace(base, input_mean=im)
+            for row in ROWS:
+                if row.dataset == "llama2-70b-openorca":
+                    r = predict(row, measure)
+                    out.append((im, row.system, r["predicted"], r["error_pct"]))
+    finally:
+        DATASETS["llama2-70b-openorca"] = base
+    return out
+
+
+def render(results: list[dict], measure: int, wall: float, cmd: str,
+           sens: list[tuple[float, str, float, float]] | None = None, label: str = "") -> str:
+    med = statistics.median(abs(r["error_pct"]) for r in results)
+    lines = [
+        SECTION, "",
+        f"Command: `{cmd}` ({label + ', ' if label else ''}Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs shared with other work, {wall:.0f} s wall).",
+        "",
+        "Predicts MLPerf Inference v5.0 closed-division Offline throughput (generated tokens/s, the metric "
+        "MLPerf reports for the Llama benchmarks) from sojourn's node capacity: for each system, one replica "
+        "as a scenario (catalogue model and GPU, the submitter's precision, TP per replica, batch and step "
+        "budget, TensorRT-LLM profile, fp8 KV cache), saturated on the dataset's length law with "
+        f"`node_capacity(scenario, measure={measure:,})`, times the replicas. Published figures: " + SOURCE_RESULTS + ".",
+        "",
+        "Datasets (lognormals clipped at the max, median solved so the clipped mean is the figure):",
+        "",
+        "| dataset | samples | input mean | input sigma | input max | output mean | output sigma | output max | sources |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for ds in DATASETS.values():
+        lines.append(f"| {ds.name} | {ds.samples:,} | {ds.input_mean:,.0f} | {ds.input_sigma} | {ds.input_max:,} | "
+                     f"{ds.output_mean:,.2f} | {ds.output_sigma} | {ds.output_max:,} | {ds.sources} |")
+    lines += [
+        "",
+        "| benchmark | system | GPU (profile) | precision | TP x replicas | predicted tok/s | published tok/s | error % |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        row: Row = r["row"]
+        cal = "calibrated" if r["calibrated"] else "carried over from h100-sxm"
+        lines.append(f"| {row.benchmark} | {row.system} | {row.gpu} ({cal}) | {row.precision} | "
+                     f"{row.tp} x {row.replicas} | {r['predicted']:,.1f} | {row.published_tokens_per_s:,.1f} | "
+                     f"{r['error_pct']:+.1f} |")
+    target = "met" if med <= 10.0 else "not met"
+    lines += [
+        "",
+        f"Median |error|: {med:.1f}% over {len(results)} rows (issue 14's target <= 10%: {target}).",
+        "",
+        "Settings per row (what the submitter ran, what sojourn assumes):",
+        "",
+    ]
+    for r in results:
+        lines.append(f"- {r['row'].benchmark} {r['row'].system}: {r['row'].setting}.")
+    over = [r for r in results if abs(r["error_pct"]) > EXPLAIN_ABOVE]
+    if over:
+        lines += ["", f"Rows over {EXPLAIN_ABOVE:.0f}%:", ""]
+        for r in over:
+            lines.append(f"- {r['row'].benchmark} {r['row'].system} ({r['error_pct']:+.1f}%): {_why(r)}")
+    if sens:
+        lines += [
+            "",
+            "Sensitivity to the one unsourced Llama-2-70B statistic, the OpenOrca input mean "
+            "(output law unchanged):",
+            "",
+            "| assumed input mean | system | predicted tok/s | error % |",
+            "|---:|---|---:|---:|",
+        ]
+        lines += [f"| {im:,.0f} | {system} | {pred:,.1f} | {err:+.1f} |" for im, system, pred, err in sens]
+    bias = statistics.mean(r["error_pct"] for r in results)
+    low = sum(r["error_pct"] < 0 for r in results)
+    lines += [
+        "",
+        f"What it shows: {low} of {len(results)} rows are predicted low (mean signed error {bias:+.1f}%), "
+        "calibrated GPUs (H100, B200) as much as the carried-over H200, so the gap is systematic, not one "
+        "GPU's profile. The Llama-2-70B figures move with the OpenOrca input mean, which is not sourced: "
+        "halving it to 150 tokens brings those rows to -10% to -21%, doubling it to 600 to -48% to -58%; at "
+        "these batches (1,024-2,048 sequences, a few hundred prompt tokens each) prefill is a large part of "
+        "each step, the regime of issue 14 item 4 (prefill-heavy fp8 rows predicted ~2x too slow). Until the "
+        "dataset's input statistics are sourced and the large-batch prefill cost is checked, this benchmark "
+        "says sojourn's node capacity is conservative by 20-40% for TensorRT-LLM Offline at MLPerf batch sizes.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--measure", type=int, default=MEASURE, help="completions timed per saturated node")
+    ap.add_argument("--write", action="store_true", help="replace the ## mlperf_offline section of RESULTS.md")
+    ap.add_argument("--label", default="", help="what source tree ran, for the record")
+    args = ap.parse_args()
+    t0 = time.time()
+    results = run(args.measure)
+    sens = sensitivity(args.measure)
+    wall = time.time() - t0
+    cmd = ".venv/bin/python benchmarks/mlperf_offline.py" + (
+        f" --measure {args.measure}" if args.measure != MEASURE else "") + (" --write" if args.write else "")
+    text = render(results, args.measure, wall, cmd, sens, args.label)
+    print()
+    print(text)
+    if args.write:
+        from _results import write_section
+
+        write_section(SECTION, text)
+
+
+if __name__ == "__main__":
+    main()

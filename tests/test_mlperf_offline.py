@@ -1,0 +1,67 @@
+"""benchmarks/mlperf_offline.py: its data table is consistent and one row's prediction is in range."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from sojourn.catalogue import default_catalogue
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "mlperf_offline.py"
+
+
+@pytest.fixture(scope="module")
+def mlperf():
+    spec = importlib.util.spec_from_file_location("mlperf_offline", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["mlperf_offline"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rows_are_the_issue_figures(mlperf):
+    got = {(r.benchmark, r.system.split(",")[0]): r.published_tokens_per_s for r in mlperf.ROWS}
+    assert got == {
+        ("llama2-70b", "8xH100-SXM-80GB"): 31_306.8,
+        ("llama2-70b", "8xH200-SXM-141GB"): 34_988.2,
+        ("llama2-70b", "8xB200-SXM-180GB"): 98_858.0,
+        ("llama2-70b", "1xB200-SXM-180GB"): 12_269.3,
+        ("llama3.1-405b", "8xH200-SXM-141GB"): 560.651,
+        ("llama3.1-405b", "8xB200-SXM-180GB"): 1_526.29,
+    }
+
+
+def test_every_row_is_in_the_catalogue_and_splits_its_gpus(mlperf):
+    cat = default_catalogue()
+    for row in mlperf.ROWS:
+        assert row.model in cat.models, row
+        assert cat.gpu(row.gpu).id == row.gpu
+        assert row.dataset in mlperf.DATASETS
+        assert row.replicas * row.tp == row.gpus
+        assert row.precision in ("fp8", "fp4")
+        assert row.setting
+
+
+def test_every_dataset_names_its_sources(mlperf):
+    for ds in mlperf.DATASETS.values():
+        assert ds.sources and ds.samples > 0
+        assert 0 < ds.output_mean < ds.output_max and 0 < ds.input_mean < ds.input_max
+
+
+def test_lognormal_for_hits_the_clipped_mean(mlperf):
+    law = mlperf.lognormal_for(294.45, 0.9, 1023)
+    got = mlperf._clipped_lognormal_mean(law["median"], law["sigma"], law["max"])
+    assert math.isclose(got, 294.45, rel_tol=1e-4)
+    assert law["median"] < 294.45  # a right-skewed law: median below mean
+
+
+def test_one_row_predicted_within_a_factor_of_three(mlperf):
+    row = next(r for r in mlperf.ROWS if r.system.startswith("1xB200"))
+    r = mlperf.predict(row, measure=2_000)
+    assert r["predicted"] > 0
+    assert row.published_tokens_per_s / 3 < r["predicted"] < 3 * row.published_tokens_per_s
+    assert math.isclose(r["error_pct"], 100 * (r["predicted"] / row.published_tokens_per_s - 1), rel_tol=1e-9)
