@@ -74,6 +74,25 @@ MODEL_PATHS = {
     "Qwen/Qwen3-32B": "qwen3-32b",
     "nvidia/Qwen3-32B-NVFP4": "qwen3-32b",
 }
+#: Hugging Face model paths of the public data's mixture-of-experts models -> catalogue ids
+#: (loaded with ``load_silicon(..., models="moe")``).
+MOE_MODEL_PATHS = {
+    "openai/gpt-oss-120b": "gpt-oss-120b",
+    "Qwen/Qwen3-235B-A22B": "qwen3-235b-a22b",
+    "Qwen/Qwen3-235B-A22B-FP8": "qwen3-235b-a22b",
+    "MiniMaxAI/MiniMax-M2.5": "minimax-m2.5",
+}
+#: MoE models of the public data the perf model cannot represent yet, and why.
+UNMODELLED_MOE = {
+    "deepseek-ai/DeepSeek-R1": "multi-head latent attention",
+    "deepseek-ai/DeepSeek-V3": "multi-head latent attention",
+    "nvidia/DeepSeek-R1-NVFP4": "multi-head latent attention",
+    "nvidia/DeepSeek-V3.1-NVFP4": "multi-head latent attention",
+    "moonshotai/Kimi-K2.5": "multi-head latent attention",
+    "zhipuai/GLM-5": "sparse/latent attention (architecture not in the catalogue)",
+    "Qwen/Qwen3.5-397B-A17B": "hybrid linear attention (Gated DeltaNet)",
+}
+MODEL_KINDS = ("dense", "moe", "all")
 #: aiconfigurator system names -> catalogue GPU ids.
 SYSTEMS = {"h100_sxm": "h100-sxm", "b200_sxm": "b200", "a100_sxm": "a100-80gb", "l40s": "l40s"}
 
@@ -136,6 +155,8 @@ class SiliconRow:
     tpot_s: float
     version: str = ""
     line: int = 0
+    #: expert-parallel size of the MoE layers (1: experts split by TP, as for dense layers)
+    ep: int = 1
 
 
 @dataclass(frozen=True)
@@ -219,13 +240,22 @@ def load_silicon(
     backend: str | None = None,
     gpu: str | None = None,
     catalogue: Any = None,
+    models: str = "dense",
 ) -> Loaded:
-    """Dense-model, aggregated-serving rows of an aiconfigurator silicon CSV.
+    """Aggregated-serving rows of an aiconfigurator silicon CSV: dense models (``models="dense"``,
+    the default), mixture-of-experts models (``"moe"``) or both (``"all"``).
 
-    Rows of MoE or unknown models, disaggregated serving, unknown systems,
-    precisions the GPU lacks and unreadable measurements are skipped and counted
-    by reason; ``backend``/``gpu`` filters are counted too.
+    Rows of unknown models, disaggregated serving, unknown systems, precisions the
+    GPU lacks and unreadable measurements are skipped and counted by reason;
+    ``backend``/``gpu`` filters are counted too. MoE rows are skipped where the
+    model's attention is not modelled (MLA, hybrid linear attention: ``UNMODELLED_MOE``)
+    and where attention runs data-parallel (``attention_dp_size`` > 1). Rows with
+    expert parallelism (``moe_ep_size`` > 1, ``moe_tp_size·moe_ep_size = tp``) are kept
+    with their ``ep``: the perf model treats EP over the replica's GPUs like TP (same
+    per-GPU weight, compute and read shares; all-to-all and imbalance not modelled).
     """
+    if models not in MODEL_KINDS:
+        raise ConfigError("silicon.models", f"got {models!r}; allowed: {', '.join(MODEL_KINDS)}")
     cat = _catalogue(catalogue)
     header, rows = _read_csv(path, "silicon")
     need = ["backend", "model_path", "system", "precision", "mode", "isl", "osl", "batch_size", "tp_size",
@@ -255,10 +285,36 @@ def load_silicon(
             # TPOT flat across tp): the row's concurrency is spread over workers it does not count.
             out.skipped["Dynamo deployment (concurrency split over an unstated number of workers)"] += 1
             continue
-        model = MODEL_PATHS.get(r["model_path"])
-        if model is None:
-            out.skipped["MoE or unknown model"] += 1
+        path = r["model_path"]
+        model = MODEL_PATHS.get(path) if models != "moe" else None
+        moe = MOE_MODEL_PATHS.get(path) if models != "dense" else None
+        ep = 1
+        if model is None and moe is None:
+            if models == "dense":
+                out.skipped["MoE or unknown model"] += 1
+            elif path in UNMODELLED_MOE:
+                out.skipped[f"MoE model with {UNMODELLED_MOE[path]} (not modelled)"] += 1
+            elif path in MODEL_PATHS:
+                out.skipped["dense model"] += 1
+            else:
+                out.skipped["unknown model"] += 1
             continue
+        if moe is not None:
+            model = moe
+            try:
+                dp = int(r.get("attention_dp_size") or 1)
+                ep = int(r.get("moe_ep_size") or 1)
+                moe_tp = int(r.get("moe_tp_size") or 1)
+                tp_size = int(r["tp_size"])
+            except ValueError:
+                out.skipped["unreadable numbers"] += 1
+                continue
+            if dp > 1:
+                out.skipped["data-parallel attention (not modelled)"] += 1
+                continue
+            if ep > 1 and moe_tp * ep != tp_size:
+                out.skipped["expert parallelism over other GPUs than the TP group (not modelled)"] += 1
+                continue
         prec = r["precision"] or "bf16"
         if prec not in cat.gpu(g).precisions:
             out.skipped[f"precision {prec} not modelled on {g}"] += 1
@@ -278,6 +334,7 @@ def load_silicon(
                 tpot_s=float(r["silicon_tpot_ms"]) / 1e3,
                 version=r.get("backend_version", ""),
                 line=lineno,
+                ep=ep,
             )
         except ValueError:
             out.skipped["unreadable numbers"] += 1
