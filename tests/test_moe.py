@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from sojourn import ConfigError
 from sojourn.catalogue import count_parameters, default_catalogue, model_from_hf_config
-from sojourn.perf import PRIOR, PerfModel, build_perf_model, expected_distinct_experts
+from sojourn.perf import PRIOR, PerfModel, build_perf_model, expected_distinct_experts, load_silicon
+from sojourn.perf._calibrate import fits
 from sojourn.perf._model import weight_bytes_per_param
 
 # mistralai/Mixtral-8x7B-v0.1 config.json (abridged)
@@ -220,3 +222,52 @@ def test_dense_perf_numbers_unchanged(case):
         pm.activation_reserve_bytes_per_gpu,
     )
     assert got == DENSE_BEFORE[case]
+
+
+SILICON = Path(__file__).resolve().parents[2] / "shared" / "data" / "silicon_sample_public.csv"
+needs_data = pytest.mark.skipif(not SILICON.is_file(), reason="reference data not present")
+
+
+def _silicon_csv(tmp_path: Path, rows: list[dict[str, str]]) -> Path:
+    cols = ["id", "backend", "model_path", "system", "precision", "mode", "isl", "osl", "batch_size", "tp_size",
+            "attention_dp_size", "moe_tp_size", "moe_ep_size", "silicon_ttft_ms", "silicon_tpot_ms"]  # fmt: skip
+    base = dict(backend="vllm", system="b200_sxm", precision="fp8", mode="agg", isl="1024", osl="1024",
+                batch_size="8", tp_size="4", attention_dp_size="1", moe_tp_size="4", moe_ep_size="1",
+                silicon_ttft_ms="100", silicon_tpot_ms="10")  # fmt: skip
+    lines = [",".join(cols)]
+    for i, r in enumerate(rows):
+        full = {**base, "id": f"r{i}", **r}
+        lines.append(",".join(full[c] for c in cols))
+    path = tmp_path / "silicon.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_loader_moe_rows_and_reasons(tmp_path):
+    path = _silicon_csv(tmp_path, [
+        {"model_path": "MiniMaxAI/MiniMax-M2.5"},
+        {"model_path": "MiniMaxAI/MiniMax-M2.5", "moe_tp_size": "1", "moe_ep_size": "4"},
+        {"model_path": "MiniMaxAI/MiniMax-M2.5", "attention_dp_size": "4", "moe_tp_size": "1", "moe_ep_size": "16"},
+        {"model_path": "deepseek-ai/DeepSeek-V3"},
+        {"model_path": "Qwen/Qwen3-32B", "precision": ""},
+    ])  # fmt: skip
+    dense = load_silicon(path)
+    assert [r.model for r in dense.records] == ["qwen3-32b"]
+    assert dense.skipped["MoE or unknown model"] == 4  # the dense default is what it was
+    moe = load_silicon(path, models="moe")
+    assert [(r.model, r.ep) for r in moe.records] == [("minimax-m2.5", 1), ("minimax-m2.5", 4)]
+    assert moe.skipped["data-parallel attention (not modelled)"] == 1
+    assert moe.skipped["MoE model with multi-head latent attention (not modelled)"] == 1
+    assert moe.skipped["dense model"] == 1
+    assert len(load_silicon(path, models="all").records) == 3
+    with pytest.raises(ConfigError):
+        load_silicon(path, models="sparse")
+
+
+@needs_data
+def test_public_moe_rows_load_and_fit_in_memory():
+    loaded = load_silicon(SILICON, models="moe")
+    models = {r.model for r in loaded.records}
+    assert models == {"gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5"}
+    assert all(fits(r) is None for r in loaded.records)
+    assert len(load_silicon(SILICON).records) == 836  # the dense rows, as before MoE support
