@@ -299,8 +299,10 @@ def load_silicon(
             else:
                 out.skipped["unknown model"] += 1
             continue
+        model = moe if moe is not None else model
+        if model is None:  # (not reached: one of the two is set)
+            continue
         if moe is not None:
-            model = moe
             try:
                 dp = int(r.get("attention_dp_size") or 1)
                 ep = int(r.get("moe_ep_size") or 1)
