@@ -242,17 +242,11 @@ def load_silicon(
     catalogue: Any = None,
     models: str = "dense",
 ) -> Loaded:
-    """Aggregated-serving rows of an aiconfigurator silicon CSV: dense models (``models="dense"``,
-    the default), mixture-of-experts models (``"moe"``) or both (``"all"``).
+    """Aggregated-serving rows of an aiconfigurator silicon CSV of ``models`` "dense", "moe" or "all".
 
     Rows of unknown models, disaggregated serving, unknown systems, precisions the
     GPU lacks and unreadable measurements are skipped and counted by reason;
-    ``backend``/``gpu`` filters are counted too. MoE rows are skipped where the
-    model's attention is not modelled (MLA, hybrid linear attention: ``UNMODELLED_MOE``)
-    and where attention runs data-parallel (``attention_dp_size`` > 1). Rows with
-    expert parallelism (``moe_ep_size`` > 1, ``moe_tp_size·moe_ep_size = tp``) are kept
-    with their ``ep``: the perf model treats EP over the replica's GPUs like TP (same
-    per-GPU weight, compute and read shares; all-to-all and imbalance not modelled).
+    ``backend``/``gpu`` filters are counted too. Which MoE rows are kept: ``_row_model``.
     """
     if models not in MODEL_KINDS:
         raise ConfigError("silicon.models", f"got {models!r}; allowed: {', '.join(MODEL_KINDS)}")
@@ -285,38 +279,10 @@ def load_silicon(
             # TPOT flat across tp): the row's concurrency is spread over workers it does not count.
             out.skipped["Dynamo deployment (concurrency split over an unstated number of workers)"] += 1
             continue
-        path = r["model_path"]
-        model = MODEL_PATHS.get(path) if models != "moe" else None
-        moe = MOE_MODEL_PATHS.get(path) if models != "dense" else None
-        ep = 1
-        if model is None and moe is None:
-            if models == "dense":
-                out.skipped["MoE or unknown model"] += 1
-            elif path in UNMODELLED_MOE:
-                out.skipped[f"MoE model with {UNMODELLED_MOE[path]} (not modelled)"] += 1
-            elif path in MODEL_PATHS:
-                out.skipped["dense model"] += 1
-            else:
-                out.skipped["unknown model"] += 1
+        model, ep, why = _row_model(r, models)
+        if model is None:
+            out.skipped[why] += 1
             continue
-        model = moe if moe is not None else model
-        if model is None:  # (not reached: one of the two is set)
-            continue
-        if moe is not None:
-            try:
-                dp = int(r.get("attention_dp_size") or 1)
-                ep = int(r.get("moe_ep_size") or 1)
-                moe_tp = int(r.get("moe_tp_size") or 1)
-                tp_size = int(r["tp_size"])
-            except ValueError:
-                out.skipped["unreadable numbers"] += 1
-                continue
-            if dp > 1:
-                out.skipped["data-parallel attention (not modelled)"] += 1
-                continue
-            if ep > 1 and moe_tp * ep != tp_size:
-                out.skipped["expert parallelism over other GPUs than the TP group (not modelled)"] += 1
-                continue
         prec = r["precision"] or "bf16"
         if prec not in cat.gpu(g).precisions:
             out.skipped[f"precision {prec} not modelled on {g}"] += 1
@@ -349,6 +315,41 @@ def load_silicon(
             continue
         out.records.append(row)
     return out
+
+
+def _row_model(r: dict[str, str], models: str) -> tuple[str | None, int, str]:
+    """A silicon row's catalogue model and expert-parallel size, or None and why it is skipped.
+
+    MoE rows are skipped where the model's attention is not modelled (MLA, hybrid linear
+    attention: ``UNMODELLED_MOE``) and where attention runs data-parallel
+    (``attention_dp_size`` > 1). Rows with expert parallelism (``moe_ep_size`` > 1,
+    ``moe_tp_size·moe_ep_size = tp``) are kept with their ``ep``: the perf model treats EP
+    over the replica's GPUs like TP (same per-GPU weight, compute and read shares;
+    all-to-all and imbalance not modelled).
+    """
+    path = r["model_path"]
+    model = MODEL_PATHS.get(path) if models != "moe" else None
+    moe = MOE_MODEL_PATHS.get(path) if models != "dense" else None
+    if moe is None:
+        if model is not None:
+            return model, 1, ""
+        if models == "dense":
+            return None, 1, "MoE or unknown model"
+        if path in UNMODELLED_MOE:
+            return None, 1, f"MoE model with {UNMODELLED_MOE[path]} (not modelled)"
+        return None, 1, "dense model" if path in MODEL_PATHS else "unknown model"
+    try:
+        dp = int(r.get("attention_dp_size") or 1)
+        ep = int(r.get("moe_ep_size") or 1)
+        moe_tp = int(r.get("moe_tp_size") or 1)
+        tp = int(r["tp_size"])
+    except ValueError:
+        return None, 1, "unreadable numbers"
+    if dp > 1:
+        return None, 1, "data-parallel attention (not modelled)"
+    if ep > 1 and moe_tp * ep != tp:
+        return None, 1, "expert parallelism over other GPUs than the TP group (not modelled)"
+    return moe, ep, ""
 
 
 STEP_COLUMNS = ("prefill_tokens", "decode_seqs", "context_tokens", "step_ms")
