@@ -77,6 +77,9 @@ def main() -> int:
     ap.add_argument("--interrupt-after-s", type=float, default=None,
                     help="Ctrl-C the first compare-hardware after this many seconds instead (a confirmation of this "
                          "study takes over an hour on 2 CPUs)")
+    ap.add_argument("--interrupt-after-replications", type=int, default=None,
+                    help="Ctrl-C the first compare-hardware once its running confirmation stored this many "
+                         "replications (the resumed run must start from them)")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     wd = args.workdir
@@ -105,7 +108,14 @@ def main() -> int:
 
     before = done()
     ch = cli + ["compare-hardware", str(study), "--target-miss", args.target_miss, "--quiet"]
-    if args.interrupt_after_s is not None:
+    def replications_stored() -> int:
+        return max((sum(k.startswith("replication:") for k in t.user_attrs) for t in queue(storage)
+                    if t.state.name == "RUNNING"), default=0)
+
+    if args.interrupt_after_replications is not None:
+        first = run(ch, wd, stop_when=lambda: replications_stored() >= args.interrupt_after_replications)
+        when = f"{args.interrupt_after_replications} replication(s) of the running confirmation"
+    elif args.interrupt_after_s is not None:
         first = run(ch, wd, budget_s=args.interrupt_after_s)
         when = f"{args.interrupt_after_s:g} s"
     else:
@@ -121,6 +131,11 @@ def main() -> int:
     print(f"compare-hardware resumed: exit {second['rc']} after {second['wall_s']:.0f} s "
           f"({'finished' if finished else 'stopped at the budget'}); {kept} confirmation(s) reused, "
           f"{done() - kept} simulated; peak RSS {second['peak_mb']:.0f} MB", flush=True)
+    for t in queue(storage):
+        if "resumed_replications" in t.user_attrs:
+            stored = sum(k.startswith("replication:") for k in t.user_attrs)
+            print(f"  job {t.number} (trial {t.params.get('trial')}): {t.state.name}, started from "
+                  f"{t.user_attrs['resumed_replications']} stored replication(s), stored {stored} itself")
     secs = [(t.params["trial"], t.user_attrs["seconds"]) for t in queue(storage) if "seconds" in t.user_attrs]
     print("confirmations (trial: seconds): " + ", ".join(f"{k}: {s:.0f}" for k, s in secs))
     if finished:
