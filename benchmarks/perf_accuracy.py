@@ -344,6 +344,7 @@ NOTES = [
     "- SGLang and TensorRT-LLM schedule differently from vLLM (SGLang runs prefill batches apart from "
     "decode; TRT-LLM has lower per-step overheads), so their profiles are effective parameters of the "
     "vLLM-like model: the SGLang fit puts eff_compute at the bound, and TRT-LLM Llama-3.1-8B fits worst.",
+    "- The small-model, short-output rows (TensorRT-LLM Llama-3.1-8B, isl 1024, osl 128, H100): with the per-precision compute factors their TPOT is within ~10% up to concurrency 32. What remains is outside the engine: at concurrency >= 64 on TP4/TP8 the measured TTFT jumps to 0.4-0.7 s and TPOT to 1.5-1.7x the model's while the GPUs are far from busy, the signature of a front-end limit (HTTP streaming, detokenisation) that is not modelled; the one constant `request_overhead_s` absorbs it (0.25 s fitted) and so puts the low-load TTFT 2-3x too high (measured ~0.1 s; a 0.08 s constant with the staggered clients gives 0.09-0.11 s) and the closed-loop throughput of short outputs 20-30% too low. It touches only what `sojourn perf` reports for a closed loop: the fleet's node capacity leaves the front-end constant out (`Profile.request_overhead_s`).",
 ]
 
 
