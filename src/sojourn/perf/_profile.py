@@ -107,6 +107,13 @@ CARRY_OVER: dict[str, tuple[str, str]] = {
     "l40s": ("a100-80gb", "no L40S measurements: factors of the nearest measured data-centre GPU"),
     "mi300x": ("h100-sxm", "no AMD measurements in the public data: H100 factors applied to MI300X peaks"),
     "b200": ("h100-sxm", "no B200 measurements for this engine: Hopper factors applied to Blackwell peaks"),
+    "b300": ("b200", "same Blackwell architecture (Blackwell Ultra), equal BF16/FP8 peaks and bandwidth; its public "
+                     "rows are MoE-model rows only, whose fitted factors do not transfer to dense models"),
+    "gb200": ("b200", "the same B200 GPU in a Grace-Blackwell superchip at 1200 W (in the catalogue peaks)"),
+    "gb300": ("b300", "the same Blackwell Ultra GPU in a Grace-Blackwell superchip; its public rows are "
+                      "disaggregated serving only (not modelled)"),
+    "mi325x": ("mi300x", "same CDNA 3 compute as MI300X with HBM3e; no AMD measurements in the public data"),
+    "mi355x": ("mi300x", "CDNA 4 successor of MI300X; no AMD measurements in the public data"),
 }
 
 
