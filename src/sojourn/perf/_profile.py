@@ -27,6 +27,7 @@ __all__ = [
     "Profile",
     "calibration",
     "calibration_of",
+    "carried_origin",
     "default_profile",
     "load_profile",
     "resolve_profile",
@@ -179,8 +180,27 @@ class Calibration:
     #: from", which GPU (or engine) they come from.
     source: str
 
+    @property
+    def carried_from(self) -> str | None:
+        """The GPU (or "GPU engine") the factors are carried over from, read from ``source``; None otherwise."""
+        return carried_origin(self.source)
+
     def to_dict(self) -> dict[str, Any]:
         return {"calibrated": self.calibrated, "source": self.source}
+
+
+_CARRIED = "carried over from "
+
+
+def carried_origin(source: Any) -> str | None:
+    """The GPU (or "GPU engine") a ``Calibration.source`` says the factors are carried over from, else None.
+
+    Works on the text alone, so that a front row read back from a CSV (its ``calibration`` column)
+    names the GPU too: ``"carried over from h100-sxm (vllm, fitted on ...)"`` -> ``"h100-sxm"``.
+    """
+    if not isinstance(source, str) or not source.startswith(_CARRIED):
+        return None
+    return source[len(_CARRIED):].split(" (", 1)[0].strip() or None
 
 
 def calibration_of(profile: Profile, gpu: str, backend: str | None = None) -> Calibration:
