@@ -109,7 +109,8 @@ CARRY_OVER: dict[str, tuple[str, str]] = {
     "mi300x": ("h100-sxm", "no AMD measurements in the public data: H100 factors applied to MI300X peaks"),
     "b200": ("h100-sxm", "no B200 measurements for this engine: Hopper factors applied to Blackwell peaks"),
     "b300": ("b200", "same Blackwell architecture (Blackwell Ultra), equal BF16/FP8 peaks and bandwidth; its public "
-                     "rows are MoE-model rows only, whose fitted factors do not transfer to dense models"),
+                     "rows are MoE-model rows only, whose fitted factors do not transfer to dense models (on them "
+                     "B200's vLLM factors predict TPOT within 11%: benchmarks/RESULTS.md, perf_accuracy)"),
     "gb200": ("b200", "the same B200 GPU in a Grace-Blackwell superchip at 1200 W (in the catalogue peaks)"),
     "gb300": ("b300", "the same Blackwell Ultra GPU in a Grace-Blackwell superchip; its public rows are "
                       "disaggregated serving only (not modelled)"),
