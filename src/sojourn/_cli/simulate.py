@@ -169,7 +169,13 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
     for key in ("rejected_by", "cancelled_by"):
         if d.get(key):
             rows.append((key.replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(d[key].items()))))
-    if d.get("calibration"):
-        rows.append(("GPU speed", ("measured: " if d.get("calibrated") else "") + str(d["calibration"])))
+    rows += _speed_row(d)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _speed_row(d: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Where the fleet's step times come from: measured on its GPU, or carried over from which one."""
+    if not d.get("calibration"):
+        return []
+    return [("GPU speed", ("measured: " if d.get("calibrated") else "") + str(d["calibration"]))]
