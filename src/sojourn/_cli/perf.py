@@ -161,12 +161,15 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     req_tokens = args.request_tokens or ((args.isl + args.osl) if args.isl else 1024 + 256)
     prof = pm.profile
     prof_src = prof.source + (f" (factors carried over from {prof.carried_from})" if prof.carried_from else "")
+    speed = _speed(prof, gpu.id, serving.backend)
     out: dict[str, Any] = {
         "model": model.id,
         "gpu": gpu.id,
         "tp": fleet.tp,
         "precision": model_cfg.precision,
         "backend": serving.backend,
+        "calibrated": speed["calibrated"],
+        "calibration": speed["calibration"],
         "weights_bytes": pm.weights_bytes,
         "weights_bytes_per_gpu": pm.weights_bytes_per_gpu,
         "kv_bytes_per_token": pm.kv_bytes_per_token,
@@ -191,11 +194,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             "decode_step_s": f"roofline with profile: {prof_src}",
         },
     }
-    if prof.carried_from:
-        out["warning"] = (
-            f"no measurements for {gpu.id} ({serving.backend}): efficiency factors carried over from "
-            f"{prof.carried_from}; treat times as a roofline estimate"
-        )
+    if "warning" in speed:
+        out["warning"] = speed["warning"]
     if args.isl is not None:
         from sojourn.sim.closed_loop import closed_loop
 
@@ -220,10 +220,28 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _speed(prof: Any, gpu: str, backend: str) -> dict[str, Any]:
+    """Whether the step times are fitted on measurements of this GPU and engine (``calibrated``,
+    ``calibration``: ``sojourn.perf.calibration_of``), and a ``warning`` where they are not."""
+    from sojourn.perf import calibration_of
+
+    cal = calibration_of(prof, gpu, backend)
+    out: dict[str, Any] = {"calibrated": cal.calibrated, "calibration": cal.source}
+    if prof.carried_from:
+        out["warning"] = (
+            f"no measurements for {gpu} ({backend}): efficiency factors carried over from "
+            f"{prof.carried_from}; treat times as a roofline estimate"
+        )
+    elif not cal.calibrated:  # a profile of another GPU or engine named, or no fit at all
+        out["warning"] = f"{cal.source}; treat times as a roofline estimate"
+    return out
+
+
 def _table(out: dict[str, Any]) -> str:
     gib = 2**30
     lines = [
         f"{out['model']} on {out['gpu']} x{out['tp']} ({out['precision']}, {out['backend']})",
+        f"  GPU speed          {'measured: ' if out['calibrated'] else ''}{out['calibration']}",
         f"  weights            {out['weights_bytes'] / gib:8.1f} GiB  ({out['weights_bytes_per_gpu'] / gib:.1f} GiB per GPU)",
         f"  KV per token       {out['kv_bytes_per_token'] / 1024:8.1f} KiB",
         f"  KV capacity        {out['kv_capacity_tokens']:8d} tokens = "
