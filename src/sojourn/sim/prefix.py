@@ -1,0 +1,227 @@
+"""Automatic prefix caching of one engine's KV cache, as vLLM V1 does it.
+
+vLLM identifies each *full* block of a prompt by a hash chained on everything before
+it, so equal hashes mean equal prefixes. A block holding computed KV is in one of
+three states: in use (reference count > 0: running requests point at it, counted once
+however many share it), cached (no request uses it, its hash is kept, and it sits in
+the free block queue: a later request with the same prefix takes it back without
+computing it again), or plain free. The free block queue is LRU: allocation pops
+blocks from its head, evicting the hash of a cached block it pops; freed blocks are
+appended at its tail, a request's blocks in reverse order (its last blocks are
+evicted first). A request's cache hit is the longest run of its leading block hashes
+that are in use or cached, at most ``(tokens - 1) // block_size`` blocks (vLLM always
+computes the last prompt token); the hit's tokens skip prefill.
+
+Here a block's identity is an int: ``segment id << 20 | block index``. A request's
+``prefix`` is ``(ids, seg_tokens, length)``: its first ``length`` tokens are shared
+content made of segments of ``seg_tokens`` tokens, the k-th named ``ids[k]``, and
+block j's hash is that of the segment holding its first token with j itself; a
+segment id stands for the whole prefix up to that segment (as a Mooncake trace's
+``hash_ids`` do, and as a synthetic prefix group's single id does). Only the blocks of
+that shared part are hashed: the request's own tokens after it, and its output, are
+cached by vLLM too, but no other request can hit them; here they are freed as plain
+blocks (they still take their place in the LRU order).
+
+The engine keeps its own count of blocks in use (``Engine.used``); this cache follows
+it lazily. Every block the engine allocates is popped from the queue's head: the
+queue is FIFO, so the blocks popped by any sequence of allocations are those popped by
+their total, in order, and the cache pops that total (``used − taken + freed``, since
+``used`` = allocated + taken back from the queue − freed) when it is next asked,
+before an admission. The engine's hot loop does not change: it only reports what a
+completion frees (``release``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+__all__ = ["PrefixCache", "block_hashes"]
+
+#: Blocks a segment id is shifted by: a prompt has fewer than 2**20 blocks.
+_SHIFT = 20
+
+
+def block_hashes(prefix: Any, tokens: int, bs: int) -> list[int]:
+    """The hashes of the blocks a request of ``tokens`` tokens may hit: its full blocks within
+    the shared prefix, at most ``(tokens - 1) // bs`` of them (the last token is always computed)."""
+    ids, seg, length = prefix
+    n = min(length if length < tokens else tokens, tokens - 1) // bs
+    if n <= 0:
+        return []
+    if seg >= n * bs:  # one segment (a synthetic prefix group)
+        base = ids[0] << _SHIFT
+        return [base | j for j in range(n)]
+    return [(ids[(j * bs) // seg] << _SHIFT) | j for j in range(n)]
+
+
+class PrefixCache:
+    """Reference counts of the hashed blocks in use, and the LRU free block queue.
+
+    The queue holds ints: ``-n`` for n plain free blocks, ``s >= 0`` for the cached block
+    of stamp ``s`` (``_stamp_hash[s]`` is its hash while it is still there: taking a block
+    back leaves a stale stamp, skipped when popped).
+    """
+
+    __slots__ = ("bs", "ref", "held", "cached", "_stamp_hash", "_queue", "_stamp", "popped", "taken", "freed",
+                 "queries", "query_tokens", "hit_tokens", "hit_requests", "evictions", "_chains")
+
+    def __init__(self, total_blocks: int, block_size: int) -> None:
+        self.bs = block_size
+        self.ref: dict[int, int] = {}  # hash -> running requests using it (> 0)
+        self.held: dict[Any, list[int]] = {}  # running request -> the hashed blocks it uses, in order
+        self.cached: dict[int, int] = {}  # hash -> stamp of a cached block in the free queue
+        self._stamp_hash: dict[int, int] = {}
+        self._queue: deque[int] = deque([-total_blocks]) if total_blocks else deque()
+        self._stamp = 0
+        self.popped = 0  # blocks allocated from the queue's head (cumulative)
+        self.taken = 0  # cached blocks taken back by a hit (cumulative)
+        self.freed = 0  # blocks returned to the queue (cumulative)
+        # Statistics: admissions looked up, their prompt tokens, the tokens they found cached.
+        self.queries = 0
+        self.query_tokens = 0
+        self.hit_tokens = 0
+        self.hit_requests = 0
+        self.evictions = 0
+        self._chains: dict[Any, list[int]] = {}  # (prefix, tokens) -> block_hashes, for repeated prefixes
+
+    def hashes(self, prefix: Any, tokens: int) -> list[int]:
+        """``block_hashes`` of a request, remembered by value (a synthetic prefix group's recur)."""
+        key = (prefix, tokens if tokens <= prefix[2] else -1)  # past its prefix, the length does not matter
+        h = self._chains.get(key)
+        if h is None:
+            if len(self._chains) >= 65_536:
+                self._chains.clear()
+            h = self._chains[key] = block_hashes(prefix, tokens, self.bs)
+        return h
+
+    # -- the queue ------------------------------------------------------------------------
+
+    def sync(self, used: int) -> None:
+        """Pop the blocks the engine has allocated since the last call (``used``: its blocks in use,
+        including any it has reserved for the coming step)."""
+        n = used - self.taken + self.freed - self.popped
+        if n <= 0:
+            return
+        self.popped += n
+        q, stamps, cached = self._queue, self._stamp_hash, self.cached
+        while n and q:
+            e = q.popleft()
+            if e < 0:
+                if -e > n:
+                    q.appendleft(e + n)
+                    return
+                n += e
+            else:
+                h = stamps.pop(e, None)
+                if h is not None:
+                    del cached[h]
+                    self.evictions += 1
+                    n -= 1
+
+    def _append_cached(self, h: int) -> None:
+        s = self._stamp
+        self._stamp = s + 1
+        self._stamp_hash[s] = h
+        self.cached[h] = s
+        self._queue.append(s)
+
+    # -- admission and release ----------------------------------------------------------------
+
+    def shared_in_use(self, prefix: Any, tokens: int) -> int:
+        """Blocks of a request's leading hit that other running requests already use (they need no
+        free block): its prompt needs ``blocks − shared_in_use`` free blocks to be admitted."""
+        if prefix is None:
+            return 0
+        ref = self.ref
+        n = 0
+        for h in self.hashes(prefix, tokens):
+            if h not in ref:
+                break
+            n += 1
+        return n
+
+    def admit(self, r: Any, tokens: int, used: int) -> tuple[int, int]:
+        """Look up and take the blocks of request ``r`` (``tokens`` to prefill) at admission.
+
+        Returns (cached tokens, blocks shared with running requests): the engine skips the
+        first's prefill and adds ``blocks − shared`` to its blocks in use. The request's hashed
+        blocks past its hit are computed by it and become findable at once (vLLM caches a block
+        from the step that computes it)."""
+        self.sync(used)
+        self.queries += 1
+        self.query_tokens += tokens
+        prefix = r.prefix
+        if prefix is None:
+            return 0, 0
+        hashes = self.hashes(prefix, tokens)
+        ref, cached, stamps = self.ref, self.cached, self._stamp_hash
+        hit = shared = 0
+        held: list[int] = []
+        for h in hashes:
+            c = ref.get(h)
+            if c is not None:
+                ref[h] = c + 1
+                shared += 1
+            else:
+                s = cached.pop(h, None)
+                if s is None:
+                    break
+                del stamps[s]
+                self.taken += 1
+                ref[h] = 1
+            held.append(h)
+            hit += 1
+        for h in hashes[hit:]:
+            if h in cached or h in ref:  # cached past a miss: computed again into a plain block
+                continue
+            ref[h] = 1
+            held.append(h)
+        if held:
+            self.held[r] = held
+        if hit:
+            self.hit_requests += 1
+            self.hit_tokens += hit * self.bs
+        return hit * self.bs, shared
+
+    def release(self, r: Any, blocks: int) -> int:
+        """Request ``r`` frees its ``blocks`` blocks (completion, preemption, cancellation). Its plain
+        blocks, then its hashed ones last to first, go to the queue's tail, those still used by
+        another request excepted: returns how many those are (not freed)."""
+        held = self.held.pop(r, None)
+        if held is None:
+            if blocks:
+                self._queue.append(-blocks)
+                self.freed += blocks
+            return 0
+        plain = blocks - len(held)
+        if plain:
+            self._queue.append(-plain)
+        ref = self.ref
+        kept = 0
+        for h in reversed(held):
+            c = ref[h] - 1
+            if c:
+                ref[h] = c
+                kept += 1
+            else:
+                del ref[h]
+                self._append_cached(h)
+        self.freed += blocks - kept
+        return kept
+
+    # -- queries --------------------------------------------------------------------------------
+
+    @property
+    def cached_blocks(self) -> int:
+        """Blocks of the free queue that still hold a cached prefix (as of the last ``sync``)."""
+        return len(self.cached)
+
+    def queue_blocks(self) -> int:
+        """Blocks in the free queue (plain and cached), as of the last ``sync``."""
+        return sum(-e for e in self._queue if e < 0) + len(self._stamp_hash)
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of the prompt tokens looked up at admission that were found cached."""
+        return self.hit_tokens / self.query_tokens if self.query_tokens else 0.0
