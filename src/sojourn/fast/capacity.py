@@ -106,6 +106,8 @@ class NodeCapacity:
     work_coef: tuple[float, float, float, float, bool] | None = None
     #: Output tokens of the pool requests, aligned with ``works`` (engine nodes).
     outputs: NDArray[np.float64] = field(default_factory=lambda: np.empty(0), repr=False)
+    #: Share of the prompt tokens the saturated node found in its prefix cache (nan: no caching).
+    prefix_cached_share: float = math.nan
     _forecast_keys: dict[float, NDArray[np.float64]] = field(default_factory=dict, repr=False)
 
     def forecast_key(self, sigma: float) -> NDArray[np.float64]:
@@ -218,7 +220,7 @@ class NodeCapacity:
             "measured_requests": self.measured_requests,
             "preemptions": self.preemptions,
             "wall_s": self.wall_s,
-        }
+        } | ({} if math.isnan(self.prefix_cached_share) else {"prefix_cached_share": self.prefix_cached_share})
 
 
 # --- the cache -------------------------------------------------------------------
@@ -581,6 +583,7 @@ def _capacity_from_run(scenario: Any, perf: Any, eng: Any, run: _Saturated, inp:
         latency=Latency.from_sample(latencies),
         in_service_work=d_node,
         work_coef=coef,
+        prefix_cached_share=phi if run.prefixes is not None else math.nan,
     )
 
 
