@@ -119,13 +119,6 @@ class PrefixCache:
                     self.evictions += 1
                     n -= 1
 
-    def _append_cached(self, h: int) -> None:
-        s = self._stamp
-        self._stamp = s + 1
-        self._stamp_hash[s] = h
-        self.cached[h] = s
-        self._queue.append(s)
-
     # -- admission and release ----------------------------------------------------------------
 
     def shared_in_use(self, prefix: Any, tokens: int) -> int:
@@ -156,27 +149,30 @@ class PrefixCache:
             return 0, 0
         hashes = self.hashes(prefix, tokens)
         ref, cached, stamps = self.ref, self.cached, self._stamp_hash
+        get, pop = ref.get, cached.pop
         hit = shared = 0
-        held: list[int] = []
-        for h in hashes:
-            c = ref.get(h)
+        for h in hashes:  # the leading hit: blocks in use (shared), or cached (taken back)
+            c = get(h)
             if c is not None:
                 ref[h] = c + 1
                 shared += 1
             else:
-                s = cached.pop(h, None)
+                s = pop(h, None)
                 if s is None:
                     break
                 del stamps[s]
-                self.taken += 1
                 ref[h] = 1
-            held.append(h)
             hit += 1
-        for h in hashes[hit:]:
+        self.taken += hit - shared
+        held = hashes
+        for j in range(hit, len(hashes)):  # computed by this request, findable from now on
+            h = hashes[j]
             if h in cached or h in ref:  # cached past a miss: computed again into a plain block
-                continue
+                held = hashes[:j] + [x for x in hashes[j:] if x not in cached and x not in ref]
+                for x in held[j:]:
+                    ref[x] = 1
+                break
             ref[h] = 1
-            held.append(h)
         if held:
             self.held[r] = held
         if hit:
@@ -189,16 +185,18 @@ class PrefixCache:
         blocks, then its hashed ones last to first, go to the queue's tail, those still used by
         another request excepted: returns how many those are (not freed)."""
         held = self.held.pop(r, None)
+        q = self._queue
         if held is None:
             if blocks:
-                self._queue.append(-blocks)
+                q.append(-blocks)
                 self.freed += blocks
             return 0
         plain = blocks - len(held)
         if plain:
-            self._queue.append(-plain)
-        ref = self.ref
+            q.append(-plain)
+        ref, cached, stamps = self.ref, self.cached, self._stamp_hash
         kept = 0
+        s = self._stamp
         for h in reversed(held):
             c = ref[h] - 1
             if c:
@@ -206,7 +204,11 @@ class PrefixCache:
                 kept += 1
             else:
                 del ref[h]
-                self._append_cached(h)
+                stamps[s] = h
+                cached[h] = s
+                q.append(s)
+                s += 1
+        self._stamp = s
         self.freed += blocks - kept
         return kept
 
