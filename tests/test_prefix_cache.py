@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _prefix_reference import BlockPrefixCache
 from sojourn.fast.capacity import clear_capacity_cache, node_capacity
 from sojourn.scenario import scenario_from_dict
 from sojourn.sim.driver import drive
@@ -41,6 +42,20 @@ BS = 16
 def group(k: int, tokens: int) -> tuple:
     """A synthetic prefix: the first ``tokens`` tokens of group ``k``."""
     return ((k,), tokens, tokens)
+
+
+def conversation(rng, tokens: int, seg: int = 2 * BS) -> tuple:
+    """A trace-like prefix of segments of ``seg`` tokens, chained: one of 3 conversations, which
+    branches into 3 after its first two segments (each id names its whole prefix)."""
+    c, b = rng.randrange(3), 1 + rng.randrange(3)
+    ids = tuple(10_000 + (c * 1000 + p if p < 2 else (c * 10 + b) * 100 + p) for p in range(-(-tokens // seg)))
+    return (ids, seg, tokens)
+
+
+def random_prefix(rng, tokens: int) -> tuple:
+    if rng.random() < 0.5:
+        return group(rng.randrange(5), rng.randrange(0, 10 * BS))
+    return conversation(rng, rng.randrange(1, tokens + 1))
 
 
 # -- the cache against a plain model of vLLM's free block queue ---------------------------------
@@ -124,8 +139,8 @@ def test_cache_matches_plain_block_model(seed):
     for _ in range(400):
         op = rng.random()
         if op < 0.45:
-            k, tokens = rng.randrange(5), rng.randrange(1, 12 * BS)
-            prefix = group(k, rng.randrange(0, 10 * BS))
+            tokens = rng.randrange(1, 12 * BS)
+            prefix = random_prefix(rng, tokens)
             r = _R(prefix)
             need = -(-tokens // BS) - cache.shared_in_use(prefix, tokens)
             if need > total - used:
@@ -148,7 +163,9 @@ def test_cache_matches_plain_block_model(seed):
         assert used == plain.used()
         cache.sync(used)
         assert cache.evictions == plain.evictions
-        assert set(cache.cached) == {h for b, h in enumerate(plain.hash) if h is not None and plain.ref[b] == 0}
+        ref, cached = cache.blocks()
+        assert cached == {h for b, h in enumerate(plain.hash) if h is not None and plain.ref[b] == 0}
+        assert ref == {h: plain.ref[b] for b, h in enumerate(plain.hash) if h is not None and plain.ref[b]}
         # Conservation: blocks in use + free ones (plain or cached) = total.
         assert used + cache.queue_blocks() == total
     assert plain.hits > 20 and plain.evictions > 5  # the case exercises hits and evictions
@@ -193,7 +210,35 @@ def distinct_blocks_in_use(eng: Engine) -> int:
     total = 0
     for r in eng.running:
         total += r.blocks if not r.decoding else -(-(r.enter_ctx + eng.step - r.enter_step) // eng.bs)
-    return total - sum(n - 1 for n in c.ref.values())
+    return total - sum(n - 1 for n in c.blocks()[0].values())
+
+
+def reference_run(spec: list, pre: list, arrivals: list, seed: int, reference: bool) -> tuple:
+    """One engine's run of these requests, with the shipped cache or the block-by-block reference."""
+    reqs = [Request(i, p, o, prefix=x) for i, ((p, o), x) in enumerate(zip(spec, pre))]
+    done: dict[int, float] = {}
+    eng = Engine(PERF, 250, BS, 48, 1024, prefix_caching=True)
+    eng.merge_steps = bool(seed % 2)
+    if reference:
+        eng.cache = BlockPrefixCache(250, BS)  # type: ignore[assignment]
+    todo = deque(reqs)
+    drive(eng, lambda: len(done) < len(reqs), lambda ev: done.__setitem__(ev.request.rid, ev.time),
+          arrivals=list(arrivals), on_arrival=lambda t: eng.enqueue(todo.popleft()))
+    c = eng.cache
+    return done, eng.preemptions, c.hit_tokens, c.hit_requests, c.evictions, c.queries
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_engine_matches_block_by_block_reference(seed):
+    """The run-length cache and the block-by-block one (tests/_prefix_reference.py) give an engine the
+    same trajectory: completion times, preemptions, hits and evictions, under memory pressure."""
+    rng = random.Random(seed)
+    spec = [(rng.randrange(50, 900), rng.randrange(5, 300)) for _ in range(250)]
+    pre = [random_prefix(rng, p) for p, _ in spec]
+    arrivals = sorted(rng.uniform(0, 30) for _ in spec)
+    runs = [reference_run(spec, pre, arrivals, seed, reference) for reference in (False, True)]
+    assert runs[0] == runs[1]
+    assert runs[0][1] > 0 and runs[0][3] > 50 and runs[0][4] > 0
 
 
 def test_engine_memory_is_conserved_under_preemption():
@@ -211,7 +256,7 @@ def test_engine_memory_is_conserved_under_preemption():
 
     eng = run_engine(reqs, kv_blocks=300, check=check)
     assert eng.preemptions > 0 and max(seen) > 0 and eng.cache.hit_requests > 100
-    assert eng.used == 0 and not eng.cache.ref and not eng.cache.held
+    assert eng.used == 0 and not eng.cache.blocks()[0] and not eng.cache.held
     eng.cache.sync(0)
     assert eng.cache.queue_blocks() == 300
 
@@ -334,7 +379,7 @@ def test_fleet_each_node_misses_each_group_once(routing):
     misses = 0
     for node in sim.nodes:  # a node misses each group the first time it sees it, then always hits
         c = node.cache
-        seen = {h >> 20 for h in itertools.chain(c.cached, c.ref)}
+        seen = {h >> 20 for h in itertools.chain(*c.blocks())}
         assert c.queries - c.hit_requests == len(seen) and c.evictions == 0
         assert c.hit_tokens == c.hit_requests * 512
         misses += len(seen)
@@ -395,3 +440,14 @@ def test_mooncake_trace_prefixes_follow_its_hash_ids():
         for p, x in zip(prompts, pre):
             ids, seg, length = x
             assert seg == 512 and length == p and len(ids) == -(-p // 512)
+
+
+def test_trace_hash_ids_must_be_chained(tmp_path):
+    from sojourn._errors import ConfigError
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"timestamp": 0, "input_length": 1000, "output_length": 5, "hash_ids": [1, 2]}\n'
+                    '{"timestamp": 5, "input_length": 1000, "output_length": 5, "hash_ids": [3, 2]}\n')
+    sc = scenario_from_dict({"workload": {"trace": str(path), "format": "mooncake", "prefix": {"source": "trace"}}})
+    with pytest.raises(ConfigError, match="workload.prefix.source.*chained"):
+        next(batch_stream(sc, np.random.SeedSequence(0), prefixes=True))

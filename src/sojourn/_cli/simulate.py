@@ -130,6 +130,15 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
                                         f"{d['preemptions']} preemptions"))
         rows.append(("run", f"request tier, {d['replications']} replications of {_num(d['horizon_hours'], 'h')} "
                             f"(seed {d['seed']}), {d['requests_simulated']} requests simulated in {d['wall_s']:.1f} s"))
+    pc: Mapping[str, Any] = d.get("prefix_cache") or {}
+    share = (d.get("node_capacity") or {}).get("prefix_cached_share")
+    if pc:
+        lo, hi = pc["hit_rate_ci"]
+        rows.append(("prefix cache", f"{_num(pc['hit_rate'])} of prompt tokens cached (95% CI [{_num(lo)}, "
+                                     f"{_num(hi)}]), {_num(pc['request_hit_rate'])} of admissions hit, "
+                                     f"{pc['evictions']} blocks evicted"))
+    elif share is not None:
+        rows.append(("prefix cache", f"{_num(share)} of prompt tokens cached on the saturated node"))
     for c in d.get("by_sla_class") or []:
         lo, hi = c["p_miss_ci"]
         rows.append((f"  SLA {_num(c['sla_hours'])} h",

@@ -15,12 +15,20 @@ computes the last prompt token); the hit's tokens skip prefill.
 Here a block's identity is an int: ``segment id << 20 | block index``. A request's
 ``prefix`` is ``(ids, seg_tokens, length)``: its first ``length`` tokens are shared
 content made of segments of ``seg_tokens`` tokens, the k-th named ``ids[k]``, and
-block j's hash is that of the segment holding its first token with j itself; a
-segment id stands for the whole prefix up to that segment (as a Mooncake trace's
-``hash_ids`` do, and as a synthetic prefix group's single id does). Only the blocks of
-that shared part are hashed: the request's own tokens after it, and its output, are
-cached by vLLM too, but no other request can hit them; here they are freed as plain
-blocks (they still take their place in the LRU order).
+block j's hash is that of the segment holding its first token with j itself
+(``block_hashes``); a segment id stands for the whole prefix up to that segment (as a
+Mooncake trace's ``hash_ids`` do, and as a synthetic prefix group's single id does), so
+it always starts at the same block. Only the blocks of that shared part are hashed:
+the request's own tokens after it, and its output, are cached by vLLM too, but no other
+request can hit them; here they are freed as plain blocks (they still take their place
+in the LRU order).
+
+The cache keeps runs of blocks, not blocks (``_Segment``): a request holds the leading
+blocks of each segment of its prefix, and frees them last to first, so within a segment
+the blocks in use and the cached ones are each one range, and a segment's runs in the
+free queue are ranges in decreasing order of age. An admission then costs one step per
+segment (one for a synthetic prefix, one per 512 tokens of a trace's), not per block.
+``tests/_prefix_reference.py`` keeps the block-by-block version the tests compare it with.
 
 The engine keeps its own count of blocks in use (``Engine.used``); this cache follows
 it lazily. Every block the engine allocates is popped from the queue's head: the
@@ -55,25 +63,39 @@ def block_hashes(prefix: Any, tokens: int, bs: int) -> list[int]:
     return [(ids[(j * bs) // seg] << _SHIFT) | j for j in range(n)]
 
 
-class PrefixCache:
-    """Reference counts of the hashed blocks in use, and the LRU free block queue.
+class _Segment:
+    """The blocks of one segment id (its blocks ``j0`` on, at most ``cap`` of them, in the order of
+    the prefix): in use ``[j0, u)``, cached ``[u, c)``. Both are prefix-closed, since a request holds
+    its prefix's leading blocks and frees them last to first. ``ends`` counts the running requests
+    holding ``[j0, e)`` by e; ``entries`` are its runs in the free queue, oldest (highest) first."""
 
-    The queue holds ints: ``-n`` for n plain free blocks, ``s >= 0`` for the cached block
-    of stamp ``s`` (``_stamp_hash[s]`` is its hash while it is still there: taking a block
-    back leaves a stale stamp, skipped when popped).
+    __slots__ = ("sid", "j0", "u", "c", "ends", "entries")
+
+    def __init__(self, sid: int, j0: int) -> None:
+        self.sid = sid
+        self.j0 = self.u = self.c = j0
+        self.ends: dict[int, int] = {}
+        self.entries: deque[list[Any]] = deque()
+
+
+class PrefixCache:
+    """The hashed blocks as runs: per segment id, the blocks in use and cached (``_Segment``), and
+    the LRU free queue of runs.
+
+    The queue holds ``-n`` for n plain free blocks, or ``[segment, lo, hi]``: the cached blocks
+    ``[lo, hi)`` of a segment, freed together and evicted top down (vLLM frees a request's blocks
+    last to first, and pops the queue's head). A run taken back by a hit shrinks from below; an
+    emptied run stays in the queue, skipped when popped.
     """
 
-    __slots__ = ("bs", "ref", "held", "cached", "_stamp_hash", "_queue", "_stamp", "popped", "taken", "freed",
-                 "queries", "query_tokens", "hit_tokens", "hit_requests", "evictions", "_chains")
+    __slots__ = ("bs", "segs", "held", "_queue", "popped", "taken", "freed",
+                 "queries", "query_tokens", "hit_tokens", "hit_requests", "evictions", "_paths")
 
     def __init__(self, total_blocks: int, block_size: int) -> None:
         self.bs = block_size
-        self.ref: dict[int, int] = {}  # hash -> running requests using it (> 0)
-        self.held: dict[Any, list[int]] = {}  # running request -> the hashed blocks it uses, in order
-        self.cached: dict[int, int] = {}  # hash -> stamp of a cached block in the free queue
-        self._stamp_hash: dict[int, int] = {}
-        self._queue: deque[int] = deque([-total_blocks]) if total_blocks else deque()
-        self._stamp = 0
+        self.segs: dict[int, _Segment] = {}
+        self.held: dict[Any, list[tuple[_Segment, int]]] = {}  # running request -> (segment, end) it holds
+        self._queue: deque[Any] = deque([-total_blocks]) if total_blocks else deque()
         self.popped = 0  # blocks allocated from the queue's head (cumulative)
         self.taken = 0  # cached blocks taken back by a hit (cumulative)
         self.freed = 0  # blocks returned to the queue (cumulative)
@@ -83,17 +105,22 @@ class PrefixCache:
         self.hit_tokens = 0
         self.hit_requests = 0
         self.evictions = 0
-        self._chains: dict[Any, list[int]] = {}  # (prefix, tokens) -> block_hashes, for repeated prefixes
+        self._paths: dict[Any, list[tuple[int, int, int]]] = {}
 
-    def hashes(self, prefix: Any, tokens: int) -> list[int]:
-        """``block_hashes`` of a request, remembered by value (a synthetic prefix group's recur)."""
+    def path(self, prefix: Any, tokens: int) -> list[tuple[int, int, int]]:
+        """The (segment id, first block, end block) runs of a request's hashable blocks
+        (``block_hashes`` grouped by segment), remembered by value."""
         key = (prefix, tokens if tokens <= prefix[2] else -1)  # past its prefix, the length does not matter
-        h = self._chains.get(key)
-        if h is None:
-            if len(self._chains) >= 65_536:
-                self._chains.clear()
-            h = self._chains[key] = block_hashes(prefix, tokens, self.bs)
-        return h
+        p = self._paths.get(key)
+        if p is None:
+            if len(self._paths) >= 65_536:
+                self._paths.clear()
+            ids, seg, length = prefix
+            n = min(length if length < tokens else tokens, tokens - 1) // self.bs
+            per = seg // self.bs if seg < n * self.bs else n  # blocks per segment
+            p = [(ids[k], k * per, min((k + 1) * per, n)) for k in range(-(-n // per))] if n > 0 else []
+            self._paths[key] = p
+        return p
 
     # -- the queue ------------------------------------------------------------------------
 
@@ -104,20 +131,30 @@ class PrefixCache:
         if n <= 0:
             return
         self.popped += n
-        q, stamps, cached = self._queue, self._stamp_hash, self.cached
+        q = self._queue
         while n and q:
             e = q.popleft()
-            if e < 0:
+            if type(e) is int:
                 if -e > n:
                     q.appendleft(e + n)
                     return
                 n += e
+                continue
+            sg, lo, hi = e
+            k = hi - lo
+            if k <= 0:
+                continue  # emptied by hits
+            if k > n:
+                k = n
+                e[2] = hi - k
+                q.appendleft(e)
             else:
-                h = stamps.pop(e, None)
-                if h is not None:
-                    del cached[h]
-                    self.evictions += 1
-                    n -= 1
+                sg.entries.popleft()
+            sg.c -= k  # the segment's oldest run: its top blocks
+            self.evictions += k
+            n -= k
+            if sg.c == sg.j0 and not sg.ends:
+                del self.segs[sg.sid]  # nothing left of it
 
     # -- admission and release ----------------------------------------------------------------
 
@@ -126,12 +163,15 @@ class PrefixCache:
         free block): its prompt needs ``blocks − shared_in_use`` free blocks to be admitted."""
         if prefix is None:
             return 0
-        ref = self.ref
+        segs = self.segs
         n = 0
-        for h in self.hashes(prefix, tokens):
-            if h not in ref:
+        for sid, j0, end in self.path(prefix, tokens):
+            sg = segs.get(sid)
+            if sg is None or sg.u <= j0:
                 break
-            n += 1
+            if sg.u < end:
+                return n + sg.u - j0
+            n += end - j0
         return n
 
     def admit(self, r: Any, tokens: int, used: int) -> tuple[int, int]:
@@ -147,38 +187,52 @@ class PrefixCache:
         prefix = r.prefix
         if prefix is None:
             return 0, 0
-        hashes = self.hashes(prefix, tokens)
-        ref, cached, stamps = self.ref, self.cached, self._stamp_hash
-        get, pop = ref.get, cached.pop
+        segs = self.segs
         hit = shared = 0
-        for h in hashes:  # the leading hit: blocks in use (shared), or cached (taken back)
-            c = get(h)
-            if c is not None:
-                ref[h] = c + 1
-                shared += 1
-            else:
-                s = pop(h, None)
-                if s is None:
-                    break
-                del stamps[s]
-                ref[h] = 1
-            hit += 1
-        self.taken += hit - shared
-        held = hashes
-        for j in range(hit, len(hashes)):  # computed by this request, findable from now on
-            h = hashes[j]
-            if h in cached or h in ref:  # cached past a miss: computed again into a plain block
-                held = hashes[:j] + [x for x in hashes[j:] if x not in cached and x not in ref]
-                for x in held[j:]:
-                    ref[x] = 1
-                break
-            ref[h] = 1
+        held: list[tuple[_Segment, int]] = []
+        hitting = True
+        for sid, j0, end in self.path(prefix, tokens):
+            sg = segs.get(sid)
+            if sg is None:
+                sg = segs[sid] = _Segment(sid, j0)
+            elif not hitting and sg.c > j0:
+                break  # cached past a miss: computed again into plain blocks
+            if hitting:
+                top = sg.c if sg.c < end else end  # the hit in this segment: [j0, top)
+                inuse = sg.u if sg.u < top else top
+                shared += inuse - j0
+                if top > sg.u:
+                    self._take(sg, top)
+                hit += top - j0
+                hitting = top == end
+            if end > sg.u:  # the blocks it computes (a miss), or a hit above the blocks in use
+                sg.u = end
+                if end > sg.c:
+                    sg.c = end
+            sg.ends[end] = sg.ends.get(end, 0) + 1
+            held.append((sg, end))
         if held:
             self.held[r] = held
         if hit:
             self.hit_requests += 1
             self.hit_tokens += hit * self.bs
         return hit * self.bs, shared
+
+    def _take(self, sg: _Segment, top: int) -> None:
+        """A hit takes the segment's cached blocks [u, top) back out of the queue (its newest runs)."""
+        self.taken += top - sg.u
+        ent = sg.entries
+        while ent:
+            e = ent[-1]
+            if e[1] >= top:
+                break
+            if e[2] <= top:
+                e[1] = e[2]  # emptied: skipped when popped
+                ent.pop()
+            else:
+                e[1] = top
+                break
+        sg.u = top
 
     def release(self, r: Any, blocks: int) -> int:
         """Request ``r`` frees its ``blocks`` blocks (completion, preemption, cancellation). Its plain
@@ -191,37 +245,53 @@ class PrefixCache:
                 q.append(-blocks)
                 self.freed += blocks
             return 0
-        plain = blocks - len(held)
+        mine = sum(end - sg.j0 for sg, end in held)
+        plain = blocks - mine
         if plain:
             q.append(-plain)
-        ref, cached, stamps = self.ref, self.cached, self._stamp_hash
-        kept = 0
-        s = self._stamp
-        for h in reversed(held):
-            c = ref[h] - 1
-            if c:
-                ref[h] = c
-                kept += 1
-            else:
-                del ref[h]
-                stamps[s] = h
-                cached[h] = s
-                q.append(s)
-                s += 1
-        self._stamp = s
-        self.freed += blocks - kept
-        return kept
+        freed = 0
+        for sg, end in reversed(held):
+            ends = sg.ends
+            k = ends[end] - 1
+            if k:
+                ends[end] = k
+                continue
+            del ends[end]
+            if end < sg.u:
+                continue  # another request holds more of the segment
+            u = max(ends) if ends else sg.j0
+            if u < end:
+                e = [sg, u, end]
+                q.append(e)
+                sg.entries.append(e)
+                freed += end - u
+            sg.u = u
+        self.freed += plain + freed
+        return mine - freed
 
     # -- queries --------------------------------------------------------------------------------
 
     @property
     def cached_blocks(self) -> int:
         """Blocks of the free queue that still hold a cached prefix (as of the last ``sync``)."""
-        return len(self.cached)
+        return sum(sg.c - sg.u for sg in self.segs.values())
 
     def queue_blocks(self) -> int:
         """Blocks in the free queue (plain and cached), as of the last ``sync``."""
-        return sum(-e for e in self._queue if e < 0) + len(self._stamp_hash)
+        return sum(-e for e in self._queue if type(e) is int) + self.cached_blocks
+
+    def blocks(self) -> tuple[dict[int, int], set[int]]:
+        """(hash -> running requests using it, hashes cached in the free queue), block by block (for tests)."""
+        ref: dict[int, int] = {}
+        cached: set[int] = set()
+        for sid, sg in self.segs.items():
+            for j in range(sg.j0, sg.c):
+                h = (sid << _SHIFT) | j
+                if j < sg.u:
+                    ref[h] = sum(k for e, k in sg.ends.items() if e > j)
+                else:
+                    cached.add(h)
+        return ref, cached
 
     @property
     def hit_rate(self) -> float:

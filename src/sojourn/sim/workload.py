@@ -252,8 +252,14 @@ def _load_hash_ids_cached(stamp: tuple[str, int, int]) -> tuple[list[tuple[int, 
             except (ValueError, KeyError, TypeError) as err:
                 raise ConfigError("workload.prefix.source", f"{p}, line {line_no}: no usable hash_ids ({err}); "
                                   "source = 'trace' needs a mooncake trace with hash_ids") from None
-    if any(h < 0 for r in ids for h in r):
-        raise ConfigError("workload.prefix.source", f"{p}: a hash id is negative; allowed: integers >= 0")
+    where: dict[int, tuple[int, int]] = {}  # id -> (position, the id before it): one of each when chained
+    for line_no, r in enumerate(ids, start=1):
+        for j, h in enumerate(r):
+            if h < 0:
+                raise ConfigError("workload.prefix.source", f"{p}: a hash id is negative; allowed: integers >= 0")
+            if where.setdefault(h, (j, r[j - 1] if j else -1)) != (j, r[j - 1] if j else -1):
+                raise ConfigError("workload.prefix.source", f"{p}: hash id {h} (record {line_no}) follows another "
+                                  "prefix than before: a trace's hash_ids must be chained on the prefix")
     order = np.argsort(np.array(t), kind="stable").tolist()
     stride = 1 + max((max(r) for r in ids if r), default=0)
     return [ids[i] for i in order], stride
