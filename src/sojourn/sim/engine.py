@@ -47,6 +47,15 @@ usual; an interruption (a deadline) during the prefill step does the same, and o
 during the decode part applies the prefill step and stops the run, as for a run
 planned at the step's end. Free blocks only shrink along a run, so ``can_admit``
 answers for the decode part with the blocks free at the step's end.
+
+Automatic prefix caching (``prefix_caching``, ``sim.prefix``) changes admission only
+(``_admit_cached``): a request's cached prefix is counted as computed (its prefill and
+attention start after it), the blocks of that prefix that running requests use are
+shared (``used`` counts every block once), and a request is admitted when the blocks it
+does not share are free (``admit_need``). Freed blocks are reported to the cache
+(``PrefixCache.release``), which follows the engine's allocations lazily, so the decode
+runs, their jumps and the merged plans are those above; with caching off the engine is
+exactly as without it.
 """
 
 from __future__ import annotations
