@@ -474,13 +474,13 @@ def _pool_prefixes(scenario: Any, inp: NDArray[Any], ok: NDArray[np.bool_]) -> _
     """The prefixes of the accepted pool (``ok`` of the mix), or None without prefix caching."""
     if not scenario.prefix_caching:
         return None
-    from sojourn.sim.workload import load_hash_ids, prefix_sampler
+    from sojourn.sim.workload import MOONCAKE_BLOCK, load_hash_ids, prefix_sampler
 
     wl = scenario.workload
     if wl.prefix.source == "trace":
         ids, stride = load_hash_ids(scenario.path(wl.trace))
         keep = np.flatnonzero(ok).tolist()
-        return _Prefixes([(ids[i], 512, int(inp[i])) for i in keep], stride)
+        return _Prefixes([(ids[i], MOONCAKE_BLOCK, int(inp[i])) for i in keep], stride)
     draw = prefix_sampler(wl.prefix, np.random.default_rng((MIX_SEED, 11)))
     return _Prefixes(draw(inp[ok].tolist()), 0)
 

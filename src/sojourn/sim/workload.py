@@ -21,7 +21,8 @@ from sojourn._cache import file_stamp, register
 from sojourn._errors import ConfigError
 from sojourn._io import check_input_file, not_utf8
 
-__all__ = ["BatchTuple", "batch_stream", "load_hash_ids", "load_trace", "mean_tokens", "prefix_sampler"]
+__all__ = ["BatchTuple", "MOONCAKE_BLOCK", "batch_stream", "load_hash_ids", "load_trace", "mean_tokens",
+           "prefix_sampler"]
 
 #: One batch: arrival time (s), prompt and output token counts of its requests, SLA (s).
 BatchTuple = tuple[float, list[int], list[int], float]
