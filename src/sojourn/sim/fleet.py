@@ -295,10 +295,10 @@ class FleetSim:
             r: SimRequest | None = peek(now)
             if r is None:
                 return None
-            need = r.w if not caching else node.admit_need(r)  # less a prefix other requests there use
-            if need > free:
+            w = r.w
+            if (node.admit_need(r) if caching else w) > free:  # caching: less a prefix other requests there use
                 return False  # head-of-line blocking (None would say the queue is empty)
-            qload[qi] -= r.w
+            qload[qi] -= w
             take(r)
             r.state = NODE
             r.start = now
@@ -318,12 +318,10 @@ class FleetSim:
         if ok is None:
             self._asking = node
             head = q.peek(t)
-            if head is None:
-                return False
-            if not self.caching:
-                return node.can_admit(head.prompt)
-            eng: Any = node  # an engine: a caching node needs the blocks its cached prefix does not cover
-            return node.can_admit(eng.admit_need(head) * self.bs)
+            if self.caching and head is not None:
+                eng: Any = node  # an engine: a caching node needs the blocks its cached prefix does not cover
+                return node.can_admit(eng.admit_need(head) * self.bs)
+            return head is not None and node.can_admit(head.prompt)
         if not ok and node.cut_for_arrival(t):
             self._resched(node)
         return ok
@@ -454,8 +452,12 @@ class FleetSim:
     # -- events ---------------------------------------------------------------------------
 
     def _next_arrival(self) -> None:
-        b = next(self._stream)  # (t, prompts, outputs, sla), and the prompts' prefixes when caching
-        self._push(b[0], _ARRIVAL, b[1:])
+        if self.caching:  # (t, prompts, outputs, sla, the prompts' prefixes)
+            b = next(self._stream)
+            self._push(b[0], _ARRIVAL, b[1:])
+            return
+        t, prompts, outputs, sla = next(self._stream)
+        self._push(t, _ARRIVAL, (prompts, outputs, sla))
 
     def _service_time(self) -> float:
         if self._svc_i >= len(self._svc_buf):
