@@ -329,10 +329,11 @@ def test_capacity_with_a_cached_prefix_is_the_step_models_prediction():
     none = node_capacity(scenario_from_dict(prefill_only(None)), measure=20_000)
     assert off.requests_per_s == none.requests_per_s  # caching off: exactly as without prefixes
     base, cached = predicted_rps(8, 1024, 0), predicted_rps(32, 256, 768)
-    assert off.requests_per_s == pytest.approx(base, rel=2e-3)
-    assert on.requests_per_s == pytest.approx(cached, rel=2e-3)
-    assert on.requests_per_s / off.requests_per_s == pytest.approx(cached / base, rel=3e-3)
-    assert cached / base > 2.5  # the case is not trivial
+    # Every step is alike once warm, so the measured rates are the predicted ones to rounding.
+    assert off.requests_per_s == pytest.approx(base, rel=1e-9)
+    assert on.requests_per_s == pytest.approx(cached, rel=1e-9)
+    assert on.requests_per_s / off.requests_per_s == pytest.approx(cached / base, rel=1e-9)
+    assert cached / base > 3.9  # the case is not trivial
     # The work measure follows: its mean is one over the throughput, and splits by prompt length.
     assert on.work_mean == pytest.approx(1.0 / on.requests_per_s, rel=1e-9)
     assert "75.0% of prompt tokens cached" in on.source
