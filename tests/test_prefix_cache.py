@@ -478,3 +478,31 @@ def test_request_tier_hit_rate_interval_covers_the_exact_share():
     assert pc["lookups"] > 5000 and pc["evictions"] <= 100
     d["workload"].pop("prefix")
     assert "prefix_cache" not in simulate(scenario_from_dict(d)).to_result()
+
+
+@pytest.mark.parametrize("prefix", [
+    {"groups": 3, "popularity": "zipf", "share": {"dist": "uniform", "low": 0.3, "high": 0.9}},
+    {"groups": 1, "tokens": {"dist": "fixed", "value": 256}},
+])
+def test_capacity_matches_a_saturated_request_level_fleet_with_caching(prefix):
+    """As test_fast_capacity's check without caching: the caching node's measured capacity is what a
+    saturated request-tier fleet of such nodes (pull routing: each node its own cache) serves."""
+    from sojourn.request import simulate
+
+    base = scenario_from_dict({
+        "sla_hours": 5.0,
+        "workload": {"batch_rate_per_hour": 100.0, "batch_size": {"dist": "geometric", "mean": 50},
+                     "input_tokens": {"dist": "lognormal", "median": 600, "sigma": 0.6},
+                     "output_tokens": {"dist": "lognormal", "median": 100, "sigma": 0.6}, "prefix": prefix},
+        "fleet": {"nodes": 2},
+        "serving": {"max_num_seqs": 64, "max_model_len": 8192, "on_deadline": "finish"},
+        "simulation": {"horizon_hours": 0.15, "warmup_hours": 0.05, "replications": 2, "seed": 1},
+    })
+    cap = node_capacity(base)
+    off = node_capacity(base.with_updates({"serving.prefix_caching": False}))
+    assert cap.requests_per_s > 1.1 * off.requests_per_s
+    rate = 1.5 * 2 * cap.requests_per_s * 3600.0 / base.workload.batch_size.int_mean
+    r = simulate(base.with_updates({"workload.batch_rate_per_hour": rate}))
+    assert r.busy_fraction == pytest.approx(1.0, abs=1e-6)
+    assert r.throughput_rps == pytest.approx(2 * cap.requests_per_s, rel=0.03)
+    assert r.prefix_cache["hit_rate"] == pytest.approx(cap.prefix_cached_share, abs=0.03)
