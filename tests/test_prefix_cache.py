@@ -506,3 +506,44 @@ def test_capacity_matches_a_saturated_request_level_fleet_with_caching(prefix):
     assert r.busy_fraction == pytest.approx(1.0, abs=1e-6)
     assert r.throughput_rps == pytest.approx(2 * cap.requests_per_s, rel=0.03)
     assert r.prefix_cache["hit_rate"] == pytest.approx(cap.prefix_cached_share, abs=0.03)
+
+
+SYNTH = {"batch_rate_per_hour": 10.0, "input_tokens": {"dist": "fixed", "value": 100},
+         "output_tokens": {"dist": "fixed", "value": 10}}
+
+
+@pytest.mark.parametrize(("workload", "field", "words"), [
+    (dict(SYNTH, prefix={"tokens": {"dist": "fixed", "value": 50}}), "workload.prefix.groups", "required"),
+    (dict(SYNTH, prefix={"groups": 2}), "workload.prefix.tokens", "exactly one of tokens"),
+    (dict(SYNTH, prefix={"groups": 2, "tokens": {"dist": "fixed", "value": 5}, "share": {"dist": "fixed", "value": 0.5}}),
+     "workload.prefix.tokens", "exactly one of tokens"),
+    (dict(SYNTH, prefix={"groups": 2, "share": {"dist": "uniform", "low": 0.5, "high": 1.5}}),
+     "workload.prefix.share", "reaches above 1"),
+    (dict(SYNTH, prefix={"groups": 0, "tokens": {"dist": "fixed", "value": 5}}), "workload.prefix.groups", "1"),
+    (dict(SYNTH, prefix={"groups": 2, "popularity": "pareto", "tokens": {"dist": "fixed", "value": 5}}),
+     "workload.prefix.popularity", "allowed: 'uniform' or 'zipf'"),
+    (dict(SYNTH, prefix={"groups": 2, "zipf_exponent": 2.0, "tokens": {"dist": "fixed", "value": 5}}),
+     "workload.prefix.zipf_exponent", "only used with popularity = 'zipf'"),
+    (dict(SYNTH, prefix={"source": "trace"}), "workload.prefix.source", "needs a replayed trace"),
+    ({"trace": "t.csv", "format": "azure", "prefix": {"source": "trace"}}, "workload.prefix.source", "no hash_ids"),
+    ({"trace": "t.jsonl", "format": "mooncake", "prefix": {"groups": 2, "tokens": {"dist": "fixed", "value": 5}}},
+     "workload.prefix.source", "'trace' with a trace"),
+    ({"trace": "t.jsonl", "format": "mooncake", "prefix": {"source": "trace", "groups": 3}},
+     "workload.prefix.groups", "not used with source = 'trace'"),
+    (dict(SYNTH, prefix={"groups": 2, "tokens": {"dist": "fixed", "value": 5}, "size": 3}),
+     "workload.prefix.size", "unknown key"),
+])
+def test_bad_prefix_settings_name_their_field(workload, field, words):
+    from sojourn._errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        scenario_from_dict({"workload": workload})
+    assert err.value.field == field and words in err.value.message
+
+
+def test_prefix_caching_must_be_a_boolean():
+    from sojourn._errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        scenario_from_dict({"workload": SYNTH, "serving": {"prefix_caching": "yes please"}})
+    assert err.value.field == "serving.prefix_caching"
