@@ -135,6 +135,8 @@ class SimResult:
     p_miss_unseen: float = 0.0
     #: Misses of batches larger than the fleet serves in one SLA, over all requests (nan: unknown).
     p_miss_oversize: float = math.nan
+    #: Prefix caching where it acts (``_prefix_summary``), else None (and absent from the result).
+    prefix_cache: dict[str, Any] | None = None
     reps: list[ReplicationStats] = field(default_factory=list, repr=False)
     keep_samples: bool = False
 
@@ -159,7 +161,7 @@ class SimResult:
     def to_result(self) -> Result:
         """The tier-independent ``Result`` (``fidelity`` "request"): JSON-ready values, non-finite as None."""
         fin = finite
-        return Result.build(
+        res = Result.build(
             fidelity=self.fidelity,
             p_miss=fin(self.p_miss),
             p_miss_ci=(fin(self.p_miss_ci[0]), fin(self.p_miss_ci[1])),
@@ -208,6 +210,27 @@ class SimResult:
                 for c in self.by_sla_class
             ],
         )
+        return res if self.prefix_cache is None else res.with_values(prefix_cache=self.prefix_cache)
+
+
+def _prefix_summary(reps: list[ReplicationStats]) -> dict[str, Any] | None:
+    """Prefix caching over the measured spans: admissions looked up and their prompt tokens, the
+    share of those tokens found cached (with its 95% interval over the replications, a ratio
+    estimator) and of the admissions with a hit, and the cached blocks evicted. None without it."""
+    ps = [r.prefix for r in reps if r.prefix is not None]
+    if not ps:
+        return None
+    tot = {k: sum(p[k] for p in ps) for k in ps[0]}
+    est, lo, hi = ratio_ci(np.array([p["hit_tokens"] for p in ps], dtype=np.float64),
+                           np.array([p["lookup_tokens"] for p in ps], dtype=np.float64))
+    return {
+        "lookups": tot["lookups"],
+        "lookup_tokens": tot["lookup_tokens"],
+        "hit_rate": finite(est),
+        "hit_rate_ci": [finite(_clip01(lo)), finite(_clip01(hi))],
+        "request_hit_rate": tot["hit_requests"] / tot["lookups"] if tot["lookups"] else None,
+        "evictions": tot["evictions"],
+    }
 
 
 def _per_rep(reps: list[ReplicationStats], f: Callable[[ReplicationStats], float]) -> np.ndarray:
@@ -310,6 +333,7 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
         replications=len(reps), seed=seed, horizon_hours=sim.horizon_hours, warmup_hours=sim.warmup_hours,
         wall_s=wall_s, requests_simulated=sum(r.requests_simulated for r in reps), keep_samples=keep_samples,
         by_sla_class=_by_class(reps, n_eff, unseen) if scenario.workload.sla_classes else [],
+        prefix_cache=_prefix_summary(reps),
         steady_state=_steady_state(scenario, reps, plan),
         load=plan.rho if plan is not None else math.nan,
         p_miss_unseen=unseen,

@@ -140,6 +140,8 @@ class Result(Mapping[str, Any]):
     # -- set by evaluate.run_scenario ----------------------------------------------
     fidelity_requested: str | None = None
     fidelity_note: str | None = None
+    # -- the request tier's, only where prefix caching acts (request.SimResult) ----------
+    prefix_cache: dict[str, Any] | None = None
     # -- bookkeeping -----------------------------------------------------------------
     #: Keys outside the fields above (``from_dict`` of a dict that has them).
     extra: Mapping[str, Any] = field(default_factory=dict)

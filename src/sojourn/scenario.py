@@ -17,7 +17,18 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from sojourn._cache import file_stamp, register
 from sojourn._errors import ConfigError
@@ -30,6 +41,7 @@ __all__ = [
     "Fleet",
     "GenericServer",
     "ModelConfig",
+    "PrefixSharing",
     "FIDELITIES",
     "ROUTERS",
     "SCENARIO_DISCIPLINES",
@@ -82,6 +94,47 @@ class SlaClass(_Strict):
     name: str | None = None
 
 
+class PrefixSharing(_Strict):
+    """Prompts that start with a prefix shared with other requests (system prompts, documents), for
+    the engine's automatic prefix caching (``serving.prefix_caching``; docs/model.md).
+
+    ``source = "synthetic"``: each request draws one of ``groups`` distinct prefixes by
+    ``popularity`` (uniform, or Zipf: group k of 1..groups with weight k^-zipf_exponent) and
+    starts with its first ``tokens`` tokens (a draw, clipped to the prompt) or its first
+    ``share`` x prompt tokens (a share of the prompt, a law on [0, 1]); two requests of one
+    group share the shorter one's prefix. ``source = "trace"``: a Mooncake trace's own
+    ``hash_ids`` (one per 512-token block, chained on the prefix) say what each prompt shares.
+    """
+
+    source: Literal["synthetic", "trace"] = "synthetic"
+    groups: int | None = Field(default=None, ge=1, le=10_000_000)
+    popularity: Literal["uniform", "zipf"] = "uniform"
+    zipf_exponent: float = Field(default=1.0, gt=0, le=10)
+    tokens: DistributionSpec | None = None
+    share: DistributionSpec | None = None
+
+    @model_validator(mode="after")
+    def _form(self) -> PrefixSharing:
+        given = [n for n in ("groups", "tokens", "share") if getattr(self, n) is not None]
+        if self.source == "trace":
+            if given:
+                raise ConfigError(f"workload.prefix.{given[0]}",
+                                  "not used with source = 'trace' (the trace's hash_ids say what is shared); remove it")
+            return self
+        if self.groups is None:
+            raise ConfigError("workload.prefix.groups", "required with source = 'synthetic': the number of distinct "
+                                                        "shared prefixes (allowed: an integer >= 1)")
+        if (self.tokens is None) == (self.share is None):
+            raise ConfigError("workload.prefix.tokens", "give exactly one of tokens (the prefix length, a token "
+                                                        "distribution) and share (its share of the prompt, a law on [0, 1])")
+        if self.share is not None and not float(self.share.ppf(1.0)) <= 1.0:
+            raise ConfigError("workload.prefix.share", f"{self.share.describe()} reaches above 1; allowed: a law on "
+                                                       "[0, 1] (e.g. uniform with high <= 1, or set max = 1)")
+        if self.zipf_exponent != 1.0 and self.popularity != "zipf":  # its default passes: with_updates writes it
+            raise ConfigError("workload.prefix.zipf_exponent", "only used with popularity = 'zipf'; remove it")
+        return self
+
+
 class Workload(_Strict):
     """What arrives: M^X batches with random request sizes, or a replayed trace."""
 
@@ -102,6 +155,17 @@ class Workload(_Strict):
     batch_window_s: float = Field(default=0.0, ge=0)
     #: Mixed SLAs: each batch draws one class; absent means every batch has ``sla_hours``.
     sla_classes: list[SlaClass] | None = None
+    #: Shared prompt prefixes, for prefix caching; absent: no prompt shares anything.
+    prefix: PrefixSharing | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_prefix(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # Absent, the key is left out, so a scenario without it serialises (and fingerprints) as
+        # before prefix caching existed.
+        data = handler(self)
+        if self.prefix is None and isinstance(data, dict):
+            data.pop("prefix", None)
+        return data
 
     @field_validator("rate_profile")
     @classmethod
@@ -115,9 +179,16 @@ class Workload(_Strict):
 
     @model_validator(mode="after")
     def _source(self) -> Workload:
+        if self.prefix is not None and (self.prefix.source == "trace") != (self.trace is not None):
+            raise ConfigError("workload.prefix.source",
+                              "'trace' needs a replayed trace (workload.trace), and a trace replay takes what its "
+                              "prompts share from the trace: allowed: 'trace' with a trace, 'synthetic' without")
         if self.trace is not None:
             if self.format is None:
                 raise ValueError("format: required with trace; allowed: 'azure', 'mooncake'")
+            if self.prefix is not None and self.format != "mooncake":
+                raise ConfigError("workload.prefix.source", f"{self.format!r} traces have no hash_ids; allowed: "
+                                                            "source = 'trace' with format = 'mooncake'")
             # What the replay takes from the trace itself (sla_classes, rate_scale and
             # batch_window_s still apply): a key set here would be silently unused.
             self._reject_unused(
@@ -229,6 +300,17 @@ class Serving(_Strict):
     #: Performance profile: a shipped profile name or a path to a profile file from ``sojourn calibrate``.
     profile: str | None = None
     backend: Literal["vllm", "sglang", "trtllm"] = "vllm"
+    #: Automatic prefix caching (vLLM's --enable-prefix-caching, on by default in V1). It acts only
+    #: on a workload with shared prefixes (``workload.prefix``); None means on.
+    prefix_caching: bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # Unset, the key is left out, so a scenario serialises (and fingerprints) as before it existed.
+        data = handler(self)
+        if self.prefix_caching is None and isinstance(data, dict):
+            data.pop("prefix_caching", None)
+        return data
 
     def check_engine(self) -> None:
         """The rule between settings that an engine replica needs (a generic server reads none of
@@ -378,6 +460,11 @@ class Scenario(_Strict):
     def cost_per_hour(self) -> float:
         """Rent cost of the fleet in $/hour."""
         return self.price_per_gpu_hour * self.fleet.tp * self.fleet.nodes
+
+    @property
+    def prefix_caching(self) -> bool:
+        """Whether the engines cache prefixes: a workload with shared prefixes, and caching not turned off."""
+        return self.workload.prefix is not None and self.serving.prefix_caching is not False
 
     @property
     def sla_seconds(self) -> float:

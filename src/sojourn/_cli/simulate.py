@@ -92,6 +92,21 @@ def _num(x: Any, unit: str = "", digits: int = 4) -> str:
     return f"{x}{(' ' + unit) if unit else ''}"
 
 
+def _prefix_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The prefix cache's row, where prefix caching acts: the request tier's hits, or the share of
+    prompt tokens the fast tier's saturated node found cached."""
+    pc: Mapping[str, Any] = d.get("prefix_cache") or {}
+    share = (d.get("node_capacity") or {}).get("prefix_cached_share")
+    if pc:
+        lo, hi = pc["hit_rate_ci"]
+        return [("prefix cache", f"{_num(pc['hit_rate'])} of prompt tokens cached (95% CI [{_num(lo)}, "
+                                 f"{_num(hi)}]), {_num(pc['request_hit_rate'])} of admissions hit, "
+                                 f"{pc['evictions']} blocks evicted")]
+    if share is not None:
+        return [("prefix cache", f"{_num(share)} of prompt tokens cached on the saturated node")]
+    return []
+
+
 def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
     """A short human summary of a run's ``sojourn.result.Result`` (or its ``to_dict()``), either tier."""
     from sojourn.evaluate import sla_miss_value
@@ -135,6 +150,7 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
                                         f"{d['preemptions']} preemptions"))
         rows.append(("run", f"request tier, {d['replications']} replications of {_num(d['horizon_hours'], 'h')} "
                             f"(seed {d['seed']}), {d['requests_simulated']} requests simulated in {d['wall_s']:.1f} s"))
+    rows += _prefix_rows(d)
     for c in d.get("by_sla_class") or []:
         lo, hi = c["p_miss_ci"]
         rows.append((f"  SLA {_num(c['sla_hours'])} h",

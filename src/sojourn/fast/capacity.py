@@ -106,6 +106,8 @@ class NodeCapacity:
     work_coef: tuple[float, float, float, float, bool] | None = None
     #: Output tokens of the pool requests, aligned with ``works`` (engine nodes).
     outputs: NDArray[np.float64] = field(default_factory=lambda: np.empty(0), repr=False)
+    #: Share of the prompt tokens the saturated node found in its prefix cache (nan: no caching).
+    prefix_cached_share: float = math.nan
     _forecast_keys: dict[float, NDArray[np.float64]] = field(default_factory=dict, repr=False)
 
     def forecast_key(self, sigma: float) -> NDArray[np.float64]:
@@ -218,7 +220,7 @@ class NodeCapacity:
             "measured_requests": self.measured_requests,
             "preemptions": self.preemptions,
             "wall_s": self.wall_s,
-        }
+        } | ({} if math.isnan(self.prefix_cached_share) else {"prefix_cached_share": self.prefix_cached_share})
 
 
 # --- the cache -------------------------------------------------------------------
@@ -254,6 +256,8 @@ def _cache_key(scenario: Any, measure: int) -> str:
         "input": None if wl.input_tokens is None else wl.input_tokens.model_dump(mode="json"),
         "output": None if wl.output_tokens is None else wl.output_tokens.model_dump(mode="json"),
         "trace": None if wl.trace is None else [file_stamp(scenario.path(wl.trace)), wl.format],
+        # Prefix caching: what the prompts share, when the engine caches it (absent otherwise, as before it).
+        **({"prefix": wl.prefix.model_dump(mode="json")} if scenario.prefix_caching else {}),
         "catalogue": None if scenario.catalogue is None else scenario.catalogue.model_dump(mode="json"),
         "catalogue_file": (file_stamp(scenario.path(scenario.catalogue.file))
                            if scenario.catalogue is not None and scenario.catalogue.file else None),
@@ -379,8 +383,11 @@ class _Saturated:
     (131k requests by default), so the measured requests are a plain iid sample of the
     accepted mix; what the measured span records (after ``warm`` completions)."""
 
-    def __init__(self, inp: NDArray[Any], out: NDArray[Any], warm: int, total: int, step_time: Any) -> None:
+    def __init__(self, inp: NDArray[Any], out: NDArray[Any], warm: int, total: int, step_time: Any,
+                 prefixes: _Prefixes | None = None) -> None:
         self.inp, self.out, self.warm, self.total, self.step_time = inp, out, warm, total, step_time
+        self.prefixes = prefixes
+        self.cache_at_warm = (0, 0)  # the engine's prefix-cache (lookup, hit) tokens when measuring starts
         self.n_pool = len(inp)
         self.next_idx = 0
         self.admitted_at: dict[int, float] = {}
@@ -397,9 +404,15 @@ class _Saturated:
         from sojourn.sim.engine import Request
 
         k = self.next_idx % self.n_pool
-        if engine.blocks_for(int(self.inp[k])) > free:
+        if self.prefixes is not None:
+            r = Request(self.next_idx, int(self.inp[k]), int(self.out[k]),
+                        prefix=self.prefixes.of(k, self.next_idx // self.n_pool))
+            if engine.admit_need(r) > free:
+                return None
+        elif engine.blocks_for(int(self.inp[k])) > free:
             return None  # head-of-line blocking, as the central FIFO queue does
-        r = Request(self.next_idx, int(self.inp[k]), int(self.out[k]))
+        else:
+            r = Request(self.next_idx, int(self.inp[k]), int(self.out[k]))
         self.admitted_at[self.next_idx] = engine.now
         self.next_idx += 1
         return r
@@ -427,11 +440,49 @@ class _Saturated:
         started = self.admitted_at.pop(r.rid)
         if self.done == self.warm:
             self.t_start = ev.time
+            if self.prefixes is not None:
+                self.cache_at_warm = self.prefixes.counters()
         elif self.done > self.warm:
             self.latencies.append(ev.time - started)
             self.spans.append((started, ev.time, r.rid))
             self.meas_in.append(r.prompt)
             self.meas_out.append(r.output)
+
+
+class _Prefixes:
+    """The shared prefixes of the pool's requests (``sim.prefix``): drawn once for a synthetic
+    ``workload.prefix`` with a fixed seed, or a trace's hash_ids (offset by each pass through the
+    pool, which shares nothing with the last); and the engine whose cache they fill."""
+
+    def __init__(self, pool: list[Any], stride: int) -> None:
+        self.pool, self.stride = pool, stride
+        self.engine: Any = None
+
+    def of(self, k: int, cycle: int) -> Any:
+        p = self.pool[k]
+        if not cycle or not self.stride:
+            return p
+        off = cycle * self.stride
+        return (tuple(h + off for h in p[0]), p[1], p[2])
+
+    def counters(self) -> tuple[int, int]:
+        c = self.engine.cache
+        return c.query_tokens, c.hit_tokens
+
+
+def _pool_prefixes(scenario: Any, inp: NDArray[Any], ok: NDArray[np.bool_]) -> _Prefixes | None:
+    """The prefixes of the accepted pool (``ok`` of the mix), or None without prefix caching."""
+    if not scenario.prefix_caching:
+        return None
+    from sojourn.sim.workload import MOONCAKE_BLOCK, load_hash_ids, prefix_sampler
+
+    wl = scenario.workload
+    if wl.prefix.source == "trace":
+        ids, stride = load_hash_ids(scenario.path(wl.trace))
+        keep = np.flatnonzero(ok).tolist()
+        return _Prefixes([(ids[i], MOONCAKE_BLOCK, int(inp[i])) for i in keep], stride)
+    draw = prefix_sampler(wl.prefix, np.random.default_rng((MIX_SEED, 11)))
+    return _Prefixes(draw(inp[ok].tolist()), 0)
 
 
 def _engine_mix(scenario: Any, mix: tuple[Any, Any] | None) -> tuple[NDArray[Any], NDArray[Any]]:
@@ -463,9 +514,12 @@ def _engine_capacity(scenario: Any, measure: int, mix: tuple[Any, Any] | None) -
         )
     inp, out = inp_all[ok], out_all[ok]
     warm = max(2_000, 3 * sv.max_num_seqs)
-    run = _Saturated(inp, out, warm, warm + measure, perf.step_time)
+    prefixes = _pool_prefixes(scenario, inp_all, ok) if mix is None else None
+    run = _Saturated(inp, out, warm, warm + measure, perf.step_time, prefixes)
     eng = Engine(perf, perf.kv_capacity_blocks, perf.block_size, sv.max_num_seqs, sv.max_num_batched_tokens,
-                 source=run.source)
+                 source=run.source, prefix_caching=prefixes is not None)
+    if prefixes is not None:
+        prefixes.engine = eng
     drive(eng, run.more, run.on_done, on_plan=run.on_plan)
     return _capacity_from_run(scenario, perf, eng, run, inp, out, reject)
 
@@ -485,6 +539,12 @@ def _capacity_from_run(scenario: Any, perf: Any, eng: Any, run: _Saturated, inp:
     c_pair = (step_time(1, 0, 0, 1e6) - step_time(1, 0, 0, 0.0)) / 1e6  # per attention pair (exact: linear)
     c_ctx = perf.seconds_per_context_token
     c_tok = tok_cost / tok_n if tok_n else 0.0
+    # Prefix caching: a share phi of the prompt tokens was found cached over the measured span, so a
+    # request of I tokens prefills (1 - phi)·I of them after phi·I cached ones: its tokens cost
+    # c_tok·(1 - phi)·I and its attention pairs (1 - phi)·I·phi·I + ((1 - phi)·I)²/2 = (1 - phi²)·I²/2.
+    phi = _cached_share(run)
+    c_tok *= 1.0 - phi
+    c_pair *= 1.0 - phi * phi
     # The shared cost of a step (overhead, weight reads, decode GEMMs) goes to the resource
     # that limits how many requests run: sequence slots, or KV tokens when the cache is full first.
     kv_bound = concurrency < 0.95 * sv.max_num_seqs
@@ -512,8 +572,9 @@ def _capacity_from_run(scenario: Any, perf: Any, eng: Any, run: _Saturated, inp:
         work_mean=float(works.mean()),
         work_var=float(works.var()),
         reject_fraction=reject,
-        source=f"engine: saturated node, {n} completions of the workload mix",
-        analytic_requests_per_s=analytic_node_throughput(perf, inp, out, sv.max_num_seqs),
+        source=f"engine: saturated node, {n} completions of the workload mix"
+               + (f", prefix caching: {phi:.1%} of prompt tokens cached" if run.prefixes is not None else ""),
+        analytic_requests_per_s=analytic_node_throughput(perf, inp, out, sv.max_num_seqs, phi),
         measured_requests=n,
         preemptions=eng.preemptions,
         works=works,
@@ -522,7 +583,17 @@ def _capacity_from_run(scenario: Any, perf: Any, eng: Any, run: _Saturated, inp:
         latency=Latency.from_sample(latencies),
         in_service_work=d_node,
         work_coef=coef,
+        prefix_cached_share=phi if run.prefixes is not None else math.nan,
     )
+
+
+def _cached_share(run: _Saturated) -> float:
+    """Share of the prompt tokens looked up over the measured span that were found cached (0 without caching)."""
+    if run.prefixes is None:
+        return 0.0
+    q0, h0 = run.cache_at_warm
+    q1, h1 = run.prefixes.counters()
+    return (h1 - h0) / (q1 - q0) if q1 > q0 else 0.0
 
 
 def _in_service_at_admission(spans: list[tuple[float, float, int]], works: NDArray[np.float64], n_pool: int) -> float:
@@ -582,15 +653,20 @@ def _share(inp: NDArray[Any], out: NDArray[Any], kv_bound: bool) -> NDArray[np.f
     return o
 
 
-def analytic_node_throughput(perf: Any, inp: NDArray[Any], out: NDArray[Any], max_num_seqs: int) -> float:
+def analytic_node_throughput(perf: Any, inp: NDArray[Any], out: NDArray[Any], max_num_seqs: int,
+                             cached_share: float = 0.0) -> float:
     """Steady-state requests/s of a saturated node from the step-time model alone (a cross-check).
 
     N sequences run (max_num_seqs, or fewer when their KV does not fit: a running
     request holds I + O/2 tokens on average over its O steps, weighted by O);
     each step decodes N tokens and prefills the prompts of the N/E[O] requests that
     complete per step. Throughput = (N/E[O]) / step time. Ignores block rounding,
-    preemption and the jitter of the step composition.
+    preemption and the jitter of the step composition. With prefix caching, a share
+    ``cached_share`` (phi) of each prompt is found cached: (1 - phi)·I tokens are prefilled,
+    with (1 - phi²)·I²/2 attention pairs; the KV that running requests share is still
+    counted once per request (a lower bound on N).
     """
+    phi = float(cached_share)
     i = np.asarray(inp, dtype=np.float64)
     o = np.asarray(out, dtype=np.float64)
     eo = float(o.mean())
@@ -598,10 +674,10 @@ def analytic_node_throughput(perf: Any, inp: NDArray[Any], out: NDArray[Any], ma
     n = min(float(max_num_seqs), perf.kv_capacity_tokens / held)
     per_step = n / eo
     step = perf.step_time(
-        per_step * float(i.mean()),
+        per_step * float(i.mean()) * (1.0 - phi),
         n,
         n * held,
-        per_step * 0.5 * float(np.mean(i * i)),
+        per_step * 0.5 * float(np.mean(i * i)) * (1.0 - phi * phi),
         prefill_done=int(round(per_step)),
     )
     throughput: float = per_step / step

@@ -47,6 +47,15 @@ usual; an interruption (a deadline) during the prefill step does the same, and o
 during the decode part applies the prefill step and stops the run, as for a run
 planned at the step's end. Free blocks only shrink along a run, so ``can_admit``
 answers for the decode part with the blocks free at the step's end.
+
+Automatic prefix caching (``prefix_caching``, ``sim.prefix``) changes admission only
+(``_admit_cached``): a request's cached prefix is counted as computed (its prefill and
+attention start after it), the blocks of that prefix that running requests use are
+shared (``used`` counts every block once), and a request is admitted when the blocks it
+does not share are free (``admit_need``). Freed blocks are reported to the cache
+(``PrefixCache.release``), which follows the engine's allocations lazily, so the decode
+runs, their jumps and the merged plans are those above; with caching off the engine is
+exactly as without it.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sojourn.sim.node import EnginePerf, PlanKind
+from sojourn.sim.prefix import PrefixCache
 
 __all__ = ["Engine", "EngineEvent", "PlanKind", "Request"]
 
@@ -84,9 +94,10 @@ class Request:
         "preemptions",
         "first_token_time",
         "payload",
+        "prefix",
     )
 
-    def __init__(self, rid: int, prompt: int, output: int, payload: Any = None) -> None:
+    def __init__(self, rid: int, prompt: int, output: int, payload: Any = None, prefix: Any = None) -> None:
         self.rid = rid
         self.prompt = prompt
         self.output = output
@@ -104,6 +115,8 @@ class Request:
         self.preemptions = 0
         self.first_token_time = math.nan
         self.payload = payload
+        #: The shared prefix its prompt starts with, ``(ids, seg_tokens, length)`` (``sim.prefix``), or None.
+        self.prefix = prefix
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Request({self.rid}, prompt={self.prompt}, output={self.output}, gen={self.generated})"
@@ -208,6 +221,7 @@ class Engine:
         max_num_batched_tokens: int,
         source: Callable[[Engine, int], Request | None | Literal[False]] | None = None,
         index: int = 0,
+        prefix_caching: bool = False,
     ) -> None:
         if max_num_batched_tokens < 1 or max_num_seqs < 1 or kv_blocks < 1 or block_size < 1:
             raise ValueError("engine sizes must be positive")
@@ -247,6 +261,11 @@ class Engine:
         #: the fleet does; "first_token" events then come with the ``fire()`` that ends
         #: the run (their times, and ``first_token_time``, are exact).
         self.merge_steps = False
+        #: Automatic prefix caching (``sim.prefix``): None when off, the engine then as without it.
+        self.cache: PrefixCache | None = None
+        if prefix_caching:
+            self.cache = PrefixCache(self.total_blocks, self.bs)
+            self._admit = self._admit_cached  # type: ignore[method-assign]
 
     # -- queries ----------------------------------------------------------------
 
@@ -264,6 +283,15 @@ class Engine:
     def fits_ever(self, req: Request) -> bool:
         """A request whose whole sequence cannot fit in an empty cache can never finish."""
         return self.blocks_for(req.prompt + req.output) <= self.total_blocks
+
+    def admit_need(self, req: Request) -> int:
+        """Free blocks ``req`` needs to be admitted now: its blocks, less those of its cached prefix
+        that running requests already use (shared, counted once)."""
+        b = -(-req.target // self.bs)
+        cache = self.cache
+        if cache is None or req.prefix is None:
+            return b
+        return b - cache.shared_in_use(req.prefix, req.target)
 
     def can_admit(self, tokens: int) -> bool:
         """Whether a prompt of ``tokens`` would be admitted at the next step boundary (ignoring budget).
@@ -353,9 +381,13 @@ class Engine:
             self.dec_cbase -= r.enter_ctx - r.enter_step
             self.dec_hist[r.residue] -= 1
             r.generated += step - r.enter_step
+            if self.cache is not None:
+                self.used += self.cache.release(r, -(-(r.enter_ctx + (step - r.enter_step)) // self.bs))
         else:
             self.used -= r.blocks
             del self.prefilling[r]
+            if self.cache is not None:
+                self.used += self.cache.release(r, r.blocks)
         r.blocks = 0
         r.alive = False
         del self.running[r]
@@ -556,6 +588,58 @@ class Engine:
                 done += 1
         return chunks, budget, free, ptok, pairs, done, empty
 
+    def _admit_cached(self, chunks: list[tuple[Request, int]] | None, budget: int, free: int, ptok: int,
+                      pairs: float, done: int) -> tuple[list[tuple[Request, int]] | None, int, int, int, float, int,
+                                                        bool]:
+        """``_admit`` with automatic prefix caching (``sim.prefix``): a request's cached prefix is not
+        prefilled, and its blocks that running requests already use are shared, not allocated again."""
+        empty = False
+        running = self.running
+        bs = self.bs
+        cache = self.cache
+        assert cache is not None
+        total = self.total_blocks
+        waiting, source, max_seqs = self.waiting, self.source, self.max_num_seqs
+        prefilling = self.prefilling
+        index = self.index
+        while budget > 0 and len(running) < max_seqs:
+            if waiting:
+                r = waiting[0]
+                if self.admit_need(r) > free:
+                    break  # head-of-line blocking
+                waiting.popleft()
+            elif source is not None:
+                got = source(self, free)
+                if not got:  # None: nothing queued; False: the head does not fit in free
+                    empty = got is None
+                    break
+                r = got
+            else:
+                break
+            target = r.target
+            b = -(-target // bs)
+            # The blocks allocated so far, this step's decode blocks included (total - free).
+            hit, shared = cache.admit(r, target, total - free)
+            r.blocks = b
+            r.computed = hit
+            r.alive = True
+            r.node = index
+            self.used += b - shared
+            free -= b - shared
+            running[r] = None
+            prefilling[r] = None
+            left = target - hit
+            n = left if left < budget else budget
+            if chunks is None:
+                chunks = []
+            chunks.append((r, n))
+            budget -= n
+            ptok += n
+            pairs += n * (hit + 0.5 * n)
+            if n >= left:
+                done += 1
+        return chunks, budget, free, ptok, pairs, done, empty
+
     def _plan_step(self, chunks: list[tuple[Request, int]], ptok: int, dec_n: int, pairs: float, done: int,
                    empty: bool) -> float:
         """Plan a step with prefill ``chunks`` (merged with the decode steps after it where it can be)."""
@@ -651,7 +735,7 @@ class Engine:
             # Step s1 would try to admit: it must find nothing it could take.
             waiting = self.waiting
             if waiting:
-                if -(-waiting[0].target // bs) <= free1:
+                if self.admit_need(waiting[0]) <= free1:
                     return False
             elif self.source is not None and not empty:
                 return False
@@ -731,6 +815,8 @@ class Engine:
                 if g >= r.output:
                     # As _release(r) of a request not decoding.
                     used -= r.blocks
+                    if self.cache is not None:
+                        used += self.cache.release(r, r.blocks)
                     r.blocks = 0
                     r.alive = False
                     del running[r]
@@ -804,6 +890,7 @@ class Engine:
         self.now = now
         # Completions of decoding sequences at this boundary (stale heap entries dropped).
         if dec_n:
+            cache = self.cache
             pop = heapq.heappop
             while h:
                 s, _, epoch, r = h[0]
@@ -815,7 +902,10 @@ class Engine:
                 pop(h)
                 # As _release(r) of a decoding request.
                 es = r.enter_step
-                used -= -(-(r.enter_ctx + (step - es)) // bs)
+                nb = -(-(r.enter_ctx + (step - es)) // bs)
+                used -= nb
+                if cache is not None:
+                    used += cache.release(r, nb)
                 r.decoding = False
                 dec_n -= 1
                 cbase -= r.enter_ctx - es

@@ -130,6 +130,10 @@ class ReplicationStats:
     queue_bins: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     queue_bins_n: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     queue_halves: tuple[float, float] = (math.nan, math.nan)
+    #: Prefix caching over the measured span, summed over the nodes (``sim.prefix``): admissions
+    #: looked up, their prompt tokens, those with a hit, the tokens found cached, cached blocks
+    #: evicted. None where prefix caching does not act.
+    prefix: dict[str, int] | None = None
 
 
 class FleetSim:
@@ -155,7 +159,9 @@ class FleetSim:
         self._fc_sigma = sigma
         self._fc_rng = np.random.default_rng(fc_seed) if sigma is not None else None
         self._asking: Any = None  # the node whose request for work a discipline is answering
-        self._stream = batch_stream(sc, wl_seed)
+        #: Whether the engines cache prefixes (then each batch carries its requests' prefixes).
+        self.caching = sc.fleet.server is None and sc.prefix_caching
+        self._stream = batch_stream(sc, wl_seed, self.caching)
         sim = sc.simulation
         self.W = sim.warmup_hours * 3600.0
         self.H = sim.horizon_hours * 3600.0
@@ -195,6 +201,7 @@ class FleetSim:
         self._soj = array("d")  # 8 bytes a served request, folded into a histogram past the cap
         self.sojourn_cap: float = EXACT_CAP  # inf: every sojourn kept exact
         self._marks: dict[str, tuple[float, float, int, int]] = {}
+        self._pmarks: dict[str, tuple[int, ...]] = {}  # prefix-cache counters at the marks
         self.completions = 0
         self._missed: list[Batch] = []  # measured batches with a miss, for the episodes
         self.busy_until = float(start_busy_s)
@@ -224,7 +231,8 @@ class FleetSim:
             self.bs = sv.block_size
             kv = perf.kv_capacity_blocks
             self.nodes = [
-                Engine(perf, kv, sv.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, index=i)
+                Engine(perf, kv, sv.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, index=i,
+                       prefix_caching=self.caching)
                 for i in range(n)
             ]
             for node in self.nodes:
@@ -279,6 +287,7 @@ class FleetSim:
         qload = self.qload
 
         peek, take = q.peek, q.take
+        caching = self.caching
 
         def source(node: Any, free: int) -> SimRequest | None | bool:
             now = node.now
@@ -286,10 +295,10 @@ class FleetSim:
             r: SimRequest | None = peek(now)
             if r is None:
                 return None
-            need = r.w
-            if need > free:
+            w = r.w
+            if (node.admit_need(r) if caching else w) > free:  # caching: less a prefix other requests there use
                 return False  # head-of-line blocking (None would say the queue is empty)
-            qload[qi] -= need
+            qload[qi] -= w
             take(r)
             r.state = NODE
             r.start = now
@@ -309,6 +318,9 @@ class FleetSim:
         if ok is None:
             self._asking = node
             head = q.peek(t)
+            if self.caching and head is not None:
+                eng: Any = node  # an engine: a caching node needs the blocks its cached prefix does not cover
+                return node.can_admit(eng.admit_need(head) * self.bs)
             return head is not None and node.can_admit(head.prompt)
         if not ok and node.cut_for_arrival(t):
             self._resched(node)
@@ -440,6 +452,10 @@ class FleetSim:
     # -- events ---------------------------------------------------------------------------
 
     def _next_arrival(self) -> None:
+        if self.caching:  # (t, prompts, outputs, sla, the prompts' prefixes)
+            b = next(self._stream)
+            self._push(b[0], _ARRIVAL, b[1:])
+            return
         t, prompts, outputs, sla = next(self._stream)
         self._push(t, _ARRIVAL, (prompts, outputs, sla))
 
@@ -451,7 +467,7 @@ class FleetSim:
         self._svc_i += 1
         return x
 
-    def _arrive(self, t: float, prompts: list[int], outputs: list[int], sla: float) -> None:
+    def _arrive(self, t: float, prompts: list[int], outputs: list[int], sla: float, prefixes: Any = None) -> None:
         measured = self.W <= t < self.WH
         b = Batch(t, sla, measured)
         size = len(prompts)
@@ -512,6 +528,9 @@ class FleetSim:
             else:
                 r.queue = 0
                 load += w
+        if prefixes is not None:
+            for r, x in zip(reqs, prefixes):
+                r.prefix = x
         if not push and joined:
             queues[0].extend(joined)
             qload[0] += load
@@ -631,6 +650,11 @@ class FleetSim:
             pre += n
         return busy, kv, pre, self.completions
 
+    def _prefix_counters(self) -> tuple[int, ...]:
+        """The nodes' prefix-cache counters, summed (``ReplicationStats.prefix``)."""
+        keys = ("queries", "query_tokens", "hit_requests", "hit_tokens", "evictions")
+        return tuple(sum(getattr(node.cache, k) for node in self.nodes) for k in keys)
+
     #: When set, a long replication reports its progress on stderr under this label.
     progress_label: str | None = None
     #: When set, called with the share of the measured span simulated, every 10% (a progress bar).
@@ -652,6 +676,8 @@ class FleetSim:
                       f"({now - self._wall0:.0f} s)", file=sys.stderr, flush=True)
             return
         self._marks[name] = self._counters(self.now)
+        if self.caching:
+            self._pmarks[name] = self._prefix_counters()
         if name == "end":
             self.marked_end = True
 
@@ -722,6 +748,9 @@ class FleetSim:
         if self.nodes[0].total_blocks:  # a node with a KV cache
             st.kv_utilization = (k1 - k0) / (n * self.nodes[0].total_blocks * H)
         st.preemptions = p1 - p0
+        if self.caching:
+            keys = ("lookups", "lookup_tokens", "hit_requests", "hit_tokens", "evictions")
+            st.prefix = {k: y - x for k, x, y in zip(keys, self._pmarks["start"], self._pmarks["end"])}
         st.completions_in_horizon = c1 - c0
         st.sim_end_s = self.now
         st.requests_simulated = self.rid

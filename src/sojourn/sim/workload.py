@@ -21,25 +21,62 @@ from sojourn._cache import file_stamp, register
 from sojourn._errors import ConfigError
 from sojourn._io import check_input_file, not_utf8
 
-__all__ = ["BatchTuple", "batch_stream", "load_trace", "mean_tokens"]
+__all__ = ["BatchTuple", "MOONCAKE_BLOCK", "batch_stream", "load_hash_ids", "load_trace", "mean_tokens",
+           "prefix_sampler"]
 
 #: One batch: arrival time (s), prompt and output token counts of its requests, SLA (s).
 BatchTuple = tuple[float, list[int], list[int], float]
 #: Draws the SLAs (seconds) of the next n batches.
 SlaSampler = Callable[[int], list[float]]
+#: The shared prefixes of requests of these prompt lengths (``sim.prefix``'s ``(ids, seg_tokens, length)``).
+PrefixSampler = Callable[[list[int]], list[Any]]
+#: Tokens per hash id of a Mooncake trace.
+MOONCAKE_BLOCK = 512
 
 #: Batches drawn per chunk of a synthetic stream; fixed, so a seed fixes the traffic.
 _CHUNK = 256
 
 
-def batch_stream(scenario: Any, seed: np.random.SeedSequence) -> Iterator[BatchTuple]:
-    """The scenario's batches, forever, in time order (empty batches are skipped)."""
+def batch_stream(scenario: Any, seed: np.random.SeedSequence, prefixes: bool = False) -> Iterator[Any]:
+    """The scenario's batches, forever, in time order (empty batches are skipped).
+
+    With ``prefixes`` (a workload with ``prefix``), each batch has a fifth item: the shared
+    prefix of each request (``sim.prefix``), drawn from a sixth stream of the seed, so the
+    other five, and the batches, are those drawn without it.
+    """
     wl = scenario.workload
     gaps, sizes, ins, outs, classes = (np.random.default_rng(s) for s in seed.spawn(5))
     sla = _sla_sampler(scenario, classes)
     if wl.trace is not None:
-        return _trace_batches(scenario, gaps, sla)
-    return _synthetic_batches(wl, gaps, sizes, ins, outs, sla)
+        return _trace_batches(scenario, gaps, sla, prefixes)
+    draw = prefix_sampler(wl.prefix, np.random.default_rng(seed.spawn(1)[0])) if prefixes else None
+    return _synthetic_batches(wl, gaps, sizes, ins, outs, sla, draw)
+
+
+def prefix_sampler(spec: Any, rng: np.random.Generator) -> PrefixSampler:
+    """Draws the shared prefixes of requests of given prompt lengths, for a synthetic ``workload.prefix``:
+    a group by popularity, and the prefix's length (its tokens, or its share of the prompt, within it)."""
+    groups = int(spec.groups)
+    cdf = None
+    if spec.popularity == "zipf" and groups > 1:
+        w = np.arange(1, groups + 1, dtype=np.float64) ** -float(spec.zipf_exponent)
+        cdf = np.cumsum(w)
+        cdf /= cdf[-1]
+
+    def draw(prompts: list[int]) -> list[Any]:
+        n = len(prompts)
+        if cdf is None:
+            g = rng.integers(0, groups, n)
+        else:
+            g = np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), groups - 1)
+        p = np.asarray(prompts, dtype=np.int64)
+        if spec.tokens is not None:
+            length = np.minimum(spec.tokens.sample_int(rng, n), p)
+        else:
+            length = np.floor(np.clip(spec.share.sample(rng, n), 0.0, 1.0) * p).astype(np.int64)
+        return [((k,), m, m) for k, m in zip(g.tolist(), length.tolist())]
+
+    return draw
 
 
 def _sla_sampler(scenario: Any, rng: np.random.Generator) -> SlaSampler:
@@ -64,7 +101,7 @@ def _sla_sampler(scenario: Any, rng: np.random.Generator) -> SlaSampler:
 
 
 def _synthetic_batches(wl: Any, gaps: np.random.Generator, sizes: np.random.Generator, ins: np.random.Generator,
-                       outs: np.random.Generator, sla: SlaSampler) -> Iterator[BatchTuple]:
+                       outs: np.random.Generator, sla: SlaSampler, draw: PrefixSampler | None) -> Iterator[Any]:
     """Poisson batch arrivals, thinned by the hourly profile when one is given."""
     rate = wl.batch_rate_per_hour / 3600.0
     accept = None
@@ -90,6 +127,14 @@ def _synthetic_batches(wl: Any, gaps: np.random.Generator, sizes: np.random.Gene
         ends = np.cumsum(size).tolist()
         times = cand.tolist()
         a = 0
+        if draw is not None:
+            pre = draw(prompts)
+            for i in range(n):
+                b = ends[i]
+                if b > a:
+                    yield times[i], prompts[a:b], outputs[a:b], slas[i], pre[a:b]
+                a = b
+            continue
         for i in range(n):
             b = ends[i]
             if b > a:
@@ -97,15 +142,21 @@ def _synthetic_batches(wl: Any, gaps: np.random.Generator, sizes: np.random.Gene
             a = b
 
 
-def _trace_batches(scenario: Any, gaps: np.random.Generator, sla: SlaSampler) -> Iterator[BatchTuple]:
+def _trace_batches(scenario: Any, gaps: np.random.Generator, sla: SlaSampler, prefixes: bool = False
+                   ) -> Iterator[Any]:
     """A trace replayed cyclically from a random phase, arrivals grouped into windows.
 
     Time is divided by ``rate_scale``. The trace repeats with period span + mean gap,
     starting at a uniformly random point of the cycle (drawn per replication, so
     replications differ); lengths are used as given. With ``batch_window_s = w > 0``
     the requests arriving in each window [k·w, (k+1)·w) form one batch, submitted at
-    the window's end; with w = 0 every request is its own batch.
+    the window's end; with w = 0 every request is its own batch. With ``prefixes``, a
+    fifth item gives each request's shared prefix from the trace's ``hash_ids``, offset by
+    cycle (a repeated trace shares nothing with its earlier cycles).
     """
+    if prefixes:
+        yield from _trace_batches_prefixed(scenario, gaps, sla)
+        return
     wl = scenario.workload
     times, prompts, outputs = load_trace(scenario.path(wl.trace), wl.format)
     times = times / wl.rate_scale
@@ -137,6 +188,85 @@ def _trace_batches(scenario: Any, gaps: np.random.Generator, sla: SlaSampler) ->
                 cur_p, cur_o, cur_k = [], [], win
             cur_p.append(plist[i])
             cur_o.append(olist[i])
+
+
+def _trace_batches_prefixed(scenario: Any, gaps: np.random.Generator, sla: SlaSampler) -> Iterator[Any]:
+    """``_trace_batches`` with each request's shared prefix: its trace hash_ids, offset by cycle."""
+    wl = scenario.workload
+    times, prompts, outputs = load_trace(scenario.path(wl.trace), wl.format)
+    ids, stride = load_hash_ids(scenario.path(wl.trace))
+    times = times / wl.rate_scale
+    n = len(times)
+    period = float(times[-1] - times[0]) * n / (n - 1)
+    times = times - times[0]
+    phase = float(gaps.uniform(0.0, period))
+    w = wl.batch_window_s
+    plist, olist = prompts.tolist(), outputs.tolist()
+    cur: list[tuple[int, int]] = []  # (trace index, cycle) of the current window's requests
+    cur_k = -1
+    k = 0
+
+    def batch(idx: list[tuple[int, int]]) -> tuple[list[int], list[int], list[Any]]:
+        pre = [(tuple(h + c * stride for h in ids[i]) if c else ids[i], MOONCAKE_BLOCK, plist[i]) for i, c in idx]
+        return [plist[i] for i, _ in idx], [olist[i] for i, _ in idx], pre
+
+    while True:
+        t = (times + (k * period - phase)).tolist()
+        for i in range(n):
+            ti = t[i]
+            if ti < 0.0:
+                continue
+            if w <= 0.0:
+                p, o, pre = batch([(i, k)])
+                yield ti, p, o, sla(1)[0], pre
+                continue
+            win = int(ti // w)
+            if win != cur_k:
+                if cur:
+                    p, o, pre = batch(cur)
+                    yield (cur_k + 1) * w, p, o, sla(1)[0], pre
+                cur, cur_k = [], win
+            cur.append((i, k))
+        k += 1
+
+
+def load_hash_ids(path: str | Path) -> tuple[list[tuple[int, ...]], int]:
+    """A Mooncake trace's ``hash_ids`` per request, in the order of ``load_trace`` (by time), and one
+    more than the largest id (the offset of a repeated cycle). ConfigError naming ``workload.prefix``
+    when a record has none."""
+    p = check_input_file(path, "workload.trace")
+    return _load_hash_ids_cached(file_stamp(p))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_hash_ids_cached(stamp: tuple[str, int, int]) -> tuple[list[tuple[int, ...]], int]:
+    p = Path(stamp[0])
+    t, ids = [], []
+    with p.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                t.append(float(rec["timestamp"]))
+                ids.append(tuple(int(h) for h in rec["hash_ids"]))
+            except (ValueError, KeyError, TypeError) as err:
+                raise ConfigError("workload.prefix.source", f"{p}, line {line_no}: no usable hash_ids ({err}); "
+                                  "source = 'trace' needs a mooncake trace with hash_ids") from None
+    where: dict[int, tuple[int, int]] = {}  # id -> (position, the id before it): one of each when chained
+    for line_no, r in enumerate(ids, start=1):
+        for j, h in enumerate(r):
+            if h < 0:
+                raise ConfigError("workload.prefix.source", f"{p}: a hash id is negative; allowed: integers >= 0")
+            if where.setdefault(h, (j, r[j - 1] if j else -1)) != (j, r[j - 1] if j else -1):
+                raise ConfigError("workload.prefix.source", f"{p}: hash id {h} (record {line_no}) follows another "
+                                  "prefix than before: a trace's hash_ids must be chained on the prefix")
+    order = np.argsort(np.array(t), kind="stable").tolist()
+    stride = 1 + max((max(r) for r in ids if r), default=0)
+    return [ids[i] for i in order], stride
+
+
+register("trace hash ids", _load_hash_ids_cached.cache_clear)
 
 
 @functools.lru_cache(maxsize=8)
