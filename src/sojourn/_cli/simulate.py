@@ -164,30 +164,37 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
         rows.append(("steady state", f"{how}; warm-up {_num(ss.get('warmup_hours'))} h, measured "
                                      f"{_num(ss.get('span_hours'))} h, relaxation time {_num(relax)} h"
                      + (f"; {'; '.join(ss['adjusted'])}" if ss.get("adjusted") else "")))
+    rows += _caution_rows(d)
+    rows += _speed_row(d)
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _caution_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The run's cautions and its rejection/cancellation counts, as (label, text) rows."""
+    out: list[tuple[str, str]] = []
     if d.get("steady_state_note"):
-        rows.append(("steady-state caution", d["steady_state_note"]))
+        out.append(("steady-state caution", d["steady_state_note"]))
     if d.get("p_miss_oversize") is not None:
         part = f"{_num(d['p_miss_oversize'], digits=3)} of all requests missed in batches larger than the fleet serves in one SLA"
         if d.get("p_miss_oversize_floor") is not None:
             part += f" (at least {_num(d['p_miss_oversize_floor'], digits=3)} whatever the fleet's state)"
-        rows.append(("oversize batches", part))
+        out.append(("oversize batches", part))
     if d.get("p_miss_fragility") is not None or d.get("fragile"):
         ratio = d.get("p_miss_fragility")
         text = "unstable" if ratio is None else f"x{_num(ratio, digits=3)}"
-        rows.append(("capacity -2%", f"P(miss) {text}" + (": FRAGILE, a 2% capacity error moves it more than 2x"
+        out.append(("capacity -2%", f"P(miss) {text}" + (": FRAGILE, a 2% capacity error moves it more than 2x"
                                                         if d.get("fragile") else "")))
     if d.get("p_miss_note"):
-        rows.append(("P(miss) caution", d["p_miss_note"]))
+        out.append(("P(miss) caution", d["p_miss_note"]))
     if d.get("sojourn_note"):
-        rows.append(("sojourn caution", d["sojourn_note"]))
+        out.append(("sojourn caution", d["sojourn_note"]))
     if d.get("fidelity_note"):
-        rows.append(("note", d["fidelity_note"]))
+        out.append(("note", d["fidelity_note"]))
     for key in ("rejected_by", "cancelled_by"):
         if d.get(key):
-            rows.append((key.replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(d[key].items()))))
-    rows += _speed_row(d)
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+            out.append((key.replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(d[key].items()))))
+    return out
 
 
 def _speed_row(d: Mapping[str, Any]) -> list[tuple[str, str]]:
