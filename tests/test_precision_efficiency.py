@@ -97,3 +97,34 @@ def test_fp8_rows_alone_leave_the_bf16_factor_unfitted():
     assert "eff_compute" not in prof.fit["fitted"]
     assert prof.eff_compute == 0.6  # what the rows cannot see stays as it was
     assert prof.eff_compute_fp8 == pytest.approx(0.44, rel=0.03)
+
+
+# -- calibration marks: a precision the fit never saw is not calibrated ----------------------
+
+
+def test_a_precision_without_rows_is_marked_uncalibrated():
+    from sojourn.perf import calibration_of
+
+    fitted = Profile(gpu="b200", eff_compute_fp8=0.4, eff_compute_fp4=0.3,
+                     fit={"rows_used": 100, "silicon_rows": 100,
+                          "fitted": ["eff_compute_fp8", "eff_compute_fp4", "eff_memory"]})  # fmt: skip
+    assert calibration_of(fitted, "b200", "vllm", "fp8").calibrated
+    assert calibration_of(fitted, "b200", "vllm", "fp4").calibrated
+    bf16 = calibration_of(fitted, "b200", "vllm", "bf16")
+    assert not bf16.calibrated
+    assert "fp8/fp4 models only" in bf16.source and "uncalibrated prior" in bf16.source
+    assert calibration_of(fitted, "b200", "vllm").calibrated  # no precision asked: the GPU's fit
+    bf16_only = replace(fitted, fit={**fitted.fit, "fitted": ["eff_compute", "eff_memory"]})
+    fp8 = calibration_of(bf16_only, "b200", "vllm", "fp8")
+    assert not fp8.calibrated and "bf16's efficiency" in fp8.source
+
+
+def test_shipped_b200_profile_marks_bf16_models_and_the_cli_says_so():
+    from sojourn.catalogue import default_catalogue
+    from sojourn.perf import build_perf_model
+
+    cat = default_catalogue()
+    bf16 = build_perf_model(cat.model("llama-3.1-8b"), cat.gpu("b200"), 1, "bf16")
+    fp8 = build_perf_model(cat.model("llama-3.1-8b"), cat.gpu("b200"), 1, "fp8")
+    assert fp8.calibration.calibrated
+    assert not bf16.calibration.calibrated and "bf16 GEMMs" in bf16.calibration.source

@@ -161,7 +161,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     req_tokens = args.request_tokens or ((args.isl + args.osl) if args.isl else 1024 + 256)
     prof = pm.profile
     prof_src = prof.source + (f" (factors carried over from {prof.carried_from})" if prof.carried_from else "")
-    speed = _speed(prof, gpu.id, serving.backend)
+    speed = _speed(prof, gpu.id, serving.backend, model_cfg.precision)
     out: dict[str, Any] = {
         "model": model.id,
         "gpu": gpu.id,
@@ -220,12 +220,12 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _speed(prof: Any, gpu: str, backend: str) -> dict[str, Any]:
+def _speed(prof: Any, gpu: str, backend: str, precision: str | None = None) -> dict[str, Any]:
     """Whether the step times are fitted on measurements of this GPU and engine (``calibrated``,
     ``calibration``: ``sojourn.perf.calibration_of``), and a ``warning`` where they are not."""
     from sojourn.perf import calibration_of
 
-    cal = calibration_of(prof, gpu, backend)
+    cal = calibration_of(prof, gpu, backend, precision)
     out: dict[str, Any] = {"calibrated": cal.calibrated, "calibration": cal.source}
     if prof.carried_from:
         out["warning"] = (

@@ -39,7 +39,7 @@ import numpy as np
 from sojourn._errors import ConfigError
 from sojourn._io import read_text
 from sojourn.perf._model import PerfModel
-from sojourn.perf._profile import PRIOR, Profile
+from sojourn.perf._profile import PRECISION_PARAM, PRIOR, Profile
 
 __all__ = [
     "BENCH_DEFAULTS",
@@ -133,7 +133,6 @@ FIT_PARAMS: dict[str, tuple[float, float, float]] = {
 }
 DEFAULT_FIT = ("eff_compute", "eff_memory", "step_overhead_s", "seq_overhead_s", "comm_latency_s", "request_overhead_s")
 #: The compute factor each precision's rows pin down (``Profile.compute_efficiency``).
-PRECISION_PARAM = {"bf16": "eff_compute", "fp8": "eff_compute_fp8", "fp4": "eff_compute_fp4"}
 
 
 def default_fit_params(records: Sequence[Any], extra: Sequence[str] = ()) -> tuple[str, ...]:

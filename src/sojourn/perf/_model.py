@@ -383,7 +383,7 @@ class PerfModel:
     @property
     def calibration(self) -> Calibration:
         """Whether this GPU's step-time factors were fitted on its own measurements (``calibration_of``)."""
-        return calibration_of(self.profile, self.gpu.id)
+        return calibration_of(self.profile, self.gpu.id, precision=self.precision)
 
     def describe(self) -> dict[str, Any]:
         prof = self.profile

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CARRY_OVER",
+    "PRECISION_PARAM",
     "PRIOR",
     "Calibration",
     "Profile",
@@ -35,6 +36,10 @@ __all__ = [
     "scenario_calibration",
     "shipped_profiles",
 ]
+
+
+#: The profile field holding each precision's GEMM efficiency (``Profile.compute_efficiency``).
+PRECISION_PARAM = {"bf16": "eff_compute", "fp8": "eff_compute_fp8", "fp4": "eff_compute_fp4"}
 
 
 @dataclass(frozen=True)
@@ -223,13 +228,15 @@ def carried_origin(source: Any) -> str | None:
     return source[len(_CARRIED):].split(" (", 1)[0].strip() or None
 
 
-def calibration_of(profile: Profile, gpu: str, backend: str | None = None) -> Calibration:
+def calibration_of(profile: Profile, gpu: str, backend: str | None = None,
+                   precision: str | None = None) -> Calibration:
     """Whether ``profile``'s factors were fitted on measurements of ``gpu`` itself, with its engine.
 
     Not calibrated: factors carried over from another GPU (``carried_from``, or a profile
     of another GPU named in ``serving.profile``) or from another engine than ``backend``
-    (default: the profile's own), and a profile with no fit behind it (the uncalibrated
-    prior, a hand-written file).
+    (default: the profile's own), a profile with no fit behind it (the uncalibrated
+    prior, a hand-written file), and, given a ``precision``, a fit whose rows held none of
+    that precision (its GEMM efficiency is then another precision's, or the prior's).
     """
     backend = backend or profile.backend
     fit = profile.fit if isinstance(profile.fit, dict) else {}
@@ -247,6 +254,9 @@ def calibration_of(profile: Profile, gpu: str, backend: str | None = None) -> Ca
     if engine:
         return Calibration(False, f"carried over from {gpu} {engine} (fitted on {rows} {kind}): "
                                   f"no {gpu} {backend} measurements")
+    unmeasured = _unmeasured_precision(fit, precision)
+    if unmeasured:
+        return Calibration(False, f"fitted on {rows} {gpu} {kind} ({backend}), {unmeasured}")
     notes = [backend]
     if not silicon:
         notes.append("no end-to-end check")
@@ -255,10 +265,24 @@ def calibration_of(profile: Profile, gpu: str, backend: str | None = None) -> Ca
     return Calibration(True, f"fitted on {rows} {gpu} {kind} ({'; '.join(notes)})")
 
 
+def _unmeasured_precision(fit: dict[str, Any], precision: str | None) -> str:
+    """Why a fit says nothing of ``precision``'s GEMMs (its rows held other precisions), or ''."""
+    fitted = fit.get("fitted")
+    if precision is None or not fitted or PRECISION_PARAM.get(precision) in fitted:
+        return ""
+    measured = [p for p, name in PRECISION_PARAM.items() if name in fitted]
+    if not measured:
+        return ""
+    wider = {"fp4": ["fp8", "bf16"], "fp8": ["bf16"]}.get(precision, [])
+    used = next((p for p in wider if p in measured), None)
+    whose = f"{used}'s" if used else "the uncalibrated prior's"
+    return f"on {'/'.join(measured)} models only: {precision} GEMMs use {whose} efficiency"
+
+
 def calibration(gpu: str, backend: str = "vllm", profile: str | Profile | None = None,
-                base_dir: str | Path = ".") -> Calibration:
+                base_dir: str | Path = ".", precision: str | None = None) -> Calibration:
     """``calibration_of`` the profile that ``build_perf_model`` gives a replica of ``gpu`` (a catalogue id)."""
-    return calibration_of(resolve_profile(gpu, backend, profile, base_dir), gpu, backend)
+    return calibration_of(resolve_profile(gpu, backend, profile, base_dir), gpu, backend, precision)
 
 
 def scenario_calibration(scenario: Any) -> Calibration:
@@ -266,7 +290,7 @@ def scenario_calibration(scenario: Any) -> Calibration:
     if scenario.fleet.server is not None:
         return Calibration(True, "generic server: the service time the scenario gives")
     sv = scenario.serving
-    return calibration(scenario.gpu_spec().id, sv.backend, sv.profile, scenario.base_dir)
+    return calibration(scenario.gpu_spec().id, sv.backend, sv.profile, scenario.base_dir, scenario.model.precision)
 
 
 def _from_dict(data: dict[str, Any], where: str) -> Profile:

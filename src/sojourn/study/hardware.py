@@ -49,7 +49,7 @@ def _calibration(scenario: Any, gpu: str | None = None) -> dict[str, Any]:
         cal = scenario_calibration(scenario)
     else:
         sv = scenario.serving
-        cal = calibration(gpu, sv.backend, sv.profile, scenario.base_dir)
+        cal = calibration(gpu, sv.backend, sv.profile, scenario.base_dir, scenario.model.precision)
     return {"calibrated": cal.calibrated, "calibration": cal.source}
 
 
