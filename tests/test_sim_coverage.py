@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sojourn.disciplines import DISCIPLINES
 from sojourn.request import SOJOURN_NOTE_SHARE, simulate, summarise
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim.disciplines import DISCIPLINES
 from sojourn.sim.fleet import CANCELLED, DONE, NODE, QUEUED, REJECTED, FleetSim, ReplicationStats
 from sojourn.sim.workload import batch_stream
 from test_sim_fleet import CheckedFleet, _update, engine_scenario

@@ -34,11 +34,18 @@ __all__ = [
     "CHECK_KEYS",
     "COMMON_KEYS",
     "FAST_ONLY",
+    "FIDELITIES",
     "REQUEST_ONLY",
     "Result",
     "finite",
     "storable",
 ]
+
+#: The fidelity tiers a run may ask for (``scenario``'s ``simulation.fidelity``, ``evaluate``, the CLI's
+#: ``--fidelity``): the one list of them. Here, in the base layer, so that the CLI's parser reads it
+#: without importing the scenario schema; a result's ``fidelity`` is the tier that ran ("fast",
+#: "request") or "check".
+FIDELITIES = ("fast", "request", "auto")
 
 #: A 95% interval, ends None where not finite.
 Interval = tuple[float | None, float | None]

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from sojourn.disciplines import QueueContext, make_discipline
 from sojourn.sim._sojourns import EXACT_CAP, LogHistogram
-from sojourn.sim.disciplines import QueueContext, make_discipline
 from sojourn.sim.driver import wake
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.generic import GenericNode
