@@ -66,10 +66,11 @@ class Recording(FleetSim):
         super().__init__(*args)
         self.done: list[tuple[float, float, int]] = []
 
-    def _complete(self, r, t: float) -> None:
+    def _complete(self, ev) -> None:
+        r = ev.request
         if r.state == NODE:
-            self.done.append((r.batch.arrival, t, r.node))
-        super()._complete(r, t)
+            self.done.append((r.batch.arrival, ev.time, r.node))
+        super()._complete(ev)
 
 
 def fixed_run(d: dict, batches: list[tuple], cls=Recording, services: list[float] | None = None):
