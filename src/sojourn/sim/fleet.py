@@ -226,7 +226,7 @@ class FleetSim:
             ]
             for node in self.nodes:
                 node.first_token_events = False  # the fleet only reads completions
-                node.merge_steps = True  # prefill step + decode run as one event (_poke, _can_take)
+                node.merge_steps = True  # prefill step + decode run as one event (the driver's poke, _can_take)
             predict, estimate = _engine_predictors(sc, perf, self)
         return predict, estimate
 
