@@ -222,7 +222,8 @@ def worker(data: dict[str, Any]) -> dict[str, Any]:
     return {
         "cpu_s": cpu,
         "requests": st.requests_simulated,
-        "events": getattr(sim, "_count", 0),  # events pushed on the fleet's heap
+        # events pushed on the fleet's heap (the driver's, sim.sched, since the one engine driver)
+        "events": getattr(getattr(sim, "sched", None), "count", None) or getattr(sim, "_count", 0),
         "steps": sum(getattr(n, "steps_done", 0) for n in sim.nodes),
         "preemptions": sum(getattr(n, "preemptions", 0) for n in sim.nodes),
         "rejected": st.rejected,  # measured requests only (as the estimator counts them)

@@ -38,7 +38,8 @@ PACKAGE = "sojourn"
 LAYERS: list[tuple[str, frozenset[str]]] = [
     ("base", frozenset({"sojourn", "sojourn._errors", "sojourn._io", "sojourn._progress", "sojourn._interrupt",
                        "sojourn.result", "sojourn._cache"})),
-    ("maths", frozenset({"sojourn.distributions", "sojourn.stats", "sojourn.steady", "sojourn.analytic"})),
+    ("maths", frozenset({"sojourn.distributions", "sojourn.disciplines", "sojourn.stats", "sojourn.steady",
+                        "sojourn.analytic"})),
     ("catalogue", frozenset({"sojourn.catalogue"})),
     ("perf", frozenset({"sojourn.perf"})),
     ("scenario", frozenset({"sojourn.scenario"})),
@@ -440,7 +441,7 @@ def test_loading_a_study_leaves_optunas_verbosity_to_the_caller(tmp_path):
 
 
 def test_the_cli_offers_exactly_the_schemas_fidelities():
-    """`simulate --fidelity` lists the tiers by hand (the parser imports no schema): held equal here."""
+    """`simulate --fidelity` offers the one list of tiers (``result.FIDELITIES``, which the schema re-exports)."""
     import argparse
 
     from sojourn.cli import build_parser

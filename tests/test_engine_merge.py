@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from sojourn.scenario import SCENARIO_DISCIPLINES, scenario_from_dict
 from sojourn.sim.engine import Engine, Request
-from sojourn.sim.fleet import FleetSim
+from sojourn.sim.fleet import NODE, FleetSim
 from test_engine import PERF, reference, workload
 from test_sim_fleet import ROUTERS, engine_scenario
 
@@ -174,6 +174,7 @@ class Recorder(FleetSim):
         self.first: dict[int, float] = {}
         self.outcome: dict[int, str] = {}
         self.counts: Counter[str] = Counter()
+        self._count_driver()
         for node in self.nodes:
             src = node.source
 
@@ -185,10 +186,12 @@ class Recorder(FleetSim):
 
             node.source = counted
 
-    def _complete(self, r, t: float) -> None:
-        self.done[r.rid] = t
-        self.first[r.rid] = r.first_token_time
-        super()._complete(r, t)
+    def _complete(self, ev) -> None:
+        r = ev.request
+        if r.state == NODE:
+            self.done[r.rid] = ev.time
+            self.first[r.rid] = r.first_token_time
+        super()._complete(ev)
 
     def _cancel(self, r, reason: str) -> None:
         self.outcome[r.rid] = reason
@@ -198,19 +201,26 @@ class Recorder(FleetSim):
         self.outcome[r.rid] = reason
         super()._reject(r, reason)
 
-    def _fire(self, i: int) -> None:
-        self.counts[self.nodes[i].plan_.kind] += 1
-        super()._fire(i)
+    def _count_driver(self) -> None:
+        """Count the driver's fires by plan kind, its reschedules (cuts) and pokes into a "steprun"."""
+        s = self.sched
+        fire, resched, poke = s.fire, s.resched, s.poke
 
-    def _resched(self, node) -> None:
-        self.counts["cut"] += 1
-        super()._resched(node)
+        def counted_fire(i: int) -> None:
+            self.counts[self.nodes[i].plan_.kind] += 1
+            fire(i)
 
-    def _poke(self, node, t: float) -> None:
-        p = node.plan_
-        if p.kind == "steprun":
-            self.counts["poke_in_prefill" if t < p.mid else "poke_in_run"] += 1
-        super()._poke(node, t)
+        def counted_resched(node) -> None:
+            self.counts["cut"] += 1
+            resched(node)
+
+        def counted_poke(node, t: float, let_in=None) -> bool:
+            p = node.plan_
+            if p.kind == "steprun":
+                self.counts["poke_in_prefill" if t < p.mid else "poke_in_run"] += 1
+            return poke(node, t, let_in)
+
+        s.fire, s.resched, s.poke = counted_fire, counted_resched, counted_poke
 
 
 def run_both(d: dict, seed: int):

@@ -4,7 +4,7 @@ Both node kinds are ``Node``s (structurally, checked with ``isinstance``), and e
 questions the fleet asks answers what the node is doing: at a boundary or not, whether it
 may take work, its next event, its load and its counters, on an engine through every kind
 of plan (a prefill step, a decode run, a prefill step merged with the decode run after it)
-and on a c-slot server. The single-node driver (``sim.driver``) runs either kind, and the
+and on a c-slot server. The engine driver (``sim.driver``) runs either kind alone, and the
 engine's performance model is an ``EnginePerf`` whose package never imports the simulator.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from sojourn.scenario import scenario_from_dict
 from sojourn.sim import EnginePerf, GenericNode, Node, PlanKind
-from sojourn.sim.driver import drive, wake
+from sojourn.sim.driver import Scheduler, drive, wake
 from sojourn.sim.engine import Engine, Request
 from test_sim_fleet import engine_scenario
 
@@ -134,6 +134,39 @@ def test_the_driver_runs_either_kind_with_outside_arrivals(kind):
     assert times == sorted(times) and times[-1] > 5.0  # the last arrived at 5 s and ran after it
     if kind == "generic":  # one slot, one second each, in arrival order
         assert done == [(0, 1.0), (1, 2.0), (2, 3.0), (3, 6.0)]
+
+
+def test_arrivals_during_a_step_that_is_never_cut_join_at_its_end_in_order():
+    # A 500-token prefill step (never cut); two arrivals inside it and one after it. The two wait
+    # for its end, join in their order as the next step is planned, and keep their own times.
+    node = engine()
+    node.enqueue(Job(0, 500, 4))
+    end = node.plan()
+    node.interrupt(0.0)  # drop the plan: drive plans from the boundary itself
+    seen: list[tuple[float, float, bool]] = []  # (arrival, node clock, node at a boundary then)
+    plans: list[tuple[float, float]] = []
+    jobs = iter(Job(i, 20, 3) for i in range(1, 4))
+
+    def arrive(t: float) -> None:
+        seen.append((t, node.now, node.at_boundary()))
+        node.enqueue(next(jobs))
+
+    done: list[int] = []
+    arrivals = [end / 3, end / 2, 2 * end]
+    drive(node, lambda: len(done) < 4, lambda ev: done.append(ev.request.rid), arrivals=arrivals,
+          on_arrival=arrive, on_plan=lambda n, e: plans.append((n.now, e)))
+    assert arrivals == [] and sorted(done) == [0, 1, 2, 3]
+    assert [t for t, _, _ in seen] == [end / 3, end / 2, 2 * end]
+    assert seen[0][1] == seen[1][1] == pytest.approx(end) and all(b for _, _, b in seen)
+    assert plans[0] == (0.0, pytest.approx(end))  # the prefill step fired whole, where it was planned
+    assert all(e > t for t, e in plans) and [t for t, _ in plans] == sorted(t for t, _ in plans)
+
+
+def test_a_scheduler_indexes_its_nodes_in_order():
+    with pytest.raises(ValueError, match="index"):
+        Scheduler([GenericNode(1, index=1)], lambda ev: None)
+    s = Scheduler([GenericNode(1, index=0), GenericNode(1, index=1)], lambda ev: None)
+    assert s.sched == [math.inf, math.inf] and not s.heap
 
 
 def test_the_driver_stops_when_the_node_idles_with_work_expected():

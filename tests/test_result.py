@@ -27,7 +27,10 @@ from sojourn.result import (
     CHECK_KEYS,
     COMMON_KEYS,
     FAST_ONLY,
+    FAST_ORDER,
     REQUEST_ONLY,
+    REQUEST_ORDER,
+    Estimate,
     Result,
     finite,
     storable,
@@ -140,6 +143,17 @@ def test_both_tiers_share_the_common_keys_and_add_their_own():
     assert isinstance(sim, SimResult) and isinstance(fr, FastResult)
     assert list(sim.to_result()) == list(s["request"])[:-1] and sim.to_dict() == sim.to_result().to_dict()
     assert list(fr.to_result()) == list(s["fast"])[:-1] and dict(fr) == fr.to_dict() == fr.to_result().to_dict()
+
+
+def test_both_tiers_build_through_one_estimate_whose_order_must_name_every_value():
+    s = results()
+    assert issubclass(SimResult, Estimate) and issubclass(FastResult, Estimate)
+    assert list(s["request"])[:-1] == list(REQUEST_ORDER) and list(s["fast"])[:-1] == list(FAST_ORDER)
+    fr = fast_simulate(mm1(0.8))
+    with pytest.raises(ValueError, match="p_miss_best"):  # an order that leaves a value out
+        fr.result(tuple(k for k in FAST_ORDER if k != "p_miss_best"), fin=("p_miss_best",))
+    with pytest.raises(ValueError, match="seed"):  # a value the order has no place for
+        fr.result(FAST_ORDER + ("seed",))
 
 
 def test_a_fast_result_rebuilds_its_mapping_when_a_field_is_set():

@@ -57,6 +57,13 @@ class Audited(FleetSim):
         super().__init__(scenario, seed)
         for qi, q in enumerate(self.queues):
             q.push = self._recording_push(q.push, qi)
+        fire = self.sched.fire  # a node's step end, fired by the driver: audited after it
+
+        def audited_fire(i):
+            fire(i)
+            self._audit()
+
+        self.sched.fire = audited_fire
 
     def _recording_push(self, push, qi):
         def recorded(r):
@@ -81,10 +88,10 @@ class Audited(FleetSim):
         assert r.rid not in self.outcome, f"request {r.rid} {what} after being {self.outcome.get(r.rid)}"
         self.outcome[r.rid] = what
 
-    def _complete(self, r, t):
-        assert r.state == NODE
-        self._settle(r, "done")
-        super()._complete(r, t)
+    def _complete(self, ev):
+        if ev.request.state == NODE:  # else cancelled while its last step ran: the fleet ignores it
+            self._settle(ev.request, "done")
+        super()._complete(ev)
 
     def _reject(self, r, reason):
         self._settle(r, "rejected")
@@ -116,17 +123,13 @@ class Audited(FleetSim):
                 loads[qi] += 1 if self.generic else -(-by_rid[rid][0] // self.bs)
         self._audit()
 
-    def _fire(self, i):
-        super()._fire(i)
-        self._audit()
-
     def _expire(self, t):
         super()._expire(t)
         self._audit()
 
     def _audit(self) -> None:
-        if self.now < self.busy_until:
-            return
+        if self.now < self.busy_until or self.sched.stopped:
+            return  # the backlog's span; or the run is over (its last step end plans no more)
         for i, node in enumerate(self.nodes):
             q = self.queues[i if self.push_routing else 0]
             room = node.busy < node.c if self.generic else node.plan_.kind == "idle"

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sojourn.disciplines import DISCIPLINES
 from sojourn.request import SOJOURN_NOTE_SHARE, simulate, summarise
 from sojourn.scenario import scenario_from_dict
-from sojourn.sim.disciplines import DISCIPLINES
 from sojourn.sim.fleet import CANCELLED, DONE, NODE, QUEUED, REJECTED, FleetSim, ReplicationStats
 from sojourn.sim.workload import batch_stream
 from test_sim_fleet import CheckedFleet, _update, engine_scenario
@@ -66,10 +66,11 @@ class Recording(FleetSim):
         super().__init__(*args)
         self.done: list[tuple[float, float, int]] = []
 
-    def _complete(self, r, t: float) -> None:
+    def _complete(self, ev) -> None:
+        r = ev.request
         if r.state == NODE:
-            self.done.append((r.batch.arrival, t, r.node))
-        super()._complete(r, t)
+            self.done.append((r.batch.arrival, ev.time, r.node))
+        super()._complete(ev)
 
 
 def fixed_run(d: dict, batches: list[tuple], cls=Recording, services: list[float] | None = None):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 
 import numpy as np
 import pytest
 
+from sojourn.disciplines import DISCIPLINES, Discipline, QueueContext, make_discipline
+from sojourn.fast import FAST_DISCIPLINES
 from sojourn.scenario import SCENARIO_DISCIPLINES
-from sojourn.sim.disciplines import DISCIPLINES, Discipline, QueueContext, make_discipline
 
 
 class Req:
@@ -35,8 +37,22 @@ def ctx(**kw):
     return QueueContext(predict=lambda r: 0.01 * r.prompt, **kw)
 
 
-def test_scenario_names_match_the_plugins():
-    assert set(SCENARIO_DISCIPLINES) == set(DISCIPLINES)
+def _concrete(cls):
+    """The public disciplines below ``cls`` (a private one, such as ``_Keyed``, is a shared base)."""
+    for sub in cls.__subclasses__():
+        if not inspect.isabstract(sub) and not sub.__name__.startswith("_"):
+            yield sub
+        yield from _concrete(sub)
+
+
+def test_every_discipline_is_registered_and_offered_by_the_schema():
+    """A ``Discipline`` subclass left out of ``DISCIPLINES`` would be unreachable; the schema and
+    the fast tier read their names off the registry (the fast tier a subset, by hand)."""
+    classes = set(_concrete(Discipline))
+    assert classes == set(DISCIPLINES.values())
+    assert all(DISCIPLINES[cls.name] is cls for cls in classes)
+    assert SCENARIO_DISCIPLINES == tuple(DISCIPLINES)
+    assert set(FAST_DISCIPLINES) < set(DISCIPLINES)
 
 
 @pytest.mark.parametrize("name", sorted(DISCIPLINES))

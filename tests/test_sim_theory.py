@@ -32,7 +32,7 @@ from sojourn.analytic import (
 )
 from sojourn.request import simulate, summarise
 from sojourn.scenario import Scenario, scenario_from_dict
-from sojourn.sim.fleet import FleetSim
+from sojourn.sim.fleet import NODE, FleetSim
 
 
 def generic(
@@ -190,10 +190,11 @@ class _CountingSim(FleetSim):
         self.n_sys += len(prompts)
         super()._arrive(t, prompts, outputs, sla)
 
-    def _complete(self, r, t):
-        self._tick(t)
-        self.n_sys -= 1
-        super()._complete(r, t)
+    def _complete(self, ev):
+        if ev.request.state == NODE:  # else cancelled while its last step ran: the fleet ignores it
+            self._tick(ev.time)
+            self.n_sys -= 1
+        super()._complete(ev)
 
 
 def test_littles_law_on_simulator_outputs():

@@ -45,7 +45,7 @@ import numpy as np
 
 from sojourn._errors import ConfigError
 from sojourn.fast.start import StartPlan, plan_start
-from sojourn.result import Result, finite
+from sojourn.result import REQUEST_ORDER, Estimate, Result, finite
 from sojourn.sim._sojourns import POOL_CAP, LogHistogram, pooled_quantiles
 from sojourn.sim.fleet import ReplicationStats, check_scenario, run_replication
 from sojourn.stats import (
@@ -71,8 +71,8 @@ def _clip01(x: float) -> float:
     return min(max(x, 0.0), 1.0) if math.isfinite(x) else x
 
 
-@dataclass
-class SimResult:
+@dataclass(kw_only=True)
+class SimResult(Estimate):
     """The request-level estimate of a scenario; ``to_dict()`` is the JSON the CLI prints.
 
     Counts are totals over the replications' measured requests (batch arrived in the
@@ -81,60 +81,29 @@ class SimResult:
     measured requests, an unserved one counting as S = inf (None in JSON); means
     (sojourn, and wait = start of service minus batch arrival) are over completed
     requests. Throughput counts completions in the horizon; busy and KV fractions
-    are time averages over it, per node.
+    are time averages over it, per node. The fields both tiers share are ``Estimate``'s.
     """
 
-    p_miss: float
-    p_miss_ci: tuple[float, float]
-    p_miss_upper: float
-    batch_miss: float
     batch_miss_ci: tuple[float, float]
-    sojourn_mean_s: float
-    sojourn_mean_ci: tuple[float, float]
-    sojourn_p50_s: float
-    sojourn_p90_s: float
-    sojourn_p99_s: float
-    wait_mean_s: float
-    wait_mean_ci: tuple[float, float]
-    throughput_rps: float
-    requests_arrived: int
-    requests_completed: int
-    requests_rejected: int
-    requests_cancelled: int
     requests_in_system: int
     rejected_by: dict[str, int]
     cancelled_by: dict[str, int]
     preemptions: int
     kv_utilization: float
     busy_fraction: float
-    cost_per_hour: float
     sla_hours: float
-    replications: int
     seed: int
-    horizon_hours: float
     warmup_hours: float
-    wall_s: float
     requests_simulated: int
     fidelity: str = "request"
-    #: Congestion episodes the misses came in, and their effective number (Σm)²/Σm² (``fleet``).
-    miss_episodes: int = 0
-    miss_episodes_effective: float = 0.0
-    #: Set when the interval cannot be trusted at its nominal 95% (too few episodes).
-    p_miss_note: str = ""
     #: Share of measured requests not completed (in system at the end, cancelled or rejected).
     sojourn_unfinished_share: float = 0.0
     #: Set when that share reaches SOJOURN_NOTE_SHARE: the means are of completed requests only.
     sojourn_note: str = ""
     #: Per SLA class (mixed-SLA workloads): hours, requests, P(miss) and its 95% interval.
     by_sla_class: list[dict[str, Any]] = field(default_factory=list)
-    #: How the run reached steady state, and whether its output says it did (``sojourn.steady``).
-    steady_state: SteadyState | None = None
     #: Offered load over the fleet's capacity where the run measured it (nan otherwise).
     load: float = math.nan
-    #: Share of requests in batches larger than any the sample holds (added to ``p_miss_upper``).
-    p_miss_unseen: float = 0.0
-    #: Misses of batches larger than the fleet serves in one SLA, over all requests (nan: unknown).
-    p_miss_oversize: float = math.nan
     #: Prefix caching where it acts (``_prefix_summary``), else None (and absent from the result).
     prefix_cache: dict[str, Any] | None = None
     reps: list[ReplicationStats] = field(default_factory=list, repr=False)
@@ -161,50 +130,15 @@ class SimResult:
     def to_result(self) -> Result:
         """The tier-independent ``Result`` (``fidelity`` "request"): JSON-ready values, non-finite as None."""
         fin = finite
-        res = Result.build(
-            fidelity=self.fidelity,
-            p_miss=fin(self.p_miss),
-            p_miss_ci=(fin(self.p_miss_ci[0]), fin(self.p_miss_ci[1])),
-            p_miss_upper=fin(self.p_miss_upper),
-            miss_episodes=self.miss_episodes,
-            miss_episodes_effective=fin(self.miss_episodes_effective),
-            p_miss_note=self.p_miss_note,
-            batch_miss=fin(self.batch_miss),
+        res = self.result(
+            REQUEST_ORDER,
+            fin=("sojourn_unfinished_share", "kv_utilization", "busy_fraction", "load"),
+            copy=("fidelity", "sojourn_note", "requests_in_system", "preemptions", "sla_hours", "seed",
+                  "warmup_hours", "requests_simulated"),
             batch_miss_ci=(fin(self.batch_miss_ci[0]), fin(self.batch_miss_ci[1])),
-            sojourn_mean_s=fin(self.sojourn_mean_s),
-            sojourn_mean_ci=(fin(self.sojourn_mean_ci[0]), fin(self.sojourn_mean_ci[1])),
-            sojourn_p50_s=fin(self.sojourn_p50_s),
-            sojourn_p90_s=fin(self.sojourn_p90_s),
-            sojourn_p99_s=fin(self.sojourn_p99_s),
-            sojourn_unfinished_share=fin(self.sojourn_unfinished_share),
-            sojourn_note=self.sojourn_note,
-            wait_mean_s=fin(self.wait_mean_s),
-            wait_mean_ci=(fin(self.wait_mean_ci[0]), fin(self.wait_mean_ci[1])),
-            throughput_rps=fin(self.throughput_rps),
-            requests_arrived=self.requests_arrived,
-            requests_completed=self.requests_completed,
-            requests_rejected=self.requests_rejected,
-            requests_cancelled=self.requests_cancelled,
-            requests_in_system=self.requests_in_system,
             rejected_by=dict(self.rejected_by),
             cancelled_by=dict(self.cancelled_by),
-            preemptions=self.preemptions,
-            kv_utilization=fin(self.kv_utilization),
-            busy_fraction=fin(self.busy_fraction),
-            cost_per_hour=fin(self.cost_per_hour),
-            sla_hours=self.sla_hours,
-            replications=self.replications,
-            seed=self.seed,
-            horizon_hours=self.horizon_hours,
-            warmup_hours=self.warmup_hours,
-            requests_simulated=self.requests_simulated,
-            wall_s=self.wall_s,
-            load=fin(self.load),
             stable=None if math.isnan(self.load) else bool(self.load < 1.0),
-            p_miss_unseen=fin(self.p_miss_unseen),
-            p_miss_oversize=fin(self.p_miss_oversize),
-            steady_state=self.steady_state.to_dict() if self.steady_state else None,
-            steady_state_note=self.steady_state.note if self.steady_state else "",
             by_sla_class=[
                 {**c, "p_miss": fin(c["p_miss"]), "p_miss_ci": [fin(x) for x in c["p_miss_ci"]]}
                 for c in self.by_sla_class

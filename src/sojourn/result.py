@@ -5,7 +5,10 @@ every served request, is None), typed, with the keys of its tier in the order th
 prints them. Three tiers build one:
 
 * ``request`` (``request.SimResult.to_result``) and ``fast`` (``fast.FastResult.to_result``)
-  share ``COMMON_KEYS``; each adds its own (``REQUEST_ONLY``, ``FAST_ONLY``);
+  share ``COMMON_KEYS``; each adds its own (``REQUEST_ONLY``, ``FAST_ONLY``). Both are
+  ``Estimate``s: the fields they share are declared once there, and so is how they become
+  JSON-ready (``Estimate.result``); each tier adds its own fields and values, and its key
+  order (``REQUEST_ORDER``, ``FAST_ORDER``);
 * ``check``: a configuration a study settled without simulating (every request misses,
   ``study.runner.pessimistic_result``) has ``CHECK_KEYS`` only, and its infinities are
   exact, so they stay ``inf`` rather than None.
@@ -34,11 +37,21 @@ __all__ = [
     "CHECK_KEYS",
     "COMMON_KEYS",
     "FAST_ONLY",
+    "FAST_ORDER",
+    "FIDELITIES",
     "REQUEST_ONLY",
+    "REQUEST_ORDER",
+    "Estimate",
     "Result",
     "finite",
     "storable",
 ]
+
+#: The fidelity tiers a run may ask for (``scenario``'s ``simulation.fidelity``, ``evaluate``, the CLI's
+#: ``--fidelity``): the one list of them. Here, in the base layer, so that the CLI's parser reads it
+#: without importing the scenario schema; a result's ``fidelity`` is the tier that ran ("fast",
+#: "request") or "check".
+FIDELITIES = ("fast", "request", "auto")
 
 #: A 95% interval, ends None where not finite.
 Interval = tuple[float | None, float | None]
@@ -249,3 +262,104 @@ def _plain(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
     return v
+
+#: The request tier's keys in the order the CLI prints them (``request.SimResult``)...
+REQUEST_ORDER: tuple[str, ...] = tuple("""
+    fidelity p_miss p_miss_ci p_miss_upper miss_episodes miss_episodes_effective p_miss_note batch_miss batch_miss_ci
+    sojourn_mean_s sojourn_mean_ci sojourn_p50_s sojourn_p90_s sojourn_p99_s sojourn_unfinished_share sojourn_note
+    wait_mean_s wait_mean_ci throughput_rps requests_arrived requests_completed requests_rejected requests_cancelled
+    requests_in_system rejected_by cancelled_by preemptions kv_utilization busy_fraction cost_per_hour sla_hours
+    replications seed horizon_hours warmup_hours requests_simulated wall_s load stable p_miss_unseen p_miss_oversize
+    steady_state steady_state_note by_sla_class
+""".split())
+#: ...and the fast tier's (``fast.FastResult``).
+FAST_ORDER: tuple[str, ...] = tuple("""
+    p_miss p_miss_ci p_miss_upper p_miss_best p_miss_upper_sampled p_miss_unseen p_miss_oversize p_miss_oversize_floor
+    p_miss_fragility fragile miss_episodes miss_episodes_effective p_miss_note batch_miss sojourn_mean_s
+    sojourn_mean_ci sojourn_p50_s sojourn_p90_s sojourn_p99_s wait_mean_s wait_mean_ci throughput_rps
+    requests_arrived requests_completed requests_rejected requests_cancelled requests_in_system batches_measured
+    replications horizon_hours cost_per_hour fidelity load load_peak stable capacity_rps node_capacity
+    analytic_p_miss analytic_regime analytic_p_miss_upper analytic_asymptotic analytic_agrees steady_state
+    steady_state_note agreement tiers wall_s
+""".split())
+
+
+def _interval(ci: tuple[float, float]) -> Interval:
+    return (finite(ci[0]), finite(ci[1]))
+
+
+@dataclass(kw_only=True)
+class Estimate:
+    """What both simulating tiers estimate, declared once: ``request.SimResult`` and
+    ``fast.FastResult`` are ``Estimate``s with fields of their own.
+
+    Counts are over the measured requests of all replications; a non-finite number
+    becomes None in the ``Result`` (``result``). ``steady_state`` is a
+    ``sojourn.steady.SteadyState`` (its ``to_dict()`` and ``note``), or None.
+    """
+
+    p_miss: float
+    p_miss_ci: tuple[float, float]
+    p_miss_upper: float
+    batch_miss: float
+    sojourn_mean_s: float
+    sojourn_mean_ci: tuple[float, float]
+    sojourn_p50_s: float
+    sojourn_p90_s: float
+    sojourn_p99_s: float
+    wait_mean_s: float
+    wait_mean_ci: tuple[float, float]
+    throughput_rps: float
+    requests_arrived: int
+    requests_completed: int
+    requests_rejected: int
+    requests_cancelled: int
+    replications: int
+    horizon_hours: float
+    cost_per_hour: float
+    wall_s: float
+    #: Congestion episodes the misses came in, and their effective number (Σm)²/Σm².
+    miss_episodes: int = 0
+    miss_episodes_effective: float = 0.0
+    #: Set when the interval cannot be trusted at its nominal 95% (too few episodes).
+    p_miss_note: str = ""
+    #: How the run reached steady state, and whether its output says it did (``sojourn.steady``).
+    steady_state: Any = None
+    #: Share of requests in batches larger than any the sample holds (added to ``p_miss_upper``).
+    p_miss_unseen: float = 0.0
+    #: Misses of batches larger than the fleet serves in one SLA, over all requests (nan: unknown).
+    p_miss_oversize: float = math.nan
+
+    def result(self, order: tuple[str, ...], *, fin: tuple[str, ...] = (), copy: tuple[str, ...] = (),
+               **own: Any) -> Result:
+        """The ``Result``: the shared fields JSON-ready, then the tier's: its attributes named in
+        ``fin`` (through ``finite``) and in ``copy`` (as they are), and its ``own`` values; keys in
+        ``order``, which must name exactly those."""
+        values = self._shared()
+        values.update({k: finite(getattr(self, k)) for k in fin})
+        values.update({k: getattr(self, k) for k in copy})
+        values.update(own)
+        if set(values) != set(order) or len(order) != len(values):
+            raise ValueError(f"Result keys {sorted(set(values) ^ set(order))}: not both in the values and the order")
+        return Result.build(**{k: values[k] for k in order})
+
+    def _shared(self) -> dict[str, Any]:
+        """The shared fields' JSON-ready values."""
+        fin = finite
+        ss = self.steady_state
+        return {
+            "p_miss": fin(self.p_miss), "p_miss_ci": _interval(self.p_miss_ci), "p_miss_upper": fin(self.p_miss_upper),
+            "p_miss_unseen": fin(self.p_miss_unseen), "p_miss_oversize": fin(self.p_miss_oversize),
+            "miss_episodes": self.miss_episodes, "miss_episodes_effective": fin(self.miss_episodes_effective),
+            "p_miss_note": self.p_miss_note, "batch_miss": fin(self.batch_miss),
+            "sojourn_mean_s": fin(self.sojourn_mean_s), "sojourn_mean_ci": _interval(self.sojourn_mean_ci),
+            "sojourn_p50_s": fin(self.sojourn_p50_s), "sojourn_p90_s": fin(self.sojourn_p90_s),
+            "sojourn_p99_s": fin(self.sojourn_p99_s),
+            "wait_mean_s": fin(self.wait_mean_s), "wait_mean_ci": _interval(self.wait_mean_ci),
+            "throughput_rps": fin(self.throughput_rps),
+            "requests_arrived": self.requests_arrived, "requests_completed": self.requests_completed,
+            "requests_rejected": self.requests_rejected, "requests_cancelled": self.requests_cancelled,
+            "replications": self.replications, "horizon_hours": self.horizon_hours,
+            "cost_per_hour": fin(self.cost_per_hour), "wall_s": self.wall_s,
+            "steady_state": ss.to_dict() if ss else None, "steady_state_note": ss.note if ss else "",
+        }

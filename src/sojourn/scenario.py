@@ -33,8 +33,10 @@ from pydantic import (
 from sojourn._cache import file_stamp, register
 from sojourn._errors import ConfigError
 from sojourn._io import read_text
+from sojourn.disciplines import DISCIPLINES
 from sojourn.distributions import DISTRIBUTIONS, DistributionSpec, Fixed
 from sojourn.perf import KV_CACHE_DTYPES, PerfModel
+from sojourn.result import FIDELITIES  # the one list of them, re-exported: the schema's vocabulary
 
 __all__ = [
     "CatalogueOverrides",
@@ -67,15 +69,12 @@ __all__ = [
 DEFAULT_MAX_REQUESTS = 1_000_000_000
 DEFAULT_MAX_BATCHES = 20_000_000
 
-#: Queue disciplines the simulator implements: the names of ``sojourn.sim.disciplines.DISCIPLINES``.
-#: Written here, not read from there, because the scenario sits below the simulator
-#: (docs/architecture.md); tests/test_sim_disciplines.py holds the two equal.
-SCENARIO_DISCIPLINES = ("fifo", "lifo", "sjf", "sjf_work", "edf", "fair", "triage")
+#: Queue disciplines the simulator implements: the names of the registry ``sojourn.disciplines.DISCIPLINES``,
+#: read off it (the disciplines sit a layer below the scenario, as the distributions do).
+SCENARIO_DISCIPLINES: tuple[str, ...] = tuple(DISCIPLINES)
 #: How a fleet routes requests to its nodes (``fleet.routing``; each is a branch of
 #: ``sojourn.sim.fleet.FleetSim``, and tests/test_routers_contract.py runs over these).
 ROUTERS = ("pull", "round_robin", "least_loaded")
-#: The fidelity tiers a run may ask for (``sojourn.evaluate``): the one list of them.
-FIDELITIES = ("fast", "request", "auto")
 #: vLLM's engine defaults, written once, on the performance model one layer down (the
 #: scenario may import it, not the other way round): ``Serving`` takes its defaults from there.
 _ENGINE_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(PerfModel)}

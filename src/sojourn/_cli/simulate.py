@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sojourn._cli._common import check_field, check_n_jobs, emit_json
+from sojourn.result import FIDELITIES
 
 __all__ = ["add_parser", "run"]
 
@@ -24,7 +25,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--n-jobs", type=int, default=1, metavar="J", help="parallel workers (-1: all CPUs)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="root seed of the replications")
     p.add_argument("--horizon-hours", type=float, default=None, metavar="H", help="measured span after warm-up")
-    p.add_argument("--fidelity", choices=["fast", "request", "auto"], default=None,
+    p.add_argument("--fidelity", choices=FIDELITIES, default=None,
                    help="simulation tier (default: the scenario's simulation.fidelity)")
     p.add_argument("--max-requests", type=float, default=None, metavar="N",
                    help="refuse a request-tier run expected to simulate more requests than this, all replications "

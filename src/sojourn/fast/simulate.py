@@ -36,7 +36,7 @@ from sojourn.fast.stationary import (
     workload_law,
 )
 from sojourn.fast.tails import fifo_tail, tail_p_miss
-from sojourn.result import Result, finite
+from sojourn.result import FAST_ORDER, Estimate, Result
 from sojourn.stats import (
     MIN_EPISODES,
     best_p_miss,
@@ -70,37 +70,20 @@ FAST_DISCIPLINES = ("fifo", "lifo", "sjf", "sjf_work", "edf")
 _QUANTILE_SAMPLE = 50_000
 
 
-@dataclass
-class FastResult:
-    """What ``fast_simulate`` found; ``to_dict`` has the request-level result's keys plus the fast tier's own."""
+@dataclass(kw_only=True)
+class FastResult(Estimate):
+    """What ``fast_simulate`` found; ``to_dict`` has the request-level result's keys plus the fast tier's own.
 
-    p_miss: float
-    p_miss_ci: tuple[float, float]
-    p_miss_upper: float
-    batch_miss: float
-    sojourn_mean_s: float
-    sojourn_mean_ci: tuple[float, float]
-    sojourn_p50_s: float
-    sojourn_p90_s: float
-    sojourn_p99_s: float
-    wait_mean_s: float
-    wait_mean_ci: tuple[float, float]
-    throughput_rps: float
-    requests_arrived: int
-    requests_completed: int
-    requests_rejected: int
-    requests_cancelled: int
+    The fields both tiers share are ``Estimate``'s (``sojourn.result``); these are the fast tier's.
+    """
+
     batches_measured: int
-    replications: int
-    horizon_hours: float
-    cost_per_hour: float
     load: LoadReport
     capacity: NodeCapacity
     analytic_p_miss: float
     analytic_regime: str
     agreement: str
     tiers: dict[str, str]
-    wall_s: float
     per_replication: list[float] = field(default_factory=list, repr=False)
     #: The numeric law's upper bracket of the analytic value (the asymptotic's value otherwise).
     analytic_p_miss_upper: float = math.nan
@@ -108,22 +91,15 @@ class FastResult:
     analytic_asymptotic: float = math.nan
     #: Whether the sample agrees with the analytic value (None: no analytic value).
     analytic_agrees: bool | None = None
-    steady_state: SteadyState | None = None
     #: The best estimate of P(miss) (``best_p_miss``: the rule the sla_miss objective uses).
     p_miss_best_value: float = math.nan
     #: The sampled one-sided bound alone (``p_miss_upper`` is never below the analytic value).
     p_miss_upper_sampled: float = math.nan
-    #: Share of requests in batches larger than any the sample holds (added to the bound).
-    p_miss_unseen: float = 0.0
-    #: Misses in batches larger than the fleet serves in one SLA, over all requests (sampled)...
-    p_miss_oversize: float = math.nan
-    #: ...and the part of those no fleet state avoids: E[(X' − c)+]/E[X'], c one SLA's capacity.
+    #: The part of the oversize misses (``p_miss_oversize``) no fleet state avoids: E[(X' − c)+]/E[X'],
+    #: c one SLA's capacity.
     p_miss_oversize_floor: float = math.nan
     #: Analytic P(miss) with 2% less capacity over P(miss): above 2, the estimate is fragile.
     p_miss_fragility: float = math.nan
-    miss_episodes: int = 0
-    miss_episodes_effective: float = 0.0
-    p_miss_note: str = ""
 
     # A read-only mapping over ``to_result()``: ``dict(result)`` and ``result["p_miss"]`` work
     # as they do on a ``Result``. The Result is built once, and again after a field is set.
@@ -169,55 +145,20 @@ class FastResult:
         return result
 
     def _build_result(self) -> Result:
-        fin = finite
-        return Result.build(
-            p_miss=fin(self.p_miss),
-            p_miss_ci=(fin(self.p_miss_ci[0]), fin(self.p_miss_ci[1])),
-            p_miss_upper=fin(self.p_miss_upper),
-            p_miss_best=fin(self.p_miss_best),
-            p_miss_upper_sampled=fin(self.p_miss_upper_sampled),
-            p_miss_unseen=fin(self.p_miss_unseen),
-            p_miss_oversize=fin(self.p_miss_oversize),
-            p_miss_oversize_floor=fin(self.p_miss_oversize_floor),
-            p_miss_fragility=fin(self.p_miss_fragility),
-            fragile=bool(self.fragile),
-            miss_episodes=self.miss_episodes,
-            miss_episodes_effective=fin(self.miss_episodes_effective),
-            p_miss_note=self.p_miss_note,
-            batch_miss=fin(self.batch_miss),
-            sojourn_mean_s=fin(self.sojourn_mean_s),
-            sojourn_mean_ci=(fin(self.sojourn_mean_ci[0]), fin(self.sojourn_mean_ci[1])),
-            sojourn_p50_s=fin(self.sojourn_p50_s),
-            sojourn_p90_s=fin(self.sojourn_p90_s),
-            sojourn_p99_s=fin(self.sojourn_p99_s),
-            wait_mean_s=fin(self.wait_mean_s),
-            wait_mean_ci=(fin(self.wait_mean_ci[0]), fin(self.wait_mean_ci[1])),
-            throughput_rps=fin(self.throughput_rps),
-            requests_arrived=self.requests_arrived,
-            requests_completed=self.requests_completed,
-            requests_rejected=self.requests_rejected,
-            requests_cancelled=self.requests_cancelled,
-            requests_in_system=0,
-            batches_measured=self.batches_measured,
-            replications=self.replications,
-            horizon_hours=self.horizon_hours,
-            cost_per_hour=self.cost_per_hour,
+        return self.result(
+            FAST_ORDER,
+            fin=("p_miss_best", "p_miss_upper_sampled", "p_miss_oversize_floor", "p_miss_fragility", "analytic_p_miss",
+                 "analytic_p_miss_upper", "analytic_asymptotic"),
+            copy=("batches_measured", "analytic_regime", "analytic_agrees", "agreement"),
             fidelity="fast",
+            fragile=bool(self.fragile),
+            requests_in_system=0,
             load=self.load.rho,
             load_peak=self.load.rho_peak,
             stable=self.load.stable,
             capacity_rps=self.load.capacity_rps,
             node_capacity=self.capacity.to_dict(),
-            analytic_p_miss=fin(self.analytic_p_miss),
-            analytic_regime=self.analytic_regime,
-            analytic_p_miss_upper=fin(self.analytic_p_miss_upper),
-            analytic_asymptotic=fin(self.analytic_asymptotic),
-            analytic_agrees=self.analytic_agrees,
-            steady_state=self.steady_state.to_dict() if self.steady_state else None,
-            steady_state_note=self.steady_state.note if self.steady_state else "",
-            agreement=self.agreement,
             tiers=dict(self.tiers),
-            wall_s=self.wall_s,
         )
 
 

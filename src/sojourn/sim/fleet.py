@@ -1,10 +1,11 @@
 """One replication of the fleet: a discrete-event loop over nodes fed from a queue.
 
-Events sit on a heap keyed ``(time, kind, counter)`` as in SimPy: at equal times
-node steps come before arrivals, arrivals before deadlines (a request finishing
-exactly at its deadline meets it), and ties keep insertion order, so runs are
-deterministic. Only a handful of events are pending at once: each node's next step
-end, the next batch arrival, the next deadline and the measurement marks.
+The loop and the nodes' step ends are the one engine driver's (``driver.Scheduler``);
+the fleet adds its own events to that heap, keyed ``(time, kind, counter)`` as in
+SimPy: at equal times node steps come before arrivals, arrivals before deadlines (a
+request finishing exactly at its deadline meets it), and ties keep insertion order,
+so runs are deterministic. Only a handful of events are pending at once: each node's
+next step end, the next batch arrival, the next deadline and the measurement marks.
 
 Routing ``pull`` keeps one central queue that every node draws from when it has
 room (the engine's ``source`` callback); the push routers (``round_robin``,
@@ -36,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from sojourn.disciplines import QueueContext, make_discipline
 from sojourn.sim._sojourns import EXACT_CAP, LogHistogram
-from sojourn.sim.disciplines import QueueContext, make_discipline
-from sojourn.sim.driver import wake
+from sojourn.sim.driver import FIRE, Scheduler
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.generic import GenericNode
 from sojourn.sim.node import Node
@@ -49,8 +50,8 @@ __all__ = ["Batch", "FleetSim", "ReplicationStats", "SimRequest", "check_scenari
 
 # Request states.
 QUEUED, NODE, DONE, REJECTED, CANCELLED = 1, 2, 3, 4, 5
-# Event kinds, also their priority at equal times.
-_FIRE, _ARRIVAL, _DEADLINE, _MARK = 0, 1, 2, 3
+# Event kinds, also their priority at equal times (node step ends, the driver's FIRE, first).
+_ARRIVAL, _DEADLINE, _MARK = FIRE + 1, FIRE + 2, FIRE + 3
 
 
 class SimRequest(Request):
@@ -182,17 +183,13 @@ class FleetSim:
         self.qload = [0] * nq  # queued load per queue: prompt blocks (engine) or requests (generic)
         for i, node in enumerate(self.nodes):
             node.source = self._make_source(i if self.push_routing else 0)
-        self._pend: list[list[SimRequest]] = [[] for _ in range(n)]  # cancelled, to remove at a boundary
-        self._version = [0] * n
-        self._sched = [math.inf] * n
+        # The nodes' step ends and the event loop; cancelled requests wait in its ``pend`` for a boundary.
+        self.sched = Scheduler(self.nodes, self._complete)
         self._rr = 0
         # Time order of the open batches, one deque per SLA (each is then in deadline order).
         self._open: dict[float, deque[Batch]] = {}
         self._timer = math.inf
         self._timer_v = 0
-        self.heap: list[tuple[float, int, int, Any, int]] = []
-        self._count = 0
-        self.now = 0.0
         self.n_waiting = 0  # requests queued and never started (for max_queue)
         self.rid = 0
         self.measured_open = 0
@@ -237,48 +234,18 @@ class FleetSim:
             ]
             for node in self.nodes:
                 node.first_token_events = False  # the fleet only reads completions
-                node.merge_steps = True  # prefill step + decode run as one event (_poke, _can_take)
+                node.merge_steps = True  # prefill step + decode run as one event (the driver's poke, _can_take)
             predict, estimate = _engine_predictors(sc, perf, self)
         return predict, estimate
 
-    # -- the event heap ---------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        """The time of the event being handled (the driver's clock)."""
+        return self.sched.now
 
-    def _push(self, t: float, kind: int, arg: Any = None, version: int = 0) -> None:
-        self._count += 1
-        heapq.heappush(self.heap, (t, kind, self._count, arg, version))
-
-    def _replan(self, node: Any) -> None:
-        """Plan the node's next step from its boundary; schedule its end if it moved."""
-        end = node.plan()
-        i = node.index
-        if end != self._sched[i]:
-            self._sched[i] = end
-            self._version[i] += 1
-            if end < math.inf:
-                self._push(end, _FIRE, i, self._version[i])
-
-    def _poke(self, node: Node, t: float) -> None:
-        """New work or a removal at ``t``: stop the node at its first boundary and replan there."""
-        if wake(node, t):
-            if self._pend[node.index]:
-                self._purge(node)
-            self._replan(node)
-        elif node.next_event_time() != self._sched[node.index]:
-            self._resched(node)  # a "steprun" cut back to its prefill step, whose end replans
-        # Otherwise a step that cannot be cut is in flight; its end replans.
-
-    def _resched(self, node: Node) -> None:
-        """The node's plan ends earlier than scheduled (a "steprun" cut back to its prefill step)."""
-        i = node.index
-        end = self._sched[i] = node.next_event_time()
-        self._version[i] += 1
-        self._push(end, _FIRE, i, self._version[i])
-
-    def _purge(self, node: Any) -> None:
-        pend = self._pend[node.index]
-        for r in pend:
-            node.remove(r)
-        pend.clear()
+    @now.setter
+    def now(self, t: float) -> None:
+        self.sched.now = t
 
     # -- queues and nodes -------------------------------------------------------------
 
@@ -323,7 +290,7 @@ class FleetSim:
                 return node.can_admit(eng.admit_need(head) * self.bs)
             return head is not None and node.can_admit(head.prompt)
         if not ok and node.cut_for_arrival(t):
-            self._resched(node)
+            self.sched.resched(node)
         return ok
 
     def _offer(self, qi: int, candidates: Any, t: float) -> None:
@@ -336,7 +303,7 @@ class FleetSim:
                 return
             node = nodes[i]
             if self._can_take(node, q, t):
-                self._poke(node, t)
+                self.sched.poke(node, t)
 
     def _route(self, r: SimRequest) -> int:
         if self.routing == "round_robin":
@@ -359,6 +326,8 @@ class FleetSim:
         b.pending -= 1
         if b.measured:
             self.measured_open -= 1
+            if not self.measured_open and self.marked_end:
+                self.sched.stopped = True  # every measured request is settled: the run is over
         if not b.pending:
             b.requests = []  # settled: nothing reads them again, and refcounting frees them
         return b
@@ -410,7 +379,12 @@ class FleetSim:
             last = b.arrival
         return sizes
 
-    def _complete(self, r: SimRequest, t: float) -> None:
+    def _complete(self, ev: Any) -> None:
+        """A node's "done" event: its request completes, unless it was cancelled meanwhile."""
+        r = ev.request
+        if r.state != NODE:
+            return
+        t = ev.time
         r.state = DONE
         self.completions += 1
         b = r.batch
@@ -419,6 +393,8 @@ class FleetSim:
             b.requests = []  # as in _resolve
         if b.measured:
             self.measured_open -= 1
+            if not self.measured_open and self.marked_end:
+                self.sched.stopped = True  # as in _resolve
             s = t - b.arrival
             st = self.st
             st.completed += 1
@@ -454,10 +430,10 @@ class FleetSim:
     def _next_arrival(self) -> None:
         if self.caching:  # (t, prompts, outputs, sla, the prompts' prefixes)
             b = next(self._stream)
-            self._push(b[0], _ARRIVAL, b[1:])
+            self.sched.push(b[0], _ARRIVAL, b[1:])
             return
         t, prompts, outputs, sla = next(self._stream)
-        self._push(t, _ARRIVAL, (prompts, outputs, sla))
+        self.sched.push(t, _ARRIVAL, (prompts, outputs, sla))
 
     def _service_time(self) -> float:
         if self._svc_i >= len(self._svc_buf):
@@ -594,6 +570,7 @@ class FleetSim:
     def _expire(self, t: float) -> None:
         """Cancel the unfinished work of every batch whose deadline has come."""
         touched: set[int] = set()
+        pend = self.sched.pend  # removed from their nodes at the next boundary (the driver's poke)
         for dq in self._open.values():
             while dq and (dq[0].pending == 0 or dq[0].deadline <= t):
                 b = dq.popleft()
@@ -606,11 +583,11 @@ class FleetSim:
                         self._cancel(r, "deadline")
                     elif s == NODE:
                         self._cancel(r, "deadline")
-                        self._pend[r.node].append(r)
+                        pend[r.node].append(r)
                         touched.add(r.node)
                 b.requests = []
         for i in sorted(touched):
-            self._poke(self.nodes[i], t)
+            self.sched.poke(self.nodes[i], t)
         nxt = min((dq[0].deadline for dq in self._open.values() if dq), default=math.inf)
         if nxt < math.inf:
             self._set_timer(nxt)
@@ -619,25 +596,7 @@ class FleetSim:
         # Only the latest timer is live (its version), and it is always the earliest deadline.
         self._timer = t
         self._timer_v += 1
-        self._push(t, _DEADLINE, None, self._timer_v)
-
-    def _fire(self, i: int) -> None:
-        """Node ``i``'s step or run ends: its completions, then its next step (as ``_replan``)."""
-        node = self.nodes[i]
-        complete = self._complete
-        for ev in node.fire():
-            if ev.kind == "done":
-                r = ev.request
-                if r.state == NODE:
-                    complete(r, ev.time)
-        if self._pend[i]:
-            self._purge(node)
-        end = node.plan()
-        self._sched[i] = end
-        if end < math.inf:
-            v = self._version[i] = self._version[i] + 1
-            self._count += 1
-            heapq.heappush(self.heap, (end, _FIRE, self._count, i, v))
+        self.sched.push(t, _DEADLINE, None, self._timer_v)
 
     def _counters(self, t: float) -> tuple[float, float, int, int]:
         """(busy seconds, KV block-seconds, preemptions, completions) up to ``t``, to within one step."""
@@ -680,49 +639,43 @@ class FleetSim:
             self._pmarks[name] = self._prefix_counters()
         if name == "end":
             self.marked_end = True
+            if not self.measured_open:
+                self.sched.stopped = True
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> ReplicationStats:
+        """The replication: the driver's loop (``Scheduler.run``) over the nodes and the fleet's
+        events, until every measured request is settled (``stopped``) or the cap."""
         wall = time.perf_counter()
         self._wall0 = wall
         self._last_report = wall
+        push = self.sched.push
         if self.busy_until > 0:
-            self._push(self.busy_until, _MARK, "release")
-        self._push(self.W, _MARK, "start")
-        self._push(self.WH, _MARK, "end")
+            push(self.busy_until, _MARK, "release")
+        push(self.W, _MARK, "start")
+        push(self.WH, _MARK, "end")
         if self.progress_label or self.on_progress is not None:
             for k in range(1, 10):
-                self._push(self.W + self.H * k / 10, _MARK, f"progress:{10 * k}")
+                push(self.W + self.H * k / 10, _MARK, f"progress:{10 * k}")
         self._next_arrival()
-        heap, pop = self.heap, heapq.heappop
-        version = self._version
-        fire = self._fire
-        cap = self.cap
-        while heap:
-            t, kind, _, arg, ver = pop(heap)
-            if t > cap:
-                break
-            self.now = t
-            if kind == _FIRE:
-                if ver != version[arg]:
-                    continue
-                fire(arg)
-            elif kind == _ARRIVAL:
-                self._arrive(t, *arg)
-                self._next_arrival()
-            elif kind == _DEADLINE:
-                if ver != self._timer_v:
-                    continue
-                self._timer = math.inf
-                self._expire(t)
-            else:
-                self._mark(arg)
-            if self.marked_end and self.measured_open == 0:
-                break
+        self.sched.run(self._event, self.cap)
         if not self.marked_end:  # pragma: no cover - the end mark precedes the cap
             self._mark("end")
         return self._finish(wall)
+
+    def _event(self, t: float, kind: int, arg: Any, ver: int) -> None:
+        """One of the fleet's own events (the driver fires the nodes' step ends itself)."""
+        if kind == _ARRIVAL:
+            self._arrive(t, *arg)
+            self._next_arrival()
+        elif kind == _DEADLINE:
+            if ver != self._timer_v:
+                return  # superseded: only the latest timer is live
+            self._timer = math.inf
+            self._expire(t)
+        else:
+            self._mark(arg)
 
     def _finish(self, wall: float) -> ReplicationStats:
         st = self.st

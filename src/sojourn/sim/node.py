@@ -1,8 +1,8 @@
 """What the fleet may ask of a node, and what the engine asks of a performance model.
 
 ``Node`` is the protocol of a node kind (the LLM engine ``engine.Engine``, the c-slot
-server ``generic.GenericNode``): the fleet's event loop, the routers and the single-node
-driver (``driver``) use nothing else of a node. A new node kind implements it, goes
+server ``generic.GenericNode``): the engine driver (``driver.Scheduler``, which runs the
+fleet and a node alone) and the routers use nothing else of a node. A new node kind implements it, goes
 beside the others in ``sojourn.sim``, and joins the contract suite
 (tests/test_node_kinds_contract.py, tests/test_node_protocol.py).
 
