@@ -405,3 +405,29 @@ def test_expert_parallel_costs_the_busiest_gpu():
     assert exc.value.field == "serving.enable_expert_parallel" and "dense" in exc.value.message
     with pytest.raises(ConfigError, match="allowed: 1, 2, 4, 8"):
         build_perf_model(qw, cat.gpu("h100-sxm"), 8, "fp8", ep=3)
+
+
+def _moe_scenario(**serving):
+    from sojourn.scenario import scenario_from_dict
+
+    return scenario_from_dict({
+        "workload": {"batch_rate_per_hour": 1.0, "batch_size": {"dist": "fixed", "value": 100},
+                     "input_tokens": {"dist": "fixed", "value": 1000},
+                     "output_tokens": {"dist": "fixed", "value": 200}},
+        "model": {"name": serving.pop("model", "qwen3-235b-a22b"), "precision": "fp8"},
+        "fleet": {"gpu": "h100-sxm", "tp": serving.pop("tp", 8), "nodes": 1},
+        "serving": serving,
+    })  # fmt: skip
+
+
+def test_serving_enable_expert_parallel():
+    on = _moe_scenario(enable_expert_parallel=True)
+    assert on.perf_model().ep == 8 and on.model_dump()["serving"]["enable_expert_parallel"] is True
+    off = _moe_scenario()
+    assert off.perf_model().ep == 1
+    assert "enable_expert_parallel" not in off.model_dump()["serving"]  # scenarios without it serialise as before
+    assert off.with_updates({"serving.enable_expert_parallel": True}).perf_model().ep == 8
+    for bad, words in (({"model": "llama-3.1-70b"}, "dense"), ({"tp": 1, "model": "gpt-oss-120b"}, "tp=1")):
+        with pytest.raises(ConfigError) as exc:
+            _moe_scenario(enable_expert_parallel=True, **bad)
+        assert exc.value.field == "serving.enable_expert_parallel" and words in exc.value.message

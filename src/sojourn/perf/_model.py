@@ -556,6 +556,12 @@ def build_perf_model(
         max_model_len = serving.max_model_len
         kv_cache_dtype = kv_cache_dtype or getattr(serving, "kv_cache_dtype", None)
         if getattr(serving, "enable_expert_parallel", False):
+            if tp == 1:
+                raise ConfigError(
+                    "serving.enable_expert_parallel",
+                    "expert parallelism spreads the experts over the replica's GPUs, and tp=1 has one; "
+                    "allowed: false, or fleet.tp > 1",
+                )
             ep = tp
     pm = PerfModel(
         model=model, gpu=gpu, tp=tp, precision=precision, profile=prof, kv_cache_dtype=kv_cache_dtype, ep=ep, **kwargs
