@@ -250,16 +250,23 @@ def test_loader_moe_rows_and_reasons(tmp_path):
         {"model_path": "MiniMaxAI/MiniMax-M2.5", "attention_dp_size": "4", "moe_tp_size": "1", "moe_ep_size": "16"},
         {"model_path": "deepseek-ai/DeepSeek-V3"},
         {"model_path": "Qwen/Qwen3-32B", "precision": ""},
+        {"model_path": "Qwen/Qwen3.5-397B-A17B"},
+        {"model_path": "deepseek-ai/DeepSeek-R1", "tp_size": "16", "moe_tp_size": "4", "moe_ep_size": "4"},
     ])  # fmt: skip
     dense = load_silicon(path)
     assert [r.model for r in dense.records] == ["qwen3-32b"]
-    assert dense.skipped["MoE or unknown model"] == 4  # the dense default is what it was
+    assert dense.skipped["MoE or unknown model"] == 6  # the dense default is what it was
     moe = load_silicon(path, models="moe")
-    assert [(r.model, r.ep) for r in moe.records] == [("minimax-m2.5", 1), ("minimax-m2.5", 4)]
+    assert [(r.model, r.ep) for r in moe.records] == [("minimax-m2.5", 1), ("minimax-m2.5", 4), ("deepseek-v3", 1)]
     assert moe.skipped["data-parallel attention (not modelled)"] == 1
-    assert moe.skipped["MoE model with multi-head latent attention (not modelled)"] == 1
+    assert moe.skipped["MoE model with hybrid linear attention (Gated DeltaNet) (not modelled)"] == 1
+    assert moe.skipped["TP over more than one 8-GPU node (the inter-node network is not modelled)"] == 1
     assert moe.skipped["dense model"] == 1
-    assert len(load_silicon(path, models="all").records) == 3
+    assert len(load_silicon(path, models="all").records) == 4
+    # the EP row's replica has ep = 4: the busiest GPU's share of the routed experts
+    from sojourn.perf._calibrate import perf_model_for
+
+    assert perf_model_for(moe.records[1], PRIOR).ep == 4 and perf_model_for(moe.records[0], PRIOR).ep == 1
     with pytest.raises(ConfigError):
         load_silicon(path, models="sparse")
 
@@ -268,7 +275,8 @@ def test_loader_moe_rows_and_reasons(tmp_path):
 def test_public_moe_rows_load_and_fit_in_memory():
     loaded = load_silicon(SILICON, models="moe")
     models = {r.model for r in loaded.records}
-    assert models == {"gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5"}
+    assert models == {"gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5", "deepseek-v3", "deepseek-r1", "kimi-k2.5"}
+    assert {r.model for r in loaded.records if r.backend == "sglang"} == {"deepseek-v3", "deepseek-r1"}
     assert all(fits(r) is None for r in loaded.records)
     assert len(load_silicon(SILICON).records) == 836  # the dense rows, as before MoE support
 

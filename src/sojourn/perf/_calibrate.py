@@ -81,18 +81,22 @@ MOE_MODEL_PATHS = {
     "Qwen/Qwen3-235B-A22B": "qwen3-235b-a22b",
     "Qwen/Qwen3-235B-A22B-FP8": "qwen3-235b-a22b",
     "MiniMaxAI/MiniMax-M2.5": "minimax-m2.5",
+    # multi-head latent attention
+    "deepseek-ai/DeepSeek-R1": "deepseek-r1",
+    "deepseek-ai/DeepSeek-V3": "deepseek-v3",
+    "nvidia/DeepSeek-R1-NVFP4": "deepseek-r1",
+    "moonshotai/Kimi-K2.5": "kimi-k2.5",
 }
 #: MoE models of the public data the perf model cannot represent yet, and why.
 UNMODELLED_MOE = {
-    "deepseek-ai/DeepSeek-R1": "multi-head latent attention",
-    "deepseek-ai/DeepSeek-V3": "multi-head latent attention",
-    "nvidia/DeepSeek-R1-NVFP4": "multi-head latent attention",
-    "nvidia/DeepSeek-V3.1-NVFP4": "multi-head latent attention",
-    "moonshotai/Kimi-K2.5": "multi-head latent attention",
+    "nvidia/DeepSeek-V3.1-NVFP4": "an architecture not in the catalogue (DeepSeek-V3.1)",
     "zhipuai/GLM-5": "sparse/latent attention (architecture not in the catalogue)",
     "Qwen/Qwen3.5-397B-A17B": "hybrid linear attention (Gated DeltaNet)",
 }
 MODEL_KINDS = ("dense", "moe", "all")
+#: GPUs of one HGX/DGX node of the catalogue's systems: a replica on more spans nodes, whose
+#: network (InfiniBand, ~50 GB/s per GPU) the NVLink interconnect figure does not describe.
+NODE_GPUS = 8
 #: aiconfigurator system names -> catalogue GPU ids.
 SYSTEMS = {"h100_sxm": "h100-sxm", "b200_sxm": "b200", "a100_sxm": "a100-80gb", "l40s": "l40s"}
 
@@ -320,12 +324,12 @@ def load_silicon(
 def _row_model(r: dict[str, str], models: str) -> tuple[str | None, int, str]:
     """A silicon row's catalogue model and expert-parallel size, or None and why it is skipped.
 
-    MoE rows are skipped where the model's attention is not modelled (MLA, hybrid linear
-    attention: ``UNMODELLED_MOE``) and where attention runs data-parallel
-    (``attention_dp_size`` > 1). Rows with expert parallelism (``moe_ep_size`` > 1,
-    ``moe_tp_size·moe_ep_size = tp``) are kept with their ``ep``: the perf model treats EP
-    over the replica's GPUs like TP (same per-GPU weight, compute and read shares;
-    all-to-all and imbalance not modelled).
+    MoE rows are skipped where the model's attention is not modelled (hybrid linear
+    attention, DSA: ``UNMODELLED_MOE``), where attention runs data-parallel
+    (``attention_dp_size`` > 1) and where TP spans more than one node (``NODE_GPUS``). Rows
+    with expert parallelism (``moe_ep_size`` > 1, ``moe_tp_size·moe_ep_size = tp``) are kept
+    with their ``ep``, which the perf model takes (``PerfModel.ep``: the busiest GPU's share of
+    the routed experts).
     """
     path = r["model_path"]
     model = MODEL_PATHS.get(path) if models != "moe" else None
@@ -349,6 +353,8 @@ def _row_model(r: dict[str, str], models: str) -> tuple[str | None, int, str]:
         return None, 1, "data-parallel attention (not modelled)"
     if ep > 1 and moe_tp * ep != tp:
         return None, 1, "expert parallelism over other GPUs than the TP group (not modelled)"
+    if tp > NODE_GPUS and r["system"] in SYSTEMS:
+        return None, 1, f"TP over more than one {NODE_GPUS}-GPU node (the inter-node network is not modelled)"
     return moe, ep, ""
 
 
@@ -489,6 +495,8 @@ def perf_model_for(
             max_num_seqs=max(BENCH_DEFAULTS["max_num_seqs"], rec.concurrency),
             kv_cache_dtype=BENCH_KV_CACHE.get((rec.backend, rec.gpu, rec.precision)),
         )
+        if rec.ep > 1:
+            kwargs["ep"] = rec.ep
     return PerfModel(
         model=specs[("m", rec.model)], gpu=specs[("g", rec.gpu)], tp=rec.tp, precision=rec.precision,
         profile=profile, **kwargs,
