@@ -439,3 +439,18 @@ def test_serving_enable_expert_parallel():
         with pytest.raises(ConfigError) as exc:
             _moe_scenario(enable_expert_parallel=True, **bad)
         assert exc.value.field == "serving.enable_expert_parallel" and words in exc.value.message
+
+
+def test_cli_perf_enable_expert_parallel(capsys):
+    import json
+
+    from sojourn.cli import main
+
+    args = ["perf", "--model", "qwen3-235b-a22b", "--gpu", "h100-sxm", "--tp", "8", "--precision", "fp8", "--json"]
+    assert main([*args, "--enable-expert-parallel"]) == 0
+    on = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert (on["ep"], off["ep"]) == (8, 1) and on["kv_capacity_tokens"] == off["kv_capacity_tokens"]
+    assert main(["perf", "--model", "qwen3-32b", "--gpu", "h100-sxm", "--tp", "2", "--enable-expert-parallel"]) != 0
+    assert "serving.enable_expert_parallel" in capsys.readouterr().err

@@ -82,6 +82,9 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--max-num-seqs", type=int, help="vLLM's limit of sequences a step runs")
     p.add_argument("--block-size", type=int, help="vLLM's KV-cache block, in tokens")
     p.add_argument("--kv-cache-dtype", help="vLLM's; unset: fp8 with fp8/fp4 weights, else bf16")
+    p.add_argument("--enable-expert-parallel", action="store_true",
+                   help="vLLM's: a MoE model's experts spread whole over the tp GPUs (scenario setting "
+                        "serving.enable_expert_parallel; default false)")  # fmt: skip
     p.add_argument("--request-tokens", type=int, default=None,
                    help="tokens of one request for 'KV capacity in requests' (default isl+osl, else 1024+256)")
     p.add_argument("--isl", type=int, help="input tokens per request (closed-loop prediction)")
@@ -145,6 +148,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     from sojourn.perf import build_perf_model
 
     model_cfg, fleet, serving = _settings(args)
+    if getattr(args, "enable_expert_parallel", False):
+        serving = serving.model_copy(update={"enable_expert_parallel": True})
     _check_args(args)
     cat = default_catalogue()
     model = cat.model(model_cfg.name)
@@ -165,6 +170,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         "model": model.id,
         "gpu": gpu.id,
         "tp": fleet.tp,
+        "ep": pm.ep,
         "precision": model_cfg.precision,
         "backend": serving.backend,
         "weights_bytes": pm.weights_bytes,
@@ -223,7 +229,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
 def _table(out: dict[str, Any]) -> str:
     gib = 2**30
     lines = [
-        f"{out['model']} on {out['gpu']} x{out['tp']} ({out['precision']}, {out['backend']})",
+        f"{out['model']} on {out['gpu']} x{out['tp']}{' EP' if out['ep'] > 1 else ''} ({out['precision']}, "
+        f"{out['backend']})",
         f"  weights            {out['weights_bytes'] / gib:8.1f} GiB  ({out['weights_bytes_per_gpu'] / gib:.1f} GiB per GPU)",
         f"  KV per token       {out['kv_bytes_per_token'] / 1024:8.1f} KiB",
         f"  KV capacity        {out['kv_capacity_tokens']:8d} tokens = "

@@ -26,14 +26,31 @@ Mixture-of-experts models (``ModelSpec.num_experts`` > 0) change two terms:
   parallelism the step waits for the busiest GPU) is the documented factor
   ``EXPERT_LOAD_IMBALANCE`` on the routed experts' compute and reads, 1 for now.
 
-The memory side counts every expert (total parameters). Expert parallelism is not
-modelled: a replica is ``tp`` GPUs each holding 1/tp of every expert. With EP over
-the same GPUs (experts split whole, attention still TP) the per-GPU weight, compute
-and read shares are the same in expectation; what differs (all-to-all instead of
-all-reduce, imbalance across GPUs, data-parallel attention) is not represented.
-Attention is grouped-query attention on every layer: multi-head latent attention and
-sliding-window layers (gpt-oss) are not represented (the catalogue refuses MLA configs;
-gpt-oss's KV cache is overstated).
+The memory side counts every expert (total parameters).
+
+Expert parallelism (``ep`` > 1; vLLM's --enable-expert-parallel gives ep = tp): whole
+experts live on one of ep GPUs (each sliced tp/ep ways), attention stays TP. The per-GPU
+weight share is the same as TP's; the step waits for the busiest GPU, whose share of the
+T·k token-expert pairs (compute) and of the distinct experts hit (reads) is the
+balls-into-bins estimate :func:`ep_busiest`, ~mean + sqrt(2·ln(ep)·variance): large at
+small batches, vanishing at large ones. Communication is TP's all-reduce: with attention
+tensor-parallel and no data-parallel attention, vLLM and SGLang reduce the MoE output over
+the TP group as they reduce a dense MLP's (all-to-all dispatch comes with data-parallel
+attention, which is not modelled).
+
+Attention is counted per layer type:
+
+- Multi-head latent attention (DeepSeek-V3/R1, Kimi-K2; ``ModelSpec.is_mla``): the KV cache
+  holds kv_lora_rank + qk_rope_head_dim elements per token and layer, and every GPU of the
+  TP group holds all of it (the heads share the latent), so kv_gpu does not shrink with tp.
+  Prefill attention is 2·heads·(qk_nope + qk_rope + v_head_dim) FLOPs per pair and layer.
+  Decode attention stays a read of the latent at memory bandwidth (the absorbed-weight
+  compute of MLA decode is left out).
+- Sliding-window layers (gpt-oss: 18 of 36 with a 128-token window): the context-dependent
+  KV bytes count the full-attention layers only; each decoding sequence reads a window of
+  the sliding layers per step (an upper bound under the window) and prefill pairs there are
+  capped at window·tokens; the KV capacity sets aside the window's blocks of max_num_seqs
+  sequences (vLLM's sliding-window manager frees blocks outside the window).
 """
 
 from __future__ import annotations
