@@ -14,6 +14,12 @@ its grid fit. Checked on B200, which has both (benchmarks/perf_accuracy.py print
 the check): the grid fit alone predicts the vLLM silicon TPOT 21% too fast on
 average; with the H100 overheads the mean absolute error falls to ~17% and the
 bias to +8%. Treat the A100 and L40S profiles as estimates of that quality.
+
+B300, GB200 and GB300 have rows in the file but none a dense profile can be fitted
+on (B300: MoE models only; GB200: Dynamo deployments and disaggregated serving;
+GB300: disaggregated serving only), and MI325X/MI355X have none: no profile ships
+for them, and ``perf._profile.CARRY_OVER`` says which measured GPU each borrows its
+factors from. benchmarks/perf_accuracy.py checks the B300 carry-over on B300's MoE rows.
 """
 
 from __future__ import annotations

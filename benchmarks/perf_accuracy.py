@@ -39,7 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from sojourn import __version__
+from sojourn.perf import default_profile
 from sojourn.perf._calibrate import fits, holdout_split, load_silicon
+from sojourn.perf._profile import CARRY_OVER, shipped_profiles
 from sojourn.sim.calibrate import evaluate, fit_profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -134,6 +136,7 @@ def run_moe(engines: list[str], dense_fits: dict, log=print) -> tuple[list[str],
     lines = list(MOE_HEADER)
     figures: dict = {}
     transfer: list[str] = []
+    carried: list[str] = []
     for engine in engines:
         gpus = sorted({r.gpu for r in all_rows.records if r.backend == engine})
         for gpu in gpus:
@@ -158,6 +161,7 @@ def run_moe(engines: list[str], dense_fits: dict, log=print) -> tuple[list[str],
                 transfer.append(_row([engine, gpu, "MoE profile (fitted on MoE rows)"], st))
                 transfer.append(_row([engine, gpu, "dense profile (fitted on dense rows)"],
                                      _stats(evaluate(held, dense))))  # fmt: skip
+            carried += _carried_rows(engine, gpu, held, st, figures)
     lines.append("")
     lines.append("Profiles fitted on the MoE fit half (eff_compute, eff_memory, step/seq overheads):")
     lines.append("")
@@ -170,8 +174,30 @@ def run_moe(engines: list[str], dense_fits: dict, log=print) -> tuple[list[str],
         lines += ["", "The same held-out MoE rows predicted with the dense profile of the same (engine, GPU):", "",
                   "| engine | GPU | profile | held-out rows | TPOT MAPE % | TPOT bias % | TPOT p90 % | TTFT MAPE % "
                   "| TTFT bias % |", "|---|---|---|---:|---:|---:|---:|---:|---:|", *transfer]  # fmt: skip
+    if carried:
+        lines += ["", "GPUs whose shipped profile is carried over from another GPU (`CARRY_OVER`), on their own "
+                  "held-out MoE rows: their own MoE fit, the MoE profile of the GPU they are carried over from "
+                  "(its factors on this GPU's peaks), and the profile `sojourn` runs for them by default:", "",
+                  "| engine | GPU | profile | held-out rows | TPOT MAPE % | TPOT bias % | TPOT p90 % | TTFT MAPE % "
+                  "| TTFT bias % |", "|---|---|---|---:|---:|---:|---:|---:|---:|", *carried]  # fmt: skip
     lines += ["", "MoE rows skipped by the loader: " + "; ".join(all_rows.skipped_lines()) + "."]
     return lines, figures
+
+
+def _carried_rows(engine: str, gpu: str, held: list, own: dict, figures: dict) -> list[str]:
+    """For a GPU with no shipped profile of its own for ``engine`` (``CARRY_OVER``) but MoE rows: how its
+    held-out MoE rows fare with the MoE factors of the GPU it is carried over from, and with the default."""
+    src = CARRY_OVER.get(gpu, ("", ""))[0]
+    if (gpu, engine) in shipped_profiles() or (engine, src) not in figures:
+        return []
+    default = default_profile(gpu, engine)
+    return [
+        _row([engine, gpu, f"MoE profile fitted on {gpu}'s own MoE rows"], own),
+        _row([engine, gpu, f"MoE profile of {src}, carried over"],
+             _stats(evaluate(held, figures[(engine, src)]["profile"]))),
+        _row([engine, gpu, f"default (dense {default.carried_from} {engine} profile, carried over)"],
+             _stats(evaluate(held, default))),
+    ]  # fmt: skip
 
 
 def grid_transfer_check(h100_fit, log=print) -> list[str]:
@@ -247,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         "(engine, GPU), fitted with `fit_profile` on the rows whose CRC-32 of the id is even, across all "
         "models, precisions and TP sizes; errors on the other rows. Bias is the mean signed error "
         "(negative: the model predicts too fast). Rows skipped by the loader: MoE models, disaggregated "
-        "serving, systems outside the catalogue (B300, GB200, GB300), Dynamo whole-node deployments.",
+        "serving, Dynamo whole-node deployments. B300, GB200 and GB300 have no dense row left (B300: MoE "
+        "models only; GB200: Dynamo deployments and disaggregated serving; GB300: disaggregated only), so "
+        "their shipped profiles are carried over (B300 and GB200 from B200, GB300 from B300).",
         "",
         verdict,
         "",
@@ -279,9 +307,9 @@ MOE_NOTES = [
     "are predicted as if the experts were split by TP: all-to-all traffic and imbalance across GPUs are not "
     "modelled. Left out: models with multi-head latent attention (DeepSeek-V3/R1, Kimi-K2.5), sparse/latent "
     "attention (GLM-5) or hybrid linear attention (Qwen3.5-397B-A17B); data-parallel attention; fp4 weights "
-    "on H100 (gpt-oss's MXFP4 runs as weight-only quantisation there: no fp4 tensor-core rate); B300/GB200/"
-    "GB300 systems; disaggregated serving. gpt-oss's sliding-window layers are counted as full attention "
-    "(KV cache and decode attention reads overstated). SGLang has no MoE row that passes these filters.",
+    "on H100 (gpt-oss's MXFP4 runs as weight-only quantisation there: no fp4 tensor-core rate); "
+    "disaggregated serving (all GB300 rows) and Dynamo deployments (GB200). gpt-oss's sliding-window layers "
+    "are counted as full attention (KV cache and decode attention reads overstated). SGLang has no MoE row that passes these filters.",
     "",
     "Reading: the MoE profiles put eff_compute at 0.13-0.16 (dense: ~0.6): the per-expert GEMMs are small"
     " and the model has no term for their lower efficiency or for routing/all-to-all overheads, so the "
@@ -289,7 +317,10 @@ MOE_NOTES = [
     " 6 parameters (too few; its 1.8% is not evidence). gpt-oss on vLLM B200 fits worst (TPOT 10-26% by "
     "TP), plausibly its sliding-window layers (KV reads overstated) and bf16 attention under fp4 experts "
     "(weights counted at fp4). The issue's target (TPOT MAPE <= 15% for vLLM and SGLang) cannot be "
-    "checked for SGLang: no usable rows.",
+    "checked for SGLang: no usable rows. B300 (vLLM MiniMax-M2.5 rows only, no dense row) checks its "
+    "carry-over from B200 (last table): B200's MoE factors on B300's peaks predict its held-out TPOT within "
+    "9.6% (own fit 8.1%), and the dense B200 profile B300 runs by default within 10.9%, so B300 ships no "
+    "profile of its own and is marked carried over from b200.",
 ]
 
 NOTES = [

@@ -252,10 +252,30 @@ def test_public_silicon_rows_map_to_the_catalogue_and_skips_are_counted():
     reasons = set(loaded.skipped)
     assert "MoE or unknown model" in reasons
     assert any(k.startswith("disagg mode") for k in reasons)
-    assert any(k.startswith("system not in the catalogue") for k in reasons)
+    # every system of the public file is a catalogue GPU (b300_sxm, gb200, gb300 included) ...
+    assert not any(k.startswith("system not in the catalogue") for k in reasons)
     fit_rows, held = holdout_split(loaded.records)
     assert fit_rows and held and len(fit_rows) + len(held) == len(loaded.records)
     assert holdout_split(list(reversed(loaded.records)))[0] == list(reversed(fit_rows))  # order-independent
+
+
+@needs_data
+def test_new_blackwell_systems_map_to_their_catalogue_gpus(tmp_path):
+    # B300's public agg rows are MoE-model rows (vLLM MiniMax-M2.5); GB200's dense rows are Dynamo
+    # deployments and GB300's are disaggregated: none reaches a dense fit, all are counted.
+    moe = load_silicon(SILICON, gpu="b300", models="moe")
+    assert moe.records and {(r.gpu, r.backend, r.model) for r in moe.records} == {("b300", "vllm", "minimax-m2.5")}
+    assert not load_silicon(SILICON, gpu="b300").records
+    gb200 = load_silicon(SILICON, gpu="gb200")
+    assert not gb200.records and any(k.startswith("Dynamo deployment") for k in gb200.skipped)
+    gb300 = load_silicon(SILICON, gpu="gb300", models="all")
+    assert not gb300.records and set(k for k in gb300.skipped if "other GPU" not in k) == {
+        "disagg mode (only agg is modelled)"}
+    # a system the catalogue does not know is still skipped and counted
+    head = SILICON.read_text().splitlines()[:2]
+    (tmp_path / "s.csv").write_text("\n".join([head[0], head[1].replace(",b300_sxm,", ",mi999_oam,")]) + "\n")
+    other = load_silicon(tmp_path / "s.csv", models="all")
+    assert not other.records and other.skipped == {"system not in the catalogue (mi999_oam)": 1}
 
 
 @needs_data

@@ -170,6 +170,8 @@ def test_the_table_has_a_calib_column_and_a_legend_for_it(study_run):
         assert line[end - 7:end].strip() == ("yes" if gpu == "h100-sxm" else "carried"), line
     legend = next(line for line in lines if line.startswith("  calib:"))
     assert "yes =" in legend and "carried =" in legend and "own measurements" in legend
+    # and from which GPU each carried-over one is taken (h100-sxm is measured: not named)
+    assert next(line for line in lines if line.startswith("  carried:")) == "  carried:  h200 from h100-sxm"
 
 
 def test_the_plot_draws_carried_over_points_hollow_with_a_legend_entry(study_dir, study_run, capsys):
@@ -179,6 +181,7 @@ def test_the_plot_draws_carried_over_points_hollow_with_a_legend_entry(study_dir
     capsys.readouterr()
     carried = sum(r["gpu"] == "h200" for r in csv.DictReader((study_dir / "calib-out" / "front.csv").open()))
     assert f"GPU speed carried over: not measured on it ({carried})" in svg.read_text()
+    assert "(h200 from h100-sxm)" in svg.read_text() and "h100-sxm from" not in svg.read_text()
 
 
 def test_an_old_study_gets_the_columns_from_its_parameters(study_dir, study_run, capsys):
@@ -196,6 +199,6 @@ def test_compare_hardware_says_it_for_each_gpu(study_dir, study_run, capsys):
     assert rows["h200"]["calibration"].startswith("carried over from h100-sxm ")
     table = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in rows}
     assert "measured" in table["h100-sxm"] and "carried over" not in table["h100-sxm"]
-    assert "carried over" in table["h200"]
+    assert "carried over from h100-sxm" in table["h200"]
     assert "  speed: measured = " in out
     assert (study_dir / "calib-out" / "hardware.png").is_file()

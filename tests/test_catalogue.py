@@ -22,7 +22,8 @@ from sojourn.catalogue import (
     model_from_hf_config,
 )
 
-GPU_IDS = ["a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l40s", "l4", "mi300x"]
+GPU_IDS = ["a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "b200", "l40s", "l4", "mi300x",
+           "b300", "gb200", "gb300", "mi325x", "mi355x"]
 MODEL_IDS = [
     "llama-3.1-8b",
     "llama-3.1-70b",
@@ -182,8 +183,17 @@ def test_builtin_gpu_precisions(cat):
         assert cat.gpu(gpu_id).fp8_tflops is None
     for gpu_id in set(GPU_IDS) - {"a100-40gb", "a100-80gb"}:
         assert cat.gpu(gpu_id).fp8_tflops is not None
-    assert [g for g in GPU_IDS if cat.gpu(g).fp4_tflops is not None] == ["b200"]
+    assert [g for g in GPU_IDS if cat.gpu(g).fp4_tflops is not None] == ["b200", "b300", "gb200", "gb300", "mi355x"]
     assert cat.gpu("b200").fp4_tflops == 9000
+    # dense figures (half the sparse ones the spec sheets headline)
+    assert cat.gpu("b300").fp4_tflops == 13125 and cat.gpu("gb300").fp4_tflops == 15000
+    assert cat.gpu("gb200").fp4_tflops == 10000 and cat.gpu("gb200").bf16_tflops == 2500
+    assert cat.gpu("mi325x").fp8_tflops == 2614.9 and cat.gpu("mi325x").fp4_tflops is None
+    # MI355X: 256 CUs x 8192 FP8 FLOP/clock x 2.4 GHz; BF16 half, FP4 double
+    mi355x = cat.gpu("mi355x")
+    assert mi355x.fp8_tflops == pytest.approx(256 * 8192 * 2.4e9 / 1e12, abs=0.1)
+    assert mi355x.bf16_tflops == pytest.approx(mi355x.fp8_tflops / 2, abs=0.1)
+    assert mi355x.fp4_tflops == pytest.approx(mi355x.fp8_tflops * 2, abs=0.2)
 
 
 def test_builtin_estimates_are_flagged(cat):
@@ -195,6 +205,12 @@ def test_builtin_estimates_are_flagged(cat):
     for gpu_id in ("h100-sxm", "h200", "a100-80gb", "mi300x"):
         gpu = cat.gpu(gpu_id)
         assert not gpu.price_estimated and not gpu.purchase_estimated, gpu_id
+    # GB200/GB300 are sold and rented by the NVL72 rack: both prices are per-GPU estimates
+    for gpu_id in ("gb200", "gb300"):
+        assert cat.gpu(gpu_id).price_estimated and cat.gpu(gpu_id).purchase_estimated, gpu_id
+    assert cat.gpu("mi355x").price_estimated and not cat.gpu("mi355x").purchase_estimated
+    assert cat.gpu("mi325x").purchase_estimated and not cat.gpu("mi325x").price_estimated
+    assert not cat.gpu("b300").price_estimated and not cat.gpu("b300").purchase_estimated
 
 
 def test_interconnect_is_unidirectional(cat):
@@ -202,6 +218,13 @@ def test_interconnect_is_unidirectional(cat):
     assert cat.gpu("a100-80gb").interconnect_gbps == 300  # 600 bidirectional
     assert cat.gpu("b200").interconnect_gbps == 900  # 1800 bidirectional
     assert cat.gpu("mi300x").interconnect_gbps == 448  # 896 aggregate
+    assert cat.gpu("mi325x").interconnect_gbps == 448  # the same 7 Infinity Fabric links
+    assert cat.gpu("mi355x").interconnect_gbps == 537.6  # 1075.2 aggregate
+    for gpu_id in ("b300", "gb200", "gb300"):
+        assert cat.gpu(gpu_id).interconnect_gbps == 900, gpu_id  # NVLink 5, 1800 bidirectional
+    # the NVL72 parts say that their NVLink domain is the rack
+    for gpu_id in ("gb200", "gb300"):
+        assert any("NVLink domain of 72 GPUs" in n for n in cat.gpu(gpu_id).notes), gpu_id
     assert cat.gpu("l40s").interconnect_gbps == 32  # PCIe Gen4 x16, one direction
     assert cat.gpu("l4").interconnect_gbps == 32
     assert cat.gpu("h100-pcie").tdp_w == 350

@@ -23,6 +23,7 @@ COMMANDS = {
     "compare-hardware": "compare_hardware",
     "simulate": "simulate",
     "perf": "perf",
+    "catalogue": "catalogue",
     "calibrate": "calibrate",
 }
 

@@ -14,7 +14,9 @@ from sojourn._errors import ConfigError
 from sojourn._io import write_atomic
 from sojourn.result import Result
 
-__all__ = ["check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "study_runner", "write_atomic"]
+__all__ = [
+    "check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "speed_word", "study_runner", "write_atomic",
+]  # fmt: skip
 
 
 def study_runner(config: Any, **kwargs: Any) -> Any:
@@ -102,3 +104,16 @@ def _json_default(o: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def speed_word(calibrated: bool | None, source: Any) -> str:
+    """Where a GPU's step-time speed comes from, in a few words: "measured", "carried over from <gpu>",
+    "not measured" (fitted on nothing) or "unknown" (``sojourn.perf.calibration_of``'s judgement)."""
+    from sojourn.perf._profile import carried_origin
+
+    if calibrated is None:
+        return "unknown"
+    if calibrated:
+        return "measured"
+    origin = carried_origin(source)
+    return f"carried over from {origin}" if origin else "not measured"

@@ -90,10 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _speed(row: dict[str, Any]) -> str:
-    """Where the row's GPU speed comes from, in a word or two (``sojourn.perf.calibration_of``)."""
-    cal = row.get("calibrated")
-    if cal is None:
-        return "unknown"
-    if cal:
-        return "measured"
-    return "carried over" if str(row.get("calibration", "")).startswith("carried over") else "not measured"
+    """Where the row's GPU speed comes from, in a few words (``sojourn.perf.calibration_of``)."""
+    from sojourn._cli._common import speed_word
+
+    return speed_word(row.get("calibrated"), row.get("calibration"))

@@ -166,6 +166,9 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     req_tokens = args.request_tokens or ((args.isl + args.osl) if args.isl else 1024 + 256)
     prof = pm.profile
     prof_src = prof.source + (f" (factors carried over from {prof.carried_from})" if prof.carried_from else "")
+    from sojourn.perf import calibration_of
+
+    cal = calibration_of(prof, gpu.id, serving.backend)
     out: dict[str, Any] = {
         "model": model.id,
         "gpu": gpu.id,
@@ -173,6 +176,9 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         "ep": pm.ep,
         "precision": model_cfg.precision,
         "backend": serving.backend,
+        # Whether the step times below are fitted on measurements of this GPU and engine (sojourn.perf.calibration_of)
+        "calibrated": cal.calibrated,
+        "calibration": cal.source,
         "weights_bytes": pm.weights_bytes,
         "weights_bytes_per_gpu": pm.weights_bytes_per_gpu,
         "kv_bytes_per_token": pm.kv_bytes_per_token,
@@ -202,6 +208,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             f"no measurements for {gpu.id} ({serving.backend}): efficiency factors carried over from "
             f"{prof.carried_from}; treat times as a roofline estimate"
         )
+    elif not cal.calibrated:  # a profile of another GPU or engine named, or no fit at all
+        out["warning"] = f"{cal.source}; treat times as a roofline estimate"
     if args.isl is not None:
         from sojourn.sim.closed_loop import closed_loop
 
@@ -231,6 +239,7 @@ def _table(out: dict[str, Any]) -> str:
     lines = [
         f"{out['model']} on {out['gpu']} x{out['tp']}{' EP' if out['ep'] > 1 else ''} ({out['precision']}, "
         f"{out['backend']})",
+        f"  GPU speed          {'measured: ' if out['calibrated'] else ''}{out['calibration']}",
         f"  weights            {out['weights_bytes'] / gib:8.1f} GiB  ({out['weights_bytes_per_gpu'] / gib:.1f} GiB per GPU)",
         f"  KV per token       {out['kv_bytes_per_token'] / 1024:8.1f} KiB",
         f"  KV capacity        {out['kv_capacity_tokens']:8d} tokens = "

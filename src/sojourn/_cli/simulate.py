@@ -72,10 +72,15 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=progress if pbar.disable is False else False,
         )
+    from sojourn.perf import scenario_calibration
+
+    # Whether the fleet's step times are fitted on measurements of its GPU (sojourn.perf.calibration_of).
+    cal = scenario_calibration(scenario)
+    out = {**result.to_dict(), "calibrated": cal.calibrated, "calibration": cal.source}
     if args.json:
-        emit_json(result)
+        emit_json(out)
     else:
-        print(format_table(result, cancel=scenario.serving.on_deadline == "cancel"))
+        print(format_table(out, cancel=scenario.serving.on_deadline == "cancel"))
     return 0
 
 
@@ -164,5 +169,7 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
     for key in ("rejected_by", "cancelled_by"):
         if d.get(key):
             rows.append((key.replace("_", " "), ", ".join(f"{k}: {v}" for k, v in sorted(d[key].items()))))
+    if d.get("calibration"):
+        rows.append(("GPU speed", ("measured: " if d.get("calibrated") else "") + str(d["calibration"])))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

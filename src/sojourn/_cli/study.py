@@ -87,7 +87,24 @@ def format_front(rows: list[dict[str, Any]], space: list[str]) -> str:
             f"{calib:>7}  {params}  {', '.join(notes) or '-'}"
         )
     lines.append(FRONT_LEGEND)
+    origins = _carried_pairs(rows)
+    if origins:
+        lines.append(f"  carried:  {'; '.join(origins)}")
     return "\n".join(lines)
+
+
+def _carried_pairs(rows: list[dict[str, Any]]) -> list[str]:
+    """"<gpu> from <gpu measured>" for each front GPU whose speed is carried over, in row order, once each."""
+    from sojourn.perf._profile import carried_origin
+
+    out: list[str] = []
+    for r in rows:
+        origin = carried_origin(r.get("calibration"))
+        if origin:
+            pair = f"{r.get('gpu') or 'the scenario GPU'} from {origin}"
+            if pair not in out:
+                out.append(pair)
+    return out
 
 
 def _carried(source: Any) -> bool:

@@ -98,7 +98,10 @@ MODEL_KINDS = ("dense", "moe", "all")
 #: network (InfiniBand, ~50 GB/s per GPU) the NVLink interconnect figure does not describe.
 NODE_GPUS = 8
 #: aiconfigurator system names -> catalogue GPU ids.
-SYSTEMS = {"h100_sxm": "h100-sxm", "b200_sxm": "b200", "a100_sxm": "a100-80gb", "l40s": "l40s"}
+SYSTEMS = {
+    "h100_sxm": "h100-sxm", "b200_sxm": "b200", "a100_sxm": "a100-80gb", "l40s": "l40s",
+    "b300_sxm": "b300", "gb200": "gb200", "gb300": "gb300",
+}  # fmt: skip
 
 #: What the benchmark engine is assumed to run with where a row does not say: vLLM's
 #: defaults for its OpenAI server on a GPU with >= 70 GiB (max_num_batched_tokens 8192),

@@ -27,6 +27,7 @@ __all__ = [
     "Profile",
     "calibration",
     "calibration_of",
+    "carried_origin",
     "default_profile",
     "load_profile",
     "resolve_profile",
@@ -107,6 +108,14 @@ CARRY_OVER: dict[str, tuple[str, str]] = {
     "l40s": ("a100-80gb", "no L40S measurements: factors of the nearest measured data-centre GPU"),
     "mi300x": ("h100-sxm", "no AMD measurements in the public data: H100 factors applied to MI300X peaks"),
     "b200": ("h100-sxm", "no B200 measurements for this engine: Hopper factors applied to Blackwell peaks"),
+    "b300": ("b200", "same Blackwell architecture (Blackwell Ultra), equal BF16/FP8 peaks and bandwidth; its public "
+                     "rows are MoE-model rows only, whose fitted factors do not transfer to dense models (on them "
+                     "B200's vLLM factors predict TPOT within 11%: benchmarks/RESULTS.md, perf_accuracy)"),
+    "gb200": ("b200", "the same B200 GPU in a Grace-Blackwell superchip at 1200 W (in the catalogue peaks)"),
+    "gb300": ("b300", "the same Blackwell Ultra GPU in a Grace-Blackwell superchip; its public rows are "
+                      "disaggregated serving only (not modelled)"),
+    "mi325x": ("mi300x", "same CDNA 3 compute as MI300X with HBM3e; no AMD measurements in the public data"),
+    "mi355x": ("mi300x", "CDNA 4 successor of MI300X; no AMD measurements in the public data"),
 }
 
 
@@ -172,8 +181,27 @@ class Calibration:
     #: from", which GPU (or engine) they come from.
     source: str
 
+    @property
+    def carried_from(self) -> str | None:
+        """The GPU (or "GPU engine") the factors are carried over from, read from ``source``; None otherwise."""
+        return carried_origin(self.source)
+
     def to_dict(self) -> dict[str, Any]:
         return {"calibrated": self.calibrated, "source": self.source}
+
+
+_CARRIED = "carried over from "
+
+
+def carried_origin(source: Any) -> str | None:
+    """The GPU (or "GPU engine") a ``Calibration.source`` says the factors are carried over from, else None.
+
+    Works on the text alone, so that a front row read back from a CSV (its ``calibration`` column)
+    names the GPU too: ``"carried over from h100-sxm (vllm, fitted on ...)"`` -> ``"h100-sxm"``.
+    """
+    if not isinstance(source, str) or not source.startswith(_CARRIED):
+        return None
+    return source[len(_CARRIED):].split(" (", 1)[0].strip() or None
 
 
 def calibration_of(profile: Profile, gpu: str, backend: str | None = None) -> Calibration:

@@ -86,16 +86,20 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
     if front:
         x, y = xy(front)
         ax.step(x, y, where="post", color="tab:red", lw=1.5)
-        carried = [not _calibrated(runner, t) for t in front]
+        cals = [_calibration(runner, t) for t in front]
+        carried = [c is not None and not c.calibrated for c in cals]
         solid = [i for i, c in enumerate(carried) if not c]
         hollow = [i for i, c in enumerate(carried) if c]
+        origins = sorted({f"{_gpu_of(runner, front[i])} from {cals[i].carried_from}" for i in hollow
+                          if cals[i] is not None and cals[i].carried_from})  # fmt: skip
         if solid:
             ax.scatter([x[i] for i in solid], [y[i] for i in solid], marker="D", color="tab:red", zorder=3,
                        label=f"Pareto front ({len(solid)})")
         if hollow:
             ax.scatter([x[i] for i in hollow], [y[i] for i in hollow], marker="D", facecolors="white",
                        edgecolors="tab:red", zorder=3,
-                       label=f"Pareto front, GPU speed carried over: not measured on it ({len(hollow)})")
+                       label=f"Pareto front, GPU speed carried over: not measured on it ({len(hollow)})"
+                       + (f"\n({'; '.join(origins)})" if origins else ""))
         fragile = [i for i, t in enumerate(front) if _fragile(study, t)]
         if fragile:
             ax.scatter([x[i] for i in fragile], [y[i] for i in fragile], marker="o", s=160, facecolors="none",
@@ -113,17 +117,22 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
     return path
 
 
-def _calibrated(runner: Any, t: optuna.trial.FrozenTrial) -> bool:
-    """Whether the trial's GPU is calibrated on its own measurements (True when unknown: drawn plain)."""
+def _calibration(runner: Any, t: optuna.trial.FrozenTrial) -> Any:
+    """The trial's ``Calibration`` (``sojourn.perf.scenario_calibration``); None when unknown: drawn plain."""
     if runner is None:
-        return True
+        return None
     from sojourn.perf import scenario_calibration
 
     try:
         sc = runner.trial_scenario({k: t.params[k] for k in runner.cfg.space if k in t.params})
-        return scenario_calibration(sc).calibrated
+        return scenario_calibration(sc)
     except Exception:  # noqa: BLE001 - a plot marks what it can
-        return True
+        return None
+
+
+def _gpu_of(runner: Any, t: optuna.trial.FrozenTrial) -> str:
+    """The trial's GPU id: its parameter, else the study scenario's."""
+    return str(t.params.get("gpu") or runner.base.fleet.gpu)
 
 
 def _fragile(study: optuna.Study, t: optuna.trial.FrozenTrial) -> bool:
@@ -137,12 +146,20 @@ def plot_hardware(rows: list[dict[str, Any]], out: str | Path, target: float) ->
     """Rent against own-and-operate $/hour of the cheapest configuration per GPU type.
 
     A GPU whose speed is carried over from another GPU (``calibrated`` False) has hatched
-    bars and a ``(carried)`` label.
+    bars and a ``(carried from <gpu>)`` label.
     """
+    from sojourn.perf._profile import carried_origin
+
     ok = [r for r in rows if r.get("rent_usd_per_hour") is not None]
     fig, ax = _figure((7.5, 4.5))
-    labels = [f"{r['gpu']}{' (carried)' if r.get('calibrated') is False else ''}\n{r['nodes']}x tp{r['tp']}"
-              for r in ok]
+
+    def mark(r: dict[str, Any]) -> str:
+        if r.get("calibrated") is not False:
+            return ""
+        origin = carried_origin(r.get("calibration"))
+        return f" (carried from {origin})" if origin else " (carried)"
+
+    labels = [f"{r['gpu']}{mark(r)}\n{r['nodes']}x tp{r['tp']}" for r in ok]
     xs = range(len(ok))
     carried = [r.get("calibrated") is False for r in ok]
     from matplotlib.patches import Patch
