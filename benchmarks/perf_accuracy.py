@@ -35,6 +35,7 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,6 +131,32 @@ MOE_HEADER = [
 ]
 
 
+#: An (engine, GPU) with fewer MoE fit rows than this gets no MoE profile (six parameters are fitted).
+MIN_MOE_FIT_ROWS = 8
+PER_MODEL_HEADER = [
+    "| engine | GPU | model | held-out rows | TPOT MAPE % | TPOT bias % | TPOT p90 % | TTFT MAPE % | TTFT bias % |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def _moe_group(engine: str, gpu: str, log=print) -> tuple[Any, list, list] | None:
+    """Fit one (engine, GPU)'s MoE profile on its fit half; (profile, held-out rows, predictions), or None
+    when it has too few fit rows."""
+    loaded = load_silicon(fdp.SILICON, backend=engine, gpu=gpu, models="moe")
+    fit_rows, held = holdout_split(loaded.records)
+    fit_rows = [r for r in fit_rows if fits(r) is None]
+    held = [r for r in held if fits(r) is None]
+    if len(fit_rows) < MIN_MOE_FIT_ROWS or not held:
+        log(f"MoE {engine}/{gpu}: {len(fit_rows)} fit rows, {len(held)} held out: too few, not fitted")
+        return None
+    t0 = time.perf_counter()
+    prof = fit_profile(fit_rows, gpu, engine, ttft_weight=fdp.TTFT_WEIGHT)
+    preds = evaluate(held, prof)
+    log(f"MoE {engine}/{gpu}: fitted on {prof.fit['rows_used']} rows, {len(held)} held out "
+        f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    return prof, held, preds
+
+
 def run_moe(engines: list[str], dense_fits: dict, log=print) -> tuple[list[str], dict]:
     """The MoE rows: fit one profile per (engine, GPU) on their fit half, predict the held-out half."""
     all_rows = load_silicon(fdp.SILICON, models="moe")
@@ -137,31 +164,37 @@ def run_moe(engines: list[str], dense_fits: dict, log=print) -> tuple[list[str],
     figures: dict = {}
     transfer: list[str] = []
     carried: list[str] = []
+    per_model: list[str] = list(PER_MODEL_HEADER)
+    too_few: list[str] = []
     for engine in engines:
         gpus = sorted({r.gpu for r in all_rows.records if r.backend == engine})
         for gpu in gpus:
-            loaded = load_silicon(fdp.SILICON, backend=engine, gpu=gpu, models="moe")
-            fit_rows, held = holdout_split(loaded.records)
-            held = [r for r in held if fits(r) is None]
-            t0 = time.perf_counter()
-            prof = fit_profile(fit_rows, gpu, engine, ttft_weight=fdp.TTFT_WEIGHT)
-            preds = evaluate(held, prof)
-            log(f"MoE {engine}/{gpu}: fitted on {prof.fit['rows_used']} rows, {len(held)} held out "
-                f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+            done = _moe_group(engine, gpu, log)
+            if done is None:
+                too_few.append(f"{engine}/{gpu}")
+                continue
+            prof, held, preds = done
             groups = defaultdict(list)
+            by_model = defaultdict(list)
             for p in preds:
                 groups[(p.record.model, p.record.precision, p.record.tp, p.record.ep)].append(p)
+                by_model[p.record.model].append(p)
             for (model, prec, tp, ep), ps in sorted(groups.items()):
                 lines.append(_row([engine, gpu, model, prec, str(tp), str(ep)], _stats(ps)))
+            per_model += [_row([engine, gpu, model], _stats(ps)) for model, ps in sorted(by_model.items())]
             st = _stats(preds)
             figures[(engine, gpu)] = {"stats": st, "profile": prof}
             lines.append(_row([f"**{engine}**", f"**{gpu}**", "all", "", "", ""], st))
+            per_model.append(_row([f"**{engine}**", f"**{gpu}**", "all"], st))
             dense = dense_fits.get((engine, gpu))
             if dense is not None:
                 transfer.append(_row([engine, gpu, "MoE profile (fitted on MoE rows)"], st))
                 transfer.append(_row([engine, gpu, "dense profile (fitted on dense rows)"],
                                      _stats(evaluate(held, dense))))  # fmt: skip
             carried += _carried_rows(engine, gpu, held, st, figures)
+    lines += ["", "Per engine, GPU and model (all precisions, TP and EP sizes together):", "", *per_model]
+    if too_few:
+        lines += ["", f"Not fitted (fewer than {MIN_MOE_FIT_ROWS} valid MoE fit rows): {', '.join(too_few)}."]
     lines.append("")
     lines.append("Profiles fitted on the MoE fit half (eff_compute, eff_memory, step/seq overheads):")
     lines.append("")

@@ -260,7 +260,7 @@ def test_loader_moe_rows_and_reasons(tmp_path):
     assert [(r.model, r.ep) for r in moe.records] == [("minimax-m2.5", 1), ("minimax-m2.5", 4), ("deepseek-v3", 1)]
     assert moe.skipped["data-parallel attention (not modelled)"] == 1
     assert moe.skipped["MoE model with hybrid linear attention (Gated DeltaNet) (not modelled)"] == 1
-    assert moe.skipped["TP over more than one 8-GPU node (the inter-node network is not modelled)"] == 1
+    assert moe.skipped["TP beyond one NVLink domain (8-GPU node; the inter-node network is not modelled)"] == 1
     assert moe.skipped["dense model"] == 1
     assert len(load_silicon(path, models="all").records) == 4
     # the EP row's replica has ep = 4: the busiest GPU's share of the routed experts

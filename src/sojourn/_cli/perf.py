@@ -143,7 +143,8 @@ def _check_args(args: argparse.Namespace) -> None:
                                            "replica's KV capacity more clients only wait)")
 
 
-def report(args: argparse.Namespace) -> dict[str, Any]:
+def _replica(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(ModelConfig, Fleet, Serving, PerfModel) of the command line's replica, checked to fit."""
     from sojourn.catalogue import default_catalogue
     from sojourn.perf import build_perf_model
 
@@ -152,12 +153,16 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         serving = serving.model_copy(update={"enable_expert_parallel": True})
     _check_args(args)
     cat = default_catalogue()
-    model = cat.model(model_cfg.name)
-    gpu = cat.gpu(fleet.gpu)
     # A replica on its own: the KV capacity is reported, not held to one request of max_model_len.
-    pm = build_perf_model(model, gpu, tp=fleet.tp, precision=model_cfg.precision, profile=serving.profile,
-                          backend=serving.backend, serving=serving, check=False)
+    pm = build_perf_model(cat.model(model_cfg.name), cat.gpu(fleet.gpu), tp=fleet.tp, precision=model_cfg.precision,
+                          profile=serving.profile, backend=serving.backend, serving=serving, check=False)  # fmt: skip
     pm.check_fits()
+    return model_cfg, fleet, serving, pm
+
+
+def report(args: argparse.Namespace) -> dict[str, Any]:
+    model_cfg, fleet, serving, pm = _replica(args)
+    model, gpu = pm.model, pm.gpu
     batches = int_list(args.batch, "--batch")
     contexts = int_list(args.context, "--context")
     closed = [args.isl, args.osl, args.concurrency]
@@ -211,27 +216,32 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     elif not cal.calibrated:  # a profile of another GPU or engine named, or no fit at all
         out["warning"] = f"{cal.source}; treat times as a roofline estimate"
     if args.isl is not None:
-        from sojourn.sim.closed_loop import closed_loop
-
-        try:
-            res = closed_loop(pm, args.isl, args.osl, args.concurrency)
-        except ValueError as err:
-            raise ConfigError("--isl/--osl", str(err)) from None
-        out.update(
-            isl=args.isl,
-            osl=args.osl,
-            concurrency=args.concurrency,
-            ttft_s=res.ttft_s,
-            tpot_s=res.tpot_s,
-            e2e_s=res.e2e_s,
-            throughput_rps=res.throughput_rps,
-            output_tokens_per_s=res.output_tokens_per_s,
-            preemptions=res.preemptions,
-        )
-        out["sources"]["ttft_s"] = out["sources"]["tpot_s"] = (
-            "closed-loop run of the engine scheduler (sojourn.sim.engine) with the step times above"
-        )
+        _closed_loop(args, pm, out)
     return out
+
+
+def _closed_loop(args: argparse.Namespace, pm: Any, out: dict[str, Any]) -> None:
+    """Add the closed-loop prediction (TTFT, TPOT, throughput at --isl/--osl/--concurrency) to ``out``."""
+    from sojourn.sim.closed_loop import closed_loop
+
+    try:
+        res = closed_loop(pm, args.isl, args.osl, args.concurrency)
+    except ValueError as err:
+        raise ConfigError("--isl/--osl", str(err)) from None
+    out.update(
+        isl=args.isl,
+        osl=args.osl,
+        concurrency=args.concurrency,
+        ttft_s=res.ttft_s,
+        tpot_s=res.tpot_s,
+        e2e_s=res.e2e_s,
+        throughput_rps=res.throughput_rps,
+        output_tokens_per_s=res.output_tokens_per_s,
+        preemptions=res.preemptions,
+    )
+    out["sources"]["ttft_s"] = out["sources"]["tpot_s"] = (
+        "closed-loop run of the engine scheduler (sojourn.sim.engine) with the step times above"
+    )
 
 
 def _table(out: dict[str, Any]) -> str:

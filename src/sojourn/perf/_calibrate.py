@@ -94,9 +94,11 @@ UNMODELLED_MOE = {
     "Qwen/Qwen3.5-397B-A17B": "hybrid linear attention (Gated DeltaNet)",
 }
 MODEL_KINDS = ("dense", "moe", "all")
-#: GPUs of one HGX/DGX node of the catalogue's systems: a replica on more spans nodes, whose
-#: network (InfiniBand, ~50 GB/s per GPU) the NVLink interconnect figure does not describe.
+#: GPUs of one NVLink domain: 8 in an HGX/DGX node; a replica on more spans nodes, whose network
+#: (InfiniBand, ~50 GB/s per GPU) the NVLink interconnect figure does not describe. GB200/GB300
+#: NVL72 racks are one NVLink domain of 72 GPUs (their catalogue notes).
 NODE_GPUS = 8
+NVLINK_DOMAIN = {"gb200": 72, "gb300": 72}
 #: aiconfigurator system names -> catalogue GPU ids.
 SYSTEMS = {
     "h100_sxm": "h100-sxm", "b200_sxm": "b200", "a100_sxm": "a100-80gb", "l40s": "l40s",
@@ -329,7 +331,7 @@ def _row_model(r: dict[str, str], models: str) -> tuple[str | None, int, str]:
 
     MoE rows are skipped where the model's attention is not modelled (hybrid linear
     attention, DSA: ``UNMODELLED_MOE``), where attention runs data-parallel
-    (``attention_dp_size`` > 1) and where TP spans more than one node (``NODE_GPUS``). Rows
+    (``attention_dp_size`` > 1) and where TP spans more than one NVLink domain (``NODE_GPUS``, ``NVLINK_DOMAIN``). Rows
     with expert parallelism (``moe_ep_size`` > 1, ``moe_tp_size·moe_ep_size = tp``) are kept
     with their ``ep``, which the perf model takes (``PerfModel.ep``: the busiest GPU's share of
     the routed experts).
@@ -356,8 +358,8 @@ def _row_model(r: dict[str, str], models: str) -> tuple[str | None, int, str]:
         return None, 1, "data-parallel attention (not modelled)"
     if ep > 1 and moe_tp * ep != tp:
         return None, 1, "expert parallelism over other GPUs than the TP group (not modelled)"
-    if tp > NODE_GPUS and r["system"] in SYSTEMS:
-        return None, 1, f"TP over more than one {NODE_GPUS}-GPU node (the inter-node network is not modelled)"
+    if tp > NVLINK_DOMAIN.get(r["system"], NODE_GPUS):
+        return None, 1, f"TP beyond one NVLink domain ({NODE_GPUS}-GPU node; the inter-node network is not modelled)"
     return moe, ep, ""
 
 
