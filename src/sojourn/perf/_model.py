@@ -196,6 +196,11 @@ class PerfModel:
         _c_window: ClassVar[float]
         _c_pair_window: ClassVar[float]
 
+    # Class defaults of the constants only some models set: no sliding-window layers, no routed experts.
+    _c_window = 0.0
+    _c_pair_window = 0.0
+    _c_routed = 0.0
+
     def __post_init__(self) -> None:
         m = self.model
         if self.tp < 1:
@@ -273,10 +278,6 @@ class PerfModel:
         object.__setattr__(self, "_c_pair", m.full_attention_layers * m.attention_flops_per_pair / peak)
         object.__setattr__(self, "_c_pair_window", m.sliding_window_layers * m.attention_flops_per_pair / peak)
         object.__setattr__(self, "_c_window", m.sliding_window * self.window_kv_bytes_per_token_per_gpu / bw)
-
-    _c_window = 0.0  # class defaults: no sliding-window layers
-    _c_pair_window = 0.0
-    _c_routed = 0.0
 
     # -- memory ---------------------------------------------------------------
 
