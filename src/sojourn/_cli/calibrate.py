@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from sojourn.catalogue import default_catalogue
     from sojourn.perf import load_profile, save_profile
     from sojourn.perf._calibrate import (
-        DEFAULT_FIT,
+        default_fit_params,
         load_silicon,
         load_step_grid,
         load_steps,
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         gpu = cat.gpu(args.gpu).id if args.gpu else None
     except ConfigError as err:
         raise ConfigError("--gpu", err.message) from None
-    params = tuple(DEFAULT_FIT) + (("eff_interconnect",) if args.fit_interconnect else ())
+    extra = ("eff_interconnect",) if args.fit_interconnect else ()
     try:
         if args.silicon:
             path, kind = Path(args.silicon), "silicon"
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         records,
         gpu,
         backend,
-        params=params,
+        params=default_fit_params(records, extra),
         ttft_weight=args.ttft_weight,
         source=_source(kind, path, len(records), backend),
         skipped_on_load=dict(loaded.skipped),

@@ -46,6 +46,7 @@ __all__ = [
     "BENCH_KV_CACHE",
     "DEFAULT_FIT",
     "FIT_PARAMS",
+    "PRECISION_PARAM",
     "Loaded",
     "Prediction",
     "Record",
@@ -58,6 +59,7 @@ __all__ = [
     "load_step_grid",
     "load_steps",
     "overall_mape",
+    "default_fit_params",
     "perf_model_for",
     "summary_lines",
     "GRID_ORIGIN",
@@ -132,8 +134,23 @@ FIT_PARAMS: dict[str, tuple[float, float, float]] = {
     "comm_latency_s": (0.0, 1e-4, 1e-6),
     "eff_interconnect": (0.05, 1.0, 1.0),
     "request_overhead_s": (0.0, 0.5, 1e-2),
+    "eff_compute_fp8": (0.05, 1.0, 1.0),
+    "eff_compute_fp4": (0.05, 1.0, 1.0),
 }
 DEFAULT_FIT = ("eff_compute", "eff_memory", "step_overhead_s", "seq_overhead_s", "comm_latency_s", "request_overhead_s")
+#: The compute factor each precision's rows pin down (``Profile.compute_efficiency``).
+PRECISION_PARAM = {"bf16": "eff_compute", "fp8": "eff_compute_fp8", "fp4": "eff_compute_fp4"}
+
+
+def default_fit_params(records: Sequence[Any], extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """``DEFAULT_FIT`` with the compute factors of the precisions ``records`` hold: rows of
+    several precisions fit one factor each (bf16's is ``eff_compute``), and a factor no row
+    measures is left as it was, not fitted (fp8-only rows say nothing of bf16 GEMMs)."""
+    present = {PRECISION_PARAM[p] for p in {r.precision for r in records} if p in PRECISION_PARAM}
+    rest = [n for n in DEFAULT_FIT if n != "eff_compute"]
+    compute = [n for n in PRECISION_PARAM.values() if n in present] or ["eff_compute"]
+    return (*compute, *rest, *(n for n in extra if n not in rest))
+
 
 SILICON_ORIGIN = "aiconfigurator-core 0.12.0 (PyPI), aiconfigurator_core/systems/silicon_sample.csv, Apache-2.0"
 GRID_ORIGIN = (
@@ -601,11 +618,14 @@ def summary_lines(profile: Profile, skipped: Counter[str] | None = None) -> list
     f = profile.fit
     lines = [f"profile {profile.gpu}-{profile.backend}: {profile.source}"]
     units = {
-        "eff_compute": (1, ""), "eff_memory": (1, ""), "eff_interconnect": (1, ""),
+        "eff_compute": (1, ""), "eff_compute_fp8": (1, ""), "eff_compute_fp4": (1, ""),
+        "eff_memory": (1, ""), "eff_interconnect": (1, ""),
         "step_overhead_s": (1e3, " ms"), "seq_overhead_s": (1e6, " us"), "comm_latency_s": (1e6, " us"),
     }  # fmt: skip
     for name, (mult, unit) in units.items():
         tag = "fitted" if name in f.get("fitted", ()) else "fixed"
+        if getattr(profile, name) is None:
+            continue  # a precision's own factor not set: it uses the next wider one's
         lines.append(f"  {name:18s} {getattr(profile, name) * mult:10.4g}{unit}  ({tag})")
     overall = ", ".join(f"{k.removeprefix('mape_').upper()} {v:.1f}%" for k, v in f.get("overall", {}).items())
     lines.append(f"  rows used: {f.get('rows_used', 0)}; MAPE {overall}")

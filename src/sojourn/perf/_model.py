@@ -224,7 +224,7 @@ class PerfModel:
         # Precompute the constants of the hot path (step_time is called per simulated step).
         p = self.profile
         L, h = m.num_layers, m.hidden_size
-        peak = self.gpu.peak_flops(self.precision) * self.tp * p.eff_compute
+        peak = self.gpu.peak_flops(self.precision) * self.tp * p.compute_efficiency(self.precision)
         bw = self.gpu.bandwidth_bytes_per_s * p.eff_memory
         lm_head = m.vocab_size * h
         object.__setattr__(self, "_c_logit", 2.0 * lm_head / peak)

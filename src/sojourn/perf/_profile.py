@@ -43,7 +43,8 @@ class Profile:
 
     gpu: str
     backend: str = "vllm"
-    #: Fraction of the dense peak FLOP/s that GEMMs and prefill attention reach.
+    #: Fraction of the dense peak FLOP/s that GEMMs and prefill attention reach (bf16; and the
+    #: lower precisions where their own factor below is None).
     eff_compute: float = 0.6
     #: Fraction of the HBM bandwidth that weight and KV reads reach.
     eff_memory: float = 0.8
@@ -63,19 +64,37 @@ class Profile:
     #: hours it is negligible, so the fleet simulator leaves it out; ``closed_loop`` adds
     #: it to what the client measures.
     request_overhead_s: float = 0.0
+    #: Fraction of the fp8 (fp4) dense peak that an fp8 (fp4) model's GEMMs reach; None: as the
+    #: next wider precision (fp4 -> fp8 -> ``eff_compute``). Low-precision GEMMs reach a smaller
+    #: share of their doubled peak: fitted per precision on the public rows, H100's fp8 GEMMs run at
+    #: 1.0-1.6x bf16's rate (not 2x) and B200's fp4 at 1.3-1.5x fp8's (benchmarks/RESULTS.md,
+    #: perf_accuracy, "Compute efficiency by precision").
+    eff_compute_fp8: float | None = None
+    eff_compute_fp4: float | None = None
     source: str = "uncalibrated prior"
     carried_from: str | None = None
     fit: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("eff_compute", "eff_memory", "eff_interconnect"):
+        for name in ("eff_compute", "eff_memory", "eff_interconnect", "eff_compute_fp8", "eff_compute_fp4"):
             v = getattr(self, name)
+            if v is None and name.startswith("eff_compute_"):
+                continue
             if not 0 < v <= 1:
                 raise ConfigError(f"profile.{name}", f"must be in (0, 1], got {v!r}")
         for name in ("step_overhead_s", "seq_overhead_s", "comm_latency_s", "request_overhead_s"):
             v = getattr(self, name)
             if not v >= 0:
                 raise ConfigError(f"profile.{name}", f"must be >= 0, got {v!r}")
+
+    def compute_efficiency(self, precision: str) -> float:
+        """The share of ``precision``'s dense peak that GEMMs reach: its own factor, else the next
+        wider precision's (fp4 -> fp8 -> bf16's ``eff_compute``)."""
+        if precision == "fp4" and self.eff_compute_fp4 is not None:
+            return self.eff_compute_fp4
+        if precision in ("fp4", "fp8") and self.eff_compute_fp8 is not None:
+            return self.eff_compute_fp8
+        return self.eff_compute
 
     @property
     def calibrated(self) -> bool:

@@ -22,11 +22,11 @@ from sojourn._errors import ConfigError
 from sojourn.perf import PRIOR, Profile
 from sojourn.perf._calibrate import (
     BENCH_DEFAULTS,
-    DEFAULT_FIT,
     FIT_PARAMS,
     Prediction,
     Record,
     SiliconRow,
+    default_fit_params,
     fits,
     group_mape,
     overall_mape,
@@ -75,7 +75,7 @@ def fit_profile(
     gpu: str,
     backend: str = "vllm",
     *,
-    params: Sequence[str] = DEFAULT_FIT,
+    params: Sequence[str] | None = None,
     start: Profile | None = None,
     ttft_weight: float = 0.1,
     loss: str = "soft_l1",
@@ -107,6 +107,7 @@ def fit_profile(
     max(256, concurrency), gpu_memory_utilization 0.9, block size 16, and the
     KV-cache type of ``BENCH_KV_CACHE`` where the evidence says it differed.
 
+    ``params`` None: ``default_fit_params`` (one compute factor per precision the rows hold).
     Records for another GPU or engine are an error; rows that cannot run (weights or one
     request do not fit) are dropped and counted in ``fit["skipped"]``, with the
     loader's ``skipped_on_load`` counts (rows filtered out as another backend or GPU
@@ -117,12 +118,12 @@ def fit_profile(
     cat = _catalogue(catalogue)
     usable, skipped = _usable(records, gpu, backend, params, skipped_on_load, cat)
     base = replace(start or PRIOR, gpu=gpu, backend=backend, carried_from=None, fit={})
-    names = list(params)
+    names = list(default_fit_params(usable) if params is None else params)
     if not any(isinstance(r, SiliconRow) for r in usable) and "request_overhead_s" in names:
         names.remove("request_overhead_s")  # only a client's TTFT sees it: step rows cannot fit it
     lo = np.array([FIT_PARAMS[n][0] / FIT_PARAMS[n][2] for n in names])
     hi = np.array([FIT_PARAMS[n][1] / FIT_PARAMS[n][2] for n in names])
-    x0 = np.clip([getattr(base, n) / FIT_PARAMS[n][2] for n in names], lo + 1e-6, hi - 1e-6)
+    x0 = np.clip([_start_value(base, n) / FIT_PARAMS[n][2] for n in names], lo + 1e-6, hi - 1e-6)
 
     def profile_at(x: np.ndarray) -> Profile:
         vals: dict[str, Any] = {n: float(v) * FIT_PARAMS[n][2] for n, v in zip(names, x, strict=True)}
@@ -151,11 +152,20 @@ def fit_profile(
     return replace(fitted, source=source or f"fitted to {len(usable)} rows", fit=fit_info)
 
 
-def _usable(records: Sequence[Record], gpu: str, backend: str, params: Sequence[str],
+def _start_value(base: Profile, name: str) -> float:
+    """Where the fit of ``name`` starts: its value, or for an unset precision factor the factor
+    that precision uses now (``Profile.compute_efficiency``)."""
+    v = getattr(base, name)
+    if v is None:
+        return base.compute_efficiency(name.removeprefix("eff_compute_"))
+    return float(v)
+
+
+def _usable(records: Sequence[Record], gpu: str, backend: str, params: Sequence[str] | None,
             skipped_on_load: dict[str, int] | None, cat: Any) -> tuple[list[Record], Counter[str]]:
     """The records a fit can use, and why the others were dropped; ConfigError for a bad request."""
-    unknown = [p for p in params if p not in FIT_PARAMS]
-    if unknown or not params:
+    unknown = [p for p in params or () if p not in FIT_PARAMS]
+    if unknown or (params is not None and not params):
         raise ConfigError("calibrate.params", f"cannot fit {unknown or 'nothing'}; allowed: {', '.join(FIT_PARAMS)}")
     other = sorted({r.gpu for r in records} - {gpu})
     if other:
