@@ -196,11 +196,14 @@ def run_moe(engines: list[str], dense_fits: dict, log=print) -> tuple[list[str],
     if too_few:
         lines += ["", f"Not fitted (fewer than {MIN_MOE_FIT_ROWS} valid MoE fit rows): {', '.join(too_few)}."]
     lines.append("")
-    lines.append("Profiles fitted on the MoE fit half (eff_compute, eff_memory, step/seq overheads):")
+    lines.append("Profiles fitted on the MoE fit half (compute factor per precision of the rows, eff_memory, "
+                 "step/seq overheads):")
     lines.append("")
     for (engine, gpu), f in figures.items():
         p = f["profile"]
-        lines.append(f"- {engine}/{gpu}: eff_compute {p.eff_compute:.3f}, eff_memory {p.eff_memory:.3f}, "
+        eff = ", ".join(f"{prec} {p.compute_efficiency(prec):.3f}" for prec in sorted({r.precision for r in
+                        all_rows.records if (r.backend, r.gpu) == (engine, gpu)}))  # fmt: skip
+        lines.append(f"- {engine}/{gpu}: compute factor {eff}, eff_memory {p.eff_memory:.3f}, "
                      f"step {p.step_overhead_s * 1e3:.2f} ms, seq {p.seq_overhead_s * 1e6:.1f} us, "
                      f"comm latency {p.comm_latency_s * 1e6:.1f} us")  # fmt: skip
     if transfer:
@@ -381,18 +384,18 @@ MOE_NOTES = [
     "deployments (GB200).",
     "",
     "Reading: the issue's target, TPOT MAPE <= 15% on held-out MoE rows for vLLM and SGLang, is met per "
-    "(engine, GPU): vLLM B200 11.7% (208 rows), B300 7.2% (46), H100 3.0% (7 rows; 8 fit rows for 6 "
-    "parameters, not evidence), SGLang B200 10.8% (98 rows: DeepSeek-R1 11.6%, DeepSeek-V3 8.2%). Per "
-    "model, gpt-oss-120b on vLLM B200 (17.2%) is above it, as are a few small groups (MiniMax-M2.5 fp4 tp1, "
-    "2 rows, 48%). TensorRT-LLM B200 (not part of the target) fits worse with DeepSeek-R1/V3 in its profile "
-    "(21.0%; gpt-oss alone was fitted to 7.9% before): one set of factors does not serve both on that "
-    "engine. The MoE profiles put eff_compute at 0.09-0.18 (dense: ~0.6): the per-expert GEMMs are small "
+    "(engine, GPU): vLLM B200 11.6% (208 rows), B300 7.2% (46), H100 3.0% (7 rows; 8 fit rows for 6 "
+    "parameters, not evidence), SGLang B200 12.5% (98 rows: DeepSeek-R1 13.5%, DeepSeek-V3 9.3%). Per "
+    "model, gpt-oss-120b on vLLM B200 (17.1%) is above it, as are a few small groups (MiniMax-M2.5 fp4 tp1, "
+    "2 rows). TensorRT-LLM B200 (not part of the target) fits worse with DeepSeek-R1/V3 in its profile "
+    "(21.6%; gpt-oss alone was fitted to 7.9% before): one set of factors does not serve both on that "
+    "engine. The MoE profiles' compute factors are far below the dense ones (the per-expert GEMMs are small "
     "and the model has no term for their lower efficiency or for routing overheads, so the fit absorbs "
-    "them, and a dense profile does not transfer (second table). SGLang and TensorRT-LLM H100 put "
-    "eff_memory at its bound 1.0. B300 (vLLM MiniMax-M2.5 and Kimi-K2.5 rows, no dense row) checks its "
-    "carry-over from B200 (last table): B200's MoE factors on B300's peaks predict its held-out TPOT within "
-    "9.3% (own fit 7.2%), the dense B200 profile B300 runs by default within 9.5%, so B300 ships no profile "
-    "of its own and is marked carried over from b200.",
+    "them), and a dense profile does not transfer (second table). TensorRT-LLM H100 puts eff_memory at its "
+    "bound 1.0. B300 (vLLM MiniMax-M2.5 and Kimi-K2.5 rows, no dense row) checks its carry-over from B200 "
+    "(last table): B200's MoE factors on B300's peaks predict its held-out TPOT within 9.4% (own fit "
+    "7.2%), the dense B200 profile B300 runs by default within 9.3%, so B300 ships no profile of its own "
+    "and is marked carried over from b200.",
 ]
 
 NOTES = [
