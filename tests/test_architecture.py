@@ -390,7 +390,9 @@ LONG_FUNCTIONS = {
                                   "each further call per step costs ~1% of benchmarks/sim_speed.py",
 }
 #: Long functions allowed only until they are split (remove each entry as it is: a stale one fails).
-BEING_SPLIT: dict[str, str] = {}
+BEING_SPLIT: dict[str, str] = {
+    "_cli/simulate.py: format_table": "81 lines as merged from branch gpus (its GPU speed row); split it there",
+}
 
 
 def function_lengths(src: Path = SRC) -> dict[str, int]:

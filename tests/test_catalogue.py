@@ -37,6 +37,10 @@ MODEL_IDS = [
     "gpt-oss-120b",
     "qwen3-235b-a22b",
     "minimax-m2.5",
+    # multi-head latent attention
+    "deepseek-v3",
+    "deepseek-r1",
+    "kimi-k2.5",
 ]
 
 # Where the GPU facts were transcribed from (outside the project; optional).
@@ -71,6 +75,21 @@ def hf_config_of(spec: ModelSpec) -> dict:
                 "first_k_dense_replace": spec.first_k_dense_layers,
             }
             if spec.is_moe
+            else {}
+        ),
+        **(
+            {k: getattr(spec, k) for k in ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+                                           "v_head_dim")}  # fmt: skip
+            if spec.is_mla
+            else {}
+        ),
+        **(
+            {
+                "sliding_window": spec.sliding_window,
+                "layer_types": ["sliding_attention"] * spec.sliding_window_layers
+                + ["full_attention"] * spec.full_attention_layers,
+            }
+            if spec.sliding_window_layers
             else {}
         ),
     }
@@ -403,7 +422,7 @@ def test_hf_config_defaults():
     ) == spec.num_parameters
 
 
-@pytest.mark.parametrize(("key", "what"), [("kv_lora_rank", "latent attention"), ("linear_num_value_heads", "linear")])
+@pytest.mark.parametrize(("key", "what"), [("index_topk", "sparse attention"), ("linear_num_value_heads", "linear")])
 def test_unmodelled_attention_rejected(tmp_path, key, what):
     """MoE configs load (tests/test_moe.py); attention the perf model cannot represent is refused."""
     config = {**QWEN3_8B_CONFIG, "num_experts": 8, "num_experts_per_tok": 2, key: 512}

@@ -259,16 +259,23 @@ def test_loader_moe_rows_and_reasons(tmp_path):
         {"model_path": "MiniMaxAI/MiniMax-M2.5", "attention_dp_size": "4", "moe_tp_size": "1", "moe_ep_size": "16"},
         {"model_path": "deepseek-ai/DeepSeek-V3"},
         {"model_path": "Qwen/Qwen3-32B", "precision": ""},
+        {"model_path": "Qwen/Qwen3.5-397B-A17B"},
+        {"model_path": "deepseek-ai/DeepSeek-R1", "tp_size": "16", "moe_tp_size": "4", "moe_ep_size": "4"},
     ])  # fmt: skip
     dense = load_silicon(path)
     assert [r.model for r in dense.records] == ["qwen3-32b"]
-    assert dense.skipped["MoE or unknown model"] == 4  # the dense default is what it was
+    assert dense.skipped["MoE or unknown model"] == 6  # the dense default is what it was
     moe = load_silicon(path, models="moe")
-    assert [(r.model, r.ep) for r in moe.records] == [("minimax-m2.5", 1), ("minimax-m2.5", 4)]
+    assert [(r.model, r.ep) for r in moe.records] == [("minimax-m2.5", 1), ("minimax-m2.5", 4), ("deepseek-v3", 1)]
     assert moe.skipped["data-parallel attention (not modelled)"] == 1
-    assert moe.skipped["MoE model with multi-head latent attention (not modelled)"] == 1
+    assert moe.skipped["MoE model with hybrid linear attention (Gated DeltaNet) (not modelled)"] == 1
+    assert moe.skipped["TP beyond one NVLink domain (8-GPU node; the inter-node network is not modelled)"] == 1
     assert moe.skipped["dense model"] == 1
-    assert len(load_silicon(path, models="all").records) == 3
+    assert len(load_silicon(path, models="all").records) == 4
+    # the EP row's replica has ep = 4: the busiest GPU's share of the routed experts
+    from sojourn.perf._calibrate import perf_model_for
+
+    assert perf_model_for(moe.records[1], PRIOR).ep == 4 and perf_model_for(moe.records[0], PRIOR).ep == 1
     with pytest.raises(ConfigError):
         load_silicon(path, models="sparse")
 
@@ -277,6 +284,184 @@ def test_loader_moe_rows_and_reasons(tmp_path):
 def test_public_moe_rows_load_and_fit_in_memory():
     loaded = load_silicon(SILICON, models="moe")
     models = {r.model for r in loaded.records}
-    assert models == {"gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5"}
-    assert all(fits(r) is None for r in loaded.records)
+    assert models == {"gpt-oss-120b", "qwen3-235b-a22b", "minimax-m2.5", "deepseek-v3", "deepseek-r1", "kimi-k2.5"}
+    assert {r.model for r in loaded.records if r.backend == "sglang"} == {"deepseek-v3", "deepseek-r1"}
+    # every row fits but GB200's TP sizes that do not divide DeepSeek's 128 heads (12, 20, ..., 72)
+    unfit = {(r.gpu, r.model, r.tp) for r in loaded.records if fits(r) is not None}
+    assert unfit and all(g == "gb200" and m == "deepseek-r1" and 128 % tp for g, m, tp in unfit)
     assert len(load_silicon(SILICON).records) == 836  # the dense rows, as before MoE support
+
+
+# deepseek-ai/DeepSeek-V3 config.json (abridged to the architecture keys)
+DEEPSEEK_V3 = {
+    "_name_or_path": "deepseek-ai/DeepSeek-V3",
+    "first_k_dense_replace": 3,
+    "hidden_size": 7168,
+    "intermediate_size": 18432,
+    "kv_lora_rank": 512,
+    "max_position_embeddings": 163840,
+    "moe_intermediate_size": 2048,
+    "n_routed_experts": 256,
+    "n_shared_experts": 1,
+    "num_attention_heads": 128,
+    "num_experts_per_tok": 8,
+    "num_hidden_layers": 61,
+    "num_key_value_heads": 128,
+    "q_lora_rank": 1536,
+    "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64,
+    "tie_word_embeddings": False,
+    "v_head_dim": 128,
+    "vocab_size": 129280,
+}
+
+
+def test_mla_config_parsed_with_parameter_counts():
+    ds = model_from_hf_config(DEEPSEEK_V3)
+    assert ds.is_mla and ds.is_moe and ds.kv_elements_per_token_layer == 512 + 64
+    assert ds.num_parameters == pytest.approx(671e9, rel=0.005)  # model card: 671B (without the MTP module)
+    # README_WEIGHTS.md: 36.6B activated including the 0.9B output head (not the embedding table)
+    assert ds.active_parameters - ds.embedding_parameters == pytest.approx(36.6e9, rel=0.01)
+    # MLA attention by hand: q_a + norm + q_b, kv_a + norm, kv_b, o
+    attn = 7168 * 1536 + 1536 + 1536 * 128 * 192 + 7168 * 576 + 512 + 512 * 128 * 256 + 128 * 128 * 7168
+    gqa_free = dataclasses.replace(ds, kv_lora_rank=0)
+    assert count_parameters(**{k: getattr(ds, k) for k in _ARCH}) - count_parameters(
+        **{k: getattr(gqa_free, k) for k in _ARCH if k not in _MLA}
+    ) == 61 * (attn - _gqa_attention(gqa_free))
+    # Kimi-K2.5 keeps its language model under text_config
+    kimi = model_from_hf_config({"_name_or_path": "moonshotai/Kimi-K2.5", "text_config": {
+        **DEEPSEEK_V3, "num_attention_heads": 64, "num_key_value_heads": 64, "n_routed_experts": 384,
+        "first_k_dense_replace": 1, "vocab_size": 163840, "max_position_embeddings": 262144}})  # fmt: skip
+    assert kimi.num_parameters == pytest.approx(default_catalogue().model("kimi-k2.5").num_parameters, rel=1e-3)
+    assert kimi.active_parameters == pytest.approx(32.5e9, rel=0.02)  # card: 32B activated
+    with pytest.raises(ConfigError, match="v_head_dim"):
+        model_from_hf_config({k: v for k, v in DEEPSEEK_V3.items() if k != "v_head_dim"})
+
+
+_MLA = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+_ARCH = ("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+         "vocab_size", "tie_word_embeddings", "num_experts", "experts_per_token", "num_shared_experts",
+         "moe_intermediate_size", "first_k_dense_layers", *_MLA)  # fmt: skip
+
+
+def _gqa_attention(spec) -> int:
+    h, H, kv, hd = spec.hidden_size, spec.num_attention_heads, spec.num_key_value_heads, spec.head_dim
+    return 2 * h * H * hd + 2 * h * kv * hd
+
+
+def test_mla_kv_cache_is_the_latent_on_every_gpu():
+    cat = default_catalogue()
+    ds = cat.model("deepseek-v3")
+    for tp in (4, 8):
+        pm = build_perf_model(ds, cat.gpu("b200"), tp, "fp8", check=False)
+        # 61 layers x (512 + 64) fp8 elements, not divided by tp (every GPU holds the latent)
+        assert pm.kv_bytes_per_token_per_gpu == 61 * 576 * 1.0
+        peak = cat.gpu("b200").peak_flops("fp8") * tp * pm.profile.compute_efficiency("fp8")
+        assert pm._c_pair == pytest.approx(61 * 2 * 128 * (192 + 128) / peak, rel=1e-12)
+    # as grouped-query attention with 128 KV heads of 128 it would be 2*128*128 = 32768 elements a layer
+    assert ds.kv_elements_per_token_layer * 56 < 2 * 128 * 128
+    pm = build_perf_model(ds, cat.gpu("b200"), 8, "fp8")
+    assert pm.kv_capacity_tokens > 1_000_000  # ~35 KB a token: millions of tokens on 8 B200s
+    assert pm.tp == 8 and "deepseek-v3" in cat.models and cat.model("deepseek-ai/DeepSeek-R1").id == "deepseek-r1"
+
+
+def test_sliding_window_layers_keep_a_window():
+    cat = default_catalogue()
+    gpt = cat.model("gpt-oss-120b")
+    assert (gpt.sliding_window, gpt.sliding_window_layers, gpt.full_attention_layers) == (128, 18, 18)
+    full = dataclasses.replace(gpt, sliding_window=0, sliding_window_layers=0)
+    pm = build_perf_model(gpt, cat.gpu("h100-sxm"), 2, "fp8")
+    pm_full = build_perf_model(full, cat.gpu("h100-sxm"), 2, "fp8")
+    assert pm.kv_bytes_per_token_per_gpu == pytest.approx(pm_full.kv_bytes_per_token_per_gpu / 2)
+    assert pm.window_kv_bytes_per_token_per_gpu == pm.kv_bytes_per_token_per_gpu
+    # each of max_num_seqs sequences keeps ceil(128/16) + 1 blocks in the 18 sliding layers
+    assert pm.window_reserve_bytes_per_gpu == 256 * 9 * 16 * pm.window_kv_bytes_per_token_per_gpu
+    assert 1.8 < pm.kv_capacity_tokens / pm_full.kv_capacity_tokens < 2.0
+    # decode: full layers read the context, sliding layers a window per sequence
+    b, ctx = 32, 32 * 8000
+    extra = pm_full.step_time(0, b, ctx) - pm.step_time(0, b, ctx)
+    bw = pm.gpu.bandwidth_bytes_per_s * pm.profile.eff_memory
+    assert extra == pytest.approx(pm.window_kv_bytes_per_token_per_gpu * (ctx - b * 128) / bw, rel=1e-9)
+    assert pm.decode_run_time(b, ctx, 10) == pytest.approx(sum(pm.step_time(0, b, ctx + b * i) for i in range(10)))
+    # the HF config's layer_types
+    cfg = {"_name_or_path": "openai/gpt-oss-120b", "num_hidden_layers": 4, "hidden_size": 64, "intermediate_size": 64,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 100,
+           "max_position_embeddings": 4096, "num_local_experts": 4, "experts_per_token": 2, "sliding_window": 128,
+           "layer_types": ["sliding_attention", "full_attention"] * 2}  # fmt: skip
+    assert model_from_hf_config(cfg).sliding_window_layers == 2
+    with pytest.raises(ConfigError, match="chunked_attention"):
+        model_from_hf_config({**cfg, "layer_types": ["sliding_attention", "chunked_attention"] * 2})
+    # a sliding_window without layer_types (Qwen: use_sliding_window false) is full attention, as before
+    assert model_from_hf_config({**cfg, "layer_types": None}).sliding_window_layers == 0
+
+
+def test_ep_busiest_balls_into_bins():
+    from sojourn.perf import ep_busiest
+
+    assert ep_busiest(64, 1) == 64
+    for n in (1, 8, 64, 4096):
+        got = ep_busiest(n, 8)
+        assert n / 8 < got <= n
+    # the relative excess of the busiest GPU shrinks as the load grows
+    assert ep_busiest(8, 8) * 8 / 8 > ep_busiest(4096, 8) * 8 / 4096 > 1.0
+    # distinct experts drawn without replacement: all E hit -> exactly E/ep each
+    assert ep_busiest(256, 8, population=256) == pytest.approx(32)
+
+
+def test_expert_parallel_costs_the_busiest_gpu():
+    cat = default_catalogue()
+    qw = cat.model("qwen3-235b-a22b")
+    tp = build_perf_model(qw, cat.gpu("h100-sxm"), 8, "fp8")
+    ep = build_perf_model(qw, cat.gpu("h100-sxm"), 8, "fp8", ep=8)
+    assert ep.weights_bytes_per_gpu == tp.weights_bytes_per_gpu and ep.kv_capacity_tokens == tp.kv_capacity_tokens
+    small = ep.beta(1, 1000) / tp.beta(1, 1000)
+    large = ep.step_time(8192, 0, 0, prefill_done=1) / tp.step_time(8192, 0, 0, prefill_done=1)
+    assert small > 1.05 and 1.0 < large < small  # imbalance matters at small batches, averages out at large ones
+    assert build_perf_model(qw, cat.gpu("h100-sxm"), 8, "fp8", ep=1).beta(4, 100) == tp.beta(4, 100)
+    assert ep.decode_run_time(16, 16 * 500, 5) == pytest.approx(sum(ep.step_time(0, 16, 16 * (500 + i)) for i in range(5)))
+    with pytest.raises(ConfigError) as exc:
+        build_perf_model(cat.model("qwen3-32b"), cat.gpu("h100-sxm"), 8, "fp8", ep=8)
+    assert exc.value.field == "serving.enable_expert_parallel" and "dense" in exc.value.message
+    with pytest.raises(ConfigError, match="allowed: 1, 2, 4, 8"):
+        build_perf_model(qw, cat.gpu("h100-sxm"), 8, "fp8", ep=3)
+
+
+def _moe_scenario(**serving):
+    from sojourn.scenario import scenario_from_dict
+
+    return scenario_from_dict({
+        "workload": {"batch_rate_per_hour": 1.0, "batch_size": {"dist": "fixed", "value": 100},
+                     "input_tokens": {"dist": "fixed", "value": 1000},
+                     "output_tokens": {"dist": "fixed", "value": 200}},
+        "model": {"name": serving.pop("model", "qwen3-235b-a22b"), "precision": "fp8"},
+        "fleet": {"gpu": "h100-sxm", "tp": serving.pop("tp", 8), "nodes": 1},
+        "serving": serving,
+    })  # fmt: skip
+
+
+def test_serving_enable_expert_parallel():
+    on = _moe_scenario(enable_expert_parallel=True)
+    assert on.perf_model().ep == 8 and on.model_dump()["serving"]["enable_expert_parallel"] is True
+    off = _moe_scenario()
+    assert off.perf_model().ep == 1
+    assert "enable_expert_parallel" not in off.model_dump()["serving"]  # scenarios without it serialise as before
+    assert off.with_updates({"serving.enable_expert_parallel": True}).perf_model().ep == 8
+    for bad, words in (({"model": "llama-3.1-70b"}, "dense"), ({"tp": 1, "model": "gpt-oss-120b"}, "tp=1")):
+        with pytest.raises(ConfigError) as exc:
+            _moe_scenario(enable_expert_parallel=True, **bad)
+        assert exc.value.field == "serving.enable_expert_parallel" and words in exc.value.message
+
+
+def test_cli_perf_enable_expert_parallel(capsys):
+    import json
+
+    from sojourn.cli import main
+
+    args = ["perf", "--model", "qwen3-235b-a22b", "--gpu", "h100-sxm", "--tp", "8", "--precision", "fp8", "--json"]
+    assert main([*args, "--enable-expert-parallel"]) == 0
+    on = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert (on["ep"], off["ep"]) == (8, 1) and on["kv_capacity_tokens"] == off["kv_capacity_tokens"]
+    assert main(["perf", "--model", "qwen3-32b", "--gpu", "h100-sxm", "--tp", "2", "--enable-expert-parallel"]) != 0
+    assert "serving.enable_expert_parallel" in capsys.readouterr().err

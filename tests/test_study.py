@@ -256,7 +256,7 @@ def test_the_documented_study_shape_works_as_written(tmp_path):
 
 
 def test_shipped_studies_load():
-    for name in ("quickstart", "overnight-70b", "hardware-purchase"):
+    for name in ("quickstart", "overnight-70b", "hardware-purchase", "moe-vs-dense"):
         runner = StudyRunner(load_study(ROOT / "studies" / f"{name}.toml"))
         assert runner.base.perf_model().kv_capacity_tokens > 0
         # Every trial of a shipped study screens on the fast tier (none needs an hour of request tier).

@@ -286,6 +286,11 @@ class Serving(_Strict):
     block_size: Literal[1, 8, 16, 32, 64, 128] = _ENGINE_DEFAULTS["block_size"]
     #: KV-cache element type (vLLM's --kv-cache-dtype); unset: fp8 with fp8/fp4 weights, else bf16.
     kv_cache_dtype: Literal[KV_CACHE_DTYPES] | None = _ENGINE_DEFAULTS["kv_cache_dtype"]  # type: ignore[valid-type]
+    #: vLLM's --enable-expert-parallel: a mixture-of-experts model's experts spread whole over the
+    #: replica's tp GPUs (expert-parallel size = tp) instead of each sliced tp ways; attention stays
+    #: tensor-parallel. MoE models and tp > 1 only (``sojourn.perf.PerfModel.ep``). Left out of the
+    #: serialised form while false, so scenarios (and studies' fingerprints) without it read as before.
+    enable_expert_parallel: bool = Field(default=False, exclude_if=lambda v: v is False)
     discipline: Literal[SCENARIO_DISCIPLINES] = "fifo"  # type: ignore[valid-type]
     #: Requests waiting beyond this many in the central queue are rejected (None: unbounded).
     max_queue: int | None = Field(default=None, ge=0)

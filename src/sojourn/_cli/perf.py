@@ -82,6 +82,9 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--max-num-seqs", type=int, help="vLLM's limit of sequences a step runs")
     p.add_argument("--block-size", type=int, help="vLLM's KV-cache block, in tokens")
     p.add_argument("--kv-cache-dtype", help="vLLM's; unset: fp8 with fp8/fp4 weights, else bf16")
+    p.add_argument("--enable-expert-parallel", action="store_true",
+                   help="vLLM's: a MoE model's experts spread whole over the tp GPUs (scenario setting "
+                        "serving.enable_expert_parallel; default false)")  # fmt: skip
     p.add_argument("--request-tokens", type=int, default=None,
                    help="tokens of one request for 'KV capacity in requests' (default isl+osl, else 1024+256)")
     p.add_argument("--isl", type=int, help="input tokens per request (closed-loop prediction)")
@@ -140,19 +143,26 @@ def _check_args(args: argparse.Namespace) -> None:
                                            "replica's KV capacity more clients only wait)")
 
 
-def report(args: argparse.Namespace) -> dict[str, Any]:
+def _replica(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(ModelConfig, Fleet, Serving, PerfModel) of the command line's replica, checked to fit."""
     from sojourn.catalogue import default_catalogue
     from sojourn.perf import build_perf_model
 
     model_cfg, fleet, serving = _settings(args)
+    if getattr(args, "enable_expert_parallel", False):
+        serving = serving.model_copy(update={"enable_expert_parallel": True})
     _check_args(args)
     cat = default_catalogue()
-    model = cat.model(model_cfg.name)
-    gpu = cat.gpu(fleet.gpu)
     # A replica on its own: the KV capacity is reported, not held to one request of max_model_len.
-    pm = build_perf_model(model, gpu, tp=fleet.tp, precision=model_cfg.precision, profile=serving.profile,
-                          backend=serving.backend, serving=serving, check=False)
+    pm = build_perf_model(cat.model(model_cfg.name), cat.gpu(fleet.gpu), tp=fleet.tp, precision=model_cfg.precision,
+                          profile=serving.profile, backend=serving.backend, serving=serving, check=False)  # fmt: skip
     pm.check_fits()
+    return model_cfg, fleet, serving, pm
+
+
+def report(args: argparse.Namespace) -> dict[str, Any]:
+    model_cfg, fleet, serving, pm = _replica(args)
+    model, gpu = pm.model, pm.gpu
     batches = int_list(args.batch, "--batch")
     contexts = int_list(args.context, "--context")
     closed = [args.isl, args.osl, args.concurrency]
@@ -166,6 +176,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         "model": model.id,
         "gpu": gpu.id,
         "tp": fleet.tp,
+        "ep": pm.ep,
         "precision": model_cfg.precision,
         "backend": serving.backend,
         "calibrated": speed["calibrated"],
@@ -197,26 +208,7 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     if "warning" in speed:
         out["warning"] = speed["warning"]
     if args.isl is not None:
-        from sojourn.sim.closed_loop import closed_loop
-
-        try:
-            res = closed_loop(pm, args.isl, args.osl, args.concurrency)
-        except ValueError as err:
-            raise ConfigError("--isl/--osl", str(err)) from None
-        out.update(
-            isl=args.isl,
-            osl=args.osl,
-            concurrency=args.concurrency,
-            ttft_s=res.ttft_s,
-            tpot_s=res.tpot_s,
-            e2e_s=res.e2e_s,
-            throughput_rps=res.throughput_rps,
-            output_tokens_per_s=res.output_tokens_per_s,
-            preemptions=res.preemptions,
-        )
-        out["sources"]["ttft_s"] = out["sources"]["tpot_s"] = (
-            "closed-loop run of the engine scheduler (sojourn.sim.engine) with the step times above"
-        )
+        _closed_loop(args, pm, out)
     return out
 
 
@@ -237,10 +229,35 @@ def _speed(prof: Any, gpu: str, backend: str, precision: str | None = None) -> d
     return out
 
 
+def _closed_loop(args: argparse.Namespace, pm: Any, out: dict[str, Any]) -> None:
+    """Add the closed-loop prediction (TTFT, TPOT, throughput at --isl/--osl/--concurrency) to ``out``."""
+    from sojourn.sim.closed_loop import closed_loop
+
+    try:
+        res = closed_loop(pm, args.isl, args.osl, args.concurrency)
+    except ValueError as err:
+        raise ConfigError("--isl/--osl", str(err)) from None
+    out.update(
+        isl=args.isl,
+        osl=args.osl,
+        concurrency=args.concurrency,
+        ttft_s=res.ttft_s,
+        tpot_s=res.tpot_s,
+        e2e_s=res.e2e_s,
+        throughput_rps=res.throughput_rps,
+        output_tokens_per_s=res.output_tokens_per_s,
+        preemptions=res.preemptions,
+    )
+    out["sources"]["ttft_s"] = out["sources"]["tpot_s"] = (
+        "closed-loop run of the engine scheduler (sojourn.sim.engine) with the step times above"
+    )
+
+
 def _table(out: dict[str, Any]) -> str:
     gib = 2**30
     lines = [
-        f"{out['model']} on {out['gpu']} x{out['tp']} ({out['precision']}, {out['backend']})",
+        f"{out['model']} on {out['gpu']} x{out['tp']}{' EP' if out['ep'] > 1 else ''} ({out['precision']}, "
+        f"{out['backend']})",
         f"  GPU speed          {'measured: ' if out['calibrated'] else ''}{out['calibration']}",
         f"  weights            {out['weights_bytes'] / gib:8.1f} GiB  ({out['weights_bytes_per_gpu'] / gib:.1f} GiB per GPU)",
         f"  KV per token       {out['kv_bytes_per_token'] / 1024:8.1f} KiB",

@@ -136,15 +136,29 @@ _MOE_FIELDS = (
     "moe_intermediate_size",
     "first_k_dense_layers",
 )
-_MODEL_ARCH_FIELDS = _MODEL_ARCH_FIELDS + _MOE_FIELDS
-_MODEL_KEYS = _MODEL_REQUIRED + ("head_dim", "tie_word_embeddings", "num_parameters", "source") + _MOE_FIELDS
+#: Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2), all optional (``kv_lora_rank`` absent or
+#: 0 = grouped-query attention): the HF config's keys of the same names. ``q_lora_rank`` 0 means
+#: the queries are not compressed (DeepSeek-V2-Lite).
+_MLA_FIELDS = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+#: Sliding-window attention on some layers (gpt-oss alternates sliding and full layers): the
+#: window in tokens and how many layers use it (the HF config's ``sliding_window`` and the
+#: ``sliding_attention`` entries of its ``layer_types``). Absent or 0: every layer is full attention.
+_WINDOW_FIELDS = ("sliding_window", "sliding_window_layers")
+_MODEL_ARCH_FIELDS = _MODEL_ARCH_FIELDS + _MOE_FIELDS + _MLA_FIELDS
+_MODEL_KEYS = (
+    _MODEL_REQUIRED
+    + ("head_dim", "tie_word_embeddings", "num_parameters", "source")
+    + _MOE_FIELDS
+    + _MLA_FIELDS
+    + _WINDOW_FIELDS
+)
 
 #: HF config keys giving the number of routed experts (Mixtral/gpt-oss, Qwen-MoE, DeepSeek).
 _MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 #: HF config keys of attention variants the perf model does not represent yet.
 _UNMODELLED_ATTENTION = {
-    "kv_lora_rank": "multi-head latent attention (MLA, DeepSeek-V2/V3 style)",
     "linear_num_value_heads": "hybrid linear attention (Gated DeltaNet, Qwen3-Next/Qwen3.5 style)",
+    "index_topk": "sparse attention with a token indexer (DeepSeek-V3.2 / GLM-5 DSA style)",
 }
 
 USER_SOURCE = "user-supplied"
@@ -251,10 +265,45 @@ class ModelSpec:
     num_shared_experts: int = 0
     moe_intermediate_size: int = 0
     first_k_dense_layers: int = 0
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    sliding_window: int = 0
+    sliding_window_layers: int = 0
 
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        """Multi-head latent attention: the KV cache holds one compressed latent per token and layer."""
+        return self.kv_lora_rank > 0
+
+    @property
+    def full_attention_layers(self) -> int:
+        """Layers attending to the whole context (all but the sliding-window layers)."""
+        return self.num_layers - self.sliding_window_layers
+
+    @property
+    def kv_elements_per_token_layer(self) -> int:
+        """KV-cache elements one token keeps in one layer, over all GPUs of a replica, counted once:
+        2·kv_heads·head_dim (keys and values) for grouped-query attention, kv_lora_rank +
+        qk_rope_head_dim (the latent and the decoupled RoPE key, shared by every head) for MLA."""
+        if self.is_mla:
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.num_key_value_heads * self.head_dim
+
+    @property
+    def attention_flops_per_pair(self) -> float:
+        """FLOPs of one (query, key) pair in one layer, all heads: 2·heads·(qk dim + v dim)
+        (QK^T and PV). 4·heads·head_dim for grouped-query attention; MLA computed as in prefill
+        (keys of qk_nope_head_dim + qk_rope_head_dim, values of v_head_dim, per head)."""
+        if self.is_mla:
+            return 2.0 * self.num_attention_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
+        return 4.0 * self.num_attention_heads * self.head_dim
 
     @property
     def moe_layers(self) -> int:
@@ -329,6 +378,11 @@ def count_parameters(
     num_shared_experts: int = 0,
     moe_intermediate_size: int = 0,
     first_k_dense_layers: int = 0,
+    kv_lora_rank: int = 0,
+    q_lora_rank: int = 0,
+    qk_nope_head_dim: int = 0,
+    qk_rope_head_dim: int = 0,
+    v_head_dim: int = 0,
 ) -> int:
     """Total parameters of a llama-style decoder, dense or mixture-of-experts.
 
@@ -338,7 +392,8 @@ def count_parameters(
     ``num_experts`` > 0 the MLP of every layer but the first ``first_k_dense_layers``
     is (num_experts + num_shared_experts) gated experts of 3*h*moe_intermediate_size
     plus a router h*num_experts (expert biases, as gpt-oss has, are left out: < 0.1%).
-    ``experts_per_token`` does not change the total.
+    ``experts_per_token`` does not change the total. With ``kv_lora_rank`` > 0 the attention is
+    multi-head latent attention (:func:`_mla_parameters`) instead of q/k/v/o projections.
     """
     h, hd = hidden_size, head_dim
     q = h * num_attention_heads * hd
@@ -347,6 +402,9 @@ def count_parameters(
     mlp = 3 * h * intermediate_size
     norms = 2 * h
     bias = (num_attention_heads * hd + 2 * num_key_value_heads * hd) if attention_bias else 0
+    if kv_lora_rank > 0:
+        q, kv, o, bias = _mla_parameters(h, num_attention_heads, kv_lora_rank, q_lora_rank, qk_nope_head_dim,
+                                         qk_rope_head_dim, v_head_dim), 0, 0, 0  # fmt: skip
     per_layer = q + kv + o + mlp + norms + bias
     embed = vocab_size * h
     lm_head = 0 if tie_word_embeddings else vocab_size * h
@@ -356,6 +414,16 @@ def count_parameters(
     moe_layer = per_layer - mlp + (num_experts + num_shared_experts) * 3 * h * moe_i + h * num_experts
     dense = min(first_k_dense_layers, num_layers)
     return embed + lm_head + dense * per_layer + (num_layers - dense) * moe_layer + h
+
+
+def _mla_parameters(h: int, heads: int, kv_lora: int, q_lora: int, nope: int, rope: int, v: int) -> int:
+    """Parameters of one multi-head latent attention layer (DeepSeek-V2/V3): queries
+    h·q_lora + q_lora (norm) + q_lora·heads·(nope + rope), or h·heads·(nope + rope) without
+    compression; the KV down-projection h·(kv_lora + rope) + kv_lora (norm); its
+    up-projection kv_lora·heads·(nope + v); the output heads·v·h."""
+    qk = nope + rope
+    q = (h * q_lora + q_lora + q_lora * heads * qk) if q_lora else h * heads * qk
+    return q + h * (kv_lora + rope) + kv_lora + kv_lora * heads * (nope + v) + heads * v * h
 
 
 # ---------------------------------------------------------------------------
@@ -607,6 +675,8 @@ def _build_model(
         f"{context}tie_word_embeddings ",
     )
     values.update(_moe_values(table, where, context))
+    values.update(_mla_values(table, where, context))
+    values.update(_window_values(table, values["num_layers"], where, context))
     if table.get("num_parameters") is None:
         values["num_parameters"] = float(
             count_parameters(**{k: values[k] for k in _MODEL_ARCH_FIELDS if k in values})
@@ -647,9 +717,53 @@ def _moe_values(table: Mapping[str, Any], where: Callable[[str], str], context: 
     return out
 
 
+def _mla_values(table: Mapping[str, Any], where: Callable[[str], str], context: str) -> dict[str, int]:
+    """The validated multi-head latent attention fields ({} for grouped-query attention)."""
+    if not table.get("kv_lora_rank"):
+        given = [k for k in _MLA_FIELDS if table.get(k)]
+        if given:
+            raise ConfigError(where(given[0]), f"{context}{given[0]} given without kv_lora_rank (MLA)")
+        return {}
+    out = {}
+    for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+        if table.get(key) is None:
+            raise ConfigError(where(key), f"{context}required for multi-head latent attention (kv_lora_rank > 0)")
+        out[key] = _positive_int(table[key], where(key), f"{context}{key} ")
+    raw = table.get("q_lora_rank") or 0
+    out["q_lora_rank"] = _positive_int(raw, where("q_lora_rank"), f"{context}q_lora_rank ") if raw else 0
+    return out
+
+
+def _window_values(
+    table: Mapping[str, Any], num_layers: int, where: Callable[[str], str], context: str
+) -> dict[str, int]:
+    """The validated sliding-window fields ({} when every layer is full attention)."""
+    window, layers = table.get("sliding_window") or 0, table.get("sliding_window_layers") or 0
+    if not window and not layers:
+        return {}
+    if not window or not layers:
+        missing = "sliding_window" if not window else "sliding_window_layers"
+        raise ConfigError(where(missing), f"{context}sliding_window and sliding_window_layers go together")
+    out = {
+        "sliding_window": _positive_int(window, where("sliding_window"), f"{context}sliding_window "),
+        "sliding_window_layers": _positive_int(layers, where("sliding_window_layers"), f"{context}sliding_window_layers "),
+    }
+    if out["sliding_window_layers"] > num_layers:
+        raise ConfigError(
+            where("sliding_window_layers"), f"{context}{layers} exceeds num_layers ({num_layers}); allowed: 1..{num_layers}"
+        )
+    return out
+
+
 def _model_table(spec: ModelSpec) -> dict[str, Any]:
-    keys = _MODEL_KEYS if spec.is_moe else tuple(k for k in _MODEL_KEYS if k not in _MOE_FIELDS)
-    return {key: getattr(spec, key) for key in keys}
+    drop = set()
+    if not spec.is_moe:
+        drop |= set(_MOE_FIELDS)
+    if not spec.is_mla:
+        drop |= set(_MLA_FIELDS)
+    if not spec.sliding_window_layers:
+        drop |= set(_WINDOW_FIELDS)
+    return {key: getattr(spec, key) for key in _MODEL_KEYS if key not in drop}
 
 
 def _merge_model(base: ModelSpec, override: Mapping[str, Any], origin: str) -> dict[str, Any]:
@@ -679,8 +793,10 @@ def model_from_hf_config(
     read from the Mixtral/gpt-oss (``num_local_experts``), Qwen-MoE (``num_experts``,
     ``moe_intermediate_size``) and DeepSeek (``n_routed_experts``, ``n_shared_experts``,
     ``first_k_dense_replace``) keys, top-k from ``num_experts_per_tok`` (or gpt-oss's
-    ``experts_per_token``). Attention the perf model cannot represent yet (MLA,
-    hybrid linear attention) is refused. Errors are :class:`ConfigError` on ``model.name``.
+    ``experts_per_token``). Multi-head latent attention (``kv_lora_rank``, DeepSeek-V3/Kimi-K2)
+    and sliding-window layers (``layer_types``, gpt-oss) are read; attention the perf model cannot
+    represent yet (hybrid linear attention, DSA's sparse indexer) is refused. Errors are
+    :class:`ConfigError` on ``model.name``.
     """
     config, source, default_id = _read_hf_config(path_or_dict)
     context = f"HF config {source}: "
@@ -688,6 +804,7 @@ def model_from_hf_config(
     _refuse_unmodelled(config, context)
     table = _hf_table(config, context)
     table.update(_hf_moe_table(config, context))
+    table.update(_hf_attention_table(config, context))
     mid = (model_id or default_id or "custom").strip().lower()
     table["name"] = config.get("_name_or_path") or model_id or default_id or "custom"
     table["source"] = source
@@ -714,6 +831,7 @@ def model_from_hf_config(
             num_shared_experts=arch.num_shared_experts,
             moe_intermediate_size=arch.moe_intermediate_size,
             first_k_dense_layers=arch.first_k_dense_layers,
+            **{k: getattr(arch, k) for k in _MLA_FIELDS},
         )
     )
     table["head_dim"] = arch.head_dim
@@ -794,6 +912,34 @@ def _hf_moe_table(config: Mapping[str, Any], context: str) -> dict[str, Any]:
         raise ConfigError(
             "model.name", f"{context}mlp_only_layers / decoder_sparse_step: interleaved dense layers are not modelled"
         )
+    return table
+
+
+def _hf_attention_table(config: Mapping[str, Any], context: str) -> dict[str, Any]:
+    """Multi-head latent attention keys (DeepSeek-V2/V3, Kimi-K2) and sliding-window layers
+    (``layer_types`` entries ``sliding_attention``, as gpt-oss has) read off a HF config.
+
+    A ``sliding_window`` without ``layer_types`` is left out, as before: Qwen configs carry one
+    with ``use_sliding_window`` false, and every catalogue model that has one says so in
+    ``layer_types``."""
+    table: dict[str, Any] = {}
+    if config.get("kv_lora_rank"):
+        for key in _MLA_FIELDS:
+            table[key] = config.get(key) or 0
+        if config.get("head_dim") is None:
+            table["head_dim"] = config.get("v_head_dim")  # unused by MLA's cost; hidden/heads need not divide
+    types = config.get("layer_types")
+    if isinstance(types, list) and "sliding_attention" in types:
+        unknown = sorted({t for t in types if t not in ("sliding_attention", "full_attention")})
+        if unknown:
+            raise ConfigError(
+                "model.name", f"{context}layer_types {unknown} not modelled; allowed: sliding_attention, full_attention"
+            )
+        window = config.get("sliding_window")
+        if not window:
+            raise ConfigError("model.name", f"{context}layer_types has sliding_attention layers but no sliding_window")
+        table["sliding_window"] = window
+        table["sliding_window_layers"] = types.count("sliding_attention")
     return table
 
 

@@ -11,6 +11,7 @@ from sojourn.perf._model import (
     KV_CACHE_DTYPES,
     PerfModel,
     build_perf_model,
+    ep_busiest,
     expected_distinct_experts,
 )
 from sojourn.perf._profile import (
@@ -43,6 +44,7 @@ __all__ = [
     "load_step_grid",
     "load_steps",
     "default_profile",
+    "ep_busiest",
     "expected_distinct_experts",
     "load_profile",
     "resolve_profile",

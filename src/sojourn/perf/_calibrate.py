@@ -83,18 +83,24 @@ MOE_MODEL_PATHS = {
     "Qwen/Qwen3-235B-A22B": "qwen3-235b-a22b",
     "Qwen/Qwen3-235B-A22B-FP8": "qwen3-235b-a22b",
     "MiniMaxAI/MiniMax-M2.5": "minimax-m2.5",
+    # multi-head latent attention
+    "deepseek-ai/DeepSeek-R1": "deepseek-r1",
+    "deepseek-ai/DeepSeek-V3": "deepseek-v3",
+    "nvidia/DeepSeek-R1-NVFP4": "deepseek-r1",
+    "moonshotai/Kimi-K2.5": "kimi-k2.5",
 }
 #: MoE models of the public data the perf model cannot represent yet, and why.
 UNMODELLED_MOE = {
-    "deepseek-ai/DeepSeek-R1": "multi-head latent attention",
-    "deepseek-ai/DeepSeek-V3": "multi-head latent attention",
-    "nvidia/DeepSeek-R1-NVFP4": "multi-head latent attention",
-    "nvidia/DeepSeek-V3.1-NVFP4": "multi-head latent attention",
-    "moonshotai/Kimi-K2.5": "multi-head latent attention",
+    "nvidia/DeepSeek-V3.1-NVFP4": "an architecture not in the catalogue (DeepSeek-V3.1)",
     "zhipuai/GLM-5": "sparse/latent attention (architecture not in the catalogue)",
     "Qwen/Qwen3.5-397B-A17B": "hybrid linear attention (Gated DeltaNet)",
 }
 MODEL_KINDS = ("dense", "moe", "all")
+#: GPUs of one NVLink domain: 8 in an HGX/DGX node; a replica on more spans nodes, whose network
+#: (InfiniBand, ~50 GB/s per GPU) the NVLink interconnect figure does not describe. GB200/GB300
+#: NVL72 racks are one NVLink domain of 72 GPUs (their catalogue notes).
+NODE_GPUS = 8
+NVLINK_DOMAIN = {"gb200": 72, "gb300": 72}
 #: aiconfigurator system names -> catalogue GPU ids.
 SYSTEMS = {
     "h100_sxm": "h100-sxm", "b200_sxm": "b200", "a100_sxm": "a100-80gb", "l40s": "l40s",
@@ -339,12 +345,12 @@ def load_silicon(
 def _row_model(r: dict[str, str], models: str) -> tuple[str | None, int, str]:
     """A silicon row's catalogue model and expert-parallel size, or None and why it is skipped.
 
-    MoE rows are skipped where the model's attention is not modelled (MLA, hybrid linear
-    attention: ``UNMODELLED_MOE``) and where attention runs data-parallel
-    (``attention_dp_size`` > 1). Rows with expert parallelism (``moe_ep_size`` > 1,
-    ``moe_tp_size·moe_ep_size = tp``) are kept with their ``ep``: the perf model treats EP
-    over the replica's GPUs like TP (same per-GPU weight, compute and read shares;
-    all-to-all and imbalance not modelled).
+    MoE rows are skipped where the model's attention is not modelled (hybrid linear
+    attention, DSA: ``UNMODELLED_MOE``), where attention runs data-parallel
+    (``attention_dp_size`` > 1) and where TP spans more than one NVLink domain (``NODE_GPUS``, ``NVLINK_DOMAIN``). Rows
+    with expert parallelism (``moe_ep_size`` > 1, ``moe_tp_size·moe_ep_size = tp``) are kept
+    with their ``ep``, which the perf model takes (``PerfModel.ep``: the busiest GPU's share of
+    the routed experts).
     """
     path = r["model_path"]
     model = MODEL_PATHS.get(path) if models != "moe" else None
@@ -368,6 +374,8 @@ def _row_model(r: dict[str, str], models: str) -> tuple[str | None, int, str]:
         return None, 1, "data-parallel attention (not modelled)"
     if ep > 1 and moe_tp * ep != tp:
         return None, 1, "expert parallelism over other GPUs than the TP group (not modelled)"
+    if tp > NVLINK_DOMAIN.get(r["system"], NODE_GPUS):
+        return None, 1, f"TP beyond one NVLink domain ({NODE_GPUS}-GPU node; the inter-node network is not modelled)"
     return moe, ep, ""
 
 
@@ -508,6 +516,8 @@ def perf_model_for(
             max_num_seqs=max(BENCH_DEFAULTS["max_num_seqs"], rec.concurrency),
             kv_cache_dtype=BENCH_KV_CACHE.get((rec.backend, rec.gpu, rec.precision)),
         )
+        if rec.ep > 1:
+            kwargs["ep"] = rec.ep
     return PerfModel(
         model=specs[("m", rec.model)], gpu=specs[("g", rec.gpu)], tp=rec.tp, precision=rec.precision,
         profile=profile, **kwargs,

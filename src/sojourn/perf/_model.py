@@ -26,14 +26,31 @@ Mixture-of-experts models (``ModelSpec.num_experts`` > 0) change two terms:
   parallelism the step waits for the busiest GPU) is the documented factor
   ``EXPERT_LOAD_IMBALANCE`` on the routed experts' compute and reads, 1 for now.
 
-The memory side counts every expert (total parameters). Expert parallelism is not
-modelled: a replica is ``tp`` GPUs each holding 1/tp of every expert. With EP over
-the same GPUs (experts split whole, attention still TP) the per-GPU weight, compute
-and read shares are the same in expectation; what differs (all-to-all instead of
-all-reduce, imbalance across GPUs, data-parallel attention) is not represented.
-Attention is grouped-query attention on every layer: multi-head latent attention and
-sliding-window layers (gpt-oss) are not represented (the catalogue refuses MLA configs;
-gpt-oss's KV cache is overstated).
+The memory side counts every expert (total parameters).
+
+Expert parallelism (``ep`` > 1; vLLM's --enable-expert-parallel gives ep = tp): whole
+experts live on one of ep GPUs (each sliced tp/ep ways), attention stays TP. The per-GPU
+weight share is the same as TP's; the step waits for the busiest GPU, whose share of the
+T·k token-expert pairs (compute) and of the distinct experts hit (reads) is the
+balls-into-bins estimate :func:`ep_busiest`, ~mean + sqrt(2·ln(ep)·variance): large at
+small batches, vanishing at large ones. Communication is TP's all-reduce: with attention
+tensor-parallel and no data-parallel attention, vLLM and SGLang reduce the MoE output over
+the TP group as they reduce a dense MLP's (all-to-all dispatch comes with data-parallel
+attention, which is not modelled).
+
+Attention is counted per layer type:
+
+- Multi-head latent attention (DeepSeek-V3/R1, Kimi-K2; ``ModelSpec.is_mla``): the KV cache
+  holds kv_lora_rank + qk_rope_head_dim elements per token and layer, and every GPU of the
+  TP group holds all of it (the heads share the latent), so kv_gpu does not shrink with tp.
+  Prefill attention is 2·heads·(qk_nope + qk_rope + v_head_dim) FLOPs per pair and layer.
+  Decode attention stays a read of the latent at memory bandwidth (the absorbed-weight
+  compute of MLA decode is left out).
+- Sliding-window layers (gpt-oss: 18 of 36 with a 128-token window): the context-dependent
+  KV bytes count the full-attention layers only; each decoding sequence reads a window of
+  the sliding layers per step (an upper bound under the window) and prefill pairs there are
+  capped at window·tokens; the KV capacity sets aside the window's blocks of max_num_seqs
+  sequences (vLLM's sliding-window manager frees blocks outside the window).
 """
 
 from __future__ import annotations
@@ -52,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "EXPERT_LOAD_IMBALANCE",
     "GIB",
+    "ep_busiest",
     "KV_CACHE_DTYPES",
     "PerfModel",
     "build_perf_model",
@@ -95,6 +113,28 @@ def expected_distinct_experts(tokens: float, num_experts: int, top_k: int) -> fl
     return num_experts * (1.0 - float((1.0 - top_k / num_experts) ** tokens))
 
 
+def ep_busiest(n: float, ep: int, population: int | None = None) -> float:
+    """Expected load of the busiest of ``ep`` GPUs when ``n`` units (token-expert pairs, or the
+    distinct experts a step hits) fall on them uniformly at random.
+
+    Gaussian approximation of the maximum of ``ep`` loads of mean n/ep and variance
+    n·(1/ep)·(1 - 1/ep), the maximum of ``ep`` such being about mean + sqrt(2·ln(ep)·variance)
+    (balls into bins with n >> ep: Raab and Steger, "Balls into bins - a simple and tight
+    analysis", RANDOM 1998). With ``population`` (units drawn without replacement from that
+    many, as distinct experts are) the variance takes the finite-population factor
+    (population - n)/(population - 1). Capped at n and, with a population, at population/ep.
+    """
+    if ep <= 1 or n <= 0:
+        return float(n)
+    mean = n / ep
+    var = mean * (1.0 - 1.0 / ep)
+    cap = float(n)
+    if population is not None and population > 1:
+        var *= max(0.0, (population - n) / (population - 1))
+        cap = min(cap, population / ep)
+    return min(cap, mean + math.sqrt(2.0 * math.log(ep) * var))
+
+
 def weight_bytes_per_param(precision: str) -> float:
     try:
         return _WEIGHT_BYTES[precision]
@@ -131,6 +171,10 @@ class PerfModel:
     block_size: int = 16
     #: KV-cache element type; None: fp8 for fp8/fp4 weights, bf16 for bf16 weights.
     kv_cache_dtype: str | None = None
+    #: Expert-parallel size of the MoE layers within the replica (1: every expert sliced over
+    #: the tp GPUs, as TP does; tp: vLLM's --enable-expert-parallel, whole experts spread over
+    #: the GPUs, moe_tp = tp/ep slicing each). Must divide tp; MoE models only.
+    ep: int = 1
 
     if TYPE_CHECKING:
         # The hot path's constants, set per instance by __post_init__ (object.__setattr__, the class
@@ -148,6 +192,14 @@ class PerfModel:
         _w_expert: ClassVar[float]
         _n_experts: ClassVar[int]
         _miss: ClassVar[float]
+        _c_routed: ClassVar[float]
+        _c_window: ClassVar[float]
+        _c_pair_window: ClassVar[float]
+
+    # Class defaults of the constants only some models set: no sliding-window layers, no routed experts.
+    _c_window = 0.0
+    _c_pair_window = 0.0
+    _c_routed = 0.0
 
     def __post_init__(self) -> None:
         m = self.model
@@ -161,11 +213,12 @@ class PerfModel:
                 f"allowed: {', '.join(map(str, allowed))}",
             )
         kv = m.num_key_value_heads
-        if kv % self.tp and self.tp % kv:
+        if not m.is_mla and kv % self.tp and self.tp % kv:
             raise ConfigError(
                 "fleet.tp",
                 f"tp={self.tp} neither divides nor is a multiple of {m.id}'s {kv} KV heads",
             )
+        self._check_ep()
         # Validates the precision against the GPU (e.g. no fp8 on A100).
         self.gpu.peak_flops(self.precision)
         # Precompute the constants of the hot path (step_time is called per simulated step).
@@ -190,7 +243,11 @@ class PerfModel:
             object.__setattr__(self, "_w_dense", self._w_time - m.num_experts * w_expert)
             object.__setattr__(self, "_n_experts", m.num_experts)
             object.__setattr__(self, "_miss", 1.0 - m.experts_per_token / m.num_experts)
-        object.__setattr__(self, "_c_pair", 4.0 * L * m.num_attention_heads * m.head_dim / peak)
+            object.__setattr__(self, "_c_routed", 2.0 * EXPERT_LOAD_IMBALANCE * routed_active / peak)
+        if not (m.is_mla or m.sliding_window_layers):
+            object.__setattr__(self, "_c_pair", 4.0 * L * m.num_attention_heads * m.head_dim / peak)
+        else:
+            self._set_attention_constants(peak, bw)
         object.__setattr__(self, "_c_ctx", self.kv_bytes_per_token_per_gpu / bw)
         if self.tp > 1:
             ic = self.gpu.interconnect_bytes_per_s * p.eff_interconnect
@@ -200,6 +257,27 @@ class PerfModel:
             comm_fixed = comm_tok = 0.0
         object.__setattr__(self, "_comm_fixed", comm_fixed)
         object.__setattr__(self, "_comm_tok", comm_tok)
+
+    def _check_ep(self) -> None:
+        """The expert-parallel size: 1, or a divisor of tp above 1 for a mixture-of-experts model."""
+        if self.ep == 1:
+            return
+        where = "serving.enable_expert_parallel"
+        if not self.model.is_moe:
+            raise ConfigError(where, f"{self.model.id} is a dense model: expert parallelism needs a mixture-of-experts "
+                                     "model; allowed: false")  # fmt: skip
+        if self.ep < 1 or self.tp % self.ep:
+            allowed = [d for d in range(1, self.tp + 1) if self.tp % d == 0]
+            raise ConfigError(where, f"expert-parallel size {self.ep} does not divide tp={self.tp}; allowed: "
+                                     f"{', '.join(map(str, allowed))}")  # fmt: skip
+
+    def _set_attention_constants(self, peak: float, bw: float) -> None:
+        """Prefill-attention and sliding-window constants of MLA and sliding-window models (the
+        grouped-query, full-attention case is the one line in ``__post_init__``, kept as it was)."""
+        m = self.model
+        object.__setattr__(self, "_c_pair", m.full_attention_layers * m.attention_flops_per_pair / peak)
+        object.__setattr__(self, "_c_pair_window", m.sliding_window_layers * m.attention_flops_per_pair / peak)
+        object.__setattr__(self, "_c_window", m.sliding_window * self.window_kv_bytes_per_token_per_gpu / bw)
 
     # -- memory ---------------------------------------------------------------
 
@@ -220,9 +298,42 @@ class PerfModel:
 
     @property
     def kv_bytes_per_token_per_gpu(self) -> float:
+        """KV bytes one token of context keeps on each GPU, over the full-attention layers.
+
+        Grouped-query attention: the GPU's share of the KV heads. MLA: the whole latent
+        (kv_lora_rank + qk_rope_head_dim), which every GPU of a TP group holds (the heads share
+        it). Sliding-window layers are not here: they keep a window per sequence
+        (:attr:`window_kv_bytes_per_token_per_gpu`)."""
         m = self.model
         kv = kv_bytes_per_element(self.precision, self.kv_cache_dtype)
-        return 2.0 * m.num_layers * self.kv_heads_per_gpu * m.head_dim * kv
+        if not (m.is_mla or m.sliding_window_layers):
+            return 2.0 * m.num_layers * self.kv_heads_per_gpu * m.head_dim * kv
+        return m.full_attention_layers * self._kv_elements_per_layer_per_gpu * kv
+
+    @property
+    def _kv_elements_per_layer_per_gpu(self) -> float:
+        m = self.model
+        return float(m.kv_elements_per_token_layer) if m.is_mla else 2.0 * self.kv_heads_per_gpu * m.head_dim
+
+    @property
+    def window_kv_bytes_per_token_per_gpu(self) -> float:
+        """KV bytes of one token in the sliding-window layers, per GPU (0 without such layers)."""
+        m = self.model
+        if not m.sliding_window_layers:
+            return 0.0
+        kv = kv_bytes_per_element(self.precision, self.kv_cache_dtype)
+        return m.sliding_window_layers * self._kv_elements_per_layer_per_gpu * kv
+
+    @property
+    def window_reserve_bytes_per_gpu(self) -> float:
+        """KV memory the sliding-window layers hold with ``max_num_seqs`` sequences running: each
+        keeps ceil(window/block) + 1 blocks (vLLM's sliding-window manager frees the blocks that
+        fall out of the window). Taken off the memory the full-attention layers' cache gets."""
+        m = self.model
+        if not m.sliding_window_layers:
+            return 0.0
+        blocks = -(-m.sliding_window // self.block_size) + 1
+        return self.max_num_seqs * blocks * self.block_size * self.window_kv_bytes_per_token_per_gpu
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -251,11 +362,14 @@ class PerfModel:
 
     @property
     def kv_free_bytes_per_gpu(self) -> float:
-        return (
+        free = (
             self.gpu.memory_bytes * self.gpu_memory_utilization
             - self.weights_bytes_per_gpu
             - self.activation_reserve_bytes_per_gpu
         )
+        if self.model.sliding_window_layers:
+            free -= self.window_reserve_bytes_per_gpu
+        return free
 
     @property
     def kv_capacity_blocks(self) -> int:
@@ -324,9 +438,11 @@ class PerfModel:
             prefill_pairs = 0.5 * prefill_tokens * prefill_tokens
         p = self.profile
         sampled = decode_seqs + prefill_done
-        w = self._w_time if not self._moe else self.weight_read_time(T)
-        lin = max(self._c_tok * T + self._c_logit * sampled, w)
-        return (
+        if not self._moe:
+            lin = max(self._c_tok * T + self._c_logit * sampled, self._w_time)
+        else:
+            lin = max(self._c_tok * T + self._c_logit * sampled + self.ep_compute_excess(T), self.weight_read_time(T))
+        t = (
             p.step_overhead_s
             + p.seq_overhead_s * sampled
             + lin
@@ -335,6 +451,25 @@ class PerfModel:
             + self._comm_fixed
             + self._comm_tok * T
         )
+        if self._c_window:
+            t += self.window_attention_time(prefill_tokens, decode_seqs, prefill_pairs)
+        return t
+
+    def window_attention_time(self, prefill_tokens: float, decode_seqs: float, prefill_pairs: float) -> float:
+        """Sliding-window layers' attention in a step: each decoding sequence reads a full window of
+        KV (an upper bound while its context is shorter), and prefill pairs are capped at a window
+        per token (min(pairs, tokens·window))."""
+        w = self.model.sliding_window
+        return self._c_window * decode_seqs + self._c_pair_window * min(prefill_pairs, prefill_tokens * w)
+
+    def ep_compute_excess(self, tokens: float) -> float:
+        """Seconds the busiest GPU's routed-expert GEMMs add over an even split, under expert
+        parallelism (0 when ep = 1): the routed compute times (busiest share · ep - 1) of the
+        T·k token-expert pairs (:func:`ep_busiest`)."""
+        if self.ep == 1 or tokens <= 0:
+            return 0.0
+        pairs = tokens * self.model.experts_per_token
+        return self._c_routed * tokens * (ep_busiest(pairs, self.ep) * self.ep / pairs - 1.0)
 
     def decode_run_time(self, seqs: int, context0: float, steps: int) -> float:
         """Exact time of ``steps`` consecutive decode-only steps of ``seqs`` sequences.
@@ -350,10 +485,15 @@ class PerfModel:
     def decode_step_fixed(self, seqs: int) -> float:
         """Part of a decode step's time that does not depend on the context read."""
         T = seqs
-        w = self._w_time if not self._moe else self.weight_read_time(T)
-        lin = max(self._c_tok * T + self._c_logit * seqs, w)
+        if not self._moe:
+            lin = max(self._c_tok * T + self._c_logit * seqs, self._w_time)
+        else:
+            lin = max(self._c_tok * T + self._c_logit * seqs + self.ep_compute_excess(T), self.weight_read_time(T))
         p = self.profile
-        return p.step_overhead_s + p.seq_overhead_s * seqs + lin + self._comm_fixed + self._comm_tok * T
+        t = p.step_overhead_s + p.seq_overhead_s * seqs + lin + self._comm_fixed + self._comm_tok * T
+        if self._c_window:
+            t += self._c_window * seqs
+        return t
 
     def weight_read_time(self, tokens: float) -> float:
         """Seconds to read the weights a step of ``tokens`` tokens uses, per GPU (memory-bound floor).
@@ -364,6 +504,10 @@ class PerfModel:
         if not self._moe:
             return self._w_time
         hit = self._n_experts * (1.0 - float(self._miss**tokens)) if tokens > 0 else 0.0
+        if self.ep > 1 and hit > 0:
+            # whole experts live on one of ep GPUs (each sliced tp/ep ways): the busiest GPU reads
+            # its share of the hit experts, drawn without replacement from the E experts
+            return self._w_dense + self._w_expert * self.ep * ep_busiest(hit, self.ep, self._n_experts)
         return self._w_dense + self._w_expert * hit
 
     @property
@@ -409,11 +553,13 @@ def build_perf_model(
     base_dir: str | Path = ".",
     check: bool = True,
     kv_cache_dtype: str | None = None,
+    ep: int = 1,
 ) -> PerfModel:
     """A PerfModel for a replica, with the shipped or named profile, validated to fit.
 
     ``kv_cache_dtype`` (or ``serving.kv_cache_dtype`` where the serving settings have
     it) overrides the KV-cache element type that ``precision`` implies.
+    ``serving.enable_expert_parallel`` (vLLM's --enable-expert-parallel) sets ``ep`` = tp.
     """
     prof = resolve_profile(gpu.id, backend, profile, base_dir)
     kwargs: dict[str, Any] = {}
@@ -427,8 +573,16 @@ def build_perf_model(
         )
         max_model_len = serving.max_model_len
         kv_cache_dtype = kv_cache_dtype or getattr(serving, "kv_cache_dtype", None)
+        if getattr(serving, "enable_expert_parallel", False):
+            if tp == 1:
+                raise ConfigError(
+                    "serving.enable_expert_parallel",
+                    "expert parallelism spreads the experts over the replica's GPUs, and tp=1 has one; "
+                    "allowed: false, or fleet.tp > 1",
+                )
+            ep = tp
     pm = PerfModel(
-        model=model, gpu=gpu, tp=tp, precision=precision, profile=prof, kv_cache_dtype=kv_cache_dtype, **kwargs
+        model=model, gpu=gpu, tp=tp, precision=precision, profile=prof, kv_cache_dtype=kv_cache_dtype, ep=ep, **kwargs
     )
     if check:
         pm.check_fits(max_model_len)

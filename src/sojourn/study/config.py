@@ -2,8 +2,10 @@
 
 The search space names scenario fields: the short names of the study example
 (``gpu``, ``tp``, ``nodes``, ``gpu_memory_utilization``, ``max_num_batched_tokens``,
-``max_num_seqs``, ``discipline``, ``routing``, ``precision``) or any dotted scenario
-path (``serving.block_size``). A list is a categorical choice; a table
+``max_num_seqs``, ``discipline``, ``routing``, ``precision``, ``model``,
+``enable_expert_parallel``) or any dotted scenario path (``serving.block_size``).
+A configuration that does not validate (a model that does not fit at that tp, expert
+parallelism on a dense model) is an infeasible trial with its reason, not simulated. A list is a categorical choice; a table
 ``{ low, high, log, step }`` a range (integers when both bounds are integers).
 """
 
@@ -34,7 +36,9 @@ SHORT_NAMES = {
     "tp": "fleet.tp",
     "nodes": "fleet.nodes",
     "routing": "fleet.routing",
+    "model": "model.name",
     "precision": "model.precision",
+    "enable_expert_parallel": "serving.enable_expert_parallel",
     "gpu_memory_utilization": "serving.gpu_memory_utilization",
     "max_num_batched_tokens": "serving.max_num_batched_tokens",
     "max_num_seqs": "serving.max_num_seqs",
