@@ -13,7 +13,7 @@ import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,7 @@ BatchTuple = tuple[float, list[int], list[int], float]
 SlaSampler = Callable[[int], list[float]]
 #: The shared prefixes of requests of these prompt lengths (``sim.prefix``'s ``(ids, seg_tokens, length)``).
 PrefixSampler = Callable[[list[int]], list[Any]]
+T = TypeVar("T")
 #: Tokens per hash id of a Mooncake trace.
 MOONCAKE_BLOCK = 512
 
@@ -241,18 +242,11 @@ def load_hash_ids(path: str | Path) -> tuple[list[tuple[int, ...]], int]:
 @functools.lru_cache(maxsize=4)
 def _load_hash_ids_cached(stamp: tuple[str, int, int]) -> tuple[list[tuple[int, ...]], int]:
     p = Path(stamp[0])
-    t, ids = [], []
-    with p.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                t.append(float(rec["timestamp"]))
-                ids.append(tuple(int(h) for h in rec["hash_ids"]))
-            except (ValueError, KeyError, TypeError) as err:
-                raise ConfigError("workload.prefix.source", f"{p}, line {line_no}: no usable hash_ids ({err}); "
-                                  "source = 'trace' needs a mooncake trace with hash_ids") from None
+    recs = _jsonl(p, lambda rec: (float(rec["timestamp"]), tuple(int(h) for h in rec["hash_ids"])),
+                  "workload.prefix.source", "no usable hash_ids",
+                  "; source = 'trace' needs a mooncake trace with hash_ids")
+    t = [r[0] for r in recs]
+    ids = [r[1] for r in recs]
     where: dict[int, tuple[int, int]] = {}  # id -> (position, the id before it): one of each when chained
     for line_no, r in enumerate(ids, start=1):
         for j, h in enumerate(r):
@@ -347,19 +341,25 @@ def _read_azure(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _read_mooncake(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mooncake trace JSONL: ``timestamp`` (ms), ``input_length``, ``output_length`` per line."""
-    t, ins, outs = [], [], []
+    recs = _jsonl(p, lambda rec: (float(rec["timestamp"]) / 1000.0, int(rec["input_length"]),
+                                  int(rec["output_length"])), "workload.trace", "not a mooncake record")
+    t, ins, outs = (list(c) for c in zip(*recs)) if recs else ([], [], [])
+    return np.array(t), np.array(ins, dtype=np.int64), np.array(outs, dtype=np.int64)
+
+
+def _jsonl(p: Path, parse: Callable[[Any], T], field: str, what: str, hint: str = "") -> list[T]:
+    """``parse`` of each non-blank line's JSON object of a JSONL file; a line it cannot parse is one
+    ConfigError naming ``field``, the file and the line: "<what> (<the error>)<hint>"."""
+    out = []
     with p.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-                t.append(float(rec["timestamp"]) / 1000.0)
-                ins.append(int(rec["input_length"]))
-                outs.append(int(rec["output_length"]))
+                out.append(parse(json.loads(line)))
             except (ValueError, KeyError, TypeError) as err:
-                raise ConfigError("workload.trace", f"{p}, line {line_no}: not a mooncake record ({err})") from None
-    return np.array(t), np.array(ins, dtype=np.int64), np.array(outs, dtype=np.int64)
+                raise ConfigError(field, f"{p}, line {line_no}: {what} ({err}){hint}") from None
+    return out
 
 
 def mean_tokens(scenario: Any) -> tuple[float, float]:
