@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                         "sojourn.analytic"})),
     ("catalogue", frozenset({"sojourn.catalogue"})),
     ("perf", frozenset({"sojourn.perf"})),
-    ("scenario", frozenset({"sojourn.scenario"})),
+    ("scenario", frozenset({"sojourn.scenario", "sojourn.whatif"})),
     ("sim", frozenset({"sojourn.sim"})),
     ("fast", frozenset({"sojourn.fast"})),
     ("request", frozenset({"sojourn.request"})),

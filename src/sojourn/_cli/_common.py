@@ -15,7 +15,8 @@ from sojourn._io import write_atomic
 from sojourn.result import Result
 
 __all__ = [
-    "check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "speed_word", "study_runner", "write_atomic",
+    "add_what_if_options", "check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "speed_word", "study_runner", "what_if_of",
+    "write_atomic",
 ]  # fmt: skip
 
 
@@ -117,3 +118,24 @@ def speed_word(calibrated: bool | None, source: Any) -> str:
         return "measured"
     origin = carried_origin(source)
     return f"carried over from {origin}" if origin else "not measured"
+
+
+def add_what_if_options(p: Any) -> None:
+    """``--rate-scale`` and ``--sla-hours``: one what-if on the command's scenario (``sojourn.whatif``)."""
+    p.add_argument("--rate-scale", type=float, default=None, metavar="X",
+                   help="what-if: X times the arrival rate of batches (a replayed trace: its arrival times "
+                        "compressed X times); > 0")
+    p.add_argument("--sla-hours", type=float, default=None, metavar="H",
+                   help="what-if: an SLA of H hours instead of the scenario's (mixed SLA classes become one "
+                        "SLA of H hours); > 0")
+
+
+def what_if_of(args: Any) -> Any:
+    """The ``sojourn.whatif.WhatIf`` of ``--rate-scale``/``--sla-hours`` (checked, its errors naming them);
+    None when neither is given."""
+    from sojourn.whatif import WhatIf
+
+    rate, sla = getattr(args, "rate_scale", None), getattr(args, "sla_hours", None)
+    if rate is None and sla is None:
+        return None
+    return WhatIf(rate_scale=1.0 if rate is None else rate, sla_hours=sla)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-from sojourn._cli._common import check_field, check_n_jobs, emit_json
+from sojourn._cli._common import add_what_if_options, check_field, check_n_jobs, emit_json, what_if_of
 from sojourn.result import FIDELITIES
 
 __all__ = ["add_parser", "run"]
@@ -33,6 +34,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=float, default=None, metavar="N",
                    help="refuse a fast-tier run holding more batches than this in one replication "
                         "(default: the scenario's simulation.max_batches, 2e7)")
+    add_what_if_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (there is none off a terminal either)")
     return p
 
@@ -51,7 +53,13 @@ def run(args: argparse.Namespace) -> int:
         if name.startswith("max_") and value is not None and math.isfinite(value) and value == int(value):
             value = int(value)  # 1e9 reads as a float
         given[name] = check_field(SimulationSettings, name, value, flag, f"simulation.{name}")
+    what_if = what_if_of(args)  # checked before the scenario is read
     scenario = load_scenario(args.scenario)
+    notes: list[str] = []
+    if what_if is not None:
+        scenario, notes = what_if.apply(scenario)
+        for note in notes:
+            print(f"what-if: {note}", file=sys.stderr)
     updates = {f"simulation.{k}": given[k] for k in ("horizon_hours", "max_requests", "max_batches")
                if given[k] is not None}
     if updates:
@@ -78,9 +86,14 @@ def run(args: argparse.Namespace) -> int:
     # Whether the fleet's step times are fitted on measurements of its GPU (sojourn.perf.calibration_of).
     cal = scenario_calibration(scenario)
     out = {**result.to_dict(), "calibrated": cal.calibrated, "calibration": cal.source}
+    if what_if is not None:  # only when asked: the output of a plain run is as it was
+        out["what_if"] = {"rate_scale": what_if.rate_scale, "sla_hours": scenario.sla_hours,
+                          "label": what_if.label, "notes": notes}
     if args.json:
         emit_json(out)
     else:
+        if what_if is not None:
+            print(f"what-if: {what_if.describe()}")
         print(format_table(out, cancel=scenario.serving.on_deadline == "cancel"))
     return 0
 
