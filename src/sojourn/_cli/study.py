@@ -1,4 +1,5 @@
-"""``sojourn study``: run a sizing study, export its Pareto front, plot it."""
+"""``sojourn study``: run a sizing study, export its Pareto front, plot it, rerun it under what-ifs
+(``sweep``) and write the page a manager reads (``report``)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     g = ss.add_parser("plot", help="plot cost against P(miss)")
     g.add_argument("study")
     g.add_argument("--out", default=None, help="front.png, front.svg or front.html (default: <output dir>/front.png)")
+    from sojourn._cli import study_whatif
+
+    study_whatif.add_parser(ss)  # sweep and report
     return p
 
 
@@ -155,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.study_command == "run":
         return _run_study(args)
+    if args.study_command in ("sweep", "report"):
+        from sojourn._cli import study_whatif
+
+        return study_whatif.run(args)
     runner = _runner(args)
     study = runner.load(create=False)
     if args.study_command == "front":
