@@ -85,7 +85,7 @@ def targets_of(text: str | None, floor: float) -> list[float]:
             raise ConfigError("--targets", f"cannot read {part.strip()!r}; allowed: comma-separated numbers in "
                                            f"({floor:g}, 1), e.g. 1e-2,1e-3") from None
         if not floor < x < 1:
-            why = f" (the study's p_miss_floor: below it the study tells no configurations apart)" if x <= floor else ""
+            why = " (the study's p_miss_floor: below it the study tells no configurations apart)" if x <= floor else ""
             raise ConfigError("--targets", f"{part.strip()} is outside ({floor:g}, 1){why}")
         out.append(x)
     return out
