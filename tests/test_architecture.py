@@ -56,6 +56,7 @@ THIRD_PARTY_FLOOR = {
     "optuna": "study",
     "sqlalchemy": "study",
     "matplotlib": "study",
+    "plotly": "study",  # the report's interactive plot
     "joblib": "evaluate",  # replications in parallel are the caller's business, not the simulator's
 }
 
