@@ -16,6 +16,8 @@ __all__ = ["plot_front", "plot_hardware", "save_figure"]
 
 #: P(miss) values below this are drawn at it (a log axis has no zero).
 FLOOR = 1e-7
+#: The y-axis label, in a capacity planner's words (the report's too).
+Y_LABEL = "share of requests that miss the SLA"
 
 
 def _figure(figsize: tuple[float, float]) -> tuple[Any, Any]:
@@ -100,6 +102,7 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
                        edgecolors="tab:red", zorder=3,
                        label=f"Pareto front, GPU speed carried over: not measured on it ({len(hollow)})"
                        + (f"\n({'; '.join(origins)})" if origins else ""))
+        _label_points(ax, front, x, y, runner)
         fragile = [i for i, t in enumerate(front) if _fragile(study, t)]
         if fragile:
             ax.scatter([x[i] for i in fragile], [y[i] for i in fragile], marker="o", s=160, facecolors="none",
@@ -108,13 +111,31 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
     if budget is not None:
         ax.axvline(budget, color="k", ls="--", lw=1, label=f"budget {budget:g} $/h")
     ax.set_yscale("log")
-    ax.set_xlabel("fleet cost ($/hour)")
-    ax.set_ylabel("P(miss): share of requests finishing after the SLA\n(as the study optimised it; docs/model.md)")
+    # Costs span orders of magnitude (1 node to dozens): on a linear axis the front sits in the left quarter.
+    ax.set_xscale("log")
+    ax.set_xlabel("fleet cost ($/hour, log scale)")
+    ax.set_ylabel(Y_LABEL)
     ax.set_title(f"study {study.study_name}" + (f" — objectives: {', '.join(names)}" if names else ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     path = save_figure(fig, out, f"sojourn study {study.study_name}")
     return path
+
+
+def _label_points(ax: Any, front: list[optuna.trial.FrozenTrial], x: list[float], y: list[float], runner: Any) -> None:
+    """Each front point labelled with its fleet ("7×h100-sxm tp1"), alternately above and below it, and a point
+    that repeats the label of the one before (same fleet, other settings) left unlabelled."""
+    fleet = runner.base.fleet if runner is not None else None
+    last = None
+    for i, t in enumerate(front):
+        p = t.params
+        label = (f"{p.get('nodes', fleet.nodes if fleet else '?')}×{p.get('gpu', fleet.gpu if fleet else '?')} "
+                 f"tp{p.get('tp', fleet.tp if fleet else '?')}")
+        if (label, x[i], y[i]) == last:
+            continue
+        last = (label, x[i], y[i])
+        ax.annotate(label, (x[i], y[i]), xytext=(6, 8 if i % 2 == 0 else -12), textcoords="offset points",
+                    fontsize=7, color="tab:red")
 
 
 def _calibration(runner: Any, t: optuna.trial.FrozenTrial) -> Any:

@@ -9,7 +9,11 @@ every request missing; otherwise P(miss) is what the study's ``sla_miss`` object
 (its statistic, the analytic value where there is one, the ``p_miss_floor``). The
 baseline (no change) at the study's own fidelity reproduces the stored front.
 
-Only the front's configurations are rerun: under heavier traffic a configuration the
+The study's reading of P(miss) is an upper bound (or the analytic value unless the sample shows
+it too low), so below its resolution (about 3 / requests sampled) it can fall when the rate
+rises and more requests are sampled: read targets near it with care.
+
+Only the front's configurations are rerun (``--configs feasible``: every feasible one): under heavier traffic a configuration the
 study found dominated is not considered, so "none" means none of the front's.
 """
 
