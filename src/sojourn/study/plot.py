@@ -12,7 +12,7 @@ from sojourn._errors import ConfigError
 from sojourn.study.front import front_trials, is_feasible
 from sojourn.study.runner import DUPLICATE_ATTR
 
-__all__ = ["plot_front", "plot_hardware", "save_figure"]
+__all__ = ["Y_LABEL", "front_figure", "plot_front", "plot_hardware", "save_figure"]
 
 #: P(miss) values below this are drawn at it (a log axis has no zero).
 FLOOR = 1e-7
@@ -53,7 +53,14 @@ def save_figure(fig: Any, out: str | Path, title: str) -> Path:
 
 
 def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None, runner: Any = None) -> Path:
-    """Cost on x, P(miss) (log) on y; feasible and infeasible trials apart, the front joined, the budget drawn.
+    """``front_figure`` written to ``out`` (PNG, SVG or HTML), atomically."""
+    fig = front_figure(study, budget, runner)
+    return save_figure(fig, out, f"sojourn study {study.study_name}")
+
+
+def front_figure(study: optuna.Study, budget: float | None = None, runner: Any = None) -> Any:
+    """Cost (log) on x, the share of requests missing the SLA (log) on y; feasible and infeasible trials
+    apart, the front joined and each of its points labelled with its fleet, the budget drawn.
 
     Front points whose GPU's step-time factors are not fitted on its own measurements
     (carried over from another GPU: ``sojourn.perf.scenario_calibration``, needs
@@ -118,8 +125,7 @@ def plot_front(study: optuna.Study, out: str | Path, budget: float | None = None
     ax.set_title(f"study {study.study_name}" + (f" — objectives: {', '.join(names)}" if names else ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    path = save_figure(fig, out, f"sojourn study {study.study_name}")
-    return path
+    return fig
 
 
 def _label_points(ax: Any, front: list[optuna.trial.FrozenTrial], x: list[float], y: list[float], runner: Any) -> None:

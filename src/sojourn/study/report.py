@@ -26,13 +26,13 @@ import optuna
 from sojourn._io import write_atomic
 from sojourn.study.confirm import CONFIRM_PREFIX
 from sojourn.study.front import front_trials, is_feasible
+from sojourn.study.plot import Y_LABEL
 from sojourn.study.runner import DUPLICATE_ATTR, INFEASIBLE_ATTR, StudyRunner
 from sojourn.study.sweep import HOURS_PER_MONTH, cheapest_per_target, config_label
 
-__all__ = ["Section", "report_points", "report_sections", "to_html", "to_markdown", "write_report"]
+__all__ = ["Section", "interactive_figure", "report_points", "report_sections", "to_html", "to_markdown",
+           "write_report"]
 
-#: The y-axis label: what P(miss) means, in a manager's words.
-Y_LABEL = "share of requests that miss the SLA"
 #: The x-axis label.
 X_LABEL = "fleet cost ($/hour, log scale)"
 
@@ -101,6 +101,7 @@ def report_points(runner: StudyRunner, study: optuna.Study) -> list[dict[str, An
             "p_miss_ci": list(ci) if ci else None, "load": t.user_attrs.get("load"),
             "status": "front" if t.number in front else "feasible" if is_feasible(t) else "infeasible",
             "reason": t.user_attrs.get(INFEASIBLE_ATTR), "speed": speed, "carried_from": origin,
+            "speed_source": cals[key].source if cals[key] is not None else None,
             "confirmed": confirmed, "fragile": bool((study.user_attrs.get(f"{CONFIRM_PREFIX}{t.number}") or {})
                                                     .get("fragile", t.user_attrs.get("fragile"))),
             "params": params,
@@ -121,6 +122,8 @@ def _ci(ci: Any) -> str:
 
 
 def _speed_words(p: dict[str, Any]) -> str:
+    if str(p.get("speed_source") or "").startswith("generic server"):
+        return "the scenario's service time"
     if p["speed"] == "carried":
         return f"carried over from {p['carried_from']}"
     return {"calibrated": "measured", "uncalibrated": "not measured"}.get(p["speed"], "unknown")
@@ -286,7 +289,7 @@ def write_report(runner: StudyRunner, study: optuna.Study, out: str | Path, targ
     points = report_points(runner, study)
     sections = report_sections(runner, study, points, targets, sweep)
     budget = runner.cfg.study.budget_per_hour
-    fig = front_figure(points, study.study_name, budget)
+    fig = interactive_figure(points, study.study_name, budget)
     data = {"study": study.study_name, "points": [{k: v for k, v in p.items() if k != "params"} | p["params"]
                                                   for p in points],
             "targets": list(targets), "x_axis": "log", "y_label": Y_LABEL}
@@ -312,7 +315,7 @@ def _short(p: dict[str, Any]) -> str:
     return f"{p['nodes']}×{p['gpu']} tp{p['tp']}"
 
 
-def front_figure(points: Sequence[dict[str, Any]], name: str, budget: float | None = None) -> Any:
+def interactive_figure(points: Sequence[dict[str, Any]], name: str, budget: float | None = None) -> Any:
     """The plotly figure: every evaluated configuration, the front joined and labelled, log axes."""
     import plotly.graph_objects as go
 
