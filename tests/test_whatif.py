@@ -82,6 +82,13 @@ def test_a_trace_is_scaled_by_compressing_its_arrival_times(tmp_path):
     scaled, _ = apply_what_if(sc, rate_scale=1.5)
     assert scaled.workload.rate_scale == 3.0 and scaled.workload.trace == sc.workload.trace
     assert scaled.workload.batch_rate_per_hour is None
+    # The same requests arrive 1.5 times as densely: over the same span, 1.5 times as many.
+    runs = [run_scenario(x.with_updates({"simulation.horizon_hours": 0.5, "simulation.warmup_hours": 0.0,
+                                         "simulation.replications": 2}), fidelity="request")
+            for x in (sc, scaled)]
+    base, more = (r["requests_arrived"] for r in runs)
+    assert base == pytest.approx(2 * 1800 / 2.0 * 2, rel=0.02)  # 2 replications, one request every 2 s / 2
+    assert more == pytest.approx(1.5 * base, rel=0.02)
 
 
 @pytest.mark.parametrize("value", [0.0, -1.0, math.nan, math.inf])

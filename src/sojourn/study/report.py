@@ -23,6 +23,7 @@ from typing import Any
 
 import optuna
 
+from sojourn._errors import SojournError
 from sojourn._io import write_atomic
 from sojourn.study.confirm import CONFIRM_PREFIX
 from sojourn.study.front import front_trials, is_feasible
@@ -285,6 +286,11 @@ def write_report(runner: StudyRunner, study: optuna.Study, out: str | Path, targ
     """report.html, report.md and front.png (the Markdown's plot) in ``out``'s folder, each atomically."""
     from sojourn.study.plot import plot_front
 
+    try:
+        import plotly  # noqa: F401
+    except ImportError:  # a dependency of sojourn's: an install that lacks it is broken, not the study
+        raise SojournError("the report's plot needs plotly, a dependency of sojourn: pip install -e . "
+                           "(or pip install plotly)") from None
     out = Path(out)
     points = report_points(runner, study)
     sections = report_sections(runner, study, points, targets, sweep)
