@@ -130,3 +130,29 @@ def test_bad_options_are_one_error_naming_the_option(study_file, capsys, args, f
     assert main(["study", "sweep", str(study_file), "--quiet", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"error: {flag}:" in err
+
+
+def test_a_configuration_the_fast_tier_does_not_model_is_left_out_and_said_so(tmp_path):
+    (tmp_path / "scenario.toml").write_text(TINY_SCENARIO)
+    path = tmp_path / "fair.toml"
+    path.write_text(textwrap.dedent(f"""
+        [study]
+        name = "fair"
+        scenario = "scenario.toml"
+        n_trials = 2
+        seed = 1
+        horizon_hours = 8
+        replications = 2
+        objectives_dir = "{ROOT / 'objectives'}"
+        [space]
+        nodes = [8, 9]
+        discipline = ["fair"]
+        """))
+    runner = StudyRunner(load_study(path))
+    study = runner.run()
+    rows = rerun_front(runner, study, [WhatIf()], fidelity="fast")
+    assert rows and all(r["p_miss"] is None and "not modelled by the fast tier" in r["note"] for r in rows)
+    assert {r["config"] for r in cheapest_per_target(rows, TARGETS)} == {"none"}
+    # At the request tier (the study's own), the baseline reproduces the stored front.
+    again = rerun_front(runner, study, [WhatIf()], fidelity="request")
+    assert [r["p_miss"] for r in again] == pytest.approx([t.values[0] for t in front_trials(study)], rel=1e-12)

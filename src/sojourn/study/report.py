@@ -142,7 +142,7 @@ def hover_text(p: dict[str, Any]) -> str:
     if p.get("load") is not None:
         lines.append(f"load {p['load']:.3f}")
     if p["status"] == "infeasible" and p.get("reason"):
-        lines.append(f"not feasible: {html.escape(str(p['reason']))[:160]}")
+        lines.append(f"not feasible: {html.escape(str(p['reason'])[:160])}")
     if p["status"] == "front":
         lines.append("on the front" + (", confirmed" if p["confirmed"] else ", not confirmed")
                      + (", FRAGILE" if p["fragile"] else ""))

@@ -27,6 +27,7 @@ from typing import Any
 
 import optuna
 
+from sojourn.evaluate import fast_applies
 from sojourn.study.confirm import miss_used
 from sojourn.study.front import front_trials, is_feasible
 from sojourn.study.runner import DUPLICATE_ATTR, StudyRunner, evaluate, offered_load, screen_capacity
@@ -89,7 +90,11 @@ def rerun_front(runner: StudyRunner, study: optuna.Study, what_ifs: Sequence[Wha
                 "load": offered_load(sc, cap), "fidelity": None, "note": "; ".join(notes), **params,
             }  # fmt: skip
             rows.append(row)
-            if row["load"] is not None and row["load"] >= runner.max_load:
+            why_not = fast_applies(sc) if fidelity == "fast" else None
+            if why_not is not None:  # left out of the answers, said in its row
+                row.update(p_miss=None, note=_join(row["note"], f"not modelled by the fast tier ({why_not}): "
+                                                                "rerun with --fidelity auto or request"))
+            elif row["load"] is not None and row["load"] >= runner.max_load:
                 row["fidelity"] = "check"
                 row["note"] = _join(row["note"], f"offered load {row['load']:.3f} >= max_load {runner.max_load:.3f}: "
                                                  "not simulated, every request counts as missing")
