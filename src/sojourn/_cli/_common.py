@@ -15,8 +15,8 @@ from sojourn._io import write_atomic
 from sojourn.result import Result
 
 __all__ = [
-    "add_what_if_options", "check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "speed_word", "study_runner", "what_if_of",
-    "write_atomic",
+    "add_what_if_options", "check_field", "check_n_jobs", "check_out", "emit_json", "int_list", "speed_word",
+    "study_runner", "what_if_of", "write_atomic",
 ]  # fmt: skip
 
 

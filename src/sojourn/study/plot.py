@@ -122,7 +122,7 @@ def front_figure(study: optuna.Study, budget: float | None = None, runner: Any =
     ax.set_xscale("log")
     ax.set_xlabel("fleet cost ($/hour, log scale)")
     ax.set_ylabel(Y_LABEL)
-    ax.set_title(f"study {study.study_name}" + (f" — objectives: {', '.join(names)}" if names else ""))
+    ax.set_title(f"Sizing study {study.study_name}: cost against the share of requests missing the SLA", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return fig
