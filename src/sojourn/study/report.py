@@ -348,7 +348,11 @@ def interactive_figure(points: Sequence[dict[str, Any]], name: str, budget: floa
                                ("other", "front: GPU speed carried over or not measured (less certain)", "white")):
         ps = [p for p in front if (p["speed"] in ("calibrated", "unknown")) == (group == "measured")]
         positions = ["top right" if i % 2 == 0 else "bottom right" for i in range(len(ps))]
-        add(ps, f"{label} ({len(ps)})", mode="markers+text", text=[_short(p) for p in ps],
+        # A point at the same place with the same fleet as the one before (other engine settings) is not
+        # labelled twice: its hover label tells them apart.
+        texts = [_short(p) if i == 0 or (_short(p), p["cost_per_hour"], p["p_miss"]) != (
+            _short(ps[i - 1]), ps[i - 1]["cost_per_hour"], ps[i - 1]["p_miss"]) else "" for i, p in enumerate(ps)]
+        add(ps, f"{label} ({len(ps)})", mode="markers+text", text=texts,
             textposition=positions, textfont={"size": 11},
             marker={"symbol": "diamond", "size": 11, "color": face, "line": {"color": "#d62728", "width": 2}})
     if budget is not None:
