@@ -1,0 +1,164 @@
+"""Node failures (``fleet.failures``; ``sim.availability``, ``sim.fleet``) against exact results.
+
+The request tier on generic servers with exponential service, exponential times to failure
+and exponential repairs is a continuous-time Markov chain on (requests in system, nodes up):
+its stationary law, from a truncated generator solved with numpy, gives the mean number in
+system and, by Little's law, the mean sojourn; with ``on_failure = "lose"``, the rate of
+requests lost (a failure of a busy node) over the arrival rate is P(miss) when the SLA is
+never reached otherwise. A failure's job goes back to the queue and starts over with a fresh
+service time, which for exponential service is the classical preemptive-resume breakdown
+model. Each check asks the simulator's own 95% interval over replications, from a fixed
+seed, to hold the exact value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import sparse, stats
+from scipy.sparse.linalg import spsolve
+
+from sojourn.request import simulate
+from sojourn.scenario import Scenario, load_scenario, scenario_from_dict
+
+
+def breakdown_chain(lam: float, mu: float, c: int, xi: float, eta: float, lose: bool = False,
+                    n_max: int = 2000) -> tuple[float, float]:
+    """(mean number in system, rate of requests lost) of M/M/c with node breakdowns.
+
+    Each of c one-slot nodes fails at rate ``xi`` (busy or idle) and is repaired at rate ``eta``;
+    the nodes up serve min(n, up) requests at rate ``mu`` each. A failure of a busy node sends its
+    request back to the queue (``lose``: removes it, a loss). Truncated at ``n_max`` requests.
+    """
+    k_n = c + 1
+    size = (n_max + 1) * k_n
+    rows: list[int] = []
+    cols: list[int] = []
+    rates: list[float] = []
+
+    def add(n: int, k: int, n2: int, k2: int, rate: float) -> None:
+        rows.append(n * k_n + k)
+        cols.append(n2 * k_n + k2)
+        rates.append(rate)
+
+    for n in range(n_max + 1):
+        for k in range(c + 1):
+            if n < n_max:
+                add(n, k, n + 1, k, lam)
+            busy = min(n, k)
+            if busy:
+                add(n, k, n - 1, k, busy * mu)
+            if k:
+                # A failure hits one of the k nodes up: a busy one with probability busy / k.
+                if lose and busy:
+                    add(n, k, n - 1, k - 1, xi * busy)
+                    if k > busy:
+                        add(n, k, n, k - 1, xi * (k - busy))
+                else:
+                    add(n, k, n, k - 1, xi * k)
+            if k < c:
+                add(n, k, n, k + 1, eta * (c - k))
+    q = sparse.coo_matrix((rates, (rows, cols)), shape=(size, size)).tocsr()
+    q = (q - sparse.diags(np.asarray(q.sum(axis=1)).ravel())).T.tolil()
+    q[0, :] = 1.0  # one balance equation replaced by the normalisation
+    b = np.zeros(size)
+    b[0] = 1.0
+    pi = spsolve(q.tocsc(), b).reshape(n_max + 1, k_n)
+    assert pi[-1].sum() < 1e-12  # the truncation is far out in the tail
+    n = np.arange(n_max + 1)
+    mean_n = float((pi.sum(axis=1) * n).sum())
+    lost = 0.0
+    if lose:
+        for k in range(1, c + 1):
+            lost += xi * float((pi[:, k] * np.minimum(n, k)).sum())
+    return mean_n, lost
+
+
+def generic(lam: float, nodes: int, mtbf_s: float, repair_s: float, on_failure: str = "recompute",
+            reps: int = 10, horizon_h: float = 4.0, seed: int = 3, sla_hours: float = 1000.0) -> Scenario:
+    """M/M/nodes (mean service 1 s) with node failures; an empty start and a quarter hour of warm-up."""
+    return scenario_from_dict({
+        "sla_hours": sla_hours,
+        "workload": {"batch_rate_per_hour": lam * 3600.0, "batch_size": {"dist": "fixed", "value": 1},
+                     "input_tokens": {"dist": "fixed", "value": 1}, "output_tokens": {"dist": "fixed", "value": 1}},
+        "fleet": {"nodes": nodes, "server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 1.0}},
+                  "failures": {"mtbf_hours_per_gpu": mtbf_s / 3600.0, "repair_hours": repair_s / 3600.0,
+                               "on_failure": on_failure}},
+        "simulation": {"horizon_hours": horizon_h, "warmup_hours": 0.25, "replications": reps, "start": "empty",
+                       "seed": seed},
+    })
+
+
+def _inside(value: float, ci: Any) -> bool:
+    return ci[0] <= value <= ci[1]
+
+
+@pytest.mark.parametrize(("lam", "nodes", "mtbf_s", "repair_s"), [(0.5, 1, 200.0, 20.0), (1.5, 3, 600.0, 60.0)])
+def test_breakdowns_mean_sojourn_is_exact(lam: float, nodes: int, mtbf_s: float, repair_s: float) -> None:
+    # M/M/1 and M/M/3 with breakdowns: the mean sojourn is E[N]/lambda (Little) of the exact chain.
+    mean_n, _ = breakdown_chain(lam, 1.0, nodes, 1.0 / mtbf_s, 1.0 / repair_s)
+    exact = mean_n / lam
+    r = simulate(generic(lam, nodes, mtbf_s, repair_s)).to_result()
+    assert _inside(exact, r["sojourn_mean_ci"]), (exact, r["sojourn_mean_ci"])
+    # Failures matter here: without them M/M/c's mean sojourn is well below the interval.
+    assert r["sojourn_mean_ci"][0] > 1.2 * (1.0 / (1.0 - lam / nodes) if nodes == 1 else 1.0)
+    assert r["fleet_realism"]["requests_recomputed"] > 0
+
+
+def test_lost_requests_are_the_exact_loss_rate() -> None:
+    # on_failure = "lose": a failure of a busy node loses its request; with an SLA no request
+    # reaches, P(miss) is the loss rate over the arrival rate, xi * E[busy nodes up] / lambda.
+    lam, nodes, mtbf_s, repair_s = 0.5, 1, 100.0, 20.0
+    _, lost = breakdown_chain(lam, 1.0, nodes, 1.0 / mtbf_s, 1.0 / repair_s, lose=True)
+    res = simulate(generic(lam, nodes, mtbf_s, repair_s, on_failure="lose", seed=5))
+    r = res.to_result()
+    assert _inside(lost / lam, r["p_miss_ci"]), (lost / lam, r["p_miss_ci"])
+    fr = r["fleet_realism"]
+    assert r["cancelled_by"] == {"node_failure": fr["requests_lost"]}
+    assert fr["requests_lost"] > 0 and fr["requests_recomputed"] == 0
+
+
+def test_failed_node_time_is_mttr_over_mtbf_plus_mttr() -> None:
+    # Conservation: the share of node-time failed, over replications, holds MTTR / (MTBF + MTTR).
+    mtbf_s, repair_s = 300.0, 100.0
+    res = simulate(generic(0.5, 4, mtbf_s, repair_s, reps=12, horizon_h=6.0, seed=8))
+    node_s = 4 * 6.0 * 3600.0
+    shares = np.array([r.realism["failed_node_s"] / node_s for r in res.reps])
+    lo, hi = stats.t.interval(0.95, len(shares) - 1, loc=shares.mean(), scale=stats.sem(shares))
+    assert lo <= repair_s / (mtbf_s + repair_s) <= hi, (lo, hi)
+    fr = res.to_result()["fleet_realism"]
+    assert fr["node_availability"] == pytest.approx(0.75)
+    # Serving plus failed node-time is all of it (no spot nodes, no schedule).
+    assert fr["serving_share"] + fr["failed_share"] == pytest.approx(1.0)
+
+
+def test_unset_failures_leave_scenarios_and_costs_as_they_were() -> None:
+    sc = load_scenario("studies/quickstart-scenario.toml")
+    dumped = sc.model_dump(mode="json")["fleet"]
+    assert set(dumped) == {"gpu", "nodes", "tp", "routing", "server", "price_usd_per_gpu_hour"}
+    assert sc.fleet_realism() is None
+    assert sc.cost_per_hour == pytest.approx(sc.price_per_gpu_hour * sc.fleet.nodes * sc.fleet.tp)
+    on = sc.with_updates({"fleet.failures.on_failure": "recompute"})
+    assert "failures" in on.model_dump(mode="json")["fleet"]
+    # A failed node is still paid for: failures alone leave the rent as it was.
+    assert on.cost_per_hour == pytest.approx(sc.cost_per_hour)
+
+
+def test_catalogue_defaults_come_from_the_llama3_figure() -> None:
+    sc = load_scenario("studies/quickstart-scenario.toml").with_updates(
+        {"fleet.failures.on_failure": "lose", "fleet.tp": 2})
+    r = sc.fleet_realism()
+    assert r is not None
+    # 0.78 x 419 hardware interruptions over 16,384 x 54 x 24 GPU-hours, per GPU; a 2-GPU node fails twice as often.
+    assert r.mtbf_node_h == pytest.approx(16384 * 54 * 24 / (0.78 * 419) / 2, rel=0.01)
+    assert r.on_failure == "lose"
+
+
+def test_push_routing_with_failures_is_refused() -> None:
+    from sojourn._errors import ConfigError
+
+    sc = load_scenario("studies/quickstart-scenario.toml")
+    with pytest.raises(ConfigError, match="fleet.routing"):
+        sc.with_updates({"fleet.failures.on_failure": "recompute", "fleet.routing": "round_robin"})
