@@ -162,3 +162,83 @@ def test_push_routing_with_failures_is_refused() -> None:
     sc = load_scenario("studies/quickstart-scenario.toml")
     with pytest.raises(ConfigError, match="fleet.routing"):
         sc.with_updates({"fleet.failures.on_failure": "recompute", "fleet.routing": "round_robin"})
+
+
+# -- the fast tier: a capacity process (fast.availability) ---------------------------------------
+
+
+def test_fast_tier_breakdowns_mean_sojourn_is_near_exact() -> None:
+    # M/M/1 with breakdowns in the fluid model: the work is drained at C(t) exactly (FIFO, one
+    # server, D = 0), but a request's own latency is drawn uninterrupted, which leaves out the
+    # breakdowns during its own service: E[S] x MTTR/MTBF = 0.1 s of the 6.5 s. The exact value
+    # must sit within the fast tier's interval widened by 3% of it.
+    lam, mtbf_s, repair_s = 0.5, 200.0, 20.0
+    exact = breakdown_chain(lam, 1.0, 1, 1.0 / mtbf_s, 1.0 / repair_s)[0] / lam
+    from sojourn.fast import fast_simulate
+
+    r = fast_simulate(generic(lam, 1, mtbf_s, repair_s), horizon_hours=40.0).to_result()
+    lo, hi = r["sojourn_mean_ci"]
+    assert lo - 0.03 * exact <= exact <= hi + 0.03 * exact, (exact, lo, hi)
+    # Without the capacity process the fluid M/M/1 is far below (1 / (1 - rho) = 2 s).
+    assert lo > 4.0
+    assert r["analytic_p_miss"] is None and r["fleet_realism"]["requests_lost"] == 0
+
+
+def test_capacity_process_failed_share_is_mttr_over_mtbf_plus_mttr() -> None:
+    # Conservation in the fast tier's capacity process: failed node-time over the span, across draws.
+    from sojourn.fast.availability import capacity_path
+
+    sc = generic(0.5, 8, 500.0, 100.0)
+    realism = sc.fleet_realism()
+    rng = np.random.default_rng(12)
+    span = 20 * 3600.0
+    shares = []
+    for _ in range(30):
+        path = capacity_path(realism, rng, span, (0.0, span), 0.0, 0.0)
+        shares.append(path.summary["failed_node_s"] / (8 * span))
+        # C(t) is the nodes not failed: its time-average is the serving share.
+        served = float(np.sum(np.diff(np.append(path.time, span).clip(0, span)) * path.nodes)) / (8 * span)
+        assert served == pytest.approx(path.summary["serving_node_s"] / (8 * span), abs=1e-9)
+    x = np.array(shares)
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    assert lo <= 100.0 / 600.0 <= hi, (lo, hi)
+
+
+def mx_failures(sla_s: float, seed: int = 11) -> Scenario:
+    """M^X/M/4 (geometric batches of mean 20, 2 requests a second) with node failures every half hour
+    (a 6-minute repair) and cancellation at a deadline of ``sla_s``."""
+    return scenario_from_dict({
+        "sla_hours": sla_s / 3600.0,
+        "workload": {"batch_rate_per_hour": 360.0, "batch_size": {"dist": "geometric", "mean": 20},
+                     "input_tokens": {"dist": "fixed", "value": 1}, "output_tokens": {"dist": "fixed", "value": 1}},
+        "fleet": {"nodes": 4, "server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 1.0}},
+                  "failures": {"mtbf_hours_per_gpu": 0.5, "repair_hours": 0.1}},
+        "simulation": {"horizon_hours": 12.0, "warmup_hours": 1.0, "replications": 8, "start": "empty", "seed": seed},
+    })
+
+
+@pytest.mark.parametrize("sla_s", [60.0, 120.0])
+def test_tiers_agree_on_a_failure_scenario(sla_s: float) -> None:
+    # The request tier and the fast tier's capacity process: P(miss) intervals overlap, and each
+    # tier's mean sojourn is inside the other's interval widened by 5%.
+    from sojourn.fast import fast_simulate
+
+    sc = mx_failures(sla_s)
+    q = simulate(sc).to_result()
+    f = fast_simulate(sc).to_result()
+    assert q["p_miss_ci"][0] <= f["p_miss_ci"][1] and f["p_miss_ci"][0] <= q["p_miss_ci"][1], (q["p_miss_ci"],
+                                                                                                f["p_miss_ci"])
+    for a, b in ((q, f), (f, q)):
+        lo, hi = b["sojourn_mean_ci"]
+        assert 0.95 * lo <= a["sojourn_mean_s"] <= 1.05 * hi
+    # Failures matter here: without them P(miss) is far lower.
+    calm = fast_simulate(sc.with_updates({"fleet.failures.mtbf_hours_per_gpu": 1e6})).to_result()
+    assert calm["p_miss_ci"][1] < q["p_miss_ci"][0]
+
+
+def test_fast_tier_refuses_lost_requests() -> None:
+    from sojourn._errors import ConfigError
+    from sojourn.fast import fast_simulate
+
+    with pytest.raises(ConfigError, match="fleet.failures.on_failure"):
+        fast_simulate(generic(0.5, 1, 200.0, 20.0, on_failure="lose"))

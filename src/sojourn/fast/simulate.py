@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sojourn._errors import ConfigError
+from sojourn.fast.availability import CapacityPath, capacity_path, fifo_runs_varying, residual_beyond
 from sojourn.fast.batches import Batches, generate_batches, trace_batches, trace_rate
 from sojourn.fast.capacity import LoadReport, NodeCapacity, load_report, node_capacity
 from sojourn.fast.fluid import FluidFleet, Segments, fifo_runs, priority_runs, split_by_key
@@ -37,6 +38,7 @@ from sojourn.fast.stationary import (
 )
 from sojourn.fast.tails import fifo_tail, tail_p_miss
 from sojourn.result import FAST_ORDER, Estimate, Result
+from sojourn.sim.availability import realism_report
 from sojourn.stats import (
     MIN_EPISODES,
     best_p_miss,
@@ -100,6 +102,8 @@ class FastResult(Estimate):
     p_miss_oversize_floor: float = math.nan
     #: Analytic P(miss) with 2% less capacity over P(miss): above 2, the estimate is fragile.
     p_miss_fragility: float = math.nan
+    #: Node failures, spot nodes, a capacity schedule (``fast.availability``), else None (and absent).
+    fleet_realism: dict[str, Any] | None = None
 
     # A read-only mapping over ``to_result()``: ``dict(result)`` and ``result["p_miss"]`` work
     # as they do on a ``Result``. The Result is built once, and again after a field is set.
@@ -145,6 +149,10 @@ class FastResult(Estimate):
         return result
 
     def _build_result(self) -> Result:
+        res = self._base_result()
+        return res if self.fleet_realism is None else res.with_values(fleet_realism=self.fleet_realism)
+
+    def _base_result(self) -> Result:
         return self.result(
             FAST_ORDER,
             fin=("p_miss_best", "p_miss_upper_sampled", "p_miss_oversize_floor", "p_miss_fragility", "analytic_p_miss",
@@ -221,12 +229,18 @@ def fast_simulate(
     res = _combine(per, run.span_s, unseen_share(wl.batch_size, x_max) if wl.trace is None else 0.0)
     # Analytic tier.
     an = Analytic(math.nan, "none: not requested")
-    if analytic:
+    if run.realism is not None:
+        an = Analytic(math.nan, "none: the node capacity varies (fleet.failures, fleet.spot or "
+                                "fleet.capacity_schedule): the fluid sample only")
+    elif analytic:
         an = analytic_p_miss(scenario, cap, run.load, law=run.law if wl.rate_profile is None else None)
     agreement, agrees = _agreement(res, an.p, an.regime)
     sampled_upper = _bound_by_analytic(res, an)
     fragility = _fragility(scenario, cap, an) if analytic else math.nan
-    return _fast_result(scenario, cap, run, res, an, agreement, agrees, sampled_upper, fragility, t0)
+    out = _fast_result(scenario, cap, run, res, an, agreement, agrees, sampled_upper, fragility, t0)
+    if run.realism is not None:
+        out.fleet_realism = _realism_summary(run, per)
+    return out
 
 
 @dataclass
@@ -255,6 +269,13 @@ class _Run:
     hours: float
     #: The longest a replication may run (s): MAX_BATCHES batches, warm-up and span together.
     max_s: float
+    #: Node failures, spot nodes, a capacity schedule (``scenario.FleetRealism``), or None.
+    realism: Any = None
+    #: Work done again after a failure and after a spot reclaim (node-seconds; ``fast.availability``).
+    lost_failure: float = 0.0
+    lost_reclaim: float = 0.0
+    #: Each replication's capacity process, as drawn.
+    paths: list[CapacityPath] = field(default_factory=list)
 
     @property
     def span_s(self) -> float:
@@ -307,10 +328,13 @@ def _set_up(scenario: Any, cap: NodeCapacity, reps: int, horizon_hours: float | 
     # Steady state: the queue's relaxation time, and its stationary law to start from.
     law: WorkloadLaw | str | None = None
     bw = None
+    realism = _check_realism(scenario, fifo_vector)
     if wl.trace is None:
         bw = batch_work_moments(wl.batch_size, 1.0 - cap.reject_fraction, cap.work_mean, cap.work_var, C,
                                 rate_h / 3600.0)
-        if wl.rate_profile is None:
+        if realism is not None:
+            law = "the node capacity varies (fleet.failures, fleet.spot or fleet.capacity_schedule)"
+        elif wl.rate_profile is None:
             law = fluid_law(scenario, cap, bw.lam, _law_upto(scenario, fleet, bw)) if bw.rho < 1.0 else "unstable"
     hold = fleet.queue_cap
     if fleet.cancel:
@@ -320,10 +344,35 @@ def _set_up(scenario: Any, cap: NodeCapacity, reps: int, horizon_hours: float | 
     hours = float(horizon_hours if horizon_hours is not None else sim.horizon_hours)
     steady = SteadyState(start="stationary" if stationary else "empty", warmup_hours=sim.warmup_hours,
                          span_hours=hours, relaxation_hours=relax_s / 3600.0)
-    return _Run(disc=disc, reps=reps, load=load, rate_h=rate_h, fleet=fleet, max_sla=max_sla,
-                fifo_vector=fifo_vector, law=law, hold=hold, relax_s=relax_s, stationary=stationary,
-                steady=steady, warm_s=sim.warmup_hours * 3600.0, hours=hours,
-                max_s=MAX_BATCHES / rate_h * 3600.0 if wl.trace is None else math.inf)
+    run = _Run(disc=disc, reps=reps, load=load, rate_h=rate_h, fleet=fleet, max_sla=max_sla,
+               fifo_vector=fifo_vector, law=law, hold=hold, relax_s=relax_s, stationary=stationary,
+               steady=steady, warm_s=sim.warmup_hours * 3600.0, hours=hours,
+               max_s=MAX_BATCHES / rate_h * 3600.0 if wl.trace is None else math.inf, realism=realism)
+    if realism is not None:
+        # A node's requests in service have done, on average, the residual work of one each (E[w²]/2E[w]),
+        # which an engine does again; a generic server draws a new service time instead (the request
+        # tier's repeat-different), so the work changes by E[w] − E[w²]/2E[w] (0 for exponential).
+        lat = cap.latency if cap.latency is not None else Latency.constant(cap.latency_s)
+        redo = cap.work_excess_mean if scenario.fleet.server is None else cap.work_mean - cap.work_excess_mean
+        run.lost_failure = cap.concurrency * redo
+        run.lost_reclaim = run.lost_failure * residual_beyond(lat, realism.notice_s)
+    return run
+
+
+def _check_realism(scenario: Any, fifo_vector: bool) -> Any:
+    """The scenario's ``FleetRealism`` (None without one), after checking the fast tier models it."""
+    realism = scenario.fleet_realism() if hasattr(scenario, "fleet_realism") else None
+    if realism is None:
+        return None
+    if realism.mtbf_node_h is not None and realism.on_failure == "lose":
+        raise ConfigError("fleet.failures.on_failure", "'lose' is modelled by the request tier only (which batch "
+                                                       "loses a request is a per-request matter); allowed in the fast "
+                                                       "tier: 'recompute', or use simulation.fidelity = 'request'")
+    if not fifo_vector:
+        raise ConfigError("serving.discipline", "with node failures, spot nodes or a capacity schedule the fast tier "
+                                                "serves FIFO (or EDF with one deadline) without max_queue only; "
+                                                "use simulation.fidelity = 'request' for the others")
+    return realism
 
 
 def _plan_warmup(scenario: Any, run: _Run) -> None:
@@ -422,7 +471,11 @@ def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
         start_rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=seq.spawn_key + (_START_KEY,)))
         assert isinstance(run.law, WorkloadLaw)
         v0 = float(run.law.sample(start_rng, 1, cap=run.hold / C)[0]) * C
-    if run.fifo_vector:
+    if run.realism is not None:
+        path = _path(run, seq)
+        runs, refused, v = fifo_runs_varying(b, fleet, path, v0)
+        run.paths.append(path)
+    elif run.fifo_vector:
         runs, refused, v = fifo_runs(b, fleet, v0)
     else:
         if v0 > 0:
@@ -430,6 +483,34 @@ def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
         runs, refused = _priority(b, fleet, run.disc, cap, rng, scenario.serving.forecast_sigma)
         v = _work_found(b, fleet, run.hold)
     return b, runs, refused, v
+
+
+#: Spawn-key suffix of a replication's capacity-process stream (apart from its traffic's).
+_AVAIL_KEY = 0xA7A1
+
+
+def _path(run: _Run, seq: np.random.SeedSequence) -> CapacityPath:
+    """One replication's capacity process, from its own stream (the traffic's draws stay as they were)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=seq.spawn_key + (_AVAIL_KEY,)))
+    # Drawn past the last arrival, for the starts of the last batches (to their deadlines, within a day or a span).
+    end = run.t_end + min(2.0 * run.max_sla, max(run.span_s, 86400.0))
+    return capacity_path(run.realism, rng, end, (run.warm_s, run.warm_s + run.span_s), run.lost_failure,
+                         run.lost_reclaim)
+
+
+def _realism_summary(run: _Run, per: list[dict[str, Any]]) -> dict[str, Any]:
+    """``fleet_realism`` of the fast result: the node-time its capacity processes held over the measured spans."""
+    tot = {k: sum(p.summary[k] for p in run.paths) for k in run.paths[0].summary}
+    node_s = run.realism.nodes * run.span_s * len(run.paths)
+    hours = run.span_s * len(run.paths) / 3600.0
+    out = realism_report(run.realism, serving=tot["serving_node_s"] / node_s, failed=tot["failed_node_s"] / node_s,
+                         node_hours=tot["held_node_s"] / 3600.0 / len(run.paths), cost=tot["cost_usd"] / hours,
+                         failures=tot["failures"], reclaims=tot["reclaims"], recomputed=0, lost=0)
+    # The fluid model redoes work, not requests: it has no count of the requests recomputed.
+    out["requests_recomputed"] = None
+    out["load_effective"] = run.load.rho / out["serving_share"] if out["serving_share"] > 0 else math.inf
+    del per
+    return out
 
 
 def _bound_by_analytic(res: dict[str, Any], an: Analytic) -> float:
