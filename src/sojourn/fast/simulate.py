@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from sojourn._errors import ConfigError
 from sojourn.fast.availability import CapacityPath, capacity_path, fifo_runs_varying, residual_beyond
@@ -63,6 +64,8 @@ __all__ = [
     "fast_simulate",
     "fluid_fleet",
     "fluid_law",
+    "mixture_p_miss",
+    "nodes_up_law",
     "offered_load",
 ]
 
@@ -230,13 +233,14 @@ def fast_simulate(
     # Analytic tier.
     an = Analytic(math.nan, "none: not requested")
     if run.realism is not None:
-        an = Analytic(math.nan, "none: the node capacity varies (fleet.failures, fleet.spot or "
-                                "fleet.capacity_schedule): the fluid sample only")
+        an = Analytic(math.nan, "none: a capacity schedule (fleet.capacity_schedule): the fluid sample only")
+        if analytic and run.realism.schedule is None:
+            an = mixture_p_miss(scenario, cap, run.realism)
     elif analytic:
         an = analytic_p_miss(scenario, cap, run.load, law=run.law if wl.rate_profile is None else None)
     agreement, agrees = _agreement(res, an.p, an.regime)
     sampled_upper = _bound_by_analytic(res, an)
-    fragility = _fragility(scenario, cap, an) if analytic else math.nan
+    fragility = _fragility(scenario, cap, an) if analytic and run.realism is None else math.nan
     out = _fast_result(scenario, cap, run, res, an, agreement, agrees, sampled_upper, fragility, t0)
     if run.realism is not None:
         out.fleet_realism = _realism_summary(run, per)
@@ -898,6 +902,96 @@ def analytic_p_miss(scenario: Any, cap: NodeCapacity | None = None, load: LoadRe
         asym_name += (f"; heavy traffic (mean work found {bw.mean_wait / 3600.0:.3g} h) where the asymptotic "
                       f"may be far off, and the numeric law is unavailable: {law}")
     return Analytic(asym, prefix + asym_name + mixed, upper=asym, asymptotic=asym, law=None, work=bw)
+
+
+#: Probability of a number of nodes up below which the mixture counts the state as all missing.
+_MIXTURE_FLOOR = 1e-12
+
+
+def nodes_up_law(realism: Any) -> NDArray[np.float64]:
+    """P(k nodes serve), k = 0..nodes, in the long run: each on-demand node serves with probability
+    A (not failed), each spot node with A x its serving share, all independently."""
+    a = realism.availability
+    spot_serving, _ = realism.spot_shares()
+    pmf = np.ones(1)
+    for i in range(realism.nodes):
+        p = a * (spot_serving if i >= realism.nodes - realism.spot_nodes else 1.0)
+        pmf = np.convolve(pmf, [1.0 - p, p])
+    return pmf
+
+
+def _state_exit_rate(realism: Any) -> tuple[float, float]:
+    """(rate at which a node up goes out, rate at which a node out comes back), per hour: the up
+    rate averaged over the fleet's nodes; the return rate that of the slowest kind of outage
+    (a repair, or a reclaim's notice and re-acquiring), so overload states last their longest."""
+    n, sp = realism.nodes, realism.spot_nodes
+    lf = 0.0 if realism.mtbf_node_h is None else 1.0 / realism.mtbf_node_h
+    r = realism.reclaim_per_h
+    up = (n * lf + sp * r) / n
+    away = max(realism.repair_h if lf > 0 else 0.0,
+               realism.notice_s / 3600.0 + realism.reacquire_h if sp and r > 0 else 0.0)
+    return up, 1.0 / away if away > 0 else math.inf
+
+
+def _overload_share(sla_s: float, rho_k: float, k: int, n: int, up_rate: float, back_rate: float) -> float:
+    """Share of the requests arriving while only k nodes serve, overloaded (rho_k >= 1), that miss.
+
+    A backlog grows at (rho_k − 1) of the k nodes' capacity from the state's start, so an arrival
+    τ into it waits about (rho_k − 1)·τ and misses once τ > SLA/(rho_k − 1). The state lasts an
+    exponential time of mean 1/(k·up + (n − k)·back), and an arrival's age in it has that law:
+    exp(−SLA / ((rho_k − 1)·mean)). (The backlog left when the state ends is not counted.)
+    """
+    rate_s = (k * up_rate + (n - k) * back_rate) / 3600.0
+    if rho_k <= 1.0 or rate_s <= 0.0:
+        return 1.0 if rate_s <= 0.0 else 0.0
+    return math.exp(-sla_s * rate_s / (rho_k - 1.0))
+
+
+def mixture_p_miss(scenario: Any, cap: NodeCapacity, realism: Any) -> Analytic:
+    """P(miss) under failures and spot reclaims as a quasi-static mixture: Σ_k P(k up) p_k, p_k the
+    analytic P(miss) of a fleet of k nodes where it is stable, else the share of an overload
+    state's arrivals that wait past the SLA (``_overload_share``); where no node serves, the share
+    whose wait for the first node back exceeds the SLA; 1 for the states rarer than
+    ``_MIXTURE_FLOOR`` together.
+
+    A stable state's stationary law is right when repairs and reclaims last long against the
+    relaxation time; where they are short, the states average out and the mixture overstates
+    P(miss). Checked against the fluid sample in tests/test_failures.py.
+    """
+    pmf = nodes_up_law(realism)
+    up_rate, back_rate = _state_exit_rate(realism)
+    sla_s = min(sla for sla, _ in _classes(scenario))
+    p = hi = 0.0
+    rest = 1.0
+    regimes = set()
+    for k in range(realism.nodes, 0, -1):
+        w = float(pmf[k])
+        if w < _MIXTURE_FLOOR:
+            continue
+        sk = scenario if k == scenario.fleet.nodes else scenario.with_updates({"fleet.nodes": k})
+        load = load_report(sk, cap)
+        if load.rho < 1.0:
+            an = analytic_p_miss(sk, cap, load)
+        else:
+            share = _overload_share(sla_s, load.rho, k, realism.nodes, up_rate, back_rate)
+            an = Analytic(share, "overload", upper=share)
+        if not math.isfinite(an.p):
+            return Analytic(math.nan, f"none: {k} nodes up: {an.regime}")
+        p += w * an.p
+        hi += w * (an.upper if math.isfinite(an.upper) else an.p)
+        rest -= w
+        regimes.add(an.regime.split(" ")[0])
+    if pmf[0] >= _MIXTURE_FLOOR:
+        # No node serves: an arrival waits at least the rest of the state (exponential, all n to come back).
+        w = float(pmf[0])
+        share = math.exp(-sla_s * realism.nodes * back_rate / 3600.0) if math.isfinite(back_rate) else 0.0
+        p += w * share
+        hi += w * share
+        rest -= w
+    rest = max(rest, 0.0)
+    name = (f"quasi-static mixture over the nodes up (node availability {realism.availability:.6g}; each state's "
+            f"{'/'.join(sorted(regimes))} FIFO value; conservative where capacity changes are short against the SLA)")
+    return Analytic(p + rest, name, upper=hi + rest)
 
 
 def _agreement(res: dict[str, Any], a_p: float, regime: str) -> tuple[str, bool | None]:
