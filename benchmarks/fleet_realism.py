@@ -96,8 +96,8 @@ def main() -> None:
         SECTION, "",
         f"Command: `python benchmarks/fleet_realism.py --write` (Python {platform.python_version()}, "
         f"{platform.machine()}, {time.perf_counter() - t0:.0f} s wall), after `sojourn study run "
-        "studies/quickstart.toml` and `sojourn study run studies/fleet-realism.toml` (each about 1.5 min on 2 "
-        "shared CPUs).", "",
+        "studies/quickstart.toml` and `sojourn study run studies/fleet-realism.toml` (3.3 and 1.4 min on 2 CPUs "
+        "shared with other work).", "",
         "The quickstart's cheapest fleet (7 x H100 tp 1, FIFO) on its workload, fast tier, 4 replications: "
         "P(miss) best is the best estimate (`p_miss_best`: the analytic value, or the sample where they disagree; "
         "a study's sla_miss objective reads the upper end, floored at 1e-6); analytic is the "
