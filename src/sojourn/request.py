@@ -47,6 +47,7 @@ from sojourn._errors import ConfigError
 from sojourn.fast.start import StartPlan, plan_start
 from sojourn.result import REQUEST_ORDER, Estimate, Result, finite
 from sojourn.sim._sojourns import POOL_CAP, LogHistogram, pooled_quantiles
+from sojourn.sim.availability import realism_report
 from sojourn.sim.fleet import ReplicationStats, check_scenario, run_replication
 from sojourn.stats import (
     MIN_EPISODES,
@@ -106,6 +107,8 @@ class SimResult(Estimate):
     load: float = math.nan
     #: Prefix caching where it acts (``_prefix_summary``), else None (and absent from the result).
     prefix_cache: dict[str, Any] | None = None
+    #: Node failures, spot nodes, a capacity schedule where the scenario has them (``_realism_summary``).
+    fleet_realism: dict[str, Any] | None = None
     reps: list[ReplicationStats] = field(default_factory=list, repr=False)
     keep_samples: bool = False
 
@@ -144,7 +147,9 @@ class SimResult(Estimate):
                 for c in self.by_sla_class
             ],
         )
-        return res if self.prefix_cache is None else res.with_values(prefix_cache=self.prefix_cache)
+        if self.prefix_cache is not None:
+            res = res.with_values(prefix_cache=self.prefix_cache)
+        return res if self.fleet_realism is None else res.with_values(fleet_realism=self.fleet_realism)
 
 
 def _prefix_summary(reps: list[ReplicationStats]) -> dict[str, Any] | None:
@@ -165,6 +170,22 @@ def _prefix_summary(reps: list[ReplicationStats]) -> dict[str, Any] | None:
         "request_hit_rate": tot["hit_requests"] / tot["lookups"] if tot["lookups"] else None,
         "evictions": tot["evictions"],
     }
+
+
+def _realism_summary(scenario: Any, reps: list[ReplicationStats]) -> dict[str, Any] | None:
+    """What node failures, spot reclaims and a capacity schedule did over the measured spans
+    (``sim.availability``), next to what the settings say to expect; None without them."""
+    rs = [r.realism for r in reps if r.realism is not None]
+    realism = scenario.fleet_realism()
+    if not rs or realism is None:
+        return None
+    tot = {k: sum(x[k] for x in rs) for k in rs[0]}
+    node_s = realism.nodes * sum(r.horizon_s for r in reps)
+    hours = sum(r.horizon_s for r in reps) / 3600.0
+    return realism_report(realism, serving=tot["serving_node_s"] / node_s, failed=tot["failed_node_s"] / node_s,
+                          node_hours=tot["held_node_s"] / 3600.0 / len(rs), cost=tot["cost_usd"] / hours,
+                          failures=tot["failures"], reclaims=tot["reclaims"],
+                          recomputed=int(tot["requeued"]), lost=int(tot["lost"]))
 
 
 def _per_rep(reps: list[ReplicationStats], f: Callable[[ReplicationStats], float]) -> np.ndarray:
@@ -268,6 +289,7 @@ def summarise(scenario: Any, reps: list[ReplicationStats], seed: int, wall_s: fl
         wall_s=wall_s, requests_simulated=sum(r.requests_simulated for r in reps), keep_samples=keep_samples,
         by_sla_class=_by_class(reps, n_eff, unseen) if scenario.workload.sla_classes else [],
         prefix_cache=_prefix_summary(reps),
+        fleet_realism=_realism_summary(scenario, reps),
         steady_state=_steady_state(scenario, reps, plan),
         load=plan.rho if plan is not None else math.nan,
         p_miss_unseen=unseen,

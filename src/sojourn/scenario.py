@@ -13,7 +13,7 @@ import json
 import math
 import tomllib
 from collections import OrderedDict
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,7 +40,11 @@ from sojourn.result import FIDELITIES  # the one list of them, re-exported: the 
 
 __all__ = [
     "CatalogueOverrides",
+    "CapacitySchedule",
     "Fleet",
+    "FleetRealism",
+    "NodeFailures",
+    "SpotNodes",
     "GenericServer",
     "ModelConfig",
     "PrefixSharing",
@@ -263,6 +267,125 @@ class GenericServer(_Strict):
     concurrency: int = Field(default=1, ge=1)
 
 
+class NodeFailures(_Strict):
+    """Node failures (``[fleet.failures]``; absent: nodes never fail, and results are as before).
+
+    Each node alternates between up, for an exponential time of mean ``mtbf_hours_per_gpu / tp``
+    (a replica fails when any of its GPUs does), and down for an exponential repair of mean
+    ``repair_hours``; unset, both come from the catalogue (``sojourn.catalogue.reliability``, with
+    sources). A failure takes the node's running and node-queued requests with it: ``recompute``
+    sends them back to the fleet queue to start again from scratch (their arrival time and
+    deadline kept), ``lose`` counts them as misses (cancelled, reason ``node_failure``).
+    """
+
+    mtbf_hours_per_gpu: float | None = Field(default=None, gt=0)
+    repair_hours: float | None = Field(default=None, gt=0)
+    on_failure: Literal["recompute", "lose"] = "recompute"
+
+
+class SpotNodes(_Strict):
+    """Spot (preemptible) nodes (``[fleet.spot]``; absent: every node is on demand).
+
+    ``share`` of the fleet's nodes (rounded to the nearest node, the highest-numbered ones) are
+    spot nodes, paid at ``price_usd_per_gpu_hour`` (unset: the on-demand price less the
+    catalogue's spot discount) while held. Each is reclaimed at ``reclaims_per_hour`` (a constant
+    hazard); on notice it stops admitting, and ``notice_s`` later its remaining requests go back to
+    the fleet queue and the node is gone (unpaid) until a replacement comes back after an
+    exponential time of mean ``reacquire_hours``. Unset values come from the catalogue.
+    """
+
+    share: float = Field(ge=0, le=1)
+    price_usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    reclaims_per_hour: float | None = Field(default=None, ge=0)
+    notice_s: float | None = Field(default=None, ge=0)
+    reacquire_hours: float | None = Field(default=None, gt=0)
+
+
+class CapacitySchedule(_Strict):
+    """The nodes available by hour of day (``[fleet.capacity_schedule]``), for a batch tier on the
+    capacity an online tier leaves free: ``nodes_by_hour`` (24 counts, at most ``fleet.nodes``)
+    or ``share_by_hour`` (24 shares of ``fleet.nodes``, rounded to the nearest node). Hour 0
+    starts at time 0, as the workload's ``rate_profile`` does. A node taken away drains: it
+    admits nothing more and finishes the requests it runs (they are not moved); cost counts
+    the scheduled node-hours, not the nominal fleet.
+    """
+
+    nodes_by_hour: list[Annotated[int, Field(ge=0)]] | None = None
+    share_by_hour: list[Annotated[float, Field(ge=0, le=1)]] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> CapacitySchedule:
+        given = [n for n in ("nodes_by_hour", "share_by_hour") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ConfigError("fleet.capacity_schedule", "give exactly one of nodes_by_hour (24 node counts) and "
+                                                         "share_by_hour (24 shares of fleet.nodes in [0, 1])")
+        if len(getattr(self, given[0])) != 24:
+            raise ConfigError(f"fleet.capacity_schedule.{given[0]}",
+                              f"must hold 24 hourly values, got {len(getattr(self, given[0]))}")
+        return self
+
+
+@dataclass(frozen=True)
+class FleetRealism:
+    """A scenario's node failures, spot nodes and capacity schedule, resolved (catalogue defaults
+    filled in; ``Scenario.fleet_realism``). Times in hours unless named ``_s``; prices per GPU-hour.
+
+    ``mtbf_node_h`` is None when failures are off; ``spot_nodes`` 0 without spot nodes;
+    ``schedule`` None without a capacity schedule, else the 24 hourly node counts.
+    """
+
+    nodes: int
+    tp: int
+    price: float
+    mtbf_node_h: float | None
+    repair_h: float
+    on_failure: str
+    spot_nodes: int
+    spot_price: float
+    reclaim_per_h: float
+    notice_s: float
+    reacquire_h: float
+    schedule: tuple[int, ...] | None
+
+    @property
+    def availability(self) -> float:
+        """Long-run share of time a node is not failed: MTBF / (MTBF + MTTR)."""
+        m = self.mtbf_node_h
+        return 1.0 if m is None else m / (m + self.repair_h)
+
+    def spot_shares(self) -> tuple[float, float]:
+        """A spot node's long-run shares of time (serving, held): up / cycle and (up + notice) / cycle,
+        the cycle being up (mean 1/rate), notice, then re-acquiring."""
+        r = self.reclaim_per_h
+        if r <= 0:
+            return 1.0, 1.0
+        up, notice = 1.0 / r, self.notice_s / 3600.0
+        cycle = up + notice + self.reacquire_h
+        return up / cycle, (up + notice) / cycle
+
+    def scheduled(self, hour: int) -> int:
+        """Nodes scheduled at this hour of day (all of them without a schedule)."""
+        return self.nodes if self.schedule is None else self.schedule[hour % 24]
+
+    def cost_per_hour(self) -> float:
+        """Expected rent per hour: on-demand nodes at the on-demand price while scheduled, spot
+        nodes at the spot price while scheduled and held (a failed node is still paid)."""
+        od = self.nodes - self.spot_nodes
+        _, held = self.spot_shares()
+        total = 0.0
+        for h in range(24):
+            k = self.scheduled(h)  # the lowest-numbered k nodes are in: on-demand ones first
+            total += self.price * min(k, od) + self.spot_price * held * max(k - od, 0)
+        return total / 24.0 * self.tp
+
+    def serving_share(self) -> float:
+        """Expected share of the nominal node-hours that serve (up, held, scheduled, not on notice)."""
+        od = self.nodes - self.spot_nodes
+        serving, _ = self.spot_shares()
+        s = sum(min(self.scheduled(h), od) + serving * max(self.scheduled(h) - od, 0) for h in range(24))
+        return self.availability * s / (24.0 * self.nodes)
+
+
 class Fleet(_Strict):
     """The hardware: ``nodes`` engine replicas of ``tp`` GPUs each."""
 
@@ -273,6 +396,26 @@ class Fleet(_Strict):
     server: GenericServer | None = None
     #: Overrides the catalogue's rent price for this scenario.
     price_usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    #: Node failures, spot nodes and a capacity schedule (``FleetRealism``): each absent by default
+    #: and then left out of the serialised form, so scenarios (and studies' fingerprints) without
+    #: them read as before. They need ``routing = "pull"`` (the push routers do not route around
+    #: a node that is out).
+    failures: NodeFailures | None = Field(default=None, exclude_if=lambda v: v is None)
+    spot: SpotNodes | None = Field(default=None, exclude_if=lambda v: v is None)
+    capacity_schedule: CapacitySchedule | None = Field(default=None, exclude_if=lambda v: v is None)
+
+    @model_validator(mode="after")
+    def _realism(self) -> Fleet:
+        on = [n for n in ("failures", "spot", "capacity_schedule") if getattr(self, n) is not None]
+        if on and self.routing != "pull":
+            raise ConfigError("fleet.routing", f"{self.routing!r} with fleet.{on[0]}: the push routers do not route "
+                                               "around a node that is out; allowed: 'pull'")
+        cs = self.capacity_schedule
+        if cs is not None and cs.nodes_by_hour is not None and max(cs.nodes_by_hour) > self.nodes:
+            raise ConfigError("fleet.capacity_schedule.nodes_by_hour",
+                              f"{max(cs.nodes_by_hour)} nodes exceeds fleet.nodes = {self.nodes}; "
+                              f"allowed: 0..{self.nodes}")
+        return self
 
 
 class Serving(_Strict):
@@ -462,8 +605,44 @@ class Scenario(_Strict):
 
     @property
     def cost_per_hour(self) -> float:
-        """Rent cost of the fleet in $/hour."""
+        """Rent cost of the fleet in $/hour (expected, with spot nodes and a capacity schedule:
+        ``FleetRealism.cost_per_hour``)."""
+        realism = self.fleet_realism()
+        if realism is not None:
+            return realism.cost_per_hour()
         return self.price_per_gpu_hour * self.fleet.tp * self.fleet.nodes
+
+    def fleet_realism(self) -> FleetRealism | None:
+        """The fleet's failures, spot nodes and capacity schedule with the catalogue's defaults
+        filled in (``sojourn.catalogue.reliability``), or None when none is set."""
+        fl = self.fleet
+        if fl.failures is None and fl.spot is None and fl.capacity_schedule is None:
+            return None
+        from sojourn.catalogue import reliability
+
+        rel = reliability(fl.gpu)
+        fa, sp, cs = fl.failures, fl.spot, fl.capacity_schedule
+        price = self.price_per_gpu_hour
+        mtbf = None if fa is None else (fa.mtbf_hours_per_gpu or rel.mtbf_hours_per_gpu) / fl.tp
+        schedule = None
+        if cs is not None:
+            schedule = tuple(cs.nodes_by_hour) if cs.nodes_by_hour is not None else tuple(
+                math.floor(x * fl.nodes + 0.5) for x in cs.share_by_hour or ())
+
+        def pick(value: float | None, default: float) -> float:
+            return default if value is None else value
+
+        return FleetRealism(
+            nodes=fl.nodes, tp=fl.tp, price=price, mtbf_node_h=mtbf,
+            repair_h=pick(None if fa is None else fa.repair_hours, rel.repair_hours),
+            on_failure="recompute" if fa is None else fa.on_failure,
+            spot_nodes=0 if sp is None else math.floor(sp.share * fl.nodes + 0.5),
+            spot_price=pick(None if sp is None else sp.price_usd_per_gpu_hour, price * (1.0 - rel.spot_discount)),
+            reclaim_per_h=pick(None if sp is None else sp.reclaims_per_hour, rel.spot_reclaims_per_hour),
+            notice_s=pick(None if sp is None else sp.notice_s, rel.spot_notice_s),
+            reacquire_h=pick(None if sp is None else sp.reacquire_hours, rel.spot_reacquire_hours),
+            schedule=schedule,
+        )
 
     @property
     def prefix_caching(self) -> bool:

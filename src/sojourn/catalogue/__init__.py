@@ -15,13 +15,16 @@ from sojourn.catalogue._catalogue import (
     default_catalogue,
     model_from_hf_config,
 )
+from sojourn.catalogue._reliability import Reliability, reliability
 
 __all__ = [
     "GPU",
     "PRECISIONS",
     "Catalogue",
     "ModelSpec",
+    "Reliability",
     "count_parameters",
     "default_catalogue",
     "model_from_hf_config",
+    "reliability",
 ]

@@ -41,6 +41,8 @@ from sojourn.fast.simulate import (
     analytic_p_miss,
     fast_simulate,
     fluid_fleet,
+    mixture_p_miss,
+    nodes_up_law,
     offered_load,
 )
 from sojourn.fast.tails import FifoTail, adjustment_coefficient, batch_size_pgf, distribution_mgf, fifo_tail
@@ -63,6 +65,8 @@ __all__ = [
     "lindley",
     "lindley_capped",
     "load_report",
+    "mixture_p_miss",
     "node_capacity",
+    "nodes_up_law",
     "offered_load",
 ]

@@ -87,6 +87,19 @@ class FluidFleet:
             return np.where(v > 0, 0.0, np.floor(k))
         return np.floor(np.maximum(k - (k - 1.0) * v / d, 0.0))
 
+    def scaled_to(self, slots: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(free slots, D) for fleets of ``slots`` slots each, rather than ``self.slots`` (fewer nodes up):
+        D in proportion to the other slots, (slots − 1)/(self.slots − 1)."""
+        share = np.maximum(slots - 1.0, 0.0) / max(self.slots - 1.0, 1.0)
+        return share, share * self.in_service_work
+
+    def free_at(self, v: NDArray[np.float64], k: NDArray[np.float64], d: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``free_slots`` with the slots ``k`` and the work in service ``d`` given per batch."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            busy = np.where(d > 0, np.maximum(k - (k - 1.0) * v / np.where(d > 0, d, 1.0), 0.0),
+                            np.where(v > 0, 0.0, k))
+        return np.floor(busy)
+
 
 @dataclass
 class Segments:
@@ -103,28 +116,41 @@ class Segments:
         return Segments(np.arange(n), np.zeros(n), b.accepted.copy(), b.work.copy())
 
 
-def fifo_runs(b: Batches, fleet: FluidFleet, v0: float = 0.0) -> tuple[Runs, NDArray[np.int64], NDArray[np.float64]]:
+def fifo_runs(b: Batches, fleet: FluidFleet, v0: float = 0.0, service: NDArray[np.float64] | None = None,
+              slots: NDArray[np.float64] | None = None,
+              hold: NDArray[np.float64] | None = None) -> tuple[Runs, NDArray[np.int64], NDArray[np.float64]]:
     """FIFO by batch, vectorised: (runs, requests refused by max_queue per batch, work found V).
 
     ``v0``: the work (node-seconds) in the system when the first batch arrives (a
     stationary start, ``stationary``); it is held within the cap. Needs one deadline
     for all batches when ``cancel`` (the cap of the capped Lindley recursion).
+    ``service``: the work the fleet does between arrivals, when not the constant
+    capacity's; ``slots``: the slots in service at each arrival, when not all of them
+    (``fast.availability``: nodes out); ``hold``: with ``cancel``, the work each batch's
+    deadline leaves room for, when not the deadline times the constant capacity.
     """
     c = fleet.capacity
     n = len(b)
-    cap = fleet.queue_cap
-    if fleet.cancel:
+    cap: Any = fleet.queue_cap
+    if fleet.cancel and hold is not None:
+        cap = np.minimum(hold, cap)
+    elif fleet.cancel:
         sla = np.unique(b.sla)
         if len(sla) > 1:
             raise ValueError("fifo_runs: mixed deadlines with cancellation need priority_runs")
         if len(sla):
             cap = min(cap, float(sla[0]) * c)
-    service = np.empty(n)
-    if n:
-        service[:-1] = np.diff(b.arrival) * c
-        service[-1] = 0.0
-    v0 = min(max(v0, 0.0), cap)
-    v = lindley_capped(b.work, service, cap, v0) if math.isfinite(cap) else lindley(b.work, service, v0)
+    if service is None:
+        service = np.empty(n)
+        if n:
+            service[:-1] = np.diff(b.arrival) * c
+            service[-1] = 0.0
+    if isinstance(cap, np.ndarray):
+        v0 = min(max(v0, 0.0), float(cap[0]) if n else 0.0)
+        v = lindley_capped(b.work, service, cap, v0)
+    else:
+        v0 = min(max(v0, 0.0), cap)
+        v = lindley_capped(b.work, service, cap, v0) if math.isfinite(cap) else lindley(b.work, service, v0)
     x = b.accepted
     has = x > 0
     w = np.where(has, b.work / np.maximum(x, 1), 0.0)
@@ -141,13 +167,19 @@ def fifo_runs(b: Batches, fleet: FluidFleet, v0: float = 0.0) -> tuple[Runs, NDA
     # (less D) is done. (Renewal theory says the second part also holds after a cold
     # start, to O(latency), which the request-level runs confirm.)
     n_adm = admitted[sel]
-    free = np.minimum(fleet.free_slots(v[sel]), n_adm).astype(np.int64)
+    d: NDArray[np.float64] | float = fleet.in_service
+    if slots is None:
+        free = np.minimum(fleet.free_slots(v[sel]), n_adm).astype(np.int64)
+    else:
+        _, d = fleet.scaled_to(slots[sel])
+        free = np.minimum(fleet.free_at(v[sel], slots[sel], d), n_adm).astype(np.int64)
     a = free > 0
     head = Runs(batch=sel[a], start=np.zeros(int(a.sum())), step=np.zeros(int(a.sum())), count=free[a])
     b_ = n_adm > free
+    d_rest = d[b_] if isinstance(d, np.ndarray) else d
     rest = Runs(
         batch=sel[b_],
-        start=(v[sel][b_] + free[b_] * w[sel][b_] - fleet.in_service) / c,
+        start=(v[sel][b_] + free[b_] * w[sel][b_] - d_rest) / c,
         step=w[sel][b_] / c,
         count=(n_adm - free)[b_],
     )

@@ -51,21 +51,23 @@ def lindley(work: ArrayLike, service: ArrayLike, v0: float = 0.0) -> NDArray[np.
     return np.maximum(p - low, p + v0) if v0 > 0 else p - low
 
 
-def lindley_capped(work: ArrayLike, service: ArrayLike, cap: float, v0: float = 0.0,
+def lindley_capped(work: ArrayLike, service: ArrayLike, cap: float | NDArray[np.float64], v0: float = 0.0,
                    block: int | None = None) -> NDArray[np.float64]:
-    """V_n with the work in system capped at ``cap`` (the part of a batch above the cap is dropped)."""
+    """V_n with the work in system capped at ``cap`` (the part of a batch above the cap is dropped):
+    one cap, or one per arrival (V_{n+1} = max(0, min(V_n + W_n, K_n) − A_n))."""
     w = np.asarray(work, dtype=np.float64)
     a = np.asarray(service, dtype=np.float64)
     n = len(w)
     if n == 0:
         return np.empty(0)
-    if not math.isfinite(cap):
+    caps = np.asarray(cap, dtype=np.float64)  # one cap, or one per arrival (the work its deadline allows)
+    if caps.ndim == 0 and not math.isfinite(float(caps)):
         return lindley(w, a, v0)
-    if not 0.0 <= v0 <= cap:
+    if not 0.0 <= v0 <= (float(caps) if caps.ndim == 0 else float(caps[0])):
         raise ValueError(f"v0 = {v0!r}: must be in [0, cap = {cap!r}]")
     # Map n takes V_n to V_{n+1}; the last one is never applied.
     c: NDArray[np.float64] = w - a  # 1-d, then (blocks, block)
-    hi: NDArray[np.float64] = np.maximum(cap - a, 0.0)
+    hi: NDArray[np.float64] = np.maximum(caps - a, 0.0)
     b = block or max(64, int(math.sqrt(n)))
     m = -(-n // b)
     pad = m * b - n

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from sojourn._errors import ConfigError
+from sojourn.fast.availability import CapacityPath, capacity_path, fifo_runs_varying, residual_beyond
 from sojourn.fast.batches import Batches, generate_batches, trace_batches, trace_rate
 from sojourn.fast.capacity import LoadReport, NodeCapacity, load_report, node_capacity
 from sojourn.fast.fluid import FluidFleet, Segments, fifo_runs, priority_runs, split_by_key
@@ -37,6 +39,7 @@ from sojourn.fast.stationary import (
 )
 from sojourn.fast.tails import fifo_tail, tail_p_miss
 from sojourn.result import FAST_ORDER, Estimate, Result
+from sojourn.sim.availability import realism_report
 from sojourn.stats import (
     MIN_EPISODES,
     best_p_miss,
@@ -61,6 +64,8 @@ __all__ = [
     "fast_simulate",
     "fluid_fleet",
     "fluid_law",
+    "mixture_p_miss",
+    "nodes_up_law",
     "offered_load",
 ]
 
@@ -100,6 +105,8 @@ class FastResult(Estimate):
     p_miss_oversize_floor: float = math.nan
     #: Analytic P(miss) with 2% less capacity over P(miss): above 2, the estimate is fragile.
     p_miss_fragility: float = math.nan
+    #: Node failures, spot nodes, a capacity schedule (``fast.availability``), else None (and absent).
+    fleet_realism: dict[str, Any] | None = None
 
     # A read-only mapping over ``to_result()``: ``dict(result)`` and ``result["p_miss"]`` work
     # as they do on a ``Result``. The Result is built once, and again after a field is set.
@@ -145,6 +152,10 @@ class FastResult(Estimate):
         return result
 
     def _build_result(self) -> Result:
+        res = self._base_result()
+        return res if self.fleet_realism is None else res.with_values(fleet_realism=self.fleet_realism)
+
+    def _base_result(self) -> Result:
         return self.result(
             FAST_ORDER,
             fin=("p_miss_best", "p_miss_upper_sampled", "p_miss_oversize_floor", "p_miss_fragility", "analytic_p_miss",
@@ -221,12 +232,19 @@ def fast_simulate(
     res = _combine(per, run.span_s, unseen_share(wl.batch_size, x_max) if wl.trace is None else 0.0)
     # Analytic tier.
     an = Analytic(math.nan, "none: not requested")
-    if analytic:
+    if run.realism is not None:
+        an = Analytic(math.nan, "none: a capacity schedule (fleet.capacity_schedule): the fluid sample only")
+        if analytic and run.realism.schedule is None:
+            an = mixture_p_miss(scenario, cap, run.realism)
+    elif analytic:
         an = analytic_p_miss(scenario, cap, run.load, law=run.law if wl.rate_profile is None else None)
     agreement, agrees = _agreement(res, an.p, an.regime)
     sampled_upper = _bound_by_analytic(res, an)
-    fragility = _fragility(scenario, cap, an) if analytic else math.nan
-    return _fast_result(scenario, cap, run, res, an, agreement, agrees, sampled_upper, fragility, t0)
+    fragility = _fragility(scenario, cap, an) if analytic and run.realism is None else math.nan
+    out = _fast_result(scenario, cap, run, res, an, agreement, agrees, sampled_upper, fragility, t0)
+    if run.realism is not None:
+        out.fleet_realism = _realism_summary(run, per)
+    return out
 
 
 @dataclass
@@ -255,6 +273,13 @@ class _Run:
     hours: float
     #: The longest a replication may run (s): MAX_BATCHES batches, warm-up and span together.
     max_s: float
+    #: Node failures, spot nodes, a capacity schedule (``scenario.FleetRealism``), or None.
+    realism: Any = None
+    #: Work done again after a failure and after a spot reclaim (node-seconds; ``fast.availability``).
+    lost_failure: float = 0.0
+    lost_reclaim: float = 0.0
+    #: Each replication's capacity process, as drawn.
+    paths: list[CapacityPath] = field(default_factory=list)
 
     @property
     def span_s(self) -> float:
@@ -307,10 +332,13 @@ def _set_up(scenario: Any, cap: NodeCapacity, reps: int, horizon_hours: float | 
     # Steady state: the queue's relaxation time, and its stationary law to start from.
     law: WorkloadLaw | str | None = None
     bw = None
+    realism = _check_realism(scenario, fifo_vector)
     if wl.trace is None:
         bw = batch_work_moments(wl.batch_size, 1.0 - cap.reject_fraction, cap.work_mean, cap.work_var, C,
                                 rate_h / 3600.0)
-        if wl.rate_profile is None:
+        if realism is not None:
+            law = "the node capacity varies (fleet.failures, fleet.spot or fleet.capacity_schedule)"
+        elif wl.rate_profile is None:
             law = fluid_law(scenario, cap, bw.lam, _law_upto(scenario, fleet, bw)) if bw.rho < 1.0 else "unstable"
     hold = fleet.queue_cap
     if fleet.cancel:
@@ -320,10 +348,35 @@ def _set_up(scenario: Any, cap: NodeCapacity, reps: int, horizon_hours: float | 
     hours = float(horizon_hours if horizon_hours is not None else sim.horizon_hours)
     steady = SteadyState(start="stationary" if stationary else "empty", warmup_hours=sim.warmup_hours,
                          span_hours=hours, relaxation_hours=relax_s / 3600.0)
-    return _Run(disc=disc, reps=reps, load=load, rate_h=rate_h, fleet=fleet, max_sla=max_sla,
-                fifo_vector=fifo_vector, law=law, hold=hold, relax_s=relax_s, stationary=stationary,
-                steady=steady, warm_s=sim.warmup_hours * 3600.0, hours=hours,
-                max_s=MAX_BATCHES / rate_h * 3600.0 if wl.trace is None else math.inf)
+    run = _Run(disc=disc, reps=reps, load=load, rate_h=rate_h, fleet=fleet, max_sla=max_sla,
+               fifo_vector=fifo_vector, law=law, hold=hold, relax_s=relax_s, stationary=stationary,
+               steady=steady, warm_s=sim.warmup_hours * 3600.0, hours=hours,
+               max_s=MAX_BATCHES / rate_h * 3600.0 if wl.trace is None else math.inf, realism=realism)
+    if realism is not None:
+        # A node's requests in service have done, on average, the residual work of one each (E[w²]/2E[w]),
+        # which an engine does again; a generic server draws a new service time instead (the request
+        # tier's repeat-different), so the work changes by E[w] − E[w²]/2E[w] (0 for exponential).
+        lat = cap.latency if cap.latency is not None else Latency.constant(cap.latency_s)
+        redo = cap.work_excess_mean if scenario.fleet.server is None else cap.work_mean - cap.work_excess_mean
+        run.lost_failure = cap.concurrency * redo
+        run.lost_reclaim = run.lost_failure * residual_beyond(lat, realism.notice_s)
+    return run
+
+
+def _check_realism(scenario: Any, fifo_vector: bool) -> Any:
+    """The scenario's ``FleetRealism`` (None without one), after checking the fast tier models it."""
+    realism = scenario.fleet_realism() if hasattr(scenario, "fleet_realism") else None
+    if realism is None:
+        return None
+    if realism.mtbf_node_h is not None and realism.on_failure == "lose":
+        raise ConfigError("fleet.failures.on_failure", "'lose' is modelled by the request tier only (which batch "
+                                                       "loses a request is a per-request matter); allowed in the fast "
+                                                       "tier: 'recompute', or use simulation.fidelity = 'request'")
+    if not fifo_vector:
+        raise ConfigError("serving.discipline", "with node failures, spot nodes or a capacity schedule the fast tier "
+                                                "serves FIFO (or EDF with one deadline) without max_queue only; "
+                                                "use simulation.fidelity = 'request' for the others")
+    return realism
 
 
 def _plan_warmup(scenario: Any, run: _Run) -> None:
@@ -422,7 +475,11 @@ def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
         start_rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=seq.spawn_key + (_START_KEY,)))
         assert isinstance(run.law, WorkloadLaw)
         v0 = float(run.law.sample(start_rng, 1, cap=run.hold / C)[0]) * C
-    if run.fifo_vector:
+    if run.realism is not None:
+        path = _path(run, seq)
+        runs, refused, v = fifo_runs_varying(b, fleet, path, v0)
+        run.paths.append(path)
+    elif run.fifo_vector:
         runs, refused, v = fifo_runs(b, fleet, v0)
     else:
         if v0 > 0:
@@ -430,6 +487,34 @@ def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
         runs, refused = _priority(b, fleet, run.disc, cap, rng, scenario.serving.forecast_sigma)
         v = _work_found(b, fleet, run.hold)
     return b, runs, refused, v
+
+
+#: Spawn-key suffix of a replication's capacity-process stream (apart from its traffic's).
+_AVAIL_KEY = 0xA7A1
+
+
+def _path(run: _Run, seq: np.random.SeedSequence) -> CapacityPath:
+    """One replication's capacity process, from its own stream (the traffic's draws stay as they were)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=seq.spawn_key + (_AVAIL_KEY,)))
+    # Drawn past the last arrival, for the starts of the last batches (to their deadlines, within a day or a span).
+    end = run.t_end + min(2.0 * run.max_sla, max(run.span_s, 86400.0))
+    return capacity_path(run.realism, rng, end, (run.warm_s, run.warm_s + run.span_s), run.lost_failure,
+                         run.lost_reclaim)
+
+
+def _realism_summary(run: _Run, per: list[dict[str, Any]]) -> dict[str, Any]:
+    """``fleet_realism`` of the fast result: the node-time its capacity processes held over the measured spans."""
+    tot = {k: sum(p.summary[k] for p in run.paths) for k in run.paths[0].summary}
+    node_s = run.realism.nodes * run.span_s * len(run.paths)
+    hours = run.span_s * len(run.paths) / 3600.0
+    out = realism_report(run.realism, serving=tot["serving_node_s"] / node_s, failed=tot["failed_node_s"] / node_s,
+                         node_hours=tot["held_node_s"] / 3600.0 / len(run.paths), cost=tot["cost_usd"] / hours,
+                         failures=tot["failures"], reclaims=tot["reclaims"], recomputed=0, lost=0)
+    # The fluid model redoes work, not requests: it has no count of the requests recomputed.
+    out["requests_recomputed"] = None
+    out["load_effective"] = run.load.rho / out["serving_share"] if out["serving_share"] > 0 else math.inf
+    del per
+    return out
 
 
 def _bound_by_analytic(res: dict[str, Any], an: Analytic) -> float:
@@ -817,6 +902,106 @@ def analytic_p_miss(scenario: Any, cap: NodeCapacity | None = None, load: LoadRe
         asym_name += (f"; heavy traffic (mean work found {bw.mean_wait / 3600.0:.3g} h) where the asymptotic "
                       f"may be far off, and the numeric law is unavailable: {law}")
     return Analytic(asym, prefix + asym_name + mixed, upper=asym, asymptotic=asym, law=None, work=bw)
+
+
+#: Probability of a number of nodes up below which the mixture counts the state as all missing.
+_MIXTURE_FLOOR = 1e-12
+
+
+def nodes_up_law(realism: Any) -> NDArray[np.float64]:
+    """P(k nodes serve), k = 0..nodes, in the long run: each on-demand node serves with probability
+    A (not failed), each spot node with A x its serving share, all independently."""
+    a = realism.availability
+    spot_serving, _ = realism.spot_shares()
+    pmf = np.ones(1)
+    for i in range(realism.nodes):
+        p = a * (spot_serving if i >= realism.nodes - realism.spot_nodes else 1.0)
+        pmf = np.convolve(pmf, [1.0 - p, p])
+    return pmf
+
+
+def _state_exit_rate(realism: Any) -> tuple[float, float]:
+    """(rate at which a node up goes out, rate at which a node out comes back), per hour: the up
+    rate averaged over the fleet's nodes; the return rate that of the slowest kind of outage
+    (a repair, or a reclaim's notice and re-acquiring), so overload states last their longest."""
+    n, sp = realism.nodes, realism.spot_nodes
+    lf = 0.0 if realism.mtbf_node_h is None else 1.0 / realism.mtbf_node_h
+    r = realism.reclaim_per_h
+    up = (n * lf + sp * r) / n
+    away = max(realism.repair_h if lf > 0 else 0.0,
+               realism.notice_s / 3600.0 + realism.reacquire_h if sp and r > 0 else 0.0)
+    return up, 1.0 / away if away > 0 else math.inf
+
+
+def _overload_share(sla_s: float, rho_k: float, k: int, n: int, up_rate: float, back_rate: float) -> float:
+    """Share of the requests arriving while only k nodes serve, overloaded (rho_k >= 1), that miss.
+
+    A backlog grows at (rho_k − 1) of the k nodes' capacity from the state's start, so an arrival
+    τ into it waits about (rho_k − 1)·τ and misses once τ > SLA/(rho_k − 1). The state lasts an
+    exponential time of mean 1/(k·up + (n − k)·back), and an arrival's age in it has that law:
+    exp(−SLA / ((rho_k − 1)·mean)). (The backlog left when the state ends is not counted.)
+    """
+    rate_s = (k * up_rate + (n - k) * back_rate) / 3600.0
+    if rho_k <= 1.0 or rate_s <= 0.0:
+        return 1.0 if rate_s <= 0.0 else 0.0
+    return math.exp(-sla_s * rate_s / (rho_k - 1.0))
+
+
+def mixture_p_miss(scenario: Any, cap: NodeCapacity, realism: Any) -> Analytic:
+    """P(miss) under failures and spot reclaims as a quasi-static mixture: Σ_k P(k up) p_k, p_k the
+    analytic P(miss) of a fleet of k nodes where it is stable, else the share of an overload
+    state's arrivals that wait past the SLA (``_overload_share``); where no node serves, the share
+    whose wait for the first node back exceeds the SLA; 1 for the states rarer than
+    ``_MIXTURE_FLOOR`` together.
+
+    A stable state's stationary law is right when repairs and reclaims last long against the
+    relaxation time; where they are short, the states average out and the mixture overstates
+    P(miss); the backlog an overload state leaves behind is not counted, so it may read low where
+    the load on the nodes up nears 1 on average (and there is no value at or above 1). Checked
+    against the fluid sample in tests/test_failures.py (within 3x); a study takes the larger of
+    the two where they disagree.
+    """
+    rho_up = load_report(scenario, cap).rho / realism.serving_share()
+    if rho_up >= 1.0:
+        return Analytic(math.nan, f"none: the nodes up serve less than the offered load on average (load {rho_up:.4g} "
+                                  "on them): backlogs carry from state to state, the fluid sample only")
+    pmf = nodes_up_law(realism)
+    up_rate, back_rate = _state_exit_rate(realism)
+    sla_s = min(sla for sla, _ in _classes(scenario))
+    p = hi = 0.0
+    rest = 1.0
+    regimes = set()
+    for k in range(realism.nodes, 0, -1):
+        w = float(pmf[k])
+        if w < _MIXTURE_FLOOR:
+            continue
+        sk = scenario if k == scenario.fleet.nodes else scenario.with_updates({"fleet.nodes": k})
+        load = load_report(sk, cap)
+        if load.rho < 1.0:
+            an = analytic_p_miss(sk, cap, load)
+        else:
+            share = _overload_share(sla_s, load.rho, k, realism.nodes, up_rate, back_rate)
+            an = Analytic(share, "overload", upper=share)
+        if not math.isfinite(an.p):
+            return Analytic(math.nan, f"none: {k} nodes up: {an.regime}")
+        p += w * an.p
+        hi += w * (an.upper if math.isfinite(an.upper) else an.p)
+        rest -= w
+        regimes.add(an.regime.split(" ")[0])
+    if pmf[0] >= _MIXTURE_FLOOR:
+        # No node serves: an arrival waits at least the rest of the state (exponential, all n to come back).
+        w = float(pmf[0])
+        share = math.exp(-sla_s * realism.nodes * back_rate / 3600.0) if math.isfinite(back_rate) else 0.0
+        p += w * share
+        hi += w * share
+        rest -= w
+    rest = max(rest, 0.0)
+    name = (f"quasi-static mixture over the nodes up (node availability {realism.availability:.6g}, load "
+            f"{rho_up:.4g} on the nodes up; each state's {'/'.join(sorted(regimes))} FIFO value)")
+    if rho_up > 0.9:
+        name += ("; near the capacity that serves on average, where the backlog an overload leaves behind (not "
+                 "counted) matters: it may read low")
+    return Analytic(p + rest, name, upper=hi + rest)
 
 
 def _agreement(res: dict[str, Any], a_p: float, regime: str) -> tuple[str, bool | None]:

@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from sojourn.disciplines import QueueContext, make_discipline
+from sojourn.disciplines import Fifo, QueueContext, make_discipline
 from sojourn.sim._sojourns import EXACT_CAP, LogHistogram
+from sojourn.sim.availability import FAIL, OUT, Availability
 from sojourn.sim.driver import FIRE, Scheduler
 from sojourn.sim.engine import Engine, Request
 from sojourn.sim.generic import GenericNode
@@ -51,7 +52,7 @@ __all__ = ["Batch", "FleetSim", "ReplicationStats", "SimRequest", "check_scenari
 # Request states.
 QUEUED, NODE, DONE, REJECTED, CANCELLED = 1, 2, 3, 4, 5
 # Event kinds, also their priority at equal times (node step ends, the driver's FIRE, first).
-_ARRIVAL, _DEADLINE, _MARK = FIRE + 1, FIRE + 2, FIRE + 3
+_ARRIVAL, _DEADLINE, _MARK, _NODE = FIRE + 1, FIRE + 2, FIRE + 3, FIRE + 4
 
 
 class SimRequest(Request):
@@ -135,6 +136,10 @@ class ReplicationStats:
     #: looked up, their prompt tokens, those with a hit, the tokens found cached, cached blocks
     #: evicted. None where prefix caching does not act.
     prefix: dict[str, int] | None = None
+    #: Node failures, spot reclaims and a capacity schedule over the measured span (``sim.availability``):
+    #: node-seconds serving, failed and held (paid), the rent paid, failure and reclaim events, and the
+    #: measured requests sent back to the queue (``requeued``) or lost to failures. None without them.
+    realism: dict[str, float] | None = None
 
 
 class FleetSim:
@@ -181,8 +186,9 @@ class FleetSim:
         ctx = QueueContext(predict=predict, drop=self._triage_drop, late_ok=not self.cancel, estimate=estimate)
         self.queues = [make_discipline(sc.serving.discipline, ctx) for _ in range(nq)]
         self.qload = [0] * nq  # queued load per queue: prompt blocks (engine) or requests (generic)
-        for i, node in enumerate(self.nodes):
-            node.source = self._make_source(i if self.push_routing else 0)
+        self._sources = [self._make_source(i if self.push_routing else 0) for i in range(len(self.nodes))]
+        for node, src in zip(self.nodes, self._sources):
+            node.source = src
         # The nodes' step ends and the event loop; cancelled requests wait in its ``pend`` for a boundary.
         self.sched = Scheduler(self.nodes, self._complete)
         self._rr = 0
@@ -207,6 +213,26 @@ class FleetSim:
         self._qsum = np.zeros(BINS)
         self._qn = np.zeros(BINS)
         self._half = [0.0, 0.0, 0, 0]  # queued-sum and count, first and second half of the span
+        self._set_up_realism(sc, seed)
+
+    def _set_up_realism(self, sc: Any, seed: np.random.SeedSequence) -> None:
+        """Failures, spot nodes and a capacity schedule (``sim.availability``), when the scenario has them.
+
+        Their draws come from a fourth child of the seed (the traffic's and service's stay as
+        they were). ``closed[i]``: node i admits nothing (None when every node always admits).
+        """
+        realism = sc.fleet_realism()
+        self.avail: Availability | None = None
+        self.closed: list[bool] | None = None
+        self._retired = [0.0, 0.0, 0.0]  # the counters of nodes taken out: busy s, KV block-s, preemptions
+        self._retired_prefix = [0] * 5
+        self._requeued = self._lost = 0
+        if realism is None:
+            return
+        rng = np.random.default_rng(seed.spawn(1)[0])
+        self.lose = realism.on_failure == "lose"
+        self.avail = Availability(realism, rng, (self.W, self.WH), lambda t, arg: self.sched.push(t, _NODE, arg))
+        self.closed = [False] * len(self.nodes)
 
     def _build_nodes(self, sc: Any, srv_seed: np.random.SeedSequence, sigma: float | None) -> tuple[Any, Any]:
         """The fleet's nodes (generic servers or engines); return the disciplines' (predict, estimate)."""
@@ -214,7 +240,8 @@ class FleetSim:
         srv = sc.fleet.server
         self.generic = srv is not None
         if self.generic:
-            self.nodes: list[Any] = [GenericNode(srv.concurrency, index=i) for i in range(n)]
+            self._new_node: Callable[[int], Any] = lambda i: GenericNode(srv.concurrency, index=i)
+            self.nodes: list[Any] = [self._new_node(i) for i in range(n)]
             self._svc_dist = srv.service_time
             self._svc_rng = np.random.default_rng(srv_seed)
             self._svc_buf: list[float] = []
@@ -227,14 +254,15 @@ class FleetSim:
             perf = sc.perf_model()
             self.bs = sv.block_size
             kv = perf.kv_capacity_blocks
-            self.nodes = [
-                Engine(perf, kv, sv.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, index=i,
-                       prefix_caching=self.caching)
-                for i in range(n)
-            ]
-            for node in self.nodes:
+            def engine(i: int) -> Engine:
+                node = Engine(perf, kv, sv.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, index=i,
+                              prefix_caching=self.caching)
                 node.first_token_events = False  # the fleet only reads completions
                 node.merge_steps = True  # prefill step + decode run as one event (the driver's poke, _can_take)
+                return node
+
+            self._new_node = engine
+            self.nodes = [engine(i) for i in range(n)]
             predict, estimate = _engine_predictors(sc, perf, self)
         return predict, estimate
 
@@ -298,9 +326,12 @@ class FleetSim:
             return  # every node is serving the stationary start's backlog
         q = self.queues[qi]
         nodes = self.nodes
+        closed = self.closed
         for i in candidates:
             if not q.n:
                 return
+            if closed is not None and closed[i]:
+                continue  # out, on notice or drained: it admits nothing
             node = nodes[i]
             if self._can_take(node, q, t):
                 self.sched.poke(node, t)
@@ -600,8 +631,8 @@ class FleetSim:
 
     def _counters(self, t: float) -> tuple[float, float, int, int]:
         """(busy seconds, KV block-seconds, preemptions, completions) up to ``t``, to within one step."""
-        busy = kv = 0.0
-        pre = 0
+        busy, kv = self._retired[0], self._retired[1]
+        pre = int(self._retired[2])
         for node in self.nodes:
             b, k, n = node.counters(t)
             busy += b
@@ -612,7 +643,7 @@ class FleetSim:
     def _prefix_counters(self) -> tuple[int, ...]:
         """The nodes' prefix-cache counters, summed (``ReplicationStats.prefix``)."""
         keys = ("queries", "query_tokens", "hit_requests", "hit_tokens", "evictions")
-        return tuple(sum(getattr(node.cache, k) for node in self.nodes) for k in keys)
+        return tuple(sum(getattr(node.cache, k) for node in self.nodes) + x for k, x in zip(keys, self._retired_prefix))
 
     #: When set, a long replication reports its progress on stderr under this label.
     progress_label: str | None = None
@@ -642,6 +673,86 @@ class FleetSim:
             if not self.measured_open:
                 self.sched.stopped = True
 
+    # -- nodes out and back (``sim.availability``) ----------------------------------------
+
+    def _node_changed(self, i: int, old: int, t: float) -> None:
+        """Node i's mask went from ``old`` to its present value at ``t``: take it out with its
+        requests (failed or reclaimed), let it admit again, or stop it admitting."""
+        assert self.avail is not None and self.closed is not None
+        new = self.avail.mask[i]
+        if new & OUT and not old & OUT:
+            self._take_out(i, t, lose=bool(self.lose and new & ~old & FAIL))  # a failure, not a reclaim
+        closed = new != 0
+        node = self.nodes[i]
+        if closed == self.closed[i]:
+            return
+        self.closed[i] = closed
+        node.source = _nothing if closed else self._sources[i]
+        if not closed:
+            self._offer(0, (i,), t)
+
+    def _take_out(self, i: int, t: float, lose: bool) -> None:
+        """Node i fails or is reclaimed at ``t``: its step end is dropped, a fresh (empty, not
+        admitting) node stands in its place for when it returns, and its requests are lost
+        (counted as misses) or sent back to the queue to start again from scratch."""
+        sched, node = self.sched, self.nodes[i]
+        b, k, p = node.counters(t)
+        ret = self._retired
+        ret[0] += b
+        ret[1] += k
+        ret[2] += p
+        if self.caching:
+            keys = ("queries", "query_tokens", "hit_requests", "hit_tokens", "evictions")
+            for j, key in enumerate(keys):
+                self._retired_prefix[j] += getattr(node.cache, key)
+        if self.generic:
+            held = [r for _, _, r in node.heap if r.alive] + list(node.waiting)
+        else:
+            held = list(node.running) + list(node.waiting)
+        held = sorted((r for r in held if r.state == NODE), key=lambda r: r.rid)
+        sched.version[i] += 1  # its planned step end is stale
+        sched.sched[i] = math.inf
+        sched.pend[i].clear()
+        fresh = self._new_node(i)
+        fresh.now = t
+        if self.generic:
+            fresh._last = t
+        fresh.source = _nothing
+        self.nodes[i] = fresh  # the scheduler's list too
+        if lose:
+            for r in held:
+                if r.batch.measured:
+                    self._lost += 1
+                self._cancel(r, "node_failure")
+            return
+        self._requeue(held, t)
+
+    def _requeue(self, held: list[SimRequest], t: float) -> None:
+        """Requests of a node taken out go back to the central queue, to start again from scratch
+        (their batch, arrival and deadline kept); under FIFO at its head, in arrival order, as the
+        oldest work there is. A generic server draws each a new service time (repeat-different:
+        for exponential service, the same as resuming)."""
+        q = self.queues[0]
+        for r in held:
+            Request.__init__(r, r.rid, r.prompt, r.output, r.payload, r.prefix)
+            r.state = QUEUED
+            r.start = math.nan
+            if self.generic:
+                r.service = self._service_time()
+            self.qload[0] += r.w
+            self.n_waiting += 1
+            if r.batch.measured:
+                self._requeued += 1
+        if isinstance(q, Fifo):
+            for r in held:
+                r.inq = True
+            q.n += len(held)
+            q.q.extendleft(reversed(held))
+        else:
+            for r in held:
+                q.push(r)
+        self._offer(0, range(len(self.nodes)), t)
+
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> ReplicationStats:
@@ -659,6 +770,11 @@ class FleetSim:
             for k in range(1, 10):
                 push(self.W + self.H * k / 10, _MARK, f"progress:{10 * k}")
         self._next_arrival()
+        if self.avail is not None:
+            self.avail.start()
+            for i, m in enumerate(self.avail.mask):
+                if m:
+                    self._node_changed(i, 0, 0.0)
         self.sched.run(self._event, self.cap)
         if not self.marked_end:  # pragma: no cover - the end mark precedes the cap
             self._mark("end")
@@ -669,6 +785,10 @@ class FleetSim:
         if kind == _ARRIVAL:
             self._arrive(t, *arg)
             self._next_arrival()
+        elif kind == _NODE:
+            assert self.avail is not None
+            for i, old in self.avail.event(t, arg):
+                self._node_changed(i, old, t)
         elif kind == _DEADLINE:
             if ver != self._timer_v:
                 return  # superseded: only the latest timer is live
@@ -705,10 +825,17 @@ class FleetSim:
             keys = ("lookups", "lookup_tokens", "hit_requests", "hit_tokens", "evictions")
             st.prefix = {k: y - x for k, x, y in zip(keys, self._pmarks["start"], self._pmarks["end"])}
         st.completions_in_horizon = c1 - c0
+        if self.avail is not None:
+            st.realism = {**self.avail.summary(self.WH), "requeued": float(self._requeued), "lost": float(self._lost)}
         st.sim_end_s = self.now
         st.requests_simulated = self.rid
         st.wall_s = time.perf_counter() - wall
         return st
+
+
+def _nothing(node: Any, free: int) -> None:
+    """The source of a node that admits nothing (out, on notice or drained): an empty queue."""
+    return None
 
 
 def _median_output(scenario: Any) -> float:

@@ -1,0 +1,185 @@
+"""The fast tier's node failures, spot reclaims and capacity schedule: a capacity process.
+
+The number of nodes serving over time, C(t), is drawn from the same per-node processes as
+the request tier's (``sim.availability.Availability``: alternating exponential up/repair
+periods, spot notice and re-acquisition, the hourly schedule), from the replication's own
+stream. The fluid fleet then drains the batch-level work at C(t) instead of a constant:
+
+* Lindley's recursion takes, between arrivals n and n + 1, the work the fleet can do,
+  Γ(t_{n+1}) − Γ(t_n), with Γ(t) = ∫_0^t C(u) du (exact for a work-conserving fluid);
+* a request whose work ahead of it is x (``fluid``'s V + (j − 1)·w − D) starts at
+  Γ⁻¹(Γ(t_n) + x) − t_n. A batch's run of starts is the chord between its first and
+  last request's exact starts: exact at both ends, linear between (a capacity change in
+  the middle of one batch's run bends it, and the chord straightens the bend);
+* a failure takes a node's requests in service with it: with ``recompute`` their work
+  done so far, on average concurrency x the residual work of a request in service
+  (E[w²]/2E[w], as ``fluid``'s D), is done again: it is taken from the work the fleet
+  can do in that interarrival gap (where the fleet is idle nothing is lost: the
+  recursion's reflection at zero). A spot reclaim loses the same for the requests that
+  outlive the notice: the share of in-service requests whose residual latency exceeds it.
+
+``on_failure = "lose"`` is the request tier's alone (which batch loses a request is a
+per-request matter); so are orders other than FIFO (and EDF with one deadline) and a queue
+limit, since the priority orders' event loop serves at a constant capacity.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sojourn.fast.batches import Batches
+from sojourn.fast.fluid import FluidFleet, fifo_runs
+from sojourn.fast.outcomes import Latency, Runs
+from sojourn.sim.availability import FAIL, OUT, RECLAIM, Availability
+
+__all__ = ["CapacityPath", "capacity_path", "fifo_runs_varying", "residual_beyond"]
+
+
+@dataclass
+class CapacityPath:
+    """C(t): ``nodes[k]`` nodes serve on [time[k], time[k + 1]) (the last segment to infinity);
+    ``lost_at``/``lost_work``: work (node-seconds) to be done again at those times; ``summary``
+    the node-time integrals over the measured span (``Availability.summary``)."""
+
+    time: NDArray[np.float64]
+    nodes: NDArray[np.float64]
+    lost_at: NDArray[np.float64]
+    lost_work: NDArray[np.float64]
+    summary: dict[str, float]
+
+    def nodes_at(self, t: NDArray[np.float64]) -> NDArray[np.float64]:
+        """C(t): the nodes serving at each time."""
+        return self.nodes[np.clip(np.searchsorted(self.time, t, side="right") - 1, 0, len(self.time) - 1)]
+
+    def gamma(self, t: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Γ(t) = ∫_0^t C: node-seconds the fleet can do by t."""
+        g = self._cum()
+        k = np.clip(np.searchsorted(self.time, t, side="right") - 1, 0, len(self.time) - 1)
+        return g[k] + self.nodes[k] * (t - self.time[k])
+
+    def gamma_inv(self, g: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The last t with Γ(t) <= g: when the work g is done and the fleet serves (past a stretch
+        with no node up, Γ flat at g, its end); inf where the capacity never gets there."""
+        cum = self._cum()
+        k = np.clip(np.searchsorted(cum, g, side="right") - 1, 0, len(cum) - 1)
+        # Segment k is the one Γ rises through g in (cum[k] <= g < cum[k + 1]); the last runs forever.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = self.time[k] + (g - cum[k]) / self.nodes[k]
+        return np.where(np.isfinite(t), t, math.inf)
+
+    def _cum(self) -> NDArray[np.float64]:
+        c = self.__dict__.get("_cum_")
+        if c is None:
+            c = np.concatenate(([0.0], np.cumsum(np.diff(self.time) * self.nodes[:-1])))
+            self.__dict__["_cum_"] = c
+        return c
+
+
+def residual_beyond(lat: Latency, s: float) -> float:
+    """P(R > s) for R the residual latency of a request in service (the equilibrium law of L):
+    (E[L] − ∫_0^s (1 − F)) / E[L]."""
+    if lat.mean <= 0:
+        return 0.0
+    x, f = lat.x, lat.f
+    if s <= x[0]:
+        int_f = 0.0
+    elif s >= x[-1]:
+        int_f = float(np.trapezoid(f, x)) + (s - x[-1])
+    else:
+        k = int(np.searchsorted(x, s)) + 1
+        xs, fs = np.append(x[:k - 1], s), np.append(f[:k - 1], np.interp(s, x, f))
+        int_f = float(np.trapezoid(fs, xs))
+    return max(lat.mean - s + int_f, 0.0) / lat.mean
+
+
+def capacity_path(realism: Any, rng: np.random.Generator, t_end: float, span: tuple[float, float],
+                  lost_failure: float, lost_reclaim: float, on_failure: str = "recompute") -> CapacityPath:
+    """One draw of C(t) on [0, t_end] from ``realism`` (a ``scenario.FleetRealism``), with the work
+    to redo at each failure (``lost_failure``) and reclaim (``lost_reclaim``), node-seconds."""
+    heap: list[tuple[float, int, Any]] = []
+    seq = [0]
+
+    def push(t: float, arg: Any) -> None:
+        seq[0] += 1
+        heapq.heappush(heap, (t, seq[0], arg))
+
+    av = Availability(realism, rng, span, push)
+    av.start()
+    times, nodes = [0.0], [float(sum(m == 0 for m in av.mask))]
+    lost_at: list[float] = []
+    lost: list[float] = []
+    while heap and heap[0][0] < t_end:
+        t, _, arg = heapq.heappop(heap)
+        for i, old in av.event(t, arg):
+            new = av.mask[i]
+            if new & OUT and not old & OUT:
+                amount = lost_failure if new & ~old & FAIL else lost_reclaim if new & ~old & RECLAIM else 0.0
+                if amount != 0:
+                    lost_at.append(t)
+                    lost.append(amount)
+        up = float(sum(m == 0 for m in av.mask))
+        if up != nodes[-1]:
+            times.append(t)
+            nodes.append(up)
+    del on_failure
+    # Past the end the fleet serves at full strength: only requests that have long missed start there.
+    summary = av.summary(span[1])
+    if nodes[-1] != realism.nodes:
+        times.append(max(t_end, times[-1]))
+        nodes.append(float(realism.nodes))
+    return CapacityPath(np.array(times), np.array(nodes), np.array(lost_at), np.array(lost), summary)
+
+
+def fifo_runs_varying(b: Batches, fleet: FluidFleet, path: CapacityPath,
+                      v0: float = 0.0) -> tuple[Runs, NDArray[np.int64], NDArray[np.float64]]:
+    """``fluid.fifo_runs`` with the fleet serving at C(t) (``path``): (runs, refused, work found)."""
+    n = len(b)
+    gam = path.gamma(b.arrival)
+    service = np.zeros(n)
+    if n:
+        service[:-1] = np.diff(gam)
+        if len(path.lost_at):
+            # Work to do again comes off the capacity of the gap it falls in.
+            k = np.searchsorted(b.arrival, path.lost_at, side="right") - 1
+            ok = (k >= 0) & (k < n - 1)
+            np.subtract.at(service, k[ok], path.lost_work[ok])
+    # The constant-capacity runs, then their starts moved onto the capacity process's clock.
+    flat = FluidFleet(capacity=1.0, slots=fleet.slots, work_mean=fleet.work_mean,
+                      in_service_work=fleet.in_service_work, cancel=fleet.cancel, max_queue=fleet.max_queue,
+                      work_excess=fleet.work_excess)
+    per_node = fleet.slots / fleet.capacity
+    slots = path.nodes_at(b.arrival) * per_node
+    runs, refused, v = _runs_on_clock(b, flat, fleet, service, slots, v0,
+                                      lambda t, sla: path.gamma(t + sla) - path.gamma(t))
+    t0 = b.arrival[runs.batch]
+    g0 = gam[runs.batch]
+    x1 = runs.start  # work ahead of the first request (capacity 1: work = time)
+    xl = x1 + runs.step * np.maximum(runs.count - 1, 0)
+    C = fleet.capacity
+
+    def when(x: NDArray[np.float64]) -> NDArray[np.float64]:
+        # Negative work ahead (a free slot) keeps the constant-capacity meaning: it starts at once.
+        return np.where(x >= 0, path.gamma_inv(g0 + np.maximum(x, 0.0)) - t0, x / C)
+
+    s1, sl = when(x1), when(xl)
+    multi = runs.count > 1
+    step = np.where(multi, (sl - s1) / np.maximum(runs.count - 1, 1), runs.step / C)
+    return Runs(runs.batch, s1, step, runs.count), refused, v
+
+
+def _runs_on_clock(b: Batches, flat: FluidFleet, fleet: FluidFleet, service: NDArray[np.float64],
+                   slots: NDArray[np.float64], v0: float, gamma_ahead: Any) -> tuple[Runs, NDArray[np.int64], NDArray[np.float64]]:
+    """``fifo_runs`` on a fleet of capacity 1 whose interarrival work is ``service``: its starts are
+    then the work ahead of each run's first request and its step the work of one request."""
+    shifted = Batches(b.arrival, b.size, b.accepted, b.work, b.sla * fleet.capacity)
+    hold = None
+    if fleet.cancel:
+        # Cancellation at the deadline: a batch keeps the work the fleet can do before it, Γ(t + T) − Γ(t).
+        hold = gamma_ahead(b.arrival, b.sla)
+    return fifo_runs(shifted, flat, v0, service=service, slots=slots, hold=hold)
