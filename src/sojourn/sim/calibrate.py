@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sojourn._errors import ConfigError
-from sojourn.perf import PRIOR, Profile
+from sojourn.perf import Profile, engine_prior
 from sojourn.perf._calibrate import (
     BENCH_DEFAULTS,
     FIT_PARAMS,
@@ -117,7 +117,7 @@ def fit_profile(
 
     cat = _catalogue(catalogue)
     usable, skipped = _usable(records, gpu, backend, params, skipped_on_load, cat)
-    base = replace(start or PRIOR, gpu=gpu, backend=backend, carried_from=None, fit={})
+    base = replace(start or engine_prior(backend), gpu=gpu, backend=backend, carried_from=None, fit={})
     names = list(default_fit_params(usable) if params is None else params)
     if not any(isinstance(r, SiliconRow) for r in usable) and "request_overhead_s" in names:
         names.remove("request_overhead_s")  # only a client's TTFT sees it: step rows cannot fit it
