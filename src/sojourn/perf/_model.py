@@ -460,11 +460,25 @@ class PerfModel:
             lin = max(self._c_tok * Tg + self._c_logit * sampled, self._w_time)
         else:
             lin = max(self._c_tok * Tg + self._c_logit * sampled + self.ep_compute_excess(T), self.weight_read_time(T))
-        gpu = lin + self._c_pair * prefill_pairs + self._c_ctx * decode_context + self._comm_fixed + self._comm_tok * T
+        if self._overlap:
+            gpu = lin + self._c_pair * prefill_pairs + self._c_ctx * decode_context + self._comm_fixed
+            gpu += self._comm_tok * T
+            if self._c_window:
+                gpu += self.window_attention_time(prefill_tokens, decode_seqs, prefill_pairs)
+            return max(p.step_overhead_s + p.seq_overhead_s * sampled, gpu)
+        # host + GPU, summed in the order it always was (bit-for-bit the same step times)
+        t = (
+            p.step_overhead_s
+            + p.seq_overhead_s * sampled
+            + lin
+            + self._c_pair * prefill_pairs
+            + self._c_ctx * decode_context
+            + self._comm_fixed
+            + self._comm_tok * T
+        )
         if self._c_window:
-            gpu += self.window_attention_time(prefill_tokens, decode_seqs, prefill_pairs)
-        host = p.step_overhead_s + p.seq_overhead_s * sampled
-        return max(host, gpu) if self._overlap else host + gpu
+            t += self.window_attention_time(prefill_tokens, decode_seqs, prefill_pairs)
+        return t
 
     def window_attention_time(self, prefill_tokens: float, decode_seqs: float, prefill_pairs: float) -> float:
         """Sliding-window layers' attention in a step: each decoding sequence reads a full window of
@@ -532,8 +546,19 @@ class PerfModel:
         this is then max(host, GPU's fixed part), exact while the GPU part dominates and an upper
         bound otherwise (the engine uses it only to guess how many steps fit in a span, and
         corrects the guess with :meth:`decode_run_time`)."""
-        host, gpu = self._decode_host(seqs), self._decode_gpu_fixed(seqs)
-        return max(host, gpu) if self._overlap else host + gpu
+        if self._overlap:
+            return max(self._decode_host(seqs), self._decode_gpu_fixed(seqs))
+        T = seqs
+        Tg = T + self._t_half
+        if not self._moe:
+            lin = max(self._c_tok * Tg + self._c_logit * seqs, self._w_time)
+        else:
+            lin = max(self._c_tok * Tg + self._c_logit * seqs + self.ep_compute_excess(T), self.weight_read_time(T))
+        p = self.profile
+        t = p.step_overhead_s + p.seq_overhead_s * seqs + lin + self._comm_fixed + self._comm_tok * T
+        if self._c_window:
+            t += self._c_window * seqs
+        return t
 
     def weight_read_time(self, tokens: float) -> float:
         """Seconds to read the weights a step of ``tokens`` tokens uses, per GPU (memory-bound floor).
