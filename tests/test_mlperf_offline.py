@@ -65,3 +65,26 @@ def test_one_row_predicted_within_a_factor_of_three(mlperf):
     assert r["predicted"] > 0
     assert row.published_tokens_per_s / 3 < r["predicted"] < 3 * row.published_tokens_per_s
     assert math.isclose(r["error_pct"], 100 * (r["predicted"] / row.published_tokens_per_s - 1), rel_tol=1e-9)
+
+
+def test_the_kv_cache_gets_trtllms_share_of_the_free_memory(mlperf):
+    # TRT-LLM's kvcache_free_gpu_mem_frac is a share of what the weights and activations leave;
+    # the utilisation the benchmark sets gives the KV cache exactly that share
+    from sojourn.perf import PerfModel, default_profile
+
+    cat = default_catalogue()
+    for row in mlperf.ROWS:
+        u = mlperf.trtllm_memory_utilization(row)
+        pm = PerfModel(cat.model(row.model), cat.gpu(row.gpu), row.tp, row.precision,
+                       default_profile(row.gpu, "trtllm"), gpu_memory_utilization=u,
+                       max_num_batched_tokens=row.max_num_batched_tokens, max_num_seqs=row.batch,
+                       kv_cache_dtype="fp8")  # fmt: skip
+        left = pm.gpu.memory_bytes - pm.weights_bytes_per_gpu - pm.activation_reserve_bytes_per_gpu
+        assert pm.kv_free_bytes_per_gpu == pytest.approx(row.kv_free_fraction * left, rel=1e-5), row.system
+        assert 0 < u <= 1
+
+
+def test_a_step_never_runs_more_sequences_than_its_token_budget(mlperf):
+    for row in mlperf.ROWS:
+        assert row.batch == min(row.max_num_seqs, row.max_num_batched_tokens)
+        assert mlperf.scenario_for(row).serving.max_num_seqs <= row.max_num_batched_tokens
