@@ -173,6 +173,24 @@ ROWS: tuple[Row, ...] = (
         f"context, kvcache_free_gpu_mem_frac 0.95 ({NVIDIA_405B_CONFIG}, B200_SXM_180GB_TP2PP2x2); sojourn has "
         "no pipeline parallelism: TP4 x 2 instead"),
 )
+#: The same engine in its offline max-throughput mode, as a cross-check of the large-batch regime
+#: outside MLPerf: TensorRT-LLM 1.0's performance overview (NVIDIA/TensorRT-LLM
+#: docs/source/performance/perf-overview.md, "Total Output Throughput (tokens/sec)", trtllm-bench
+#: throughput on the PyTorch backend, the backend of the public closed-loop rows; all requests of
+#: fixed ISL/OSL queued at once; ModelOpt FP8/FP4 checkpoints). Its max_batch_size and max_num_tokens
+#: are trtllm-bench's own heuristic, not stated: 2048 and 8192 ASSUMED; KV fraction 0.90 (the default
+#: the page names; "in many cases" 0.95). (model, GPU, TP, precision, ISL, OSL, output tokens/s).
+TRTLLM_BENCH_SOURCE = "TensorRT-LLM 1.0 docs/source/performance/perf-overview.md (trtllm-bench, PyTorch backend)"
+TRTLLM_BENCH: tuple[tuple[str, str, int, str, int, int, float], ...] = (
+    ("llama-3.3-70b", "b200", 1, "fp4", 500, 2000, 7_762), ("llama-3.3-70b", "b200", 1, "fp4", 1000, 1000, 7_007),
+    ("llama-3.3-70b", "h200", 1, "fp8", 500, 2000, 3_666), ("llama-3.3-70b", "h200", 1, "fp8", 1000, 1000, 2_909),
+    ("llama-3.3-70b", "h100-sxm", 2, "fp8", 500, 2000, 5_222),
+    ("llama-3.3-70b", "h100-sxm", 2, "fp8", 1000, 1000, 4_205),
+    ("llama-3.1-405b", "b200", 4, "fp4", 500, 2000, 6_244), ("llama-3.1-405b", "b200", 4, "fp4", 1000, 1000, 5_209),
+    ("llama-3.1-405b", "h200", 8, "fp8", 500, 2000, 4_724), ("llama-3.1-405b", "h200", 8, "fp8", 1000, 1000, 3_330),
+    ("llama-3.1-405b", "h100-sxm", 8, "fp8", 500, 2000, 3_994),
+    ("llama-3.1-405b", "h100-sxm", 8, "fp8", 1000, 1000, 2_919),
+)
 
 
 def _clipped_lognormal_mean(median: float, sigma: float, cap: float) -> float:
@@ -318,6 +336,30 @@ def _why(r: dict) -> str:
     return "; ".join(reasons) + "."
 
 
+def predict_bench(case: tuple[str, str, int, str, int, int, float], measure: int) -> dict:
+    """One ``TRTLLM_BENCH`` case: a replica saturated with requests of fixed ISL/OSL (node_capacity)."""
+    from sojourn.fast import node_capacity
+    from sojourn.scenario import scenario_from_dict
+
+    model, gpu, tp, precision, isl, osl, published = case
+    row = Row("bench", "", model, "", gpu, tp, tp, precision, 2048, 8192, published, "", kv_free_fraction=0.90)
+    fixed = lambda n: {"dist": "lognormal", "median": float(n), "sigma": 0.0}  # noqa: E731
+    sc = scenario_from_dict({
+        "sla_hours": 24,
+        "workload": {"batch_rate_per_hour": 1.0, "batch_size": fixed(1000), "input_tokens": fixed(isl),
+                     "output_tokens": fixed(osl)},
+        "model": {"name": model, "precision": precision},
+        "fleet": {"gpu": gpu, "nodes": 1, "tp": tp},
+        "serving": {"backend": "trtllm", "kv_cache_dtype": "fp8", "max_num_seqs": row.batch,
+                    "max_num_batched_tokens": row.max_num_batched_tokens, "max_model_len": isl + osl + 16,
+                    "gpu_memory_utilization": trtllm_memory_utilization(row)},
+    })  # fmt: skip
+    cap = node_capacity(sc, measure=measure)
+    pred = cap.output_tokens_per_s
+    return {"case": case, "predicted": pred, "error_pct": 100.0 * (pred / published - 1.0),
+            "concurrency": cap.concurrency}
+
+
 def run(measure: int, implied: bool = True) -> list[dict]:
     out = []
     for row in ROWS:
@@ -348,8 +390,15 @@ def sensitivity(measure: int) -> list[tuple[float, str, float, float]]:
     return out
 
 
+def _span(bench: list[dict] | None, precision: str) -> str:
+    """'-a% to -b%': the range of the ``TRTLLM_BENCH`` errors of one precision."""
+    errs = sorted(b["error_pct"] for b in bench or () if b["case"][3] == precision)
+    return f"{errs[0]:+.0f}% to {errs[-1]:+.0f}%" if errs else "not run"
+
+
 def render(results: list[dict], measure: int, wall: float, cmd: str,
-           sens: list[tuple[float, str, float, float]] | None = None, label: str = "") -> str:
+           sens: list[tuple[float, str, float, float]] | None = None, label: str = "",
+           bench: list[dict] | None = None) -> str:
     med = statistics.median(abs(r["error_pct"]) for r in results)
     lines = [
         SECTION, "",
@@ -426,6 +475,20 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
             implied = f"{imp[1]:.3f} | {imp[1] * at:.3f}" if imp else "> 1 | "
             lines.append(f"| {row.benchmark} | {row.system} | {row.precision} | {th:,.0f} | {shipped:.3f} | "
                          f"{shipped * at:.3f} | {implied} |")
+    if bench:
+        lines += [
+            "",
+            "The same engine outside MLPerf: TensorRT-LLM's own offline max-throughput figures "
+            f"({TRTLLM_BENCH_SOURCE}; max_batch_size 2048 and max_num_tokens 8192 ASSUMED, KV fraction 0.90), "
+            "each a replica saturated with requests of fixed lengths:",
+            "",
+            "| model | GPU | TP | precision | ISL/OSL | predicted tok/s | published tok/s | error % | concurrency |",
+            "|---|---|---:|---|---|---:|---:|---:|---:|",
+        ]
+        for b in bench:
+            model, gpu, tp, precision, isl, osl, published = b["case"]
+            lines.append(f"| {model} | {gpu} | {tp} | {precision} | {isl}/{osl} | {b['predicted']:,.0f} | "
+                         f"{published:,.0f} | {b['error_pct']:+.1f} | {b['concurrency']:,.0f} |")
     bias = statistics.mean(r["error_pct"] for r in results)
     low = sum(r["error_pct"] < 0 for r in results)
     lines += [
@@ -441,17 +504,23 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
         "a step, and the Llama-3.1-405B replica splits of NVIDIA's configs (TP4xPP2 on H200, two TP2xPP2 on "
         "B200) instead of assumed TP8 replicas. What remains is the GEMM rate: the shipped factors give fp8 "
         "GEMMs 0.37-0.39 of the fp8 peak and fp4 0.29-0.32 of the fp4 peak at MLPerf's step budgets, and the published "
-        "figures need the factors of the last table. The closed-loop rows pin the factors down: with H100's "
-        "fp8 factor at 0.55 instead of the fitted 0.44, its Qwen3-32B fp8 rows' TPOT comes out 6-19% too fast "
-        "(tp1-tp8), at 0.65 13-21% too fast. So the gap is not a freedom of the fit but a difference between "
-        "the engines measured: the public rows ran TensorRT-LLM's PyTorch backend (1.0-1.3) on Qwen3-32B and "
-        "Llama-3.1-70B; NVIDIA's MLPerf submissions ran its C++ executor on TensorRT engines built for the "
-        "benchmark (fp8 gemm_swiglu plugin, reduce and norm-quant fusion, fp8 context FMHA); pipeline "
-        "parallelism is modelled as tensor parallelism (all-reduces PP does not pay); and the OpenOrca input "
-        "mean is unsourced (sensitivity table: 150 instead of 300 tokens lifts the Llama-2-70B rows by about a "
-        "quarter). Closing the rest would take a factor fitted to MLPerf itself, which this benchmark does "
-        "not apply. sojourn's node capacity stays conservative (too slow) for NVIDIA's tuned TensorRT-LLM "
-        "builds at MLPerf batch sizes: it over-provisions, it does not under-provision.",
+        "figures need the factors of the implied-factor table. The closed-loop rows pin the factors down at "
+        "their own operating point: with H100's fp8 factor at 0.55 instead of the fitted 0.44, its Qwen3-32B "
+        "fp8 rows' TPOT comes out 6-19% too fast (tp1-tp8), at 0.65 13-21% too fast. Yet the same engine is "
+        f"under-predicted outside MLPerf too: against TensorRT-LLM's own offline max-throughput figures (last "
+        f"table) the error is {_span(bench, 'fp4')} on B200 (fp4 factor fitted on Llama-3.1-70B rows) and "
+        f"{_span(bench, 'fp8')} on H100/H200 (fp8 factor fitted on Qwen3-32B rows only). So the gap is the "
+        "large-batch regime, not MLPerf's build alone: the profiles are fitted on closed-loop serving rows at "
+        "concurrency <= 256, and offline runs at batches of hundreds to thousands reach GEMM rates those rows "
+        "do not show, most of all for the Llama-70B/405B GEMM shapes where the factor was fitted on another "
+        "model. MLPerf adds NVIDIA's tuned builds (C++ executor on TensorRT engines, fp8 gemm_swiglu plugin, "
+        "reduce and norm-quant fusion), pipeline parallelism modelled as tensor parallelism, and an unsourced "
+        "OpenOrca input mean (sensitivity table: 150 instead of 300 tokens lifts the Llama-2-70B rows by about "
+        "a quarter). The fix that stays honest is calibration data of the same engine in throughput mode "
+        "(the perf-overview table is such data): a throughput record in `sojourn calibrate`, not done here. "
+        "Closing the rest with a factor fitted to MLPerf itself is what this benchmark does not do. sojourn's "
+        "node capacity stays conservative (too slow) for TensorRT-LLM offline at large batch: it "
+        "over-provisions, it does not under-provision.",
         "",
     ]
     return "\n".join(lines)
@@ -466,10 +535,11 @@ def main() -> None:
     t0 = time.time()
     results = run(args.measure)
     sens = sensitivity(args.measure)
+    bench = [predict_bench(c, max(args.measure // 20, 4_000)) for c in TRTLLM_BENCH]
     wall = time.time() - t0
     cmd = ".venv/bin/python benchmarks/mlperf_offline.py" + (
         f" --measure {args.measure}" if args.measure != MEASURE else "") + (" --write" if args.write else "")
-    text = render(results, args.measure, wall, cmd, sens, args.label)
+    text = render(results, args.measure, wall, cmd, sens, args.label, bench)
     print()
     print(text)
     if args.write:

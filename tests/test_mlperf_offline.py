@@ -88,3 +88,12 @@ def test_a_step_never_runs_more_sequences_than_its_token_budget(mlperf):
     for row in mlperf.ROWS:
         assert row.batch == min(row.max_num_seqs, row.max_num_batched_tokens)
         assert mlperf.scenario_for(row).serving.max_num_seqs <= row.max_num_batched_tokens
+
+
+def test_the_same_engine_cross_check_rows_are_valid_replicas(mlperf):
+    cat = default_catalogue()
+    for model, gpu, tp, precision, isl, osl, published in mlperf.TRTLLM_BENCH:
+        assert model in cat.models and precision in cat.gpu(gpu).precisions
+        assert tp in (1, 2, 4, 8) and isl > 0 and osl > 0 and published > 0
+    spans = [{"case": ("m", "g", 1, "fp4", 1, 1, 1.0), "error_pct": e} for e in (-20.4, -9.6)]
+    assert mlperf._span(spans, "fp4") == "-20% to -10%" and mlperf._span(spans, "fp8") == "not run"
