@@ -158,3 +158,23 @@ def test_a_fit_recovers_the_gemm_fill_and_the_overheads_under_overlap():
     assert prof.gemm_half_tokens == pytest.approx(400.0, rel=0.05)
     assert prof.eff_memory == pytest.approx(0.85, rel=0.02)
     assert prof.seq_overhead_s == pytest.approx(4e-5, rel=0.05)
+
+
+def test_the_fit_summary_says_when_the_host_overlaps():
+    from sojourn.perf._calibrate import summary_lines
+
+    on = Profile(gpu="h100-sxm", backend="trtllm", host_overlap=True, gemm_half_tokens=176.0,
+                 fit={"fitted": ["gemm_half_tokens"]})  # fmt: skip
+    text = "\n".join(summary_lines(on))
+    assert "host_overlap" in text and "176 tokens" in text
+    assert "host_overlap" not in "\n".join(summary_lines(replace(on, host_overlap=False)))
+
+
+def test_the_shipped_trtllm_profiles_overlap_and_were_fitted_so():
+    from sojourn.perf._profile import shipped_profiles
+
+    for (gpu, backend), prof in shipped_profiles().items():
+        if backend == "trtllm":
+            assert prof.host_overlap and "gemm_half_tokens" in prof.fit["fitted"], gpu
+        else:
+            assert not prof.host_overlap and prof.gemm_half_tokens == 0.0, (gpu, backend)

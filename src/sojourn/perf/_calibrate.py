@@ -635,6 +635,8 @@ def summary_lines(profile: Profile, skipped: Counter[str] | None = None) -> list
         if getattr(profile, name) is None:
             continue  # a precision's own factor not set: it uses the next wider one's
         lines.append(f"  {name:18s} {getattr(profile, name) * mult:10.4g}{unit}  ({tag})")
+    if profile.host_overlap:
+        lines.append("  host_overlap             on  (a step takes max(host, GPU): the engine overlaps them)")
     overall = ", ".join(f"{k.removeprefix('mape_').upper()} {v:.1f}%" for k, v in f.get("overall", {}).items())
     lines.append(f"  rows used: {f.get('rows_used', 0)}; MAPE {overall}")
     for key, row in f.get("groups", {}).items():
