@@ -17,6 +17,7 @@ from sojourn.perf._model import (
 from sojourn.perf._profile import (
     CARRY_OVER,
     HOST_OVERLAP,
+    OVERLAP_SEQ_STARTS,
     PRIOR,
     Calibration,
     Profile,
@@ -37,6 +38,7 @@ __all__ = [
     "GIB",
     "HOST_OVERLAP",
     "KV_CACHE_DTYPES",
+    "OVERLAP_SEQ_STARTS",
     "PRIOR",
     "PerfModel",
     "Profile",
