@@ -390,6 +390,20 @@ def sensitivity(measure: int) -> list[tuple[float, str, float, float]]:
     return out
 
 
+def _t_half(gpu: str) -> str:
+    from sojourn.perf import default_profile
+
+    return f"{default_profile(gpu, 'trtllm').gemm_half_tokens:,.0f}"
+
+
+def _at_budget(results: list[dict], precision: str) -> str:
+    """The shipped GEMM factor at the rows' step budgets B, e·B/(B + T_half): 'lo-hi' over one precision."""
+    vals = sorted(r["shipped_factor"] * r["row"].max_num_batched_tokens
+                  / (r["row"].max_num_batched_tokens + r["gemm_half_tokens"])
+                  for r in results if r["row"].precision == precision)  # fmt: skip
+    return f"{vals[0]:.2f}-{vals[-1]:.2f}" if vals else "n/a"
+
+
 def _span(bench: list[dict] | None, precision: str) -> str:
     """'-a% to -b%': the range of the ``TRTLLM_BENCH`` errors of one precision."""
     errs = sorted(b["error_pct"] for b in bench or () if b["case"][3] == precision)
@@ -499,11 +513,13 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
         "overlap scheduler prepares step n+1 on the CPU while the GPU runs step n, so a step takes max(host, "
         "GPU), not their sum (`Profile.host_overlap`, on for TensorRT-LLM, with its profiles refitted so); "
         "(2) the GEMM fill: a step's GEMMs run at e·T/(T + T_half) of the peak (`Profile.gemm_half_tokens`, "
-        "fitted on the TensorRT-LLM rows at 176 tokens on H100 and 241 on B200); (3) the submitters' "
+        f"fitted on the TensorRT-LLM rows at {_t_half('h100-sxm')} tokens on H100 and {_t_half('b200')} on "
+        "B200); (3) the submitters' "
         "settings: the KV cache TRT-LLM's kvcache_free_gpu_mem_frac gives, at most max_num_tokens sequences "
         "a step, and the Llama-3.1-405B replica splits of NVIDIA's configs (TP4xPP2 on H200, two TP2xPP2 on "
         "B200) instead of assumed TP8 replicas. What remains is the GEMM rate: the shipped factors give fp8 "
-        "GEMMs 0.37-0.39 of the fp8 peak and fp4 0.29-0.32 of the fp4 peak at MLPerf's step budgets, and the published "
+        f"GEMMs {_at_budget(results, 'fp8')} of the fp8 peak and fp4 {_at_budget(results, 'fp4')} of the fp4 "
+        "peak at MLPerf's step budgets, and the published "
         "figures need the factors of the implied-factor table. The closed-loop rows pin the factors down at "
         "their own operating point: with H100's fp8 factor at 0.55 instead of the fitted 0.44, its Qwen3-32B "
         "fp8 rows' TPOT comes out 6-19% too fast (tp1-tp8), at 0.65 13-21% too fast. Yet the same engine is "
