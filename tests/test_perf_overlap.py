@@ -15,7 +15,7 @@ import pytest
 
 from sojourn import ConfigError
 from sojourn.catalogue import default_catalogue
-from sojourn.perf import HOST_OVERLAP, PerfModel, Profile, engine_prior
+from sojourn.perf import HOST_OVERLAP, OVERLAP_SEQ_STARTS, PerfModel, Profile, engine_prior
 from sojourn.perf._calibrate import ENGINE_FIT_EXTRA, SiliconRow, StepRow, default_fit_params
 from sojourn.perf._profile import _from_dict
 from sojourn.sim.calibrate import fit_profile
@@ -154,6 +154,8 @@ def test_a_fit_recovers_the_gemm_fill_and_the_overheads_under_overlap():
     host = [0.003 + 4e-5 * r.decode_seqs for r in rows]
     assert any(h >= r.step_s * (1 - 1e-12) for h, r in zip(host, rows, strict=True))  # some rows host-bound
     assert prof.host_overlap
+    # fitted from each of OVERLAP_SEQ_STARTS, the lower cost kept
+    assert len(prof.fit["start_costs"]) == len(OVERLAP_SEQ_STARTS) == 2
     assert prof.eff_compute == pytest.approx(0.75, rel=0.02)
     assert prof.gemm_half_tokens == pytest.approx(400.0, rel=0.05)
     assert prof.eff_memory == pytest.approx(0.85, rel=0.02)
@@ -178,3 +180,9 @@ def test_the_shipped_trtllm_profiles_overlap_and_were_fitted_so():
             assert prof.host_overlap and "gemm_half_tokens" in prof.fit["fitted"], gpu
         else:
             assert not prof.host_overlap and prof.gemm_half_tokens == 0.0, (gpu, backend)
+
+
+def test_a_fit_without_overlap_starts_once():
+    known = Profile(gpu="h100-sxm", eff_compute=0.7, eff_memory=0.85, step_overhead_s=0.003, seq_overhead_s=4e-5)
+    prof = fit_profile(_steps(known), "h100-sxm", "vllm", params=("eff_compute", "eff_memory"), max_nfev=50)
+    assert "start_costs" not in prof.fit and not prof.host_overlap
