@@ -331,6 +331,9 @@ def _why(r: dict) -> str:
         reasons.append(f"the engine preempted {r['preemptions']} times (KV cache full at this batch; TRT-LLM's "
                        "MAX_UTILIZATION scheduler pauses requests likewise)")
     if r["error_pct"] < 0:
+        reasons.append(f"TensorRT-LLM's own offline max-throughput figures on {row.gpu} are under-predicted too "
+                       "(last table): the profile's closed-loop rows (concurrency <= 256) do not show the GEMM "
+                       "rates of batches in the thousands")
         reasons.append("the submitter's engine is TensorRT-LLM's C++ executor on built TensorRT engines with fused "
                        "kernels (gemm_swiglu, reduce and norm-quant fusion), the profile's rows the PyTorch backend")
     return "; ".join(reasons) + "."
