@@ -97,3 +97,9 @@ def test_the_same_engine_cross_check_rows_are_valid_replicas(mlperf):
         assert tp in (1, 2, 4, 8) and isl > 0 and osl > 0 and published > 0
     spans = [{"case": ("m", "g", 1, "fp4", 1, 1, 1.0), "error_pct": e} for e in (-20.4, -9.6)]
     assert mlperf._span(spans, "fp4") == "-20% to -10%" and mlperf._span(spans, "fp8") == "not run"
+
+
+def test_the_input_mean_lift_is_read_from_the_sensitivity_rows(mlperf):
+    sens = [(150.0, "a", 13.5, 0.0), (300.0, "a", 10.0, 0.0), (150.0, "b", 12.0, 0.0), (300.0, "b", 10.0, 0.0)]
+    assert mlperf._lift(sens) == "20-35%"
+    assert mlperf._lift(None) == "(not run)"
