@@ -332,7 +332,7 @@ def _why(r: dict) -> str:
                        "MAX_UTILIZATION scheduler pauses requests likewise)")
     if r["error_pct"] < 0:
         reasons.append(f"TensorRT-LLM's own offline max-throughput figures on {row.gpu} are under-predicted too "
-                       "(last table): the profile's closed-loop rows (concurrency <= 256) do not show the GEMM "
+                       "(the same-engine table): the profile's closed-loop rows (concurrency <= 256) do not show the GEMM "
                        "rates of batches in the thousands")
         reasons.append("the submitter's engine is TensorRT-LLM's C++ executor on built TensorRT engines with fused "
                        "kernels (gemm_swiglu, reduce and norm-quant fusion), the profile's rows the PyTorch backend")
@@ -361,6 +361,32 @@ def predict_bench(case: tuple[str, str, int, str, int, int, float], measure: int
     pred = cap.output_tokens_per_s
     return {"case": case, "predicted": pred, "error_pct": 100.0 * (pred / published - 1.0),
             "concurrency": cap.concurrency}
+
+
+#: The closed-loop rows behind each profile's low-precision GEMM factor, re-predicted with the factor
+#: raised towards what MLPerf implies: how far the fit's own rows resist it. (gpu, precision, factors).
+TENSION = (("h100-sxm", "fp8", (0.55, 0.65)), ("b200", "fp4", (0.40, 0.45)))
+
+
+def closed_loop_tension() -> list[tuple[str, str, float, int, float, float]]:
+    """(gpu, precision, factor, rows, TPOT MAPE %, TPOT bias %) of the public TRT-LLM closed-loop rows of
+    that GPU and precision (silicon_sample_public.csv, all of them), at the shipped factor and raised ones."""
+    from dataclasses import replace
+
+    from fit_default_profiles import SILICON
+    from sojourn.perf import default_profile
+    from sojourn.perf._calibrate import PRECISION_PARAM, load_silicon
+    from sojourn.sim.calibrate import evaluate
+
+    out = []
+    for gpu, precision, raised in TENSION:
+        rows = [r for r in load_silicon(SILICON, backend="trtllm", gpu=gpu).records if r.precision == precision]
+        base = default_profile(gpu, "trtllm")
+        for f in (base.compute_efficiency(precision), *raised):
+            errs = [p.errors()["tpot"] for p in evaluate(rows, replace(base, **{PRECISION_PARAM[precision]: f}))]
+            out.append((gpu, precision, f, len(errs), 100.0 * statistics.mean(abs(e) for e in errs),
+                        100.0 * statistics.mean(errs)))  # fmt: skip
+    return out
 
 
 def run(measure: int, implied: bool = True) -> list[dict]:
@@ -422,7 +448,7 @@ def _span(bench: list[dict] | None, precision: str) -> str:
 
 def render(results: list[dict], measure: int, wall: float, cmd: str,
            sens: list[tuple[float, str, float, float]] | None = None, label: str = "",
-           bench: list[dict] | None = None) -> str:
+           bench: list[dict] | None = None, tension: list | None = None) -> str:
     med = statistics.median(abs(r["error_pct"]) for r in results)
     lines = [
         SECTION, "",
@@ -513,6 +539,17 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
             model, gpu, tp, precision, isl, osl, published = b["case"]
             lines.append(f"| {model} | {gpu} | {tp} | {precision} | {isl}/{osl} | {b['predicted']:,.0f} | "
                          f"{published:,.0f} | {b['error_pct']:+.1f} | {b['concurrency']:,.0f} |")
+    if tension:
+        lines += [
+            "",
+            "How far the profiles' own rows resist a higher factor: the public TensorRT-LLM closed-loop rows of "
+            "that GPU and precision (all of them, fit and held-out halves), TPOT predicted at the shipped factor "
+            "and at raised ones, the rest of the profile unchanged:",
+            "",
+            "| GPU | precision | factor | rows | TPOT MAPE % | TPOT bias % |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {g} | {p} | {f:.3f} | {n} | {mape:.1f} | {b:+.1f} |" for g, p, f, n, mape, b in tension]
     bias = statistics.mean(r["error_pct"] for r in results)
     low = sum(r["error_pct"] < 0 for r in results)
     lines += [
@@ -531,10 +568,11 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
         f"GEMMs {_at_budget(results, 'fp8')} of the fp8 peak and fp4 {_at_budget(results, 'fp4')} of the fp4 "
         "peak at MLPerf's step budgets, and the published "
         "figures need the factors of the implied-factor table. The closed-loop rows pin the factors down at "
-        "their own operating point: with H100's fp8 factor at 0.55 instead of the fitted 0.44, its Qwen3-32B "
-        "fp8 rows' TPOT comes out 6-19% too fast (tp1-tp8), at 0.65 13-21% too fast. Yet the same engine is "
-        f"under-predicted outside MLPerf too: against TensorRT-LLM's own offline max-throughput figures (last "
-        f"table) the error is {_span(bench, 'fp4')} on B200 (fp4 factor fitted on Llama-3.1-70B rows) and "
+        "their own operating point (the closed-loop table, last): raised towards what MLPerf implies, the "
+        "factor "
+        "predicts those rows' TPOT too fast, well beyond their fitted error. Yet the same engine is "
+        f"under-predicted outside MLPerf too: against TensorRT-LLM's own offline max-throughput figures (the "
+        f"same-engine table) the error is {_span(bench, 'fp4')} on B200 (fp4 factor fitted on Llama-3.1-70B rows) and "
         f"{_span(bench, 'fp8')} on H100/H200 (fp8 factor fitted on Qwen3-32B rows only). So the gap is the "
         "large-batch regime, not MLPerf's build alone: the profiles are fitted on closed-loop serving rows at "
         "concurrency <= 256, and offline runs at batches of hundreds to thousands reach GEMM rates those rows "
@@ -543,8 +581,11 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
         "reduce and norm-quant fusion), pipeline parallelism modelled as tensor parallelism, and an unsourced "
         f"OpenOrca input mean (sensitivity table: 150 instead of 300 tokens lifts the Llama-2-70B rows by "
         f"{_lift(sens)}, which would put the B200 rows within the target: the one number that matters most "
-        "here and could not be sourced). The fix that stays honest is calibration data of the same engine in throughput mode "
-        "(the perf-overview table is such data): a throughput record in `sojourn calibrate`, not done here. "
+        "here and could not be sourced). Fitting the same engine's throughput-mode figures (the perf-overview "
+        "table) together with the closed-loop rows would first need the model to reconcile the two: the "
+        "closed-loop rows resist the factor offline throughput needs, so something they carry and offline "
+        "runs do not (per-token costs of streaming clients, scheduler stalls under load) is in the factor "
+        "now; a next step, not done here. "
         "Closing the rest with a factor fitted to MLPerf itself is what this benchmark does not do. sojourn's "
         "node capacity stays conservative (too slow) for TensorRT-LLM offline at large batch: it "
         "over-provisions, it does not under-provision.",
@@ -563,10 +604,11 @@ def main() -> None:
     results = run(args.measure)
     sens = sensitivity(args.measure)
     bench = [predict_bench(c, max(args.measure // 20, 4_000)) for c in TRTLLM_BENCH]
+    tension = closed_loop_tension()
     wall = time.time() - t0
     cmd = ".venv/bin/python benchmarks/mlperf_offline.py" + (
         f" --measure {args.measure}" if args.measure != MEASURE else "") + (" --write" if args.write else "")
-    text = render(results, args.measure, wall, cmd, sens, args.label, bench)
+    text = render(results, args.measure, wall, cmd, sens, args.label, bench, tension)
     print()
     print(text)
     if args.write:
