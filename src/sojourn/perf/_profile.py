@@ -148,9 +148,11 @@ PRIOR = Profile(gpu="*", source="uncalibrated prior: 60% of dense peak FLOP/s, 8
 #: TensorRT-LLM: the PyTorch backend's overlap scheduler, on unless ``disable_overlap_scheduler``
 #: is set (default False: TensorRT-LLM docs, "Overlap Scheduler", torch/features/overlap_scheduler.md;
 #: NVIDIA's MLPerf harness passes ``disable_overlap_scheduler: False``), the backend that
-#: ``trtllm-serve`` runs from 1.0 on (the public TRT-LLM rows: 1.0.0rc3 to 1.3.0rc5). vLLM's
-#: ``--async-scheduling`` does the same; whether the public vLLM rows ran with it is not known,
-#: and their fit is good without it (perf_accuracy): left off.
+#: ``trtllm-serve`` runs from 1.0 on (the public TRT-LLM rows: 1.0.0rc3 to 1.3.0rc5). vLLM's async
+#: scheduling does the same (opt-in ``--async-scheduling`` from vllm-project/vllm#19970, made the default
+#: by #27614 in late 2025; the first release with it on was not checked). The public vLLM rows span
+#: 0.11.2-0.19.0, so some ran with it and some without; their fit is within 3-6% TPOT without it
+#: (perf_accuracy): left off for vLLM until a per-version switch is worth its fit.
 HOST_OVERLAP: dict[str, bool] = {"trtllm": True}
 
 
