@@ -48,6 +48,18 @@ SOURCE_RESULTS = (
 #: NVIDIA's v5.0 submission configs: closed/NVIDIA/configs/llama2-70b/Offline/__init__.py in
 #: github.com/mlcommons/inference_results_v5.0 (TRT-LLM build/runtime flags per system).
 NVIDIA_L2_CONFIG = "mlcommons/inference_results_v5.0 closed/NVIDIA/configs/llama2-70b/Offline/__init__.py"
+#: NVIDIA's LLM harness defaults (TrtllmHarnessConfig.DEFAULT_RUNTIME_FLAGS: batch_scheduler_policy
+#: 'max_util', i.e. TRT-LLM's MAX_UTILIZATION capacity scheduler, which pauses and later recomputes
+#: requests when the KV cache fills, as sojourn's vLLM-like preemption does; kvcache_free_gpu_mem_frac
+#: 0.80; enable_chunked_context False). Read in a 2025 NVIDIA MLPerf harness (code/harness/.../config
+#: of the LLM harness, found by content in the public code corpus); that v5.0 ran with the same
+#: defaults is ASSUMED.
+#: NVIDIA's Llama-3.1-405B Offline configs (configs/llama3.1-405b/Offline/__init__.py of NVIDIA's 2025
+#: MLPerf code, found by content in the public code corpus: not located in the v5.0 results repo here).
+#: Their offline_expected_qps (H200x8 0.9, B200x8 2 x 1.09 samples/s, x 684.68 tokens/sample = 616 and
+#: 1,493 tokens/s) match the published v5.0 figures (561 and 1,526) within 10%: taken as the v5.0 settings.
+NVIDIA_405B_CONFIG = "NVIDIA MLPerf configs/llama3.1-405b/Offline/__init__.py (2025)"
+NVIDIA_HARNESS_DEFAULTS = "NVIDIA MLPerf LLM harness TrtllmHarnessConfig.DEFAULT_RUNTIME_FLAGS (2025)"
 
 
 @dataclass(frozen=True)
@@ -110,39 +122,74 @@ class Row:
     gpus: int
     tp: int  # GPUs per sojourn replica
     precision: str  # weights; the KV cache is fp8 in every NVIDIA v5.0 config
-    max_num_seqs: int
-    max_num_batched_tokens: int
+    max_num_seqs: int  # the submitter's gpu_batch_size (TRT-LLM max_batch_size)
+    max_num_batched_tokens: int  # TRT-LLM max_num_tokens (context + generation tokens per step)
     published_tokens_per_s: float
     setting: str  # what the submitter ran and what sojourn assumes
+    #: TRT-LLM's ``kvcache_free_gpu_mem_frac``: the share of the memory left after the weights and
+    #: the activation buffers that the KV cache takes (not a share of the whole GPU, as vLLM's
+    #: gpu_memory_utilization is): 0.95 where NVIDIA's v5.0 config sets it, else the harness default.
+    kv_free_fraction: float = 0.95
 
     @property
     def replicas(self) -> int:
         return self.gpus // self.tp
 
+    @property
+    def batch(self) -> int:
+        """Sequences that can run in one step: TRT-LLM schedules at most max_num_tokens tokens a
+        step, a decoding sequence taking one, so max_batch_size above max_num_tokens cannot all
+        decode at once (sojourn's step budget must cover its max_num_seqs)."""
+        return min(self.max_num_seqs, self.max_num_batched_tokens)
+
 
 ROWS: tuple[Row, ...] = (
     Row("llama2-70b", "llama2-70b-openorca", "llama-2-70b", "8xH100-SXM-80GB, TensorRT-LLM", "h100-sxm", 8, 2,
         "fp8", 1024, 1024, 31_306.8,
-        "NVIDIA ran TP1 x PP2 per replica, 4 replicas, fp8 weights and KV, batch 1024, max_num_tokens 1024 "
-        f"({NVIDIA_L2_CONFIG}, H100_SXM_80GB_PP2x4); sojourn has no pipeline parallelism: TP2 x 4 instead"),
+        "NVIDIA ran TP1 x PP2 per replica, 4 replicas, fp8 weights and KV, batch 1024, max_num_tokens 1024, "
+        f"kvcache_free_gpu_mem_frac 0.95 ({NVIDIA_L2_CONFIG}, H100_SXM_80GB_PP2x4); sojourn has no pipeline "
+        "parallelism: TP2 x 4 instead"),
     Row("llama2-70b", "llama2-70b-openorca", "llama-2-70b", "8xH200-SXM-141GB, TensorRT-LLM", "h200", 8, 1,
-        "fp8", 2048, 2048, 34_988.2,
-        "NVIDIA ran 8 single-GPU replicas, fp8 weights and KV, batch 2048, max_num_tokens 1536 "
-        f"({NVIDIA_L2_CONFIG}, H200_SXM_141GBx8); sojourn's step budget must be >= max_num_seqs: 2048"),
+        "fp8", 2048, 1536, 34_988.2,
+        "NVIDIA ran 8 single-GPU replicas, fp8 weights and KV, batch 2048, max_num_tokens 1536, "
+        "kvcache_free_gpu_mem_frac not set: the harness default 0.80 "
+        f"({NVIDIA_L2_CONFIG}, H200_SXM_141GBx8; default: {NVIDIA_HARNESS_DEFAULTS}); sojourn runs at most "
+        "1536 sequences a step (the token budget)", kv_free_fraction=0.80),
     Row("llama2-70b", "llama2-70b-openorca", "llama-2-70b", "8xB200-SXM-180GB, TensorRT-LLM", "b200", 8, 1,
         "fp4", 2048, 3584, 98_858.0,
-        "NVIDIA ran 8 single-GPU replicas, FP4 weights, fp8 KV, batch 2048, max_num_tokens 3584 "
-        f"({NVIDIA_L2_CONFIG}, B200_SXM_180GBx8)"),
+        "NVIDIA ran 8 single-GPU replicas, FP4 weights, fp8 KV, batch 2048, max_num_tokens 3584, "
+        f"kvcache_free_gpu_mem_frac 0.95 ({NVIDIA_L2_CONFIG}, B200_SXM_180GBx8)"),
     Row("llama2-70b", "llama2-70b-openorca", "llama-2-70b", "1xB200-SXM-180GB, TensorRT-LLM", "b200", 1, 1,
         "fp4", 2048, 3584, 12_269.3,
         f"as the 8-GPU row, one replica ({NVIDIA_L2_CONFIG}, B200_SXM_180GBx1)"),
     Row("llama3.1-405b", "llama3.1-405b", "llama-3.1-405b", "8xH200-SXM-141GB, TensorRT-LLM", "h200", 8, 8,
-        "fp8", 512, 8192, 560.651,
-        "split not found: one TP8 replica ASSUMED, fp8 weights and KV; batch 512 and step budget 8192 ASSUMED"),
-    Row("llama3.1-405b", "llama3.1-405b", "llama-3.1-405b", "8xB200-SXM-180GB, TensorRT-LLM", "b200", 8, 8,
-        "fp4", 512, 8192, 1_526.29,
-        "split not found: one TP8 replica ASSUMED; FP4 weights (as NVIDIA ran Llama-2-70B on Blackwell), "
-        "fp8 KV; batch 512 and step budget 8192 ASSUMED"),
+        "fp8", 512, 1536, 560.651,
+        "NVIDIA ran one TP4 x PP2 replica, fp8 weights and KV, batch 512, max_num_tokens 1536, chunked "
+        f"context, kvcache_free_gpu_mem_frac 0.95 ({NVIDIA_405B_CONFIG}, H200_SXM_141GBx8_TP4PP2); sojourn has "
+        "no pipeline parallelism: TP8 instead"),
+    Row("llama3.1-405b", "llama3.1-405b", "llama-3.1-405b", "8xB200-SXM-180GB, TensorRT-LLM", "b200", 8, 4,
+        "fp4", 128, 1536, 1_526.29,
+        "NVIDIA ran two TP2 x PP2 replicas, FP4 weights, fp8 KV, batch 128, max_num_tokens 1536, chunked "
+        f"context, kvcache_free_gpu_mem_frac 0.95 ({NVIDIA_405B_CONFIG}, B200_SXM_180GB_TP2PP2x2); sojourn has "
+        "no pipeline parallelism: TP4 x 2 instead"),
+)
+#: The same engine in its offline max-throughput mode, as a cross-check of the large-batch regime
+#: outside MLPerf: TensorRT-LLM 1.0's performance overview (NVIDIA/TensorRT-LLM
+#: docs/source/performance/perf-overview.md, "Total Output Throughput (tokens/sec)", trtllm-bench
+#: throughput on the PyTorch backend, the backend of the public closed-loop rows; all requests of
+#: fixed ISL/OSL queued at once; ModelOpt FP8/FP4 checkpoints). Its max_batch_size and max_num_tokens
+#: are trtllm-bench's own heuristic, not stated: 2048 and 8192 ASSUMED; KV fraction 0.90 (the default
+#: the page names; "in many cases" 0.95). (model, GPU, TP, precision, ISL, OSL, output tokens/s).
+TRTLLM_BENCH_SOURCE = "TensorRT-LLM 1.0 docs/source/performance/perf-overview.md (trtllm-bench, PyTorch backend)"
+TRTLLM_BENCH: tuple[tuple[str, str, int, str, int, int, float], ...] = (
+    ("llama-3.3-70b", "b200", 1, "fp4", 500, 2000, 7_762), ("llama-3.3-70b", "b200", 1, "fp4", 1000, 1000, 7_007),
+    ("llama-3.3-70b", "h200", 1, "fp8", 500, 2000, 3_666), ("llama-3.3-70b", "h200", 1, "fp8", 1000, 1000, 2_909),
+    ("llama-3.3-70b", "h100-sxm", 2, "fp8", 500, 2000, 5_222),
+    ("llama-3.3-70b", "h100-sxm", 2, "fp8", 1000, 1000, 4_205),
+    ("llama-3.1-405b", "b200", 4, "fp4", 500, 2000, 6_244), ("llama-3.1-405b", "b200", 4, "fp4", 1000, 1000, 5_209),
+    ("llama-3.1-405b", "h200", 8, "fp8", 500, 2000, 4_724), ("llama-3.1-405b", "h200", 8, "fp8", 1000, 1000, 3_330),
+    ("llama-3.1-405b", "h100-sxm", 8, "fp8", 500, 2000, 3_994),
+    ("llama-3.1-405b", "h100-sxm", 8, "fp8", 1000, 1000, 2_919),
 )
 
 
@@ -161,6 +208,22 @@ def lognormal_for(mean: float, sigma: float, cap: int) -> dict:
     return {"dist": "lognormal", "median": round(median, 3), "sigma": sigma, "max": cap}
 
 
+def trtllm_memory_utilization(row: Row, profile=None) -> float:
+    """sojourn's gpu_memory_utilization (a share of the whole GPU that weights, activations and KV
+    may take) that gives the KV cache TRT-LLM gives it: ``kv_free_fraction`` of what the weights and
+    activation buffers leave, i.e. u = (W + A + f·(M - W - A)) / M per GPU."""
+    from sojourn.catalogue import default_catalogue
+    from sojourn.perf import PerfModel, default_profile
+
+    cat = default_catalogue()
+    pm = PerfModel(cat.model(row.model), cat.gpu(row.gpu), row.tp, row.precision,
+                   profile or default_profile(row.gpu, "trtllm"), max_num_batched_tokens=row.max_num_batched_tokens,
+                   max_num_seqs=row.batch, kv_cache_dtype="fp8")  # fmt: skip
+    mem = pm.gpu.memory_bytes
+    used = pm.weights_bytes_per_gpu + pm.activation_reserve_bytes_per_gpu
+    return round((used + row.kv_free_fraction * (mem - used)) / mem, 6)
+
+
 def scenario_for(row: Row, profile=None):
     """The sojourn scenario of one replica of ``row``'s system (the fleet is sized to the replicas);
     ``profile`` (a Profile) replaces the shipped TensorRT-LLM profile of the GPU."""
@@ -170,7 +233,7 @@ def scenario_for(row: Row, profile=None):
     from sojourn.scenario import scenario_from_dict
 
     ds = DATASETS[row.dataset]
-    extra = {}
+    extra = {"gpu_memory_utilization": trtllm_memory_utilization(row, profile)}
     if profile is not None:  # a fresh file each time: caches are keyed by file content and mtime
         extra["profile"] = str(save_profile(profile, Path(tempfile.mkdtemp(prefix="mlperf-")) / "profile.json"))
     return scenario_from_dict({
@@ -187,7 +250,7 @@ def scenario_for(row: Row, profile=None):
         "serving": {
             "backend": "trtllm",
             "kv_cache_dtype": "fp8",
-            "max_num_seqs": row.max_num_seqs,
+            "max_num_seqs": row.batch,
             "max_num_batched_tokens": row.max_num_batched_tokens,
             "max_model_len": ds.input_max + ds.output_max,
             **extra,
@@ -204,7 +267,13 @@ def predict(row: Row, measure: int = MEASURE, profile=None) -> dict:
     cap = node_capacity(sc, measure=measure)
     pred = cap.output_tokens_per_s * row.replicas
     cal = scenario_calibration(sc)
+    from sojourn.perf import default_profile
+
+    prof = profile or default_profile(row.gpu, "trtllm")
     return {
+        "shipped_factor": prof.compute_efficiency(row.precision),
+        "gemm_half_tokens": prof.gemm_half_tokens,
+        "host_overlap": prof.host_overlap,
         "row": row,
         "predicted": pred,
         "error_pct": 100.0 * (pred - row.published_tokens_per_s) / row.published_tokens_per_s,
@@ -217,12 +286,10 @@ def predict(row: Row, measure: int = MEASURE, profile=None) -> dict:
     }
 
 
-def implied_factor(row: Row, measure: int, steps: int = 8, hide_host: bool = False) -> tuple[float, float] | None:
+def implied_factor(row: Row, measure: int, steps: int = 8) -> tuple[float, float] | None:
     """(shipped, implied): the shipped profile's GEMM efficiency factor for the row's precision, and
     the factor at which the predicted throughput meets the published one (bisection on a log scale;
-    the throughput rises with the factor). None when even a factor of 1 predicts low. ``hide_host``:
-    with the profile's per-step and per-sequence host overheads set to 0 (hidden behind the GPU's
-    work, as TensorRT-LLM's overlap scheduler does)."""
+    the throughput rises with the factor). None when even a factor of 1 predicts low."""
     import math as _m
     from dataclasses import replace
 
@@ -230,8 +297,6 @@ def implied_factor(row: Row, measure: int, steps: int = 8, hide_host: bool = Fal
     from sojourn.perf._calibrate import PRECISION_PARAM
 
     base = default_profile(row.gpu, "trtllm")
-    if hide_host:
-        base = replace(base, step_overhead_s=0.0, seq_overhead_s=0.0)
     name = PRECISION_PARAM[row.precision]
 
     def err(f: float) -> float:
@@ -252,20 +317,76 @@ def _why(r: dict) -> str:
     reasons = []
     if not r["calibrated"]:
         reasons.append(f"the {row.gpu} TRT-LLM profile is not fitted on {row.gpu} ({r['calibration']})")
+    if "PP" in row.setting:
+        reasons.append("the submitter's pipeline parallelism is modelled as tensor parallelism (all-reduces "
+                       "per layer that PP does not pay, and no pipeline bubbles)")
+    ds = DATASETS[row.dataset]
+    if "ASSUMED" in ds.sources:
+        reasons.append(f"the dataset's input lengths are assumed (mean {ds.input_mean:,.0f}; see the sensitivity "
+                       "table)")
     if row.precision == "fp4":
-        reasons.append("the B200 TRT-LLM profile was fitted on Llama-3.1-70B fp4/fp8 closed-loop rows up to "
-                       "concurrency ~256, not on batches of 2048 where GEMMs run compute-bound")
-    if row.gpu == "h100-sxm" and row.model == "llama-2-70b":
-        reasons.append("the submitter's PP2 is modelled as TP2 (an all-reduce per layer that PP2 does not pay)")
-    if row.dataset == "llama3.1-405b":
-        reasons.append("the 405B dataset's input lengths and the submitter's split and batch are assumptions")
+        reasons.append("the B200 TRT-LLM profile is fitted on Llama-3.1-70B closed-loop rows up to concurrency "
+                       "~256 and 8k-token prefills, not on steps of 2-3.5k tokens at batch 2048")
     if r["preemptions"]:
-        reasons.append(f"the engine preempted {r['preemptions']} times (KV cache full at this batch)")
+        reasons.append(f"the engine preempted {r['preemptions']} times (KV cache full at this batch; TRT-LLM's "
+                       "MAX_UTILIZATION scheduler pauses requests likewise)")
     if r["error_pct"] < 0:
-        reasons.append("a low prediction at these batch sizes points at the step-time model's large-batch "
-                       "regime (fitted on concurrency <= ~256) and at TRT-LLM's fused kernels (gemm_swiglu, "
-                       "reduce fusion) that the vLLM-like model does not see")
+        reasons.append(f"TensorRT-LLM's own offline max-throughput figures on {row.gpu} are under-predicted too "
+                       "(the same-engine table): the profile's closed-loop rows (concurrency <= 256) do not show the GEMM "
+                       "rates of batches in the thousands")
+        reasons.append("the submitter's engine is TensorRT-LLM's C++ executor on built TensorRT engines with fused "
+                       "kernels (gemm_swiglu, reduce and norm-quant fusion), the profile's rows the PyTorch backend")
     return "; ".join(reasons) + "."
+
+
+def predict_bench(case: tuple[str, str, int, str, int, int, float], measure: int) -> dict:
+    """One ``TRTLLM_BENCH`` case: a replica saturated with requests of fixed ISL/OSL (node_capacity)."""
+    from sojourn.fast import node_capacity
+    from sojourn.scenario import scenario_from_dict
+
+    model, gpu, tp, precision, isl, osl, published = case
+    row = Row("bench", "", model, "", gpu, tp, tp, precision, 2048, 8192, published, "", kv_free_fraction=0.90)
+    fixed = lambda n: {"dist": "lognormal", "median": float(n), "sigma": 0.0}  # noqa: E731
+    sc = scenario_from_dict({
+        "sla_hours": 24,
+        "workload": {"batch_rate_per_hour": 1.0, "batch_size": fixed(1000), "input_tokens": fixed(isl),
+                     "output_tokens": fixed(osl)},
+        "model": {"name": model, "precision": precision},
+        "fleet": {"gpu": gpu, "nodes": 1, "tp": tp},
+        "serving": {"backend": "trtllm", "kv_cache_dtype": "fp8", "max_num_seqs": row.batch,
+                    "max_num_batched_tokens": row.max_num_batched_tokens, "max_model_len": isl + osl + 16,
+                    "gpu_memory_utilization": trtllm_memory_utilization(row)},
+    })  # fmt: skip
+    cap = node_capacity(sc, measure=measure)
+    pred = cap.output_tokens_per_s
+    return {"case": case, "predicted": pred, "error_pct": 100.0 * (pred / published - 1.0),
+            "concurrency": cap.concurrency}
+
+
+#: The closed-loop rows behind each profile's low-precision GEMM factor, re-predicted with the factor
+#: raised towards what MLPerf implies: how far the fit's own rows resist it. (gpu, precision, factors).
+TENSION = (("h100-sxm", "fp8", (0.55, 0.65)), ("b200", "fp4", (0.40, 0.45)))
+
+
+def closed_loop_tension() -> list[tuple[str, str, float, int, float, float]]:
+    """(gpu, precision, factor, rows, TPOT MAPE %, TPOT bias %) of the public TRT-LLM closed-loop rows of
+    that GPU and precision (silicon_sample_public.csv, all of them), at the shipped factor and raised ones."""
+    from dataclasses import replace
+
+    from fit_default_profiles import SILICON
+    from sojourn.perf import default_profile
+    from sojourn.perf._calibrate import PRECISION_PARAM, load_silicon
+    from sojourn.sim.calibrate import evaluate
+
+    out = []
+    for gpu, precision, raised in TENSION:
+        rows = [r for r in load_silicon(SILICON, backend="trtllm", gpu=gpu).records if r.precision == precision]
+        base = default_profile(gpu, "trtllm")
+        for f in (base.compute_efficiency(precision), *raised):
+            errs = [p.errors()["tpot"] for p in evaluate(rows, replace(base, **{PRECISION_PARAM[precision]: f}))]
+            out.append((gpu, precision, f, len(errs), 100.0 * statistics.mean(abs(e) for e in errs),
+                        100.0 * statistics.mean(errs)))  # fmt: skip
+    return out
 
 
 def run(measure: int, implied: bool = True) -> list[dict]:
@@ -274,7 +395,6 @@ def run(measure: int, implied: bool = True) -> list[dict]:
         r = predict(row, measure)
         if implied:  # the searches use a fifth of the completions: the factor, not the last 0.1%
             r["implied"] = implied_factor(row, max(measure // 5, 10_000))
-            r["implied_no_host"] = implied_factor(row, max(measure // 5, 10_000), hide_host=True)
         out.append(r)
         print(f"  {row.benchmark:14s} {row.system:34s} predicted {r['predicted']:10,.1f} published "
               f"{row.published_tokens_per_s:10,.1f} error {r['error_pct']:+6.1f}%  ({r['wall_s']:.1f} s)", flush=True)
@@ -299,8 +419,36 @@ def sensitivity(measure: int) -> list[tuple[float, str, float, float]]:
     return out
 
 
+def _t_half(gpu: str) -> str:
+    from sojourn.perf import default_profile
+
+    return f"{default_profile(gpu, 'trtllm').gemm_half_tokens:,.0f}"
+
+
+def _at_budget(results: list[dict], precision: str) -> str:
+    """The shipped GEMM factor at the rows' step budgets B, e·B/(B + T_half): 'lo-hi' over one precision."""
+    vals = sorted(r["shipped_factor"] * r["row"].max_num_batched_tokens
+                  / (r["row"].max_num_batched_tokens + r["gemm_half_tokens"])
+                  for r in results if r["row"].precision == precision)  # fmt: skip
+    return f"{vals[0]:.2f}-{vals[-1]:.2f}" if vals else "n/a"
+
+
+def _lift(sens: list[tuple[float, str, float, float]] | None) -> str:
+    """How much the Llama-2-70B predictions rise from an input mean of 300 to 150: 'a-b%'."""
+    at = {(im, system): pred for im, system, pred, _ in sens or ()}
+    lifts = sorted(100.0 * (at[(150.0, sy)] / at[(300.0, sy)] - 1.0) for im, sy in at if im == 150.0 and (300.0, sy) in at)
+    return f"{lifts[0]:.0f}-{lifts[-1]:.0f}%" if lifts else "(not run)"
+
+
+def _span(bench: list[dict] | None, precision: str) -> str:
+    """'-a% to -b%': the range of the ``TRTLLM_BENCH`` errors of one precision."""
+    errs = sorted(b["error_pct"] for b in bench or () if b["case"][3] == precision)
+    return f"{errs[0]:+.0f}% to {errs[-1]:+.0f}%" if errs else "not run"
+
+
 def render(results: list[dict], measure: int, wall: float, cmd: str,
-           sens: list[tuple[float, str, float, float]] | None = None, label: str = "") -> str:
+           sens: list[tuple[float, str, float, float]] | None = None, label: str = "",
+           bench: list[dict] | None = None, tension: list | None = None) -> str:
     med = statistics.median(abs(r["error_pct"]) for r in results)
     lines = [
         SECTION, "",
@@ -310,7 +458,8 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
         "Predicts MLPerf Inference v5.0 closed-division Offline throughput (generated tokens/s, the metric "
         "MLPerf reports for the Llama benchmarks) from sojourn's node capacity: for each system, one replica "
         "as a scenario (catalogue model and GPU, the submitter's precision, TP per replica, batch and step "
-        "budget, TensorRT-LLM profile, fp8 KV cache), saturated on the dataset's length law with "
+        "budget, TensorRT-LLM profile, fp8 KV cache, the KV memory TRT-LLM's kvcache_free_gpu_mem_frac gives), "
+        "saturated on the dataset's length law with "
         f"`node_capacity(scenario, measure={measure:,})`, times the replicas. Published figures: " + SOURCE_RESULTS + ".",
         "",
         "Datasets (lognormals clipped at the max, median solved so the clipped mean is the figure):",
@@ -361,35 +510,85 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
         lines += [
             "",
             "The GEMM efficiency factor (share of the precision's dense peak, `Profile.compute_efficiency`) each "
-            "row would need for the prediction to meet the published figure, with the shipped profile's host "
-            "overheads and with them hidden (set to 0):",
+            "row would need for the prediction to meet the published figure, and what it means at the row's "
+            "step budget B (the profile's GEMM fill: e·B/(B + T_half), `Profile.gemm_half_tokens`), against "
+            "the shipped factor:",
             "",
-            "| benchmark | system | precision | shipped factor | implied factor | implied, host overheads hidden |",
-            "|---|---|---|---:|---:|---:|",
+            "| benchmark | system | precision | T_half | shipped factor | at B | implied factor | at B |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
         ]
         for r in results:
             row = r["row"]
-            imp, hid = r.get("implied"), r.get("implied_no_host")
-            shipped = f"{imp[0]:.3f}" if imp else (f"{hid[0]:.3f}" if hid else "")
-            lines.append(f"| {row.benchmark} | {row.system} | {row.precision} | {shipped} | "
-                         f"{f'{imp[1]:.3f}' if imp else '> 1'} | {f'{hid[1]:.3f}' if hid else '> 1'} |")
+            imp, th = r.get("implied"), r["gemm_half_tokens"]
+            at = row.max_num_batched_tokens / (row.max_num_batched_tokens + th)
+            shipped = r["shipped_factor"]
+            implied = f"{imp[1]:.3f} | {imp[1] * at:.3f}" if imp else "> 1 | "
+            lines.append(f"| {row.benchmark} | {row.system} | {row.precision} | {th:,.0f} | {shipped:.3f} | "
+                         f"{shipped * at:.3f} | {implied} |")
+    if bench:
+        lines += [
+            "",
+            "The same engine outside MLPerf: TensorRT-LLM's own offline max-throughput figures "
+            f"({TRTLLM_BENCH_SOURCE}; max_batch_size 2048 and max_num_tokens 8192 ASSUMED, KV fraction 0.90), "
+            "each a replica saturated with requests of fixed lengths:",
+            "",
+            "| model | GPU | TP | precision | ISL/OSL | predicted tok/s | published tok/s | error % | concurrency |",
+            "|---|---|---:|---|---|---:|---:|---:|---:|",
+        ]
+        for b in bench:
+            model, gpu, tp, precision, isl, osl, published = b["case"]
+            lines.append(f"| {model} | {gpu} | {tp} | {precision} | {isl}/{osl} | {b['predicted']:,.0f} | "
+                         f"{published:,.0f} | {b['error_pct']:+.1f} | {b['concurrency']:,.0f} |")
+    if tension:
+        lines += [
+            "",
+            "How far the profiles' own rows resist a higher factor: the public TensorRT-LLM closed-loop rows of "
+            "that GPU and precision (all of them, fit and held-out halves), TPOT predicted at the shipped factor "
+            "and at raised ones, the rest of the profile unchanged:",
+            "",
+            "| GPU | precision | factor | rows | TPOT MAPE % | TPOT bias % |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {g} | {p} | {f:.3f} | {n} | {mape:.1f} | {b:+.1f} |" for g, p, f, n, mape, b in tension]
     bias = statistics.mean(r["error_pct"] for r in results)
     low = sum(r["error_pct"] < 0 for r in results)
     lines += [
         "",
-        f"What it shows: {low} of {len(results)} rows are predicted low (mean signed error {bias:+.1f}%), "
-        "calibrated GPUs (H100, B200) as much as the carried-over H200: the gap is systematic. The profiles "
-        "are fitted on the public closed-loop rows (concurrency <= 256), where TensorRT-LLM's fp8 GEMMs come "
-        "out at ~0.40 of the fp8 peak and fp4 at ~0.33 of the fp4 peak (perf_accuracy, compute efficiency by "
-        "precision). To meet NVIDIA's MLPerf builds at batches of 1,000-2,000 the factor would have to be "
-        "0.73-0.85, above what dense fp8/fp4 GEMMs reach (~0.6-0.75); with the host overheads hidden behind "
-        "the GPU's work (TensorRT-LLM's overlap scheduler; sojourn adds 20-30 us per sequence per step, some "
-        "20-60 ms a step at these batches) the Llama-2-70B rows need 0.45-0.80, most of it plausible. So two "
-        "things the closed-loop rows cannot separate explain most of the gap: host overheads that overlap "
-        "the GPU at large batch, and GEMMs that run more efficiently at the large token counts of MLPerf's "
-        "steps. The Llama-2-70B figures also move with the OpenOrca input mean, which is not sourced "
-        "(sensitivity table). Until both are modelled, sojourn's node capacity is conservative (too slow) "
-        "for TensorRT-LLM Offline at MLPerf batch sizes: it over-provisions, it does not under-provision.",
+        f"What it shows: {low} of {len(results)} rows are predicted low (mean signed error {bias:+.1f}%, median "
+        f"|error| {med:.1f}%; 38.9% before this revision). Three things moved it, each a mechanism of the "
+        "engine or a setting of the submission, none a factor per row: (1) host overlap: TensorRT-LLM's "
+        "overlap scheduler prepares step n+1 on the CPU while the GPU runs step n, so a step takes max(host, "
+        "GPU), not their sum (`Profile.host_overlap`, on for TensorRT-LLM, with its profiles refitted so); "
+        "(2) the GEMM fill: a step's GEMMs run at e·T/(T + T_half) of the peak (`Profile.gemm_half_tokens`, "
+        f"fitted on the TensorRT-LLM rows at {_t_half('h100-sxm')} tokens on H100 and {_t_half('b200')} on "
+        "B200); (3) the submitters' "
+        "settings: the KV cache TRT-LLM's kvcache_free_gpu_mem_frac gives, at most max_num_tokens sequences "
+        "a step, and the Llama-3.1-405B replica splits of NVIDIA's configs (TP4xPP2 on H200, two TP2xPP2 on "
+        "B200) instead of assumed TP8 replicas. What remains is the GEMM rate: the shipped factors give fp8 "
+        f"GEMMs {_at_budget(results, 'fp8')} of the fp8 peak and fp4 {_at_budget(results, 'fp4')} of the fp4 "
+        "peak at MLPerf's step budgets, and the published "
+        "figures need the factors of the implied-factor table. The closed-loop rows pin the factors down at "
+        "their own operating point (the closed-loop table, last): raised towards what MLPerf implies, the "
+        "factor "
+        "predicts those rows' TPOT too fast, well beyond their fitted error. Yet the same engine is "
+        f"under-predicted outside MLPerf too: against TensorRT-LLM's own offline max-throughput figures (the "
+        f"same-engine table) the error is {_span(bench, 'fp4')} on B200 (fp4 factor fitted on Llama-3.1-70B rows) and "
+        f"{_span(bench, 'fp8')} on H100/H200 (fp8 factor fitted on Qwen3-32B rows only). So the gap is the "
+        "large-batch regime, not MLPerf's build alone: the profiles are fitted on closed-loop serving rows at "
+        "concurrency <= 256, and offline runs at batches of hundreds to thousands reach GEMM rates those rows "
+        "do not show, most of all for the Llama-70B/405B GEMM shapes where the factor was fitted on another "
+        "model. MLPerf adds NVIDIA's tuned builds (C++ executor on TensorRT engines, fp8 gemm_swiglu plugin, "
+        "reduce and norm-quant fusion), pipeline parallelism modelled as tensor parallelism, and an unsourced "
+        f"OpenOrca input mean (sensitivity table: 150 instead of 300 tokens lifts the Llama-2-70B rows by "
+        f"{_lift(sens)}, which would put the B200 rows within the target: the one number that matters most "
+        "here and could not be sourced). Fitting the same engine's throughput-mode figures (the perf-overview "
+        "table) together with the closed-loop rows would first need the model to reconcile the two: the "
+        "closed-loop rows resist the factor offline throughput needs, so something they carry and offline "
+        "runs do not (per-token costs of streaming clients, scheduler stalls under load) is in the factor "
+        "now; a next step, not done here. "
+        "Closing the rest with a factor fitted to MLPerf itself is what this benchmark does not do. sojourn's "
+        "node capacity stays conservative (too slow) for TensorRT-LLM offline at large batch: it "
+        "over-provisions, it does not under-provision.",
         "",
     ]
     return "\n".join(lines)
@@ -404,10 +603,12 @@ def main() -> None:
     t0 = time.time()
     results = run(args.measure)
     sens = sensitivity(args.measure)
+    bench = [predict_bench(c, max(args.measure // 20, 4_000)) for c in TRTLLM_BENCH]
+    tension = closed_loop_tension()
     wall = time.time() - t0
     cmd = ".venv/bin/python benchmarks/mlperf_offline.py" + (
         f" --measure {args.measure}" if args.measure != MEASURE else "") + (" --write" if args.write else "")
-    text = render(results, args.measure, wall, cmd, sens, args.label)
+    text = render(results, args.measure, wall, cmd, sens, args.label, bench, tension)
     print()
     print(text)
     if args.write:

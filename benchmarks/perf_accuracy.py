@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Compute efficiency by precision: each profile above has one GEMM efficiency factor per precision "
         "its fit rows hold (`Profile.compute_efficiency`; a precision without rows uses the next wider one's). "
-        "Fitted on the fit half, as a share of that precision's dense peak and as the rate it means per GPU:",
+        "Fitted on the fit half, as a share of that precision's dense peak and as the rate it means per GPU "
+        "(TensorRT-LLM's at large steps: its profiles fit a GEMM fill, e·T/(T + T_half) at T tokens):",
         "",
         *precision_table(figures["fits"]),
         "",
@@ -388,11 +389,12 @@ MOE_NOTES = [
     "parameters, not evidence), SGLang B200 12.5% (98 rows: DeepSeek-R1 13.5%, DeepSeek-V3 9.3%). Per "
     "model, gpt-oss-120b on vLLM B200 (17.1%) is above it, as are a few small groups (MiniMax-M2.5 fp4 tp1, "
     "2 rows). TensorRT-LLM B200 (not part of the target) fits worse with DeepSeek-R1/V3 in its profile "
-    "(21.6%; gpt-oss alone was fitted to 7.9% before): one set of factors does not serve both on that "
-    "engine. The MoE profiles' compute factors are far below the dense ones (the per-expert GEMMs are small "
+    "(its rows above; gpt-oss alone was fitted to 7.9% before): one set of factors does not serve both on "
+    "that engine. The MoE profiles' compute factors are far below the dense ones (the per-expert GEMMs are small "
     "and the model has no term for their lower efficiency or for routing overheads, so the fit absorbs "
-    "them), and a dense profile does not transfer (second table). TensorRT-LLM H100 puts eff_memory at its "
-    "bound 1.0. B300 (vLLM MiniMax-M2.5 and Kimi-K2.5 rows, no dense row) checks its carry-over from B200 "
+    "them), and a dense profile does not transfer (second table). TensorRT-LLM profiles overlap the host "
+    "with the GPU (`Profile.host_overlap`: a step is max(host, GPU)) and fit the GEMM fill "
+    "(`Profile.gemm_half_tokens`), as the dense ones do. B300 (vLLM MiniMax-M2.5 and Kimi-K2.5 rows, no dense row) checks its carry-over from B200 "
     "(last table): B200's MoE factors on B300's peaks predict its held-out TPOT within 9.4% (own fit "
     "7.2%), the dense B200 profile B300 runs by default within 9.3%, so B300 ships no profile of its own "
     "and is marked carried over from b200.",
@@ -414,8 +416,12 @@ NOTES = [
     "checkpoint without KV quantisation); see `BENCH_KV_CACHE` in `sojourn/perf/_calibrate.py` for the "
     "evidence. `sojourn perf` would need the same setting to reproduce them.",
     "- SGLang and TensorRT-LLM schedule differently from vLLM (SGLang runs prefill batches apart from "
-    "decode; TRT-LLM has lower per-step overheads), so their profiles are effective parameters of the "
-    "vLLM-like model: the SGLang fit puts eff_compute at the bound, and TRT-LLM Llama-3.1-8B fits worst.",
+    "decode; TRT-LLM's overlap scheduler prepares the next step on the CPU while the GPU runs this one), so "
+    "their profiles are effective parameters of the vLLM-like model: the SGLang fit puts eff_compute at the "
+    "bound; the TRT-LLM profiles take a step as max(host, GPU) (`Profile.host_overlap`) and fit a GEMM fill "
+    "(`Profile.gemm_half_tokens`: efficiency e·T/(T + T_half) in the step's T tokens), from two starts of "
+    "the per-sequence overhead (`perf.OVERLAP_SEQ_STARTS`), the lower fit cost kept; TRT-LLM Llama-3.1-8B "
+    "fits worst.",
     "- The small-model, short-output rows (TensorRT-LLM Llama-3.1-8B, isl 1024, osl 128, H100): with the per-precision compute factors their TPOT is within ~10% up to concurrency 32. What remains is outside the engine: at concurrency >= 64 on TP4/TP8 the measured TTFT jumps to 0.4-0.7 s and TPOT to 1.5-1.7x the model's while the GPUs are far from busy, the signature of a front-end limit (HTTP streaming, detokenisation) that is not modelled; the one constant `request_overhead_s` absorbs it (0.25 s fitted) and so puts the low-load TTFT 2-3x too high (measured ~0.1 s; a 0.08 s constant with the staggered clients gives 0.09-0.11 s) and the closed-loop throughput of short outputs 20-30% too low. It touches only what `sojourn perf` reports for a closed loop: the fleet's node capacity leaves the front-end constant out (`Profile.request_overhead_s`).",
 ]
 

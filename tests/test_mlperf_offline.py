@@ -65,3 +65,41 @@ def test_one_row_predicted_within_a_factor_of_three(mlperf):
     assert r["predicted"] > 0
     assert row.published_tokens_per_s / 3 < r["predicted"] < 3 * row.published_tokens_per_s
     assert math.isclose(r["error_pct"], 100 * (r["predicted"] / row.published_tokens_per_s - 1), rel_tol=1e-9)
+
+
+def test_the_kv_cache_gets_trtllms_share_of_the_free_memory(mlperf):
+    # TRT-LLM's kvcache_free_gpu_mem_frac is a share of what the weights and activations leave;
+    # the utilisation the benchmark sets gives the KV cache exactly that share
+    from sojourn.perf import PerfModel, default_profile
+
+    cat = default_catalogue()
+    for row in mlperf.ROWS:
+        u = mlperf.trtllm_memory_utilization(row)
+        pm = PerfModel(cat.model(row.model), cat.gpu(row.gpu), row.tp, row.precision,
+                       default_profile(row.gpu, "trtllm"), gpu_memory_utilization=u,
+                       max_num_batched_tokens=row.max_num_batched_tokens, max_num_seqs=row.batch,
+                       kv_cache_dtype="fp8")  # fmt: skip
+        left = pm.gpu.memory_bytes - pm.weights_bytes_per_gpu - pm.activation_reserve_bytes_per_gpu
+        assert pm.kv_free_bytes_per_gpu == pytest.approx(row.kv_free_fraction * left, rel=1e-5), row.system
+        assert 0 < u <= 1
+
+
+def test_a_step_never_runs_more_sequences_than_its_token_budget(mlperf):
+    for row in mlperf.ROWS:
+        assert row.batch == min(row.max_num_seqs, row.max_num_batched_tokens)
+        assert mlperf.scenario_for(row).serving.max_num_seqs <= row.max_num_batched_tokens
+
+
+def test_the_same_engine_cross_check_rows_are_valid_replicas(mlperf):
+    cat = default_catalogue()
+    for model, gpu, tp, precision, isl, osl, published in mlperf.TRTLLM_BENCH:
+        assert model in cat.models and precision in cat.gpu(gpu).precisions
+        assert tp in (1, 2, 4, 8) and isl > 0 and osl > 0 and published > 0
+    spans = [{"case": ("m", "g", 1, "fp4", 1, 1, 1.0), "error_pct": e} for e in (-20.4, -9.6)]
+    assert mlperf._span(spans, "fp4") == "-20% to -10%" and mlperf._span(spans, "fp8") == "not run"
+
+
+def test_the_input_mean_lift_is_read_from_the_sensitivity_rows(mlperf):
+    sens = [(150.0, "a", 13.5, 0.0), (300.0, "a", 10.0, 0.0), (150.0, "b", 12.0, 0.0), (300.0, "b", 10.0, 0.0)]
+    assert mlperf._lift(sens) == "20-35%"
+    assert mlperf._lift(None) == "(not run)"

@@ -45,6 +45,7 @@ __all__ = [
     "BENCH_DEFAULTS",
     "BENCH_KV_CACHE",
     "DEFAULT_FIT",
+    "ENGINE_FIT_EXTRA",
     "FIT_PARAMS",
     "PRECISION_PARAM",
     "Loaded",
@@ -136,7 +137,12 @@ FIT_PARAMS: dict[str, tuple[float, float, float]] = {
     "request_overhead_s": (0.0, 0.5, 1e-2),
     "eff_compute_fp8": (0.05, 1.0, 1.0),
     "eff_compute_fp4": (0.05, 1.0, 1.0),
+    "gemm_half_tokens": (0.0, 4096.0, 100.0),
 }
+#: Parameters fitted besides ``DEFAULT_FIT`` for an engine's rows (``default_fit_params``):
+#: TensorRT-LLM's GEMM fill (``Profile.gemm_half_tokens``), which its rows (decode batches up to
+#: 256 on one side, 8k-token prefills on the other) pin down once the host overlaps the GPU.
+ENGINE_FIT_EXTRA: dict[str, tuple[str, ...]] = {"trtllm": ("gemm_half_tokens",)}
 DEFAULT_FIT = ("eff_compute", "eff_memory", "step_overhead_s", "seq_overhead_s", "comm_latency_s", "request_overhead_s")
 #: The compute factor each precision's rows pin down (``Profile.compute_efficiency``).
 
@@ -148,7 +154,9 @@ def default_fit_params(records: Sequence[Any], extra: Sequence[str] = ()) -> tup
     present = {PRECISION_PARAM[p] for p in {r.precision for r in records} if p in PRECISION_PARAM}
     rest = [n for n in DEFAULT_FIT if n != "eff_compute"]
     compute = [n for n in PRECISION_PARAM.values() if n in present] or ["eff_compute"]
-    return (*compute, *rest, *(n for n in extra if n not in rest))
+    engines = sorted({getattr(r, "backend", "") for r in records})
+    extra = (*extra, *(n for e in engines for n in ENGINE_FIT_EXTRA.get(e, ())))
+    return (*compute, *rest, *dict.fromkeys(n for n in extra if n not in rest))
 
 
 SILICON_ORIGIN = "aiconfigurator-core 0.12.0 (PyPI), aiconfigurator_core/systems/silicon_sample.csv, Apache-2.0"
@@ -620,12 +628,15 @@ def summary_lines(profile: Profile, skipped: Counter[str] | None = None) -> list
         "eff_compute": (1, ""), "eff_compute_fp8": (1, ""), "eff_compute_fp4": (1, ""),
         "eff_memory": (1, ""), "eff_interconnect": (1, ""),
         "step_overhead_s": (1e3, " ms"), "seq_overhead_s": (1e6, " us"), "comm_latency_s": (1e6, " us"),
+        "gemm_half_tokens": (1, " tokens"),
     }  # fmt: skip
     for name, (mult, unit) in units.items():
         tag = "fitted" if name in f.get("fitted", ()) else "fixed"
         if getattr(profile, name) is None:
             continue  # a precision's own factor not set: it uses the next wider one's
         lines.append(f"  {name:18s} {getattr(profile, name) * mult:10.4g}{unit}  ({tag})")
+    if profile.host_overlap:
+        lines.append("  host_overlap             on  (a step takes max(host, GPU): the engine overlaps them)")
     overall = ", ".join(f"{k.removeprefix('mape_').upper()} {v:.1f}%" for k, v in f.get("overall", {}).items())
     lines.append(f"  rows used: {f.get('rows_used', 0)}; MAPE {overall}")
     for key, row in f.get("groups", {}).items():

@@ -14,6 +14,19 @@ where T = prefill + decode tokens in the step, B the decoding sequences and P_do
 the prefills finishing in the step (each samples a token, as a decode does). The
 efficiency factors come from a ``Profile`` fitted to measurements (``sojourn calibrate``).
 
+Host overlap (``Profile.host_overlap``): an engine that prepares step n+1 on the CPU while
+the GPU runs step n (TensorRT-LLM's overlap scheduler, on by default in its PyTorch
+backend) hides the host part of the step behind the GPU part, so
+
+    t = max(t0 + s·(B + P_done),  GPU terms)          instead of their sum.
+
+Off (the sum) for engines that run the two in series.
+
+GEMM fill (``Profile.gemm_half_tokens``, T_half): the layer GEMMs' compute term is
+F_lin·(T + T_half) / (tp·peak·e_c), i.e. their efficiency at T tokens is e_c·T/(T + T_half),
+half of e_c at T = T_half and e_c at large T (small-M GEMMs lose to tile and wave
+quantisation and pipeline fill). 0 by default: one factor at every T.
+
 Mixture-of-experts models (``ModelSpec.num_experts`` > 0) change two terms:
 
 - F_lin counts the *active* parameters: attention, shared experts and the
@@ -188,6 +201,8 @@ class PerfModel:
         _comm_fixed: ClassVar[float]
         _comm_tok: ClassVar[float]
         _moe: ClassVar[bool]
+        _overlap: ClassVar[bool]
+        _t_half: ClassVar[float]
         _w_dense: ClassVar[float]
         _w_expert: ClassVar[float]
         _n_experts: ClassVar[int]
@@ -230,6 +245,8 @@ class PerfModel:
         object.__setattr__(self, "_c_logit", 2.0 * lm_head / peak)
         object.__setattr__(self, "_w_time", self.weights_bytes_per_gpu / bw)
         object.__setattr__(self, "_moe", m.is_moe)
+        object.__setattr__(self, "_overlap", bool(p.host_overlap))
+        object.__setattr__(self, "_t_half", float(p.gemm_half_tokens))
         if not m.is_moe:
             layer_matmul = m.matmul_parameters - lm_head
             object.__setattr__(self, "_c_tok", 2.0 * layer_matmul / peak)
@@ -438,10 +455,18 @@ class PerfModel:
             prefill_pairs = 0.5 * prefill_tokens * prefill_tokens
         p = self.profile
         sampled = decode_seqs + prefill_done
+        Tg = T + self._t_half
         if not self._moe:
-            lin = max(self._c_tok * T + self._c_logit * sampled, self._w_time)
+            lin = max(self._c_tok * Tg + self._c_logit * sampled, self._w_time)
         else:
-            lin = max(self._c_tok * T + self._c_logit * sampled + self.ep_compute_excess(T), self.weight_read_time(T))
+            lin = max(self._c_tok * Tg + self._c_logit * sampled + self.ep_compute_excess(T), self.weight_read_time(T))
+        if self._overlap:
+            gpu = lin + self._c_pair * prefill_pairs + self._c_ctx * decode_context + self._comm_fixed
+            gpu += self._comm_tok * T
+            if self._c_window:
+                gpu += self.window_attention_time(prefill_tokens, decode_seqs, prefill_pairs)
+            return max(p.step_overhead_s + p.seq_overhead_s * sampled, gpu)
+        # host + GPU, summed in the order it always was (bit-for-bit the same step times)
         t = (
             p.step_overhead_s
             + p.seq_overhead_s * sampled
@@ -479,16 +504,56 @@ class PerfModel:
         """
         if steps <= 0 or seqs <= 0:
             return 0.0
-        a = self.decode_step_fixed(seqs)
-        return steps * a + self._c_ctx * (steps * context0 + seqs * steps * (steps - 1) / 2.0)
+        c = self._c_ctx
+        if not self._overlap:
+            a = self.decode_step_fixed(seqs)
+            return steps * a + c * (steps * context0 + seqs * steps * (steps - 1) / 2.0)
+        # max(host, gpu_k), gpu_k = g0 + c·(context0 + seqs·k) rising in k: the first k_star steps
+        # (gpu_k < host) take the host time, the rest their GPU time (an arithmetic sum).
+        host, g0 = self._decode_host(seqs), self._decode_gpu_fixed(seqs)
+        first = g0 + c * context0
+        rise = c * seqs
+        if first >= host:
+            k_star = 0
+        elif rise <= 0:
+            k_star = steps
+        else:
+            k_star = min(steps, math.ceil((host - first) / rise))
+        n = steps - k_star
+        return k_star * host + n * first + rise * n * (k_star + steps - 1) / 2.0
+
+    def _decode_host(self, seqs: int) -> float:
+        """Host part of a decode step of ``seqs`` sequences (per-step and per-sequence overheads)."""
+        return self.profile.step_overhead_s + self.profile.seq_overhead_s * seqs
+
+    def _decode_gpu_fixed(self, seqs: int) -> float:
+        """GPU part of a decode step of ``seqs`` sequences that does not depend on the context read."""
+        T = seqs
+        Tg = T + self._t_half
+        if not self._moe:
+            lin = max(self._c_tok * Tg + self._c_logit * seqs, self._w_time)
+        else:
+            lin = max(self._c_tok * Tg + self._c_logit * seqs + self.ep_compute_excess(T), self.weight_read_time(T))
+        t = lin + self._comm_fixed + self._comm_tok * T
+        if self._c_window:
+            t += self._c_window * seqs
+        return t
 
     def decode_step_fixed(self, seqs: int) -> float:
-        """Part of a decode step's time that does not depend on the context read."""
+        """Part of a decode step's time that does not depend on the context read.
+
+        With host overlap the step is max(host, GPU) and no part is independent of the context:
+        this is then max(host, GPU's fixed part), exact while the GPU part dominates and an upper
+        bound otherwise (the engine uses it only to guess how many steps fit in a span, and
+        corrects the guess with :meth:`decode_run_time`)."""
+        if self._overlap:
+            return max(self._decode_host(seqs), self._decode_gpu_fixed(seqs))
         T = seqs
+        Tg = T + self._t_half
         if not self._moe:
-            lin = max(self._c_tok * T + self._c_logit * seqs, self._w_time)
+            lin = max(self._c_tok * Tg + self._c_logit * seqs, self._w_time)
         else:
-            lin = max(self._c_tok * T + self._c_logit * seqs + self.ep_compute_excess(T), self.weight_read_time(T))
+            lin = max(self._c_tok * Tg + self._c_logit * seqs + self.ep_compute_excess(T), self.weight_read_time(T))
         p = self.profile
         t = p.step_overhead_s + p.seq_overhead_s * seqs + lin + self._comm_fixed + self._comm_tok * T
         if self._c_window:

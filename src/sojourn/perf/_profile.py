@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CARRY_OVER",
+    "HOST_OVERLAP",
+    "OVERLAP_SEQ_STARTS",
     "PRECISION_PARAM",
     "PRIOR",
     "Calibration",
@@ -30,6 +32,7 @@ __all__ = [
     "calibration_of",
     "carried_origin",
     "default_profile",
+    "engine_prior",
     "load_profile",
     "resolve_profile",
     "save_profile",
@@ -76,6 +79,16 @@ class Profile:
     #: perf_accuracy, "Compute efficiency by precision").
     eff_compute_fp8: float | None = None
     eff_compute_fp4: float | None = None
+    #: The engine prepares step n+1 on the CPU while the GPU runs step n, so a step takes
+    #: max(host, GPU) rather than host + GPU, host being ``step_overhead_s`` + ``seq_overhead_s``
+    #: per sampled sequence (``PerfModel.step_time``). On for TensorRT-LLM (``HOST_OVERLAP``).
+    host_overlap: bool = False
+    #: Tokens T_half at which a step's layer GEMMs reach half the compute factor: the factor at T
+    #: tokens is e·T/(T + T_half), so the GEMMs cost as if the step had T + T_half tokens (tile and
+    #: wave quantisation, pipeline fill: small-M GEMMs run far below peak). 0: one factor at every T.
+    #: Fitted for TensorRT-LLM (``ENGINE_FIT_EXTRA``), whose rows span decode steps of a few
+    #: hundred tokens and prefill steps of thousands.
+    gemm_half_tokens: float = 0.0
     source: str = "uncalibrated prior"
     carried_from: str | None = None
     fit: dict[str, Any] = field(default_factory=dict)
@@ -87,7 +100,7 @@ class Profile:
                 continue
             if not 0 < v <= 1:
                 raise ConfigError(f"profile.{name}", f"must be in (0, 1], got {v!r}")
-        for name in ("step_overhead_s", "seq_overhead_s", "comm_latency_s", "request_overhead_s"):
+        for name in ("step_overhead_s", "seq_overhead_s", "comm_latency_s", "request_overhead_s", "gemm_half_tokens"):
             v = getattr(self, name)
             if not v >= 0:
                 raise ConfigError(f"profile.{name}", f"must be >= 0, got {v!r}")
@@ -115,12 +128,51 @@ class Profile:
         return replace(self, gpu=gpu, carried_from=self.gpu, source=f"{self.source}; carried over: {reason}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as saved; ``host_overlap`` and ``gemm_half_tokens`` only when set, so that
+        profiles written before they existed (and the fingerprints of scenarios naming them) read
+        the same."""
+        d = asdict(self)
+        if not self.host_overlap:
+            del d["host_overlap"]
+        if not self.gemm_half_tokens:
+            del d["gemm_half_tokens"]
+        return d
 
 
 #: The prior used where nothing is measured for an engine at all: typical published
 #: efficiencies (GEMM ~60% of dense peak, HBM ~80% of nominal bandwidth), stated as a prior.
 PRIOR = Profile(gpu="*", source="uncalibrated prior: 60% of dense peak FLOP/s, 80% of HBM bandwidth")
+
+#: Engines whose default scheduler overlaps the host's work on step n+1 with the GPU's on step n
+#: (``Profile.host_overlap``); a fit for one of them starts from, and keeps, ``host_overlap=True``.
+#: TensorRT-LLM: the PyTorch backend's overlap scheduler, on unless ``disable_overlap_scheduler``
+#: is set (default False: TensorRT-LLM docs, "Overlap Scheduler", torch/features/overlap_scheduler.md;
+#: NVIDIA's MLPerf harness passes ``disable_overlap_scheduler: False``), the backend that
+#: ``trtllm-serve`` runs from 1.0 on (the public TRT-LLM rows: 1.0.0rc3 to 1.3.0rc5). vLLM's async
+#: scheduling does the same (opt-in ``--async-scheduling`` from vllm-project/vllm#19970, made the default
+#: by #27614 in late 2025; the first release with it on was not checked). The public vLLM rows span
+#: 0.11.2-0.19.0, so some ran with it and some without; their fit is within 3-6% TPOT without it
+#: (perf_accuracy): left off for vLLM until a per-version switch is worth its fit.
+HOST_OVERLAP: dict[str, bool] = {"trtllm": True}
+
+
+#: Per-sequence host overheads a fit of an overlapping engine starts from, one fit each, the lowest
+#: cost kept (``sim.calibrate.fit_profile``): where the GPU hides the host in every row the fit sees
+#: no slope, so the start decides which side of max(host, GPU) it settles on. On the MoE rows of
+#: TensorRT-LLM H100 (perf_accuracy's split) the held-out TPOT MAPE was 5.6% from 20 us and 9.7%
+#: from 50 us.
+OVERLAP_SEQ_STARTS = (2e-5, 5e-5)
+
+
+def engine_prior(backend: str) -> Profile:
+    """Where a fit for ``backend`` starts: ``PRIOR``, with the engine's ``HOST_OVERLAP``. An engine
+    that overlaps starts from 50 us per sequence (at 0, where the GPU hides the host in every row,
+    the fit would see no slope to follow) and also fits ``gemm_half_tokens``
+    (``perf._calibrate.ENGINE_FIT_EXTRA``), from 256 tokens (not from its bound, 0)."""
+    if not HOST_OVERLAP.get(backend, False):
+        return replace(PRIOR, backend=backend)
+    return replace(PRIOR, backend=backend, host_overlap=True, seq_overhead_s=5e-5, gemm_half_tokens=256.0)
+
 
 #: Which measured GPU a GPU without measurements borrows its factors from, and why.
 CARRY_OVER: dict[str, tuple[str, str]] = {

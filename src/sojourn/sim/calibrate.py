@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sojourn._errors import ConfigError
-from sojourn.perf import PRIOR, Profile
+from sojourn.perf import OVERLAP_SEQ_STARTS, Profile, engine_prior
 from sojourn.perf._calibrate import (
     BENCH_DEFAULTS,
     FIT_PARAMS,
@@ -117,7 +117,7 @@ def fit_profile(
 
     cat = _catalogue(catalogue)
     usable, skipped = _usable(records, gpu, backend, params, skipped_on_load, cat)
-    base = replace(start or PRIOR, gpu=gpu, backend=backend, carried_from=None, fit={})
+    base = replace(start or engine_prior(backend), gpu=gpu, backend=backend, carried_from=None, fit={})
     names = list(default_fit_params(usable) if params is None else params)
     if not any(isinstance(r, SiliconRow) for r in usable) and "request_overhead_s" in names:
         names.remove("request_overhead_s")  # only a client's TTFT sees it: step rows cannot fit it
@@ -143,13 +143,28 @@ def fit_profile(
 
     # Closed-loop predictions are piecewise smooth (event orders change with the
     # parameters), so the Jacobian uses steps of 1% of each scaled parameter.
-    sol = least_squares(
-        traced, x0, bounds=(lo, hi), method="trf", loss=loss, f_scale=f_scale,
-        diff_step=1e-2, x_scale=1.0, max_nfev=max_nfev,
-    )  # fmt: skip
+    sols = [least_squares(traced, x, bounds=(lo, hi), method="trf", loss=loss, f_scale=f_scale, diff_step=1e-2,
+                          x_scale=1.0, max_nfev=max_nfev) for x in _starts(x0, names, base, lo, hi)]  # fmt: skip
+    sol = min(sols, key=lambda r: float(r.cost))
     fitted = profile_at(sol.x)
     fit_info = _fit_info(evaluate(usable, fitted, cat), fitted, names, skipped, sol, loss, f_scale, ttft_weight)
+    fit_info.update({"start_costs": [round(float(r.cost), 6) for r in sols]} if len(sols) > 1 else {})
     return replace(fitted, source=source or f"fitted to {len(usable)} rows", fit=fit_info)
+
+
+def _starts(x0: np.ndarray, names: list[str], base: Profile, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """Where the fit starts: ``x0``, or with host overlap one start per ``OVERLAP_SEQ_STARTS`` value of
+    the per-sequence overhead (a step is then max(host, GPU), whose flat sides make the fit depend on
+    where it starts; ``fit_profile`` keeps the lowest cost on the fit rows)."""
+    if not base.host_overlap or "seq_overhead_s" not in names:
+        return [x0]
+    i = names.index("seq_overhead_s")
+    out = []
+    for seq in OVERLAP_SEQ_STARTS:
+        x = x0.copy()
+        x[i] = np.clip(seq / FIT_PARAMS["seq_overhead_s"][2], lo[i] + 1e-6, hi[i] - 1e-6)
+        out.append(x)
+    return out
 
 
 def _start_value(base: Profile, name: str) -> float:
