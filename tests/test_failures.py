@@ -231,3 +231,21 @@ def test_mixture_and_the_fluid_sample_agree_within_a_factor_of_three(sla_s: floa
     assert 1 / 3 <= f["analytic_p_miss"] / f["p_miss"] <= 3, (f["analytic_p_miss"], f["p_miss"])
     # The study's value is the larger where they disagree.
     assert f["p_miss_best"] >= min(f["analytic_p_miss"], f["p_miss_ci"][0])
+
+
+def test_simulate_table_says_what_failures_did() -> None:
+    # The CLI's table carries the fleet_realism entry: the settings as resolved and what the run measured.
+    from sojourn._cli.simulate import format_table
+
+    r = simulate(generic(0.5, 4, 300.0, 100.0, reps=3, horizon_h=2.0, seed=8)).to_result()
+    fr = r["fleet_realism"]
+    table = format_table(r.to_dict())
+    line = next(ln for ln in table.splitlines() if ln.startswith("fleet as it runs"))
+    assert "availability 0.75" in line and f"{fr['failures']} failures" in line
+    node = next(ln for ln in table.splitlines() if ln.strip().startswith("node time"))
+    assert f"{fr['requests_recomputed']} recomputed" in node
+    # Without failures, spot nodes or a schedule there is no such row.
+    plain = simulate(scenario_from_dict({**generic(0.5, 4, 300.0, 100.0, reps=2, horizon_h=1.0).model_dump(),
+                                         "fleet": {"nodes": 4, "server": {"kind": "generic",
+                                                   "service_time": {"dist": "exponential", "mean": 1.0}}}}))
+    assert "fleet as it runs" not in format_table(plain.to_result().to_dict())

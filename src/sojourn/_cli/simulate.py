@@ -121,6 +121,30 @@ def _prefix_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
+def _realism_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What node failures, spot nodes and a capacity schedule did to the run (``fleet_realism``): the
+    settings as resolved, the node-time that served against what they imply, and the requests they cost."""
+    fr: Mapping[str, Any] = d.get("fleet_realism") or {}
+    if not fr:
+        return []
+    parts = []
+    if fr.get("mtbf_node_hours") is not None:
+        parts.append(f"failures: node MTBF {_num(fr['mtbf_node_hours'], 'h')}, repair {_num(fr['repair_hours'], 'h')} "
+                     f"({fr['on_failure']}), availability {_num(fr['node_availability'])}, {fr['failures']} failures")
+    if fr.get("spot_nodes"):
+        parts.append(f"spot: {fr['spot_nodes']} nodes at {_num(fr['spot_price_usd_per_gpu_hour'], '$/GPU-h')}, "
+                     f"{fr['reclaims']} reclaims")
+    if fr.get("capacity_schedule") is not None:
+        parts.append("capacity schedule: " + " ".join(_num(float(n), digits=3) for n in fr["capacity_schedule"]))
+    served = f"nodes serving {_num(fr['serving_share'])} of the time (expected {_num(fr['serving_share_expected'])})"
+    lost = [f"{fr[k]} {k.split('_')[1]}" for k in ("requests_recomputed", "requests_lost") if fr.get(k)]
+    tail = f"; requests {', '.join(lost)}" if lost else ""
+    rows = [("fleet as it runs", "; ".join(parts) or "as nominal")]
+    rows.append(("  node time", f"{served}; {_num(fr['node_hours_paid'])} node-hours paid, "
+                                f"{_num(fr['cost_per_hour_measured'], '$/h')} rent measured{tail}"))
+    return rows
+
+
 def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
     """A short human summary of a run's ``sojourn.result.Result`` (or its ``to_dict()``), either tier."""
     from sojourn.evaluate import sla_miss_value
@@ -165,6 +189,7 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
         rows.append(("run", f"request tier, {d['replications']} replications of {_num(d['horizon_hours'], 'h')} "
                             f"(seed {d['seed']}), {d['requests_simulated']} requests simulated in {d['wall_s']:.1f} s"))
     rows += _prefix_rows(d)
+    rows += _realism_rows(d)
     for c in d.get("by_sla_class") or []:
         lo, hi = c["p_miss_ci"]
         rows.append((f"  SLA {_num(c['sla_hours'])} h",
