@@ -9,6 +9,7 @@ only what outlives the notice is recomputed); the tiers agree; a study may searc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -126,3 +127,17 @@ def test_the_shipped_fleet_realism_study_loads_and_screens_on_the_fast_tier() ->
     assert runner.base.fleet_realism() is not None
     assert runner.request_tier_choices() == []
     assert runner.cfg.space["fleet.spot.share"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.parametrize(("nodes", "share"), [(7, 0.5), (5, 0.25), (3, 0.0), (8, 1.0)])
+def test_front_labels_count_the_spot_nodes_the_scenario_runs(nodes: int, share: float) -> None:
+    # The label a front table, plot and report show names as many spot nodes as the scenario runs.
+    from sojourn.study.front import fleet_label
+
+    base = load_scenario(Path(__file__).parent.parent / "studies" / "fleet-realism-scenario.toml")
+    params = {"nodes": nodes, "fleet.spot.share": share}
+    spot = base.with_updates({"fleet.nodes": nodes, "fleet.spot.share": share}).fleet_realism().spot_nodes
+    label = fleet_label(params, base)
+    assert label.startswith(f"{nodes} x h100-sxm tp1")
+    assert (f", {spot} spot" in label) == (spot > 0)
+    assert fleet_label(params, base, short=True).startswith(f"{nodes}×h100-sxm tp1")

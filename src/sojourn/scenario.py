@@ -300,6 +300,10 @@ class SpotNodes(_Strict):
     notice_s: float | None = Field(default=None, ge=0)
     reacquire_hours: float | None = Field(default=None, gt=0)
 
+    def nodes_of(self, fleet_nodes: int) -> int:
+        """How many of ``fleet_nodes`` nodes are spot nodes: ``share`` of them, to the nearest node."""
+        return math.floor(self.share * fleet_nodes + 0.5)
+
 
 class CapacitySchedule(_Strict):
     """The nodes available by hour of day (``[fleet.capacity_schedule]``), for a batch tier on the
@@ -636,7 +640,7 @@ class Scenario(_Strict):
             nodes=fl.nodes, tp=fl.tp, price=price, mtbf_node_h=mtbf,
             repair_h=pick(None if fa is None else fa.repair_hours, rel.repair_hours),
             on_failure="recompute" if fa is None else fa.on_failure,
-            spot_nodes=0 if sp is None else math.floor(sp.share * fl.nodes + 0.5),
+            spot_nodes=0 if sp is None else sp.nodes_of(fl.nodes),
             spot_price=pick(None if sp is None else sp.price_usd_per_gpu_hour, price * (1.0 - rel.spot_discount)),
             reclaim_per_h=pick(None if sp is None else sp.reclaims_per_hour, rel.spot_reclaims_per_hour),
             notice_s=pick(None if sp is None else sp.notice_s, rel.spot_notice_s),

@@ -18,6 +18,7 @@ __all__ = [
     "CONFIRM_PREFIX",
     "confirm_front",
     "confirm_replications",
+    "fleet_label",
     "front_rows",
     "front_trials",
     "is_feasible",
@@ -212,3 +213,17 @@ def trial_summary(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "p_miss_upper": ua.get("p_miss_upper"),
         "params": dict(t.params),
     }
+
+
+def fleet_label(params: dict[str, Any], base: Any, short: bool = False) -> str:
+    """A configuration's fleet in words: "7 x h100-sxm tp1" ("7×h100-sxm tp1" when ``short``, for plots),
+    with ", 4 spot" where spot nodes are part of it. The nodes, GPU, tp and spot share are the trial's
+    where the space sets them, the study scenario's otherwise."""
+    from sojourn.scenario import SpotNodes
+
+    fleet = base.fleet
+    nodes = params.get("nodes", fleet.nodes)
+    text = f"{nodes}{'×' if short else ' x '}{params.get('gpu', fleet.gpu)} tp{params.get('tp', fleet.tp)}"
+    share = params.get("fleet.spot.share", fleet.spot.share if getattr(fleet, "spot", None) else 0.0)
+    spot = SpotNodes(share=share).nodes_of(nodes) if share else 0
+    return text + (f", {spot} spot" if spot else "")

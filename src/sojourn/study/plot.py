@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 from sojourn._errors import ConfigError
-from sojourn.study.front import front_trials, is_feasible
+from sojourn.study.front import fleet_label, front_trials, is_feasible
 from sojourn.study.runner import DUPLICATE_ATTR
 
 __all__ = ["Y_LABEL", "front_figure", "plot_front", "plot_hardware", "save_figure"]
@@ -131,12 +131,11 @@ def front_figure(study: optuna.Study, budget: float | None = None, runner: Any =
 def _label_points(ax: Any, front: list[optuna.trial.FrozenTrial], x: list[float], y: list[float], runner: Any) -> None:
     """Each front point labelled with its fleet ("7×h100-sxm tp1"), alternately above and below it, and a point
     that repeats the label of the one before (same fleet, other settings) left unlabelled."""
-    fleet = runner.base.fleet if runner is not None else None
     last = None
     for i, t in enumerate(front):
         p = t.params
-        label = (f"{p.get('nodes', fleet.nodes if fleet else '?')}×{p.get('gpu', fleet.gpu if fleet else '?')} "
-                 f"tp{p.get('tp', fleet.tp if fleet else '?')}")
+        label = (fleet_label(p, runner.base, short=True) if runner is not None
+                 else f"{p.get('nodes', '?')}×{p.get('gpu', '?')} tp{p.get('tp', '?')}")
         if (label, x[i], y[i]) == last:
             continue
         last = (label, x[i], y[i])

@@ -26,7 +26,7 @@ import optuna
 from sojourn._errors import SojournError
 from sojourn._io import write_atomic
 from sojourn.study.confirm import CONFIRM_PREFIX
-from sojourn.study.front import front_trials, is_feasible
+from sojourn.study.front import fleet_label, front_trials, is_feasible
 from sojourn.study.plot import Y_LABEL
 from sojourn.study.runner import DUPLICATE_ATTR, INFEASIBLE_ATTR, StudyRunner
 from sojourn.study.sweep import HOURS_PER_MONTH, cheapest_per_target, config_label
@@ -96,7 +96,8 @@ def report_points(runner: StudyRunner, study: optuna.Study) -> list[dict[str, An
         cost = float(t.user_attrs.get("cost_per_hour", math.nan))
         fleet = runner.base.fleet
         out.append({
-            "trial": t.number, "config": config_label(params, runner.base), "gpu": params.get("gpu", fleet.gpu),
+            "trial": t.number, "config": config_label(params, runner.base),
+            "short": fleet_label(params, runner.base, short=True), "gpu": params.get("gpu", fleet.gpu),
             "tp": params.get("tp", fleet.tp), "nodes": params.get("nodes", fleet.nodes), "cost_per_hour": cost,
             "cost_per_month": cost * HOURS_PER_MONTH, "p_miss": p,
             "p_miss_ci": list(ci) if ci else None, "load": t.user_attrs.get("load"),
@@ -317,8 +318,8 @@ def _clean(v: Any) -> Any:
 
 
 def _short(p: dict[str, Any]) -> str:
-    """A front point's label on the plot: "7×h100-sxm tp1"."""
-    return f"{p['nodes']}×{p['gpu']} tp{p['tp']}"
+    """A front point's label on the plot: "7×h100-sxm tp1" (``front.fleet_label``)."""
+    return str(p["short"])
 
 
 def interactive_figure(points: Sequence[dict[str, Any]], name: str, budget: float | None = None) -> Any:

@@ -29,7 +29,7 @@ import optuna
 
 from sojourn.evaluate import fast_applies
 from sojourn.study.confirm import miss_used
-from sojourn.study.front import front_trials, is_feasible
+from sojourn.study.front import fleet_label, front_trials, is_feasible
 from sojourn.study.runner import DUPLICATE_ATTR, StudyRunner, evaluate, offered_load, screen_capacity
 from sojourn.whatif import WhatIf
 
@@ -45,10 +45,9 @@ HOURS_PER_MONTH = 730.0
 
 
 def config_label(params: dict[str, Any], base: Any) -> str:
-    """"4 x h100-sxm tp2, edf": the nodes, GPU and tensor parallelism (the study scenario's where the
-    space does not set them), and the queue discipline where the space chooses it."""
-    fleet = base.fleet
-    text = f"{params.get('nodes', fleet.nodes)} x {params.get('gpu', fleet.gpu)} tp{params.get('tp', fleet.tp)}"
+    """"4 x h100-sxm tp2, edf": the fleet (``front.fleet_label``), and the queue discipline, model and
+    precision where the space chooses them."""
+    text = fleet_label(params, base)
     for key in ("discipline", "model", "precision"):
         if key in params:
             text += f", {params[key]}"
