@@ -98,3 +98,47 @@ def test_schedule_needs_24_values_and_at_most_the_fleet() -> None:
     with pytest.raises(ConfigError, match="capacity_schedule"):
         load_scenario("studies/quickstart-scenario.toml").with_updates(
             {"fleet.capacity_schedule": {"nodes_by_hour": [1] * 24, "share_by_hour": [1.0] * 24}})
+
+
+def _trace_scenario(tmp_path: Any, rows: list[float], unit: str = "nodes", horizon_h: float = 48.0) -> Scenario:
+    (tmp_path / "spare.csv").write_text("hour,free\n" + "".join(f"{h},{v}\n" for h, v in enumerate(rows)))
+    data = scheduled(None, horizon_h=horizon_h, reps=2).model_dump()
+    data["fleet"]["capacity_schedule"] = {"trace": "spare.csv", "column": "free", "unit": unit}
+    return scenario_from_dict(data, base_dir=tmp_path)
+
+
+def test_a_trace_schedule_repeats_with_its_own_period_and_is_paid_by_the_hour(tmp_path: Any) -> None:
+    # Two days recorded hour by hour (48 rows, not a repeated day): the rent is the trace's node-hours,
+    # paid hour by hour over the 48 measured hours (from hour 24: the second half, then the first).
+    week = [3] * 10 + [4] * 14 + [1] * 12 + [4] * 12
+    sc = _trace_scenario(tmp_path, week)
+    assert sc.fleet_realism().schedule == tuple(week)
+    assert sc.cost_per_hour == pytest.approx(sc.price_per_gpu_hour * sum(week) / 48)
+    fr = simulate(sc).to_result()["fleet_realism"]
+    assert fr["node_hours_paid"] == pytest.approx(sum(week))
+    # A 24-row trace of node counts is the nodes_by_hour schedule, to the last bit.
+    same = simulate(_trace_scenario(tmp_path, DAY, horizon_h=12.0)).to_result()
+    listed = simulate(scheduled(DAY, reps=2, horizon_h=12.0)).to_result()
+    for key in ("p_miss", "sojourn_mean_s", "requests_completed", "cost_per_hour"):
+        assert same[key] == listed[key], key
+    # Shares of the fleet, rounded to the nearest node as share_by_hour is.
+    assert _trace_scenario(tmp_path, [0.5, 1.0, 0.3], unit="share").fleet_realism().schedule == (2, 4, 1)
+
+
+@pytest.mark.parametrize(("rows", "unit", "says"), [
+    ([5, 4], "nodes", "exceeds fleet.nodes = 4"),
+    ([1.5, 4], "nodes", "whole numbers"),
+    ([0.5, 1.2], "share", "allowed: 0..1"),
+    ([-1, 4], "nodes", "finite numbers >= 0"),
+])
+def test_a_bad_trace_schedule_names_the_field(tmp_path: Any, rows: list[float], unit: str, says: str) -> None:
+    with pytest.raises(ConfigError, match="fleet.capacity_schedule.trace") as err:
+        _trace_scenario(tmp_path, rows, unit=unit)
+    assert says in str(err.value)
+
+
+def test_a_missing_trace_schedule_names_the_field(tmp_path: Any) -> None:
+    data = scheduled(None).model_dump()
+    data["fleet"]["capacity_schedule"] = {"trace": "nowhere.csv"}
+    with pytest.raises(ConfigError, match=r"fleet.capacity_schedule.trace.*capacity schedule trace .*nowhere.csv"):
+        scenario_from_dict(data, base_dir=tmp_path)

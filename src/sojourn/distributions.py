@@ -55,6 +55,7 @@ __all__ = [
     "Pareto",
     "Uniform",
     "parse_distribution",
+    "read_csv_column",
 ]
 
 #: The generic ``int_mean`` sums P(X > k) over at most this many integers k; the
@@ -510,7 +511,7 @@ class Empirical(Distribution):
             raise ValueError("empirical file needs column = the name of the CSV column to use")
         assert self.file is not None  # exactly one of values and file (checked above)
         base_dir = Path(context.get("base_dir") or ".")
-        self._law = _EmpiricalLaw(_read_csv_column(base_dir / self.file, self.column))
+        self._law = _EmpiricalLaw(read_csv_column(base_dir / self.file, self.column))
 
     def _frozen_once(self) -> _EmpiricalLaw:
         # Already built once, at validation; hashing the values would cost more.
@@ -622,18 +623,19 @@ class _EmpiricalLaw:
         return np.where((q >= 0.0) & (q <= 1.0), self.values[i], np.nan)
 
 
-def _read_csv_column(path: Path, column: str) -> list[float]:
-    """One numeric column of a CSV file with a header row; every cell finite and >= 0."""
+def read_csv_column(path: Path, column: str, what: str = "empirical file") -> list[float]:
+    """One numeric column of a CSV file with a header row; every cell finite and >= 0. ``what`` names
+    the file in errors (e.g. "empirical file", "capacity schedule trace")."""
     values: list[float] = []
     if path.is_dir():
-        raise ValueError(f"empirical file {path} is a folder; give a file")
+        raise ValueError(f"{what} {path} is a folder; give a file")
     try:
         # utf-8-sig: spreadsheet exports often start with a byte-order mark.
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             if reader.fieldnames is None or column not in reader.fieldnames:
                 raise ValueError(
-                    f"empirical file {path} has no column {column!r}; "
+                    f"{what} {path} has no column {column!r}; "
                     f"columns: {list(reader.fieldnames or [])}"
                 )
             for row in reader:
@@ -644,18 +646,18 @@ def _read_csv_column(path: Path, column: str) -> list[float]:
                     x = math.nan
                 if not (math.isfinite(x) and x >= 0.0):
                     raise ValueError(
-                        f"empirical file {path}, line {reader.line_num}: column {column!r} "
+                        f"{what} {path}, line {reader.line_num}: column {column!r} "
                         f"holds {cell!r}; values must be finite numbers >= 0"
                     )
                 values.append(x)
     except OSError as err:
-        raise ValueError(f"empirical file {path} cannot be read: {err.strerror}") from None
+        raise ValueError(f"{what} {path} cannot be read: {err.strerror}") from None
     except UnicodeDecodeError:
-        raise ValueError(f"empirical file {path} is not UTF-8 text; save it as UTF-8") from None
+        raise ValueError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from None
     except csv.Error as err:
-        raise ValueError(f"empirical file {path} is not CSV: {err}") from None
+        raise ValueError(f"{what} {path} is not CSV: {err}") from None
     if not values:
-        raise ValueError(f"empirical file {path} has no data rows")
+        raise ValueError(f"{what} {path} has no data rows")
     return values
 
 

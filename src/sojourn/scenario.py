@@ -21,10 +21,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -306,27 +308,59 @@ class SpotNodes(_Strict):
 
 
 class CapacitySchedule(_Strict):
-    """The nodes available by hour of day (``[fleet.capacity_schedule]``), for a batch tier on the
-    capacity an online tier leaves free: ``nodes_by_hour`` (24 counts, at most ``fleet.nodes``)
-    or ``share_by_hour`` (24 shares of ``fleet.nodes``, rounded to the nearest node). Hour 0
-    starts at time 0, as the workload's ``rate_profile`` does. A node taken away drains: it
-    admits nothing more and finishes the requests it runs (they are not moved); cost counts
-    the scheduled node-hours, not the nominal fleet.
+    """The nodes available by hour (``[fleet.capacity_schedule]``), for a batch tier on the capacity
+    an online tier leaves free: ``nodes_by_hour`` (24 counts, at most ``fleet.nodes``) or
+    ``share_by_hour`` (24 shares of ``fleet.nodes``, rounded to the nearest node), repeated every
+    day; or ``trace``, a CSV file with one row per hour (its ``column``, "nodes" by default, holds
+    node counts, or shares of ``fleet.nodes`` with ``unit = "share"``), repeated with the trace's own
+    period (168 rows: a week as it was recorded). Hour 0 starts at time 0, as the workload's
+    ``rate_profile`` does. A node taken away drains: it admits nothing more and finishes the
+    requests it runs (they are not moved); cost counts the scheduled node-hours, not the nominal
+    fleet. The trace is read once, when the scenario is loaded.
     """
 
     nodes_by_hour: list[Annotated[int, Field(ge=0)]] | None = None
     share_by_hour: list[Annotated[float, Field(ge=0, le=1)]] | None = None
+    trace: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    column: str = Field(default="nodes", exclude_if=lambda v: v == "nodes")
+    unit: Literal["nodes", "share"] = Field(default="nodes", exclude_if=lambda v: v == "nodes")
+    _trace_values: tuple[float, ...] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _one(self) -> CapacitySchedule:
-        given = [n for n in ("nodes_by_hour", "share_by_hour") if getattr(self, n) is not None]
+    def _one(self, info: ValidationInfo) -> CapacitySchedule:
+        where = "fleet.capacity_schedule"
+        given = [n for n in ("nodes_by_hour", "share_by_hour", "trace") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ConfigError("fleet.capacity_schedule", "give exactly one of nodes_by_hour (24 node counts) and "
-                                                         "share_by_hour (24 shares of fleet.nodes in [0, 1])")
-        if len(getattr(self, given[0])) != 24:
-            raise ConfigError(f"fleet.capacity_schedule.{given[0]}",
-                              f"must hold 24 hourly values, got {len(getattr(self, given[0]))}")
+            raise ConfigError(where, "give exactly one of nodes_by_hour (24 node counts), share_by_hour (24 "
+                                     "shares of fleet.nodes in [0, 1]) and trace (a CSV file, one row per hour)")
+        if given[0] != "trace":
+            if len(getattr(self, given[0])) != 24:
+                raise ConfigError(f"{where}.{given[0]}", f"must hold 24 hourly values, got {len(getattr(self, given[0]))}")
+            return self
+        from sojourn.distributions import read_csv_column
+
+        base = Path((info.context or {}).get("base_dir") or ".")
+        try:
+            values = read_csv_column(base / str(self.trace), self.column, what="capacity schedule trace")
+        except ValueError as err:
+            raise ConfigError(f"{where}.trace", str(err)) from None
+        if self.unit == "nodes" and any(v != int(v) for v in values):
+            raise ConfigError(f"{where}.trace", f"column {self.column!r} holds node counts (unit = 'nodes'), "
+                                                "which must be whole numbers; allowed: integers >= 0, or unit = 'share'")
+        if self.unit == "share" and max(values) > 1.0:
+            raise ConfigError(f"{where}.trace", f"column {self.column!r} holds shares (unit = 'share'), up to "
+                                                f"{max(values):g}; allowed: 0..1")
+        self._trace_values = tuple(values)
         return self
+
+    def nodes(self, fleet_nodes: int) -> tuple[int, ...]:
+        """The node count of each hour of the schedule's period (24 hours, or the trace's rows)."""
+        if self.nodes_by_hour is not None:
+            return tuple(self.nodes_by_hour)
+        if self.trace is not None and self.unit == "nodes":
+            return tuple(int(v) for v in self._trace_values or ())
+        shares = self.share_by_hour if self.share_by_hour is not None else self._trace_values or ()
+        return tuple(math.floor(x * fleet_nodes + 0.5) for x in shares)
 
 
 @dataclass(frozen=True)
@@ -335,7 +369,7 @@ class FleetRealism:
     filled in; ``Scenario.fleet_realism``). Times in hours unless named ``_s``; prices per GPU-hour.
 
     ``mtbf_node_h`` is None when failures are off; ``spot_nodes`` 0 without spot nodes;
-    ``schedule`` None without a capacity schedule, else the 24 hourly node counts.
+    ``schedule`` None without a capacity schedule, else the node counts of each hour of its period.
     """
 
     nodes: int
@@ -368,8 +402,13 @@ class FleetRealism:
         return up / cycle, (up + notice) / cycle
 
     def scheduled(self, hour: int) -> int:
-        """Nodes scheduled at this hour of day (all of them without a schedule)."""
-        return self.nodes if self.schedule is None else self.schedule[hour % 24]
+        """Nodes scheduled at this hour (all of them without a schedule); the schedule repeats."""
+        return self.nodes if self.schedule is None else self.schedule[hour % len(self.schedule)]
+
+    @property
+    def period_hours(self) -> int:
+        """Hours after which the schedule repeats (24 without one: a day)."""
+        return 24 if self.schedule is None else len(self.schedule)
 
     def cost_per_hour(self) -> float:
         """Expected rent per hour: on-demand nodes at the on-demand price while scheduled, spot
@@ -377,17 +416,19 @@ class FleetRealism:
         od = self.nodes - self.spot_nodes
         _, held = self.spot_shares()
         total = 0.0
-        for h in range(24):
+        period = self.period_hours
+        for h in range(period):
             k = self.scheduled(h)  # the lowest-numbered k nodes are in: on-demand ones first
             total += self.price * min(k, od) + self.spot_price * held * max(k - od, 0)
-        return total / 24.0 * self.tp
+        return total / period * self.tp
 
     def serving_share(self) -> float:
         """Expected share of the nominal node-hours that serve (up, held, scheduled, not on notice)."""
         od = self.nodes - self.spot_nodes
         serving, _ = self.spot_shares()
-        s = sum(min(self.scheduled(h), od) + serving * max(self.scheduled(h) - od, 0) for h in range(24))
-        return self.availability * s / (24.0 * self.nodes)
+        period = self.period_hours
+        s = sum(min(self.scheduled(h), od) + serving * max(self.scheduled(h) - od, 0) for h in range(period))
+        return self.availability * s / (period * self.nodes)
 
 
 class Fleet(_Strict):
@@ -415,9 +456,10 @@ class Fleet(_Strict):
             raise ConfigError("fleet.routing", f"{self.routing!r} with fleet.{on[0]}: the push routers do not route "
                                                "around a node that is out; allowed: 'pull'")
         cs = self.capacity_schedule
-        if cs is not None and cs.nodes_by_hour is not None and max(cs.nodes_by_hour) > self.nodes:
-            raise ConfigError("fleet.capacity_schedule.nodes_by_hour",
-                              f"{max(cs.nodes_by_hour)} nodes exceeds fleet.nodes = {self.nodes}; "
+        if cs is not None and max(cs.nodes(self.nodes)) > self.nodes:
+            field = "nodes_by_hour" if cs.nodes_by_hour is not None else "trace"
+            raise ConfigError(f"fleet.capacity_schedule.{field}",
+                              f"{max(cs.nodes(self.nodes))} nodes exceeds fleet.nodes = {self.nodes}; "
                               f"allowed: 0..{self.nodes}")
         return self
 
@@ -628,10 +670,7 @@ class Scenario(_Strict):
         fa, sp, cs = fl.failures, fl.spot, fl.capacity_schedule
         price = self.price_per_gpu_hour
         mtbf = None if fa is None else (fa.mtbf_hours_per_gpu or rel.mtbf_hours_per_gpu) / fl.tp
-        schedule = None
-        if cs is not None:
-            schedule = tuple(cs.nodes_by_hour) if cs.nodes_by_hour is not None else tuple(
-                math.floor(x * fl.nodes + 0.5) for x in cs.share_by_hour or ())
+        schedule = None if cs is None else cs.nodes(fl.nodes)
 
         def pick(value: float | None, default: float) -> float:
             return default if value is None else value

@@ -135,7 +135,9 @@ def _realism_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
         parts.append(f"spot: {fr['spot_nodes']} nodes at {_num(fr['spot_price_usd_per_gpu_hour'], '$/GPU-h')}, "
                      f"{fr['reclaims']} reclaims")
     if fr.get("capacity_schedule") is not None:
-        parts.append("capacity schedule: " + " ".join(_num(float(n), digits=3) for n in fr["capacity_schedule"]))
+        hours = fr["capacity_schedule"]
+        parts.append(f"capacity schedule: {' '.join(str(n) for n in hours)} nodes by hour" if len(hours) <= 24 else
+                     f"capacity schedule: a {len(hours)}-hour trace, {min(hours)} to {max(hours)} nodes")
     served = f"nodes serving {_num(fr['serving_share'])} of the time (expected {_num(fr['serving_share_expected'])})"
     lost = [f"{fr[k]} {k.split('_')[1]}" for k in ("requests_recomputed", "requests_lost") if fr.get(k)]
     tail = f"; requests {', '.join(lost)}" if lost else ""
