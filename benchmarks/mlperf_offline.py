@@ -16,7 +16,6 @@ response reports. The request mix is the benchmark dataset's input/output length
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import statistics
@@ -24,8 +23,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from scipy import optimize
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -36,8 +33,6 @@ EXPLAIN_ABOVE = 15.0
 #: Completions timed per saturated node: node_capacity's default (statistical error
 #: about CV(work)/sqrt(measure), some 0.3% here); each row takes ~1-3 s on one core.
 MEASURE = 100_000
-#: The OpenOrca input mean is an assumption: the Llama-2-70B rows are rerun at these.
-SENSITIVITY_INPUT_MEANS = (150.0, 300.0, 600.0)
 
 SOURCE_RESULTS = (
     "MLPerf Inference v5.0 results, closed division, datacenter, Offline scenario "
@@ -62,51 +57,109 @@ NVIDIA_405B_CONFIG = "NVIDIA MLPerf configs/llama3.1-405b/Offline/__init__.py (2
 NVIDIA_HARNESS_DEFAULTS = "NVIDIA MLPerf LLM harness TrtllmHarnessConfig.DEFAULT_RUNTIME_FLAGS (2025)"
 
 
+#: Where the MLPerf datasets' per-sample token counts were read: a public CSV summary of each official
+#: MLPerf dataset file (input_length, output_length per sample; tok_input_length and tok_output_length of
+#: the OpenOrca pickle, 24,576 rows; the 405B pickle's 8,313 rows), committed in
+#: github.com/openshift-psap/performance-dashboard, mlperf-data/summaries/{llama2-70b-99,llama3-1-405b}.csv
+#: at commit 7cd1065d1e2c53ee745cbda08e2a8f13a42c93bb (2025-11-04). The tables below are derived from them
+#: (the 100 mid-percentiles, (k + 0.5)% for k = 0..99, inverted-cdf), not copied; the samples stay there.
+LENGTHS_SOURCE = ("github.com/openshift-psap/performance-dashboard mlperf-data/summaries/*.csv @7cd1065 "
+                  "(per-sample token counts of the official MLPerf dataset files)")
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """A benchmark dataset's length law: lognormals with a given (clipped) mean and a max clip."""
+    """A benchmark dataset's length law: each of input and output an empirical law over 100 equally
+    likely mid-percentiles of the dataset's own token counts (``*_quantiles``), the output's scaled by
+    ``output_scale`` (then clipped at ``output_max``) where the system generates longer answers than the
+    dataset's reference ones."""
 
     name: str
     samples: int
-    input_mean: float
-    input_sigma: float
-    input_max: int
-    output_mean: float
-    output_sigma: float
+    input_quantiles: tuple[int, ...]
+    output_quantiles: tuple[int, ...]
     output_max: int
     sources: str
+    output_scale: float = 1.0
+
+    @property
+    def input_max(self) -> int:
+        return max(self.input_quantiles)
+
+    @property
+    def input_law(self) -> dict:
+        return {"dist": "empirical", "values": [float(v) for v in self.input_quantiles]}
+
+    @property
+    def output_values(self) -> list[float]:
+        return [float(min(round(v * self.output_scale), self.output_max)) for v in self.output_quantiles]
+
+    @property
+    def output_law(self) -> dict:
+        return {"dist": "empirical", "values": self.output_values}
+
+    @property
+    def input_mean(self) -> float:
+        return sum(self.input_quantiles) / len(self.input_quantiles)
+
+    @property
+    def output_mean(self) -> float:
+        return sum(self.output_values) / len(self.output_values)
 
 
 DATASETS: dict[str, Dataset] = {
     # Llama-2-70B: the OpenOrca GPT-4 subset built by processorca.py (mlcommons/inference,
-    # language/llama2-70b): 24,576 samples sampled equally from the cot/flan/niv/t0 origins,
-    # prompts and reference answers both under the task force's limit
-    # (`--seqlen_limit=1024`: tok_input_length < 1024, tok_output_length < 1024).
-    # Output mean: "Tokens per sample: 294.45", the accuracy target's generated length of
-    # the fp16 reference run (language/llama2-70b/README.md). The INPUT MEAN WAS NOT FOUND
-    # in the reference's README, processorca.py or the search corpora: assumed 300 tokens
-    # (a Llama-2 chat template, a system prompt and a FLAN/T0/NIV question with its passage).
-    # Sigmas not published: 0.9 assumed for both (a lognormal fit of typical chat lengths).
+    # language/llama2-70b): 24,576 samples, prompts and reference answers under 1,024 tokens.
+    # Inputs: the dataset's own prompt lengths (LENGTHS_SOURCE: mean 222.3, median 152, max 1,021).
+    # Outputs: what the system generates is Llama-2-70B's answer, longer than the dataset's GPT-4
+    # reference (mean 218.9): MLPerf's accuracy target gives "Tokens per sample: 294.45" for the fp16
+    # reference run (language/llama2-70b/README.md), and NVIDIA's H100 v5.0 Offline result, 31,306.8
+    # tokens/s at 107.256 samples/s, is 291.9. The reference answers' shape is kept and scaled by
+    # 1.3516 so the clipped mean is 294.45 (ASSUMED: Llama's answers longer in proportion), clipped at
+    # max_new_tokens 1024.
     "llama2-70b-openorca": Dataset(
-        "OpenOrca (MLPerf Llama-2-70B)", 24_576, 300.0, 0.9, 1023, 294.45, 0.9, 1023,
-        "mlcommons/inference language/llama2-70b/README.md (24,576 samples; 294.45 tokens/sample) and "
-        "processorca.py (input, output < 1024 tokens); input mean 300 and both sigmas ASSUMED (not found)",
+        "OpenOrca (MLPerf Llama-2-70B)", 24_576,
+        (53, 61, 65, 69, 72, 75, 77, 80, 82, 84, 86, 88, 90, 92, 93, 95, 96, 98, 100, 101, 103, 104, 106, 107, 109,
+         110, 111, 113, 114, 116, 117, 119, 120, 122, 123, 125, 126, 128, 129, 131, 133, 134, 136, 138, 140, 142,
+         144, 146, 149, 151, 154, 156, 159, 162, 165, 169, 172, 176, 180, 184, 188, 192, 197, 201, 205, 209, 214,
+         219, 224, 230, 235, 242, 248, 255, 263, 270, 278, 287, 296, 306, 317, 330, 346, 363, 380, 401, 424, 451,
+         476, 506, 531, 552, 572, 589, 606, 623, 641, 666, 728, 878),
+        (3, 5, 7, 10, 13, 16, 19, 22, 25, 29, 32, 36, 40, 43, 47, 51, 54, 58, 61, 65, 68, 72, 75, 79, 82, 85, 89, 92,
+         96, 100, 103, 108, 112, 116, 120, 125, 129, 134, 139, 144, 149, 153, 157, 162, 167, 171, 175, 179, 183, 188,
+         192, 196, 200, 204, 208, 212, 216, 220, 224, 229, 233, 237, 242, 246, 251, 255, 260, 265, 270, 274, 279,
+         284, 289, 295, 300, 306, 311, 318, 324, 332, 341, 349, 358, 368, 380, 390, 401, 413, 426, 441, 457, 477,
+         499, 521, 549, 579, 619, 669, 730, 843),
+        1024,
+        f"input and reference-output lengths: {LENGTHS_SOURCE}; generated mean 294.45 tokens/sample: "
+        "mlcommons/inference language/llama2-70b/README.md (the reference answers' shape scaled to it: ASSUMED)",
+        output_scale=1.3516,
     ),
     # Llama-3.1-405B: the MLPerf v5.0 long-context set, 8,313 samples
     # (mlperf_llama3.1_405b_dataset_8313_processed_fp16_eval.pkl, language/llama3.1-405b/README.md).
-    # Output mean: tokens_per_sample 684.68 in the accuracy target (same README); the reference
-    # SUT generates at most max_tokens = 2000 (language/llama3.1-405b/SUT_VLLM.py). INPUT LENGTHS
-    # NOT FOUND in the README or the search corpora: mean 9,400 and max 20,000 tokens are
-    # ASSUMED (a recollection of the MLCommons v5.0 LLM task-force post,
-    # mlcommons.org/2025/04/llm-inference-v5, not verified here). Sigmas assumed.
+    # Inputs and outputs: the dataset's own token counts (LENGTHS_SOURCE: input mean 9,428.6, median
+    # 10,112, max 19,988; output mean 684.68, the README's tokens_per_sample exactly, max 1,830 under
+    # the reference SUT's max_tokens 2000, language/llama3.1-405b/SUT_VLLM.py).
     "llama3.1-405b": Dataset(
-        "MLPerf Llama-3.1-405B (8,313 samples)", 8_313, 9_400.0, 0.6, 20_000, 684.68, 0.9, 2_000,
-        "mlcommons/inference language/llama3.1-405b/README.md (8,313 samples; 684.68 tokens/sample) and "
-        "SUT_VLLM.py (max_tokens 2000); input mean 9,400, max 20,000 and sigmas ASSUMED (not found)",
+        "MLPerf Llama-3.1-405B (8,313 samples)", 8_313,
+        (1205, 1802, 2216, 2470, 2705, 2861, 3043, 3243, 3416, 3578, 3741, 3898, 4048, 4178, 4314, 4445, 4597,
+         4745, 4893, 5032, 5205, 5392, 5558, 5728, 5916, 6079, 6259, 6448, 6691, 6887, 7110, 7292, 7471, 7673,
+         7852, 8025, 8163, 8349, 8593, 8672, 8913, 9060, 9202, 9244, 9364, 9550, 9725, 9834, 9870, 9989, 10138,
+         10224, 10419, 10442, 10461, 10501, 10707, 10762, 10805, 11017, 11051, 11068, 11089, 11196, 11366, 11382,
+         11528, 11658, 11682, 11703, 11791, 11971, 11986, 12201, 12273, 12293, 12328, 12551, 12597, 12619, 12859,
+         12899, 12929, 13167, 13189, 13466, 13514, 13745, 13889, 14080, 14346, 14641, 14890, 15207, 15551, 16075,
+         16793, 17515, 18443, 19494),
+        (150, 197, 204, 207, 209, 210, 212, 213, 214, 216, 217, 220, 223, 367, 392, 404, 413, 417, 420, 422, 424,
+         426, 429, 431, 434, 440, 496, 544, 573, 591, 608, 621, 631, 640, 650, 658, 668, 675, 681, 688, 695, 701,
+         707, 713, 720, 726, 733, 739, 745, 750, 755, 760, 766, 771, 775, 779, 784, 788, 792, 797, 802, 807, 812,
+         817, 822, 826, 830, 834, 837, 840, 842, 845, 848, 851, 854, 857, 860, 865, 870, 877, 884, 892, 899, 907,
+         917, 924, 933, 944, 956, 967, 980, 995, 1009, 1021, 1041, 1057, 1078, 1105, 1151, 1220),
+        2000,
+        f"input and output lengths: {LENGTHS_SOURCE}; 684.68 tokens/sample: mlcommons/inference "
+        "language/llama3.1-405b/README.md; max_tokens 2000: SUT_VLLM.py",
     ),
     # For later (issue 14 lists it; no v5.0 Offline row here): Llama-3.1-8B on CNN/DailyMail
-    # (MLPerf v5.1, language/llama3.1-8b): long article prompts, short summaries; its
-    # statistics are not transcribed yet.
+    # (MLPerf v5.1, language/llama3.1-8b): the same summaries hold it (llama3-1-8b-datacenter.csv: input
+    # mean 870.7 tokens; its output column is estimated from characters there, not transcribed).
 }
 
 
@@ -193,21 +246,6 @@ TRTLLM_BENCH: tuple[tuple[str, str, int, str, int, int, float], ...] = (
 )
 
 
-def _clipped_lognormal_mean(median: float, sigma: float, cap: float) -> float:
-    """E[min(X, cap)] of a lognormal of that median and sigma (the clip sojourn applies)."""
-    from scipy.stats import norm
-
-    mu = math.log(median)
-    z = (math.log(cap) - mu) / sigma
-    return math.exp(mu + sigma**2 / 2) * norm.cdf(z - sigma) + cap * norm.sf(z)
-
-
-def lognormal_for(mean: float, sigma: float, cap: int) -> dict:
-    """The lognormal (clipped at ``cap``) whose clipped mean is ``mean``: the median solved for."""
-    median = optimize.brentq(lambda m: _clipped_lognormal_mean(m, sigma, cap) - mean, 1e-3, 10 * cap)
-    return {"dist": "lognormal", "median": round(median, 3), "sigma": sigma, "max": cap}
-
-
 def trtllm_memory_utilization(row: Row, profile=None) -> float:
     """sojourn's gpu_memory_utilization (a share of the whole GPU that weights, activations and KV
     may take) that gives the KV cache TRT-LLM gives it: ``kv_free_fraction`` of what the weights and
@@ -242,8 +280,8 @@ def scenario_for(row: Row, profile=None):
         "workload": {
             "batch_rate_per_hour": 1.0,
             "batch_size": {"dist": "lognormal", "median": float(ds.samples), "sigma": 0.0},
-            "input_tokens": lognormal_for(ds.input_mean, ds.input_sigma, ds.input_max),
-            "output_tokens": lognormal_for(ds.output_mean, ds.output_sigma, ds.output_max),
+            "input_tokens": ds.input_law,
+            "output_tokens": ds.output_law,
         },
         "model": {"name": row.model, "precision": row.precision},
         "fleet": {"gpu": row.gpu, "nodes": row.replicas, "tp": row.tp},
@@ -320,10 +358,9 @@ def _why(r: dict) -> str:
     if "PP" in row.setting:
         reasons.append("the submitter's pipeline parallelism is modelled as tensor parallelism (all-reduces "
                        "per layer that PP does not pay, and no pipeline bubbles)")
-    ds = DATASETS[row.dataset]
-    if "ASSUMED" in ds.sources:
-        reasons.append(f"the dataset's input lengths are assumed (mean {ds.input_mean:,.0f}; see the sensitivity "
-                       "table)")
+    if row.dataset == "llama2-70b-openorca":
+        reasons.append("the generated lengths' shape is the dataset's GPT-4 reference answers scaled to MLPerf's "
+                       "294.45 tokens per sample (an assumption; the mean is sourced)")
     if row.precision == "fp4":
         reasons.append("the B200 TRT-LLM profile is fitted on Llama-3.1-70B closed-loop rows up to concurrency "
                        "~256 and 8k-token prefills, not on steps of 2-3.5k tokens at batch 2048")
@@ -401,24 +438,6 @@ def run(measure: int, implied: bool = True) -> list[dict]:
     return out
 
 
-def sensitivity(measure: int) -> list[tuple[float, str, float, float]]:
-    """The Llama-2-70B rows' (input mean, system, predicted, error %) at each assumed input mean."""
-    import dataclasses
-
-    base = DATASETS["llama2-70b-openorca"]
-    out = []
-    try:
-        for im in SENSITIVITY_INPUT_MEANS:
-            DATASETS["llama2-70b-openorca"] = dataclasses.replace(base, input_mean=im)
-            for row in ROWS:
-                if row.dataset == "llama2-70b-openorca":
-                    r = predict(row, measure)
-                    out.append((im, row.system, r["predicted"], r["error_pct"]))
-    finally:
-        DATASETS["llama2-70b-openorca"] = base
-    return out
-
-
 def _t_half(gpu: str) -> str:
     from sojourn.perf import default_profile
 
@@ -433,13 +452,6 @@ def _at_budget(results: list[dict], precision: str) -> str:
     return f"{vals[0]:.2f}-{vals[-1]:.2f}" if vals else "n/a"
 
 
-def _lift(sens: list[tuple[float, str, float, float]] | None) -> str:
-    """How much the Llama-2-70B predictions rise from an input mean of 300 to 150: 'a-b%'."""
-    at = {(im, system): pred for im, system, pred, _ in sens or ()}
-    lifts = sorted(100.0 * (at[(150.0, sy)] / at[(300.0, sy)] - 1.0) for im, sy in at if im == 150.0 and (300.0, sy) in at)
-    return f"{lifts[0]:.0f}-{lifts[-1]:.0f}%" if lifts else "(not run)"
-
-
 def _span(bench: list[dict] | None, precision: str) -> str:
     """'-a% to -b%': the range of the ``TRTLLM_BENCH`` errors of one precision."""
     errs = sorted(b["error_pct"] for b in bench or () if b["case"][3] == precision)
@@ -447,7 +459,7 @@ def _span(bench: list[dict] | None, precision: str) -> str:
 
 
 def render(results: list[dict], measure: int, wall: float, cmd: str,
-           sens: list[tuple[float, str, float, float]] | None = None, label: str = "",
+           label: str = "",
            bench: list[dict] | None = None, tension: list | None = None) -> str:
     med = statistics.median(abs(r["error_pct"]) for r in results)
     lines = [
@@ -462,14 +474,14 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
         "saturated on the dataset's length law with "
         f"`node_capacity(scenario, measure={measure:,})`, times the replicas. Published figures: " + SOURCE_RESULTS + ".",
         "",
-        "Datasets (lognormals clipped at the max, median solved so the clipped mean is the figure):",
+        "Datasets (each length an empirical law over the dataset's 100 mid-percentiles):",
         "",
-        "| dataset | samples | input mean | input sigma | input max | output mean | output sigma | output max | sources |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| dataset | samples | input mean | input median | input p99.5 | output mean | output p99.5 | sources |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for ds in DATASETS.values():
-        lines.append(f"| {ds.name} | {ds.samples:,} | {ds.input_mean:,.0f} | {ds.input_sigma} | {ds.input_max:,} | "
-                     f"{ds.output_mean:,.2f} | {ds.output_sigma} | {ds.output_max:,} | {ds.sources} |")
+        lines.append(f"| {ds.name} | {ds.samples:,} | {ds.input_mean:,.1f} | {statistics.median(ds.input_quantiles):,.0f} "
+                     f"| {ds.input_max:,} | {ds.output_mean:,.2f} | {max(ds.output_values):,.0f} | {ds.sources} |")
     lines += [
         "",
         "| benchmark | system | GPU (profile) | precision | TP x replicas | predicted tok/s | published tok/s | error % |",
@@ -496,16 +508,6 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
         lines += ["", f"Rows over {EXPLAIN_ABOVE:.0f}%:", ""]
         for r in over:
             lines.append(f"- {r['row'].benchmark} {r['row'].system} ({r['error_pct']:+.1f}%): {_why(r)}")
-    if sens:
-        lines += [
-            "",
-            "Sensitivity to the one unsourced Llama-2-70B statistic, the OpenOrca input mean "
-            "(output law unchanged):",
-            "",
-            "| assumed input mean | system | predicted tok/s | error % |",
-            "|---:|---|---:|---:|",
-        ]
-        lines += [f"| {im:,.0f} | {system} | {pred:,.1f} | {err:+.1f} |" for im, system, pred, err in sens]
     if any("implied" in r for r in results):
         lines += [
             "",
@@ -578,10 +580,9 @@ def render(results: list[dict], measure: int, wall: float, cmd: str,
         "concurrency <= 256, and offline runs at batches of hundreds to thousands reach GEMM rates those rows "
         "do not show, most of all for the Llama-70B/405B GEMM shapes where the factor was fitted on another "
         "model. MLPerf adds NVIDIA's tuned builds (C++ executor on TensorRT engines, fp8 gemm_swiglu plugin, "
-        "reduce and norm-quant fusion), pipeline parallelism modelled as tensor parallelism, and an unsourced "
-        f"OpenOrca input mean (sensitivity table: 150 instead of 300 tokens lifts the Llama-2-70B rows by "
-        f"{_lift(sens)}, which would put the B200 rows within the target: the one number that matters most "
-        "here and could not be sourced). Fitting the same engine's throughput-mode figures (the perf-overview "
+        "reduce and norm-quant fusion) and pipeline parallelism modelled as tensor parallelism. The datasets' "
+        "lengths are the official files' own (input and output token counts per sample, summarised in a public "
+        "repository; the OpenOrca generated lengths scaled to MLPerf's 294.45 tokens per sample). Fitting the same engine's throughput-mode figures (the perf-overview "
         "table) together with the closed-loop rows would first need the model to reconcile the two: the "
         "closed-loop rows resist the factor offline throughput needs, so something they carry and offline "
         "runs do not (per-token costs of streaming clients, scheduler stalls under load) is in the factor "
@@ -602,13 +603,12 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.time()
     results = run(args.measure)
-    sens = sensitivity(args.measure)
     bench = [predict_bench(c, max(args.measure // 20, 4_000)) for c in TRTLLM_BENCH]
     tension = closed_loop_tension()
     wall = time.time() - t0
     cmd = ".venv/bin/python benchmarks/mlperf_offline.py" + (
         f" --measure {args.measure}" if args.measure != MEASURE else "") + (" --write" if args.write else "")
-    text = render(results, args.measure, wall, cmd, sens, args.label, bench, tension)
+    text = render(results, args.measure, wall, cmd, args.label, bench, tension)
     print()
     print(text)
     if args.write:

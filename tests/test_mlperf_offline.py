@@ -48,15 +48,25 @@ def test_every_row_is_in_the_catalogue_and_splits_its_gpus(mlperf):
 
 def test_every_dataset_names_its_sources(mlperf):
     for ds in mlperf.DATASETS.values():
-        assert ds.sources and ds.samples > 0
-        assert 0 < ds.output_mean < ds.output_max and 0 < ds.input_mean < ds.input_max
+        assert ds.sources and ds.samples > 0 and mlperf.LENGTHS_SOURCE in ds.sources
+        assert len(ds.input_quantiles) == len(ds.output_quantiles) == 100
+        assert list(ds.input_quantiles) == sorted(ds.input_quantiles)  # percentiles: non-decreasing
+        assert list(ds.output_quantiles) == sorted(ds.output_quantiles)
+        assert 0 < ds.output_mean < max(ds.output_values) <= ds.output_max and 0 < ds.input_mean < ds.input_max
 
 
-def test_lognormal_for_hits_the_clipped_mean(mlperf):
-    law = mlperf.lognormal_for(294.45, 0.9, 1023)
-    got = mlperf._clipped_lognormal_mean(law["median"], law["sigma"], law["max"])
-    assert math.isclose(got, 294.45, rel_tol=1e-4)
-    assert law["median"] < 294.45  # a right-skewed law: median below mean
+def test_the_length_laws_hold_the_sourced_means(mlperf):
+    # The tables' means are the datasets' (MLPerf's tokens per sample for the outputs: 294.45 generated on
+    # OpenOrca, 684.68 on the 405B set), within the percentile tables' rounding.
+    orca, big = mlperf.DATASETS["llama2-70b-openorca"], mlperf.DATASETS["llama3.1-405b"]
+    assert math.isclose(orca.output_mean, 294.45, rel_tol=2e-3)
+    assert math.isclose(orca.input_mean, 222.33, rel_tol=2e-3)
+    assert math.isclose(big.output_mean, 684.68, rel_tol=2e-3)
+    assert math.isclose(big.input_mean, 9428.6, rel_tol=2e-3)
+    # The scenario samples exactly those laws.
+    sc = mlperf.scenario_for(mlperf.ROWS[0])
+    assert math.isclose(sc.workload.input_tokens.mean, orca.input_mean, rel_tol=1e-9)
+    assert math.isclose(sc.workload.output_tokens.mean, orca.output_mean, rel_tol=1e-9)
 
 
 def test_one_row_predicted_within_a_factor_of_three(mlperf):
@@ -97,9 +107,3 @@ def test_the_same_engine_cross_check_rows_are_valid_replicas(mlperf):
         assert tp in (1, 2, 4, 8) and isl > 0 and osl > 0 and published > 0
     spans = [{"case": ("m", "g", 1, "fp4", 1, 1, 1.0), "error_pct": e} for e in (-20.4, -9.6)]
     assert mlperf._span(spans, "fp4") == "-20% to -10%" and mlperf._span(spans, "fp8") == "not run"
-
-
-def test_the_input_mean_lift_is_read_from_the_sensitivity_rows(mlperf):
-    sens = [(150.0, "a", 13.5, 0.0), (300.0, "a", 10.0, 0.0), (150.0, "b", 12.0, 0.0), (300.0, "b", 10.0, 0.0)]
-    assert mlperf._lift(sens) == "20-35%"
-    assert mlperf._lift(None) == "(not run)"
