@@ -677,7 +677,9 @@ class Scenario(_Strict):
             try:
                 sc = self.with_updates(updates)
             except ConfigError as err:
-                raise ConfigError(_pool_field(err.field, i, pool), err.message) from None
+                field = _pool_field(err.field, i, pool)
+                where = "" if field.startswith("fleet.pools") else f"on fleet.pools[{i}]'s nodes: "
+                raise ConfigError(field, where + err.message) from None
             out.append((pool, sc))
         self._pool_cache = out
         return out

@@ -1,0 +1,196 @@
+"""Mixed fleets (``fleet.pools``): the schema, the request tier against an exact heterogeneous
+queue, and the one-pool list against the plain form.
+
+The exact reference: two exponential servers of different rates fed one Poisson stream through
+one FIFO queue (``routing = "pull"``); a request that finds both idle goes to the lowest-numbered
+node (the first pool's), as ``FleetSim._offer`` offers work in node order. Its Markov chain
+(the servers' busy states and the queue length, truncated far beyond any mass) is solved here,
+and the mean sojourn follows by Little's law; the simulator's 95% replication interval must
+hold it (fixed seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from sojourn import ConfigError
+from sojourn.request import simulate
+from sojourn.scenario import load_scenario, scenario_from_dict
+from sojourn.sim.fleet import run_replication
+from test_routers_contract import run_audited
+from test_sim_fleet import engine_scenario, generic_scenario
+
+
+def pooled(d: dict, pools: list[dict]) -> dict:
+    """``d`` with its fleet's gpu/nodes/tp replaced by ``pools`` (routing and server kept)."""
+    fleet = {k: v for k, v in d["fleet"].items() if k not in ("gpu", "nodes", "tp")}
+    return {**d, "fleet": {**fleet, "pools": pools}}
+
+
+# --- the schema ------------------------------------------------------------------------------
+
+
+def test_plain_fleets_serialise_as_before_and_pools_serialise_alone():
+    sc = load_scenario("studies/quickstart-scenario.toml")
+    dumped = sc.model_dump(mode="json", exclude_none=True)
+    assert "pools" not in dumped["fleet"] and dumped["fleet"]["nodes"] == 4
+    d = pooled(dumped, [{"gpu": "a100-80gb", "nodes": 2, "owned": True}, {"gpu": "h100-sxm", "nodes": 1}])
+    m = scenario_from_dict(d)
+    assert (m.fleet.nodes, m.fleet.gpu) == (3, "a100-80gb")  # the whole fleet's nodes, the first pool's GPU
+    fleet = m.model_dump(mode="json", exclude_none=True)["fleet"]
+    assert "nodes" not in fleet and len(fleet["pools"]) == 2
+    assert m.with_updates({"fleet.pools.1.nodes": 3}).fleet.nodes == 5
+
+
+@pytest.mark.parametrize(("study", "sha"), [
+    # scenario_sha256 of each shipped study's fingerprint as computed before fleet.pools existed
+    # (the branch's parent commit, 129bf66): a scenario without pools must read exactly as before.
+    ("studies/quickstart.toml", "aee87d93644528a0"),
+    ("studies/hardware-purchase.toml", "7d31dc253502b7ba"),
+    ("studies/overnight-70b.toml", "47be9c1c703e9a46"),
+])
+def test_saved_study_fingerprints_are_unchanged(study, sha):
+    from sojourn.study.config import load_study
+    from sojourn.study.runner import StudyRunner
+
+    assert StudyRunner(load_study(study)).fingerprint()["scenario_sha256"] == sha
+
+
+def test_owned_nodes_cost_nothing_in_the_addition_and_the_total_says_both():
+    d = pooled(engine_scenario(), [{"gpu": "a100-80gb", "nodes": 2, "owned": True},
+                                   {"gpu": "h100-sxm", "nodes": 3, "price_usd_per_gpu_hour": 2.0}])
+    m = scenario_from_dict(d)
+    assert m.cost_per_hour == pytest.approx(3 * 2.0)
+    a100 = m.catalogue_obj().gpu("a100-80gb").price_usd_per_gpu_hour
+    assert m.owned_cost_per_hour == pytest.approx(2 * a100)
+    plain = scenario_from_dict(engine_scenario(**{"fleet.nodes": 3, "fleet.price_usd_per_gpu_hour": 2.0}))
+    assert plain.owned_cost_per_hour == 0.0 and plain.cost_per_hour == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize(("pools", "field"), [
+    ([{"gpu": "h100-sxm"}, {"gpu": "h100-sxm", "tp": 3}], "fleet.pools[1].tp"),
+    ([{"gpu": "h100-sxm"}, {"gpu": "nope"}], "fleet.pools[1].gpu"),
+    ([{"gpu": "h100-sxm", "nodes": 0}], "fleet.pools"),
+    ([{"gpu": "h100-sxm", "max_num_seqs": 4096}], "serving.max_num_batched_tokens"),  # "on fleet.pools[0]'s nodes"
+    ([{"gpu": "h100-sxm", "speed": 2.0}], "fleet.pools[0].speed"),
+])
+def test_a_bad_pool_names_its_field(pools, field):
+    with pytest.raises(ConfigError) as e:
+        scenario_from_dict(pooled(engine_scenario(), pools))
+    assert e.value.field == field, e.value
+    assert "fleet.pools" in str(e.value)
+
+
+def test_pools_with_a_plain_node_count_that_disagrees_are_refused():
+    d = pooled(engine_scenario(), [{"gpu": "h100-sxm", "nodes": 2}])
+    d["fleet"]["nodes"] = 3
+    with pytest.raises(ConfigError) as e:
+        scenario_from_dict(d)
+    assert e.value.field == "fleet.nodes"
+
+
+# --- the request tier --------------------------------------------------------------------------
+
+
+def test_one_pool_list_is_bit_identical_to_the_plain_form():
+    for d in (engine_scenario(**{"fleet.nodes": 3}), generic_scenario(**{"fleet.routing": "least_loaded"})):
+        plain = scenario_from_dict(d)
+        one = scenario_from_dict(pooled(d, [{k: v for k, v in d["fleet"].items() if k in ("gpu", "nodes", "tp")}]))
+        a = run_replication(plain, np.random.SeedSequence(3))
+        b = run_replication(one, np.random.SeedSequence(3))
+        assert a.sojourn.tobytes() == b.sojourn.tobytes() and a.completed == b.completed > 50
+        assert (a.misses, a.busy_fraction, a.kv_utilization) == (b.misses, b.busy_fraction, b.kv_utilization) or (
+            math.isnan(a.kv_utilization) and (a.misses, a.busy_fraction) == (b.misses, b.busy_fraction))
+
+
+def _two_speed_generic(routing: str, **extra) -> dict:
+    d = generic_scenario(**{"fleet.routing": routing, "workload.batch_rate_per_hour": 2400.0,
+                            "workload.sla_classes": [{"hours": 0.003, "weight": 1.0}, {"hours": 0.2, "weight": 2.0}],
+                            "serving.max_queue": 40, "simulation.horizon_hours": 0.3, **extra})
+    return pooled(d, [{"nodes": 1}, {"nodes": 2, "speed": 3.0}])
+
+
+@pytest.mark.parametrize("routing", ["pull", "round_robin", "least_loaded"])
+def test_every_request_of_a_mixed_fleet_is_settled_once(routing):
+    sim, s = run_audited(scenario_from_dict(_two_speed_generic(routing)), seed=1)
+    measured = [rid for rid, m in sim.measured.items() if m]
+    outcomes = [sim.outcome.get(rid) for rid in measured]
+    assert len(measured) == s.arrived > 100
+    assert outcomes.count("done") == s.completed and outcomes.count("cancelled") == s.cancelled
+    assert s.arrived == s.completed + s.rejected + s.cancelled + s.in_system
+    assert not sim.idle_with_work or routing != "pull"
+
+
+def test_engine_pools_run_their_own_engines_and_conserve_requests():
+    d = pooled(engine_scenario(), [{"gpu": "a100-80gb", "nodes": 1, "max_num_seqs": 16},
+                                   {"gpu": "h100-sxm", "nodes": 2}])
+    sc = scenario_from_dict(d)
+    sim, s = run_audited(sc, seed=2)
+    assert [n.max_num_seqs for n in sim.nodes] == [16, 32, 32]
+    assert sim.nodes[0].perf.gpu.id == "a100-80gb" and sim.nodes[1].perf.gpu.id == "h100-sxm"
+    assert s.arrived == s.completed + s.rejected + s.cancelled + s.in_system and s.completed > 50
+
+
+def hetero_mm2_mean_sojourn(lam: float, mu0: float, mu1: float, qmax: int = 400) -> float:
+    """Exact mean sojourn of M/M/2 with server rates mu0, mu1, one FIFO queue, and an arrival that
+    finds both idle served by server 0: the CTMC on (empty), (0 busy), (1 busy), (both, queue q)."""
+    E, A, B = 0, 1, 2  # empty; only server 0 busy; only server 1 busy
+    n = 3 + qmax + 1
+    both = lambda q: 3 + q  # noqa: E731
+    rows, cols, vals = [], [], []
+
+    def rate(i: int, j: int, r: float) -> None:
+        rows.append(i), cols.append(j), vals.append(r)
+
+    rate(E, A, lam)
+    rate(A, both(0), lam), rate(A, E, mu0)
+    rate(B, both(0), lam), rate(B, E, mu1)
+    rate(both(0), B, mu0), rate(both(0), A, mu1)
+    for q in range(qmax + 1):
+        if q < qmax:
+            rate(both(q), both(q + 1), lam)
+        if q > 0:
+            rate(both(q), both(q - 1), mu0 + mu1)
+    Q = sp.csr_matrix((vals, (rows, cols)), shape=(n, n)).tolil()
+    Q.setdiag(-np.asarray(Q.sum(axis=1)).ravel())
+    M = Q.T.tolil()
+    M[0, :] = 1.0  # replace one balance equation by the normalisation
+    rhs = np.zeros(n)
+    rhs[0] = 1.0
+    pi = spla.spsolve(M.tocsr(), rhs)
+    in_system = np.array([0, 1, 1] + [2 + q for q in range(qmax + 1)], dtype=float)
+    return float(pi @ in_system) / lam
+
+
+def test_pull_on_two_speeds_is_the_exact_heterogeneous_chain():
+    lam, mu0, mu1 = 0.9, 0.5, 1.5  # per second; server 0 (the first pool) the slow one; load 0.45
+    d = {
+        "sla_hours": 1000.0,
+        "workload": {"batch_rate_per_hour": lam * 3600.0, "batch_size": {"dist": "fixed", "value": 1},
+                     "input_tokens": {"dist": "fixed", "value": 1}, "output_tokens": {"dist": "fixed", "value": 1}},
+        "fleet": {"server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 1.0 / mu0}},
+                  "pools": [{"nodes": 1}, {"nodes": 1, "speed": mu1 / mu0}]},
+        "serving": {"on_deadline": "finish"},
+        "simulation": {"horizon_hours": 4.0, "warmup_hours": 0.25, "replications": 10, "seed": 5},
+    }
+    res = simulate(scenario_from_dict(d))
+    exact = hetero_mm2_mean_sojourn(lam, mu0, mu1)
+    lo, hi = res.sojourn_mean_ci
+    assert lo <= exact <= hi, (exact, res.sojourn_mean_s, (lo, hi))
+    # The reference tells the policies apart: the fast server first would give a lower mean.
+    assert abs(hetero_mm2_mean_sojourn(lam, mu1, mu0) - exact) > hi - lo
+
+
+def test_least_loaded_counts_a_fast_node_s_load_as_less_work():
+    sc = scenario_from_dict(_two_speed_generic("least_loaded"))
+    sim, _ = run_audited(sc, seed=4)
+    assert sim._inv_speed == [3.0, 1.0, 1.0]
+    # Routed by expected work: the fast nodes take most of the requests, the slow one about 1/7.
+    routed = np.bincount([qi for _, qi in sim.routed], minlength=3)
+    assert routed[0] < 0.25 * routed.sum()
