@@ -194,3 +194,69 @@ def test_least_loaded_counts_a_fast_node_s_load_as_less_work():
     # Routed by expected work: the fast nodes take most of the requests, the slow one about 1/7.
     routed = np.bincount([qi for _, qi in sim.routed], minlength=3)
     assert routed[0] < 0.25 * routed.sum()
+
+
+# --- the fast tier ---------------------------------------------------------------------------
+
+
+def test_fast_capacity_is_the_sum_of_the_pools_measured_on_their_own_engines():
+    from sojourn.fast import load_report, node_capacity
+
+    d = pooled(engine_scenario(), [{"gpu": "a100-80gb", "nodes": 2}, {"gpu": "h100-sxm", "nodes": 1}])
+    sc = scenario_from_dict(d)
+    a100 = node_capacity(scenario_from_dict(engine_scenario(**{"fleet.gpu": "a100-80gb"})))
+    h100 = node_capacity(scenario_from_dict(engine_scenario()))
+    assert h100.requests_per_s > 1.2 * a100.requests_per_s  # the pools differ: the test can fail
+    rep = load_report(sc)
+    assert rep.capacity_rps == pytest.approx(2 * a100.requests_per_s + h100.requests_per_s, rel=1e-12)
+    assert rep.nodes == 3
+    # A one-pool list is its pool's capacity, exactly.
+    one = scenario_from_dict(pooled(engine_scenario(), [{"gpu": "h100-sxm", "nodes": 2}]))
+    assert node_capacity(one) is h100
+
+
+def _agree(sc, rel_throughput=0.05):
+    from sojourn.fast import fast_simulate
+
+    req = simulate(sc)
+    fast = fast_simulate(sc)
+    lo, hi = req.p_miss_ci
+    assert req.p_miss > 0.01  # a tail both tiers resolve
+    # Stated tolerance: the mean-node reading within the request tier's interval widened by 30%
+    # on each side (the identical-server approximation), throughputs within 5%.
+    assert 0.7 * lo <= fast.p_miss <= 1.3 * max(hi, req.p_miss_upper), (fast.p_miss, req.p_miss_ci)
+    assert fast.throughput_rps == pytest.approx(req.throughput_rps, rel=rel_throughput)
+    return req, fast
+
+
+def test_fast_tier_agrees_with_the_request_tier_on_two_generic_speeds():
+    d = {
+        "sla_hours": 12.0 / 3600.0,
+        "workload": {"batch_rate_per_hour": 0.45 * 3600.0, "batch_size": {"dist": "geometric", "mean": 4},
+                     "input_tokens": {"dist": "fixed", "value": 1}, "output_tokens": {"dist": "fixed", "value": 1}},
+        "fleet": {"server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 1.0}},
+                  "pools": [{"nodes": 1}, {"nodes": 1, "speed": 2.0}]},
+        "serving": {"on_deadline": "finish"},
+        "simulation": {"horizon_hours": 2.0, "warmup_hours": 0.2, "replications": 4, "seed": 5},
+    }
+    _agree(scenario_from_dict(d))  # load 1.8 / 3 = 0.6
+
+
+def test_fast_tier_agrees_with_the_request_tier_on_an_a100_h100_fleet():
+    from sojourn.fast import node_capacity
+
+    d = pooled({
+        "sla_hours": 20.0 / 3600.0,
+        "workload": {"batch_rate_per_hour": 10.0, "batch_size": {"dist": "geometric", "mean": 100},
+                     "input_tokens": {"dist": "lognormal", "median": 300, "sigma": 0.6},
+                     "output_tokens": {"dist": "lognormal", "median": 100, "sigma": 0.6}},
+        "fleet": {},
+        "serving": {"max_num_seqs": 64, "max_model_len": 8192},
+        "simulation": {"horizon_hours": 0.5, "warmup_hours": 0.1, "replications": 4, "seed": 9},
+    }, [{"gpu": "a100-80gb", "nodes": 1}, {"gpu": "h100-sxm", "nodes": 1, "max_num_seqs": 128}])
+    sc = scenario_from_dict(d)
+    cap = node_capacity(sc)
+    rate = 0.8 * 2 * cap.requests_per_s * 3600.0 / sc.workload.batch_size.int_mean
+    req, fast = _agree(sc.with_updates({"workload.batch_rate_per_hour": rate}))  # load 0.8
+    # The mean node's sojourn: the pools' in-service laws mixed, the wait on the mean speed.
+    assert fast.sojourn_mean_s == pytest.approx(req.sojourn_mean_s, rel=0.2)
