@@ -911,6 +911,18 @@ def setting_field(scenario: BaseModel, path: str) -> tuple[type[BaseModel], str]
         if i == len(parents):
             return type(node), name
         node = getattr(node, name)
+        if isinstance(node, list) and i < len(parents):  # a list of sections (fleet.pools): indexed by number
+            k = parents[i + 1] if i + 1 < len(parents) else leaf
+            if not k.isdigit() or int(k) >= len(node):
+                raise ConfigError(path, f"{'.'.join(path.split('.')[:i + 1])} has {len(node)} entries; "
+                                        f"allowed: an index 0..{len(node) - 1} after it")
+            if i + 1 == len(parents):
+                return None
+            try:
+                return setting_field(node[int(k)], ".".join(path.split(".")[i + 2:]))
+            except ConfigError as err:
+                where = ".".join(path.split(".")[:i + 2])
+                raise ConfigError(path, err.message.replace("the scenario has", f"{where} has")) from None
         if not isinstance(node, BaseModel):
             return None
     return None  # pragma: no cover
