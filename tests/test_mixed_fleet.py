@@ -260,3 +260,138 @@ def test_fast_tier_agrees_with_the_request_tier_on_an_a100_h100_fleet():
     req, fast = _agree(sc.with_updates({"workload.batch_rate_per_hour": rate}))  # load 0.8
     # The mean node's sojourn: the pools' in-service laws mixed, the wait on the mean speed.
     assert fast.sojourn_mean_s == pytest.approx(req.sojourn_mean_s, rel=0.2)
+
+
+# --- the cheapest addition (compare-hardware --addition) and studies over pools -----------------
+
+
+def _generic_base(nodes: int = 2) -> dict:
+    return {
+        "sla_hours": 20.0 / 3600.0,
+        "workload": {"batch_rate_per_hour": 3.0 * 3600.0, "batch_size": {"dist": "geometric", "mean": 2},
+                     "input_tokens": {"dist": "fixed", "value": 1}, "output_tokens": {"dist": "fixed", "value": 1}},
+        "fleet": {"nodes": nodes, "gpu": "a100-80gb",
+                  "server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 1.0}}},
+        "serving": {"on_deadline": "finish"},
+        "simulation": {"horizon_hours": 1.0, "warmup_hours": 0.1, "replications": 4, "seed": 3, "fidelity": "fast"},
+    }
+
+
+def _fast_miss(sc) -> float:
+    from sojourn.evaluate import run_scenario, sla_miss_value
+
+    return sla_miss_value(run_scenario(sc, "fast"), "mean")[0]
+
+
+def test_cheapest_addition_keeps_the_fleet_and_finds_the_fewest_nodes():
+    from sojourn.study.hardware import addition_scenario, cheapest_addition
+
+    base = scenario_from_dict(_generic_base())  # 2 servers for 6 requests/s of work 1: overloaded
+    sc = addition_scenario(base, "h100-sxm", 1, 3)
+    assert [(p.gpu, p.nodes, p.owned) for p in sc.fleet.pools] == [("a100-80gb", 2, True), ("h100-sxm", 3, False)]
+    assert sc.cost_per_hour == pytest.approx(3 * sc.catalogue_obj().gpu("h100-sxm").price_usd_per_gpu_hour)
+    seen: dict[tuple, float] = {}
+
+    def miss(s):
+        seen[(s.fleet.pools[-1].gpu, s.fleet.pools[-1].nodes)] = v = _fast_miss(s)
+        return v
+
+    strict, loose = cheapest_addition(base, ["h100-sxm"], 1e-4, miss)[0], cheapest_addition(base, ["h100-sxm"], 1e-2, miss)[0]
+    for row in (strict, loose):
+        k = row["nodes_added"]
+        assert k >= 5  # at least the nodes that make the fleet stable (7 > 6)
+        target = 1e-4 if row is strict else 1e-2
+        assert seen[("h100-sxm", k)] <= target < seen[("h100-sxm", k - 1)]  # k meets it, k - 1 does not
+    assert loose["nodes_added"] <= strict["nodes_added"]  # monotone in the target
+    assert strict["total_usd_per_hour"] == pytest.approx(strict["added_usd_per_hour"] + strict["owned_usd_per_hour"])
+
+
+def test_cheapest_addition_adds_nothing_when_the_fleet_meets_the_target():
+    from sojourn.study.hardware import cheapest_addition
+
+    base = scenario_from_dict(_generic_base(nodes=12))
+    rows = cheapest_addition(base, ["h100-sxm", "l40s"], 0.5, _fast_miss)
+    assert [(r["nodes_added"], r["added_usd_per_hour"]) for r in rows] == [(0, 0.0), (0, 0.0)]
+    assert rows[0]["p_miss_current"] <= 0.5
+
+
+def test_the_bisection_finds_the_least_count_of_a_monotone_predicate():
+    from sojourn.study.hardware import _fewest
+
+    for need in (0, 1, 2, 3, 5, 17, 64, 100):
+        calls: list[int] = []
+
+        def meets(k, need=need, calls=calls):
+            calls.append(k)
+            return k >= need
+
+        assert _fewest(meets, 100) == need
+        assert len(calls) <= 2 * 7 + 2
+    assert _fewest(lambda k: False, 10) is None
+
+
+def test_a_study_space_reaches_a_pool_by_index_and_names_a_bad_one(tmp_path):
+    import shutil
+
+    from sojourn.study.config import load_study
+
+    for f in ("mixed-fleet.toml", "mixed-fleet-scenario.toml"):
+        shutil.copy(f"studies/{f}", tmp_path / f)
+    (tmp_path / "objectives").symlink_to(__import__("pathlib").Path("objectives").resolve())
+    cfg = load_study(tmp_path / "mixed-fleet.toml")
+    from sojourn.study.runner import StudyRunner
+
+    sc = StudyRunner(cfg).trial_scenario({"fleet.pools.1.gpu": "l40s", "fleet.pools.1.nodes": 0, "fleet.pools.1.tp": 2})
+    assert [(p.gpu, p.nodes, p.tp) for p in sc.fleet.pools] == [("a100-80gb", 3, 1), ("l40s", 0, 2)]
+    assert sc.cost_per_hour == 0.0  # nothing added, the A100s are owned
+    for key, value, field in (('"fleet.pools.1.gpu"', '["nope"]', "space.fleet.pools.1.gpu"),
+                              ('"fleet.pools.2.nodes"', "[1]", "space.fleet.pools.2.nodes"),
+                              ('"fleet.pools.1.tp"', "[0]", "space.fleet.pools.1.tp")):
+        # The shipped study with one line of its space replaced (or added) by the bad one.
+        lines = [ln for ln in (tmp_path / "mixed-fleet.toml").read_text().splitlines() if not ln.startswith(key)]
+        text = "\n".join(lines).replace("[space]", f"[space]\n{key} = {value}", 1)
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text.replace('name = "mixed-fleet"', 'name = "bad"'))
+        with pytest.raises(ConfigError) as e:
+            load_study(bad)
+        assert e.value.field == field, e.value
+
+
+def test_compare_hardware_addition_on_the_command_line(tmp_path, capsys):
+    import csv
+    import pathlib
+
+    from sojourn.cli import main
+
+    (tmp_path / "objectives").symlink_to(pathlib.Path("objectives").resolve())
+    (tmp_path / "sc.toml").write_text("""
+sla_hours = 0.005555555555555556
+[workload]
+batch_rate_per_hour = 10800.0
+batch_size = { dist = "geometric", mean = 2 }
+input_tokens = { dist = "fixed", value = 1 }
+output_tokens = { dist = "fixed", value = 1 }
+[fleet]
+gpu = "a100-80gb"
+nodes = 2
+server = { kind = "generic", service_time = { dist = "exponential", mean = 1.0 } }
+[serving]
+on_deadline = "finish"
+[simulation]
+horizon_hours = 1.0
+warmup_hours = 0.1
+replications = 4
+seed = 3
+fidelity = "fast"
+""")
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nname = "s"\nscenario = "sc.toml"\n[space]\nnodes = [1, 2]\n')
+    # No GPU type to add: one clear error (exit 2), naming the option.
+    assert main(["compare-hardware", str(study), "--addition", "--target-miss", "0.01"]) == 2
+    assert "--gpus" in capsys.readouterr().err
+    assert main(["compare-hardware", str(study), "--addition", "--target-miss", "0.01", "--gpus", "h100-sxm,l40s",
+                 "--out", str(tmp_path / "o")]) == 0
+    rows = list(csv.DictReader((tmp_path / "o" / "addition.csv").open()))
+    assert [r["gpu"] for r in rows] == ["h100-sxm", "l40s"]
+    assert all(int(r["nodes_added"]) >= 5 and float(r["p_miss_used"]) <= 0.01 for r in rows)
+    assert "added $/h" in capsys.readouterr().out

@@ -186,9 +186,11 @@ ADD_TPS = (1, 2, 4, 8)
 
 
 def addition_scenario(base: Any, gpu: str, tp: int, nodes: int) -> Any:
-    """``base``'s fleet kept as it is (its pools, or its one pool, all owned) plus ``nodes`` x ``gpu``
-    at ``tp`` as one more pool, bought or rented: its ``cost_per_hour`` is the addition's rent."""
-    pools = ([p.model_dump(exclude_none=True) for p in base.fleet.pools] if base.fleet.pools is not None else
+    """``base``'s current fleet plus ``nodes`` x ``gpu`` at ``tp`` as one more pool, bought or rented:
+    its ``cost_per_hour`` is the addition's rent. The current fleet: the owned pools of a mixed
+    fleet (all its pools when none is owned), or a plain fleet as one owned pool."""
+    owned = [p for p in base.fleet.pools or () if p.owned] or base.fleet.pools
+    pools = ([p.model_dump(exclude_none=True) for p in owned] if owned is not None else
              [{"gpu": base.fleet.gpu, "nodes": base.fleet.nodes, "tp": base.fleet.tp, "owned": True,
                **({} if base.fleet.price_usd_per_gpu_hour is None
                   else {"price_usd_per_gpu_hour": base.fleet.price_usd_per_gpu_hour})}])
