@@ -11,7 +11,6 @@ hold it (fixed seed).
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np

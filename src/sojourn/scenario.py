@@ -21,12 +21,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
     field_validator,
-    PrivateAttr,
     model_serializer,
     model_validator,
 )

@@ -113,9 +113,7 @@ def _addition(args: argparse.Namespace, runner: Any) -> int:
     import csv
     import io
 
-    from sojourn.study.confirm import miss_used
-    from sojourn.study.hardware import cheapest_addition
-    from sojourn.study.runner import evaluate
+    from sojourn.study.hardware import cheapest_addition, study_p_miss
 
     space = runner.cfg.space
     gpus = ([g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else
@@ -125,12 +123,9 @@ def _addition(args: argparse.Namespace, runner: Any) -> int:
         raise ConfigError("--gpus", "no GPU type to add: the study's space has none; give --gpus a100-80gb,h100-sxm,...")
     base = runner.trial_scenario({})
 
-    def p_miss(sc: Any) -> float:
-        return miss_used(runner, evaluate(sc, fidelity=runner.fidelity, n_jobs=args.n_jobs), sc)
-
     print(f"compare-hardware --addition: the fewest nodes of each GPU type to add for P(miss) <= {args.target_miss:g} "
           f"({runner.fidelity} tier)", file=sys.stderr)
-    rows = cheapest_addition(base, gpus, args.target_miss, p_miss)
+    rows = cheapest_addition(base, gpus, args.target_miss, study_p_miss(runner, args.n_jobs))
     out = Path(args.out) if args.out else runner.cfg.output_dir
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=ADDITION_COLUMNS, extrasaction="ignore", lineterminator="\n")

@@ -18,11 +18,10 @@ from typing import Any
 import optuna
 
 from sojourn._errors import ConfigError
-
 from sojourn.study.front import is_feasible
 from sojourn.study.runner import StudyRunner
 
-__all__ = ["addition_scenario", "cheapest_addition", "compare_hardware", "own_cost_per_hour"]
+__all__ = ["addition_scenario", "cheapest_addition", "compare_hardware", "own_cost_per_hour", "study_p_miss"]
 
 HOURS_PER_YEAR = 8766.0  # 365.25 days
 
@@ -201,6 +200,17 @@ def addition_scenario(base: Any, gpu: str, tp: int, nodes: int) -> Any:
     fleet = {k: v for k, v in data["fleet"].items() if k not in ("gpu", "nodes", "tp", "price_usd_per_gpu_hour")}
     data["fleet"] = {**fleet, "pools": [*pools, {"gpu": gpu, "tp": tp, "nodes": nodes}]}
     return scenario_from_dict(data, base_dir=base.base_dir)
+
+
+def study_p_miss(runner: StudyRunner, n_jobs: int = 1) -> Callable[[Any], float]:
+    """A scenario's P(miss) as the study's sla_miss objective reads it, simulated at the study's fidelity."""
+    from sojourn.study.confirm import miss_used
+    from sojourn.study.runner import evaluate
+
+    def p_miss(sc: Any) -> float:
+        return miss_used(runner, evaluate(sc, fidelity=runner.fidelity, n_jobs=n_jobs), sc)
+
+    return p_miss
 
 
 def _added_tp(base: Any, gpu: str, tps: tuple[int, ...]) -> int:
