@@ -394,3 +394,17 @@ fidelity = "fast"
     assert [r["gpu"] for r in rows] == ["h100-sxm", "l40s"]
     assert all(int(r["nodes_added"]) >= 5 and float(r["p_miss_used"]) <= 0.01 for r in rows)
     assert "added $/h" in capsys.readouterr().out
+
+
+def test_an_infeasible_mixed_trial_is_priced_as_its_added_pools():
+    import pathlib
+
+    from sojourn.study.config import load_study
+    from sojourn.study.runner import StudyRunner
+
+    base = pathlib.Path("studies")
+    runner = StudyRunner(load_study(base / "mixed-fleet.toml"))
+    params = {"fleet.pools.1.gpu": "h200", "fleet.pools.1.nodes": 4, "fleet.pools.1.tp": 2}
+    h200 = runner.base.catalogue_obj().gpu("h200").price_usd_per_gpu_hour
+    assert runner._cost_of(params) == pytest.approx(8 * h200)
+    assert runner._cost_of(params) == pytest.approx(runner.trial_scenario(params).cost_per_hour)
