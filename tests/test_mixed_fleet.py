@@ -408,3 +408,11 @@ def test_an_infeasible_mixed_trial_is_priced_as_its_added_pools():
     h200 = runner.base.catalogue_obj().gpu("h200").price_usd_per_gpu_hour
     assert runner._cost_of(params) == pytest.approx(8 * h200)
     assert runner._cost_of(params) == pytest.approx(runner.trial_scenario(params).cost_per_hour)
+
+
+def test_simulate_prints_the_added_and_the_whole_fleet_s_rent(capsys):
+    from sojourn.cli import main
+
+    assert main(["simulate", "studies/mixed-fleet-scenario.toml", "--fidelity", "fast", "--horizon-hours", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "2.49 $/h added (the owned nodes' rent 6 $/h; the whole fleet 8.49 $/h)" in out

@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     # Whether the fleet's step times are fitted on measurements of its GPU (sojourn.perf.calibration_of).
     cal = scenario_calibration(scenario)
     out = {**result.to_dict(), "calibrated": cal.calibrated, "calibration": cal.source}
+    if scenario.fleet.pools is not None:  # a mixed fleet: calibrated when every pool's GPU is; owned nodes' rent
+        out["calibrated"], out["calibration"] = scenario.calibration()
+        out["owned_cost_per_hour"] = scenario.owned_cost_per_hour
     if args.json:
         emit_json(out)
     else:
@@ -106,6 +109,15 @@ def _prefix_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
     if share is not None:
         return [("prefix cache", f"{_num(share)} of prompt tokens cached on the saturated node")]
     return []
+
+
+def _cost(d: Mapping[str, Any]) -> str:
+    """The rent row: with owned nodes (``fleet.pools[i].owned``), what is added and the whole fleet's."""
+    owned = d.get("owned_cost_per_hour") or 0.0
+    if not owned:
+        return _num(d["cost_per_hour"], "$/h")
+    return (f"{_num(d['cost_per_hour'], '$/h')} added (the owned nodes' rent {_num(owned, '$/h')}; "
+            f"the whole fleet {_num(d['cost_per_hour'] + owned, '$/h')})")
 
 
 def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
@@ -138,7 +150,7 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
             f"{d['requests_rejected']} rejected, {d['requests_cancelled']} cancelled, "
             f"{d['requests_in_system']} in system",
         ),
-        ("cost", _num(d["cost_per_hour"], "$/h")),
+        ("cost", _cost(d)),
     ]
     if d.get("fidelity") == "fast":
         rows.insert(-1, ("load", f"rho {_num(d.get('load'))} of a capacity of {_num(d.get('capacity_rps'))} req/s"))
