@@ -114,3 +114,15 @@ def test_a_study_may_search_the_spot_share() -> None:
     for share, nodes in ((0.5, 8), (1.0, 4)):
         sc = base.with_updates({"fleet.spot.share": share, "fleet.nodes": nodes})
         assert sc.fleet_realism().spot_nodes == round(share * nodes)
+
+
+def test_the_shipped_fleet_realism_study_loads_and_screens_on_the_fast_tier() -> None:
+    from pathlib import Path
+
+    from sojourn.study.config import load_study
+    from sojourn.study.runner import StudyRunner
+
+    runner = StudyRunner(load_study(Path(__file__).resolve().parents[1] / "studies" / "fleet-realism.toml"))
+    assert runner.base.fleet_realism() is not None
+    assert runner.request_tier_choices() == []
+    assert runner.cfg.space["fleet.spot.share"] == [0.0, 0.25, 0.5, 0.75, 1.0]

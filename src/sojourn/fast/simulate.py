@@ -956,8 +956,15 @@ def mixture_p_miss(scenario: Any, cap: NodeCapacity, realism: Any) -> Analytic:
 
     A stable state's stationary law is right when repairs and reclaims last long against the
     relaxation time; where they are short, the states average out and the mixture overstates
-    P(miss). Checked against the fluid sample in tests/test_failures.py.
+    P(miss); the backlog an overload state leaves behind is not counted, so it may read low where
+    the load on the nodes up nears 1 on average (and there is no value at or above 1). Checked
+    against the fluid sample in tests/test_failures.py (within 3x); a study takes the larger of
+    the two where they disagree.
     """
+    rho_up = load_report(scenario, cap).rho / realism.serving_share()
+    if rho_up >= 1.0:
+        return Analytic(math.nan, f"none: the nodes up serve less than the offered load on average (load {rho_up:.4g} "
+                                  "on them): backlogs carry from state to state, the fluid sample only")
     pmf = nodes_up_law(realism)
     up_rate, back_rate = _state_exit_rate(realism)
     sla_s = min(sla for sla, _ in _classes(scenario))
@@ -989,8 +996,11 @@ def mixture_p_miss(scenario: Any, cap: NodeCapacity, realism: Any) -> Analytic:
         hi += w * share
         rest -= w
     rest = max(rest, 0.0)
-    name = (f"quasi-static mixture over the nodes up (node availability {realism.availability:.6g}; each state's "
-            f"{'/'.join(sorted(regimes))} FIFO value; conservative where capacity changes are short against the SLA)")
+    name = (f"quasi-static mixture over the nodes up (node availability {realism.availability:.6g}, load "
+            f"{rho_up:.4g} on the nodes up; each state's {'/'.join(sorted(regimes))} FIFO value)")
+    if rho_up > 0.9:
+        name += ("; near the capacity that serves on average, where the backlog an overload leaves behind (not "
+                 "counted) matters: it may read low")
     return Analytic(p + rest, name, upper=hi + rest)
 
 
