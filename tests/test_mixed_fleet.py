@@ -416,3 +416,14 @@ def test_simulate_prints_the_added_and_the_whole_fleet_s_rent(capsys):
     assert main(["simulate", "studies/mixed-fleet-scenario.toml", "--fidelity", "fast", "--horizon-hours", "24"]) == 0
     out = capsys.readouterr().out
     assert "2.49 $/h added (the owned nodes' rent 6 $/h; the whole fleet 8.49 $/h)" in out
+
+
+def test_a_mixed_fleet_is_calibrated_only_when_every_pool_is():
+    d = pooled(engine_scenario(), [{"gpu": "a100-80gb", "nodes": 1}, {"gpu": "h100-sxm", "nodes": 1}])
+    calibrated, source = scenario_from_dict(d).calibration()
+    marks = [scenario_from_dict(engine_scenario(**{"fleet.gpu": g})).calibration() for g in ("a100-80gb", "h100-sxm")]
+    assert calibrated == all(c for c, _ in marks)
+    assert source == f"pool 0: {marks[0][1]}; pool 1: {marks[1][1]}"
+    d = pooled(engine_scenario(), [{"gpu": "h100-sxm", "nodes": 1}, {"gpu": "l4", "nodes": 1}])
+    l4 = scenario_from_dict(engine_scenario(**{"fleet.gpu": "l4"})).calibration()[0]
+    assert scenario_from_dict(d).calibration()[0] == (marks[1][0] and l4)
