@@ -84,6 +84,14 @@ def test_a_bad_pool_names_its_field(pools, field):
     assert "fleet.pools" in str(e.value)
 
 
+def test_pools_with_failures_are_refused_for_now():
+    d = pooled(engine_scenario(), [{"gpu": "h100-sxm", "nodes": 2}])
+    d["fleet"]["failures"] = {}
+    with pytest.raises(ConfigError) as e:
+        scenario_from_dict(d)
+    assert e.value.field == "fleet.failures" and "fleet.pools" in e.value.message
+
+
 def test_pools_with_a_plain_node_count_that_disagrees_are_refused():
     d = pooled(engine_scenario(), [{"gpu": "h100-sxm", "nodes": 2}])
     d["fleet"]["nodes"] = 3
