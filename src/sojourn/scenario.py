@@ -44,6 +44,7 @@ __all__ = [
     "CatalogueOverrides",
     "CapacitySchedule",
     "Fleet",
+    "FleetPool",
     "FleetRealism",
     "NodeFailures",
     "SpotNodes",
@@ -431,8 +432,41 @@ class FleetRealism:
         return self.availability * s / (period * self.nodes)
 
 
+class FleetPool(_Strict):
+    """One node pool of a mixed fleet (``[[fleet.pools]]``): ``nodes`` replicas of ``tp`` GPUs of type ``gpu``.
+
+    The engine settings given here replace the ``[serving]`` ones on this pool's nodes (unset: the
+    scenario's), and ``precision`` the model's; ``price_usd_per_gpu_hour`` the catalogue's rent.
+    ``owned = true``: nodes already bought. They serve like any other, but cost nothing in
+    ``Scenario.cost_per_hour`` (the rent the plan adds); ``Scenario.owned_cost_per_hour`` values
+    them at their rent, and the two add up to the whole fleet's. ``speed`` (generic servers only):
+    this pool's servers serve ``speed`` times faster than ``fleet.server.service_time`` says.
+    ``nodes = 0`` is allowed (a study may add none of a type), as long as the fleet has a node.
+    """
+
+    gpu: str = "h100-sxm"
+    nodes: int = Field(default=1, ge=0)
+    tp: int = Field(default=1, ge=1)
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    precision: Literal["bf16", "fp8", "fp4"] | None = None
+    price_usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    owned: bool = False
+    speed: float | None = Field(default=None, gt=0)
+
+
+#: The pool settings that replace a scenario setting on that pool's nodes (``Scenario.pool_scenarios``).
+_POOL_SETTINGS = {"gpu": "fleet.gpu", "nodes": "fleet.nodes", "tp": "fleet.tp",
+                  "price_usd_per_gpu_hour": "fleet.price_usd_per_gpu_hour", "precision": "model.precision",
+                  "max_num_seqs": "serving.max_num_seqs", "max_num_batched_tokens": "serving.max_num_batched_tokens"}
+
+
 class Fleet(_Strict):
-    """The hardware: ``nodes`` engine replicas of ``tp`` GPUs each."""
+    """The hardware: ``nodes`` engine replicas of ``tp`` GPUs each, or several node pools (``pools``).
+
+    With ``pools``, ``gpu``, ``nodes`` and ``tp`` are read off them (the first pool's GPU and tp,
+    every pool's nodes), so code that reads a fleet's node count sees the whole fleet's.
+    """
 
     gpu: str = "h100-sxm"
     nodes: int = Field(default=1, ge=1)
@@ -448,9 +482,53 @@ class Fleet(_Strict):
     failures: NodeFailures | None = Field(default=None, exclude_if=lambda v: v is None)
     spot: SpotNodes | None = Field(default=None, exclude_if=lambda v: v is None)
     capacity_schedule: CapacitySchedule | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: Node pools of a mixed fleet (``FleetPool``); absent, the fleet is one pool (gpu, nodes, tp),
+    #: and the key is left out of the serialised form, so such scenarios read as before.
+    pools: list[FleetPool] | None = Field(default=None, min_length=1, exclude_if=lambda v: v is None)
+
+    @model_serializer(mode="wrap")
+    def _pools_only(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # With pools, the fleet's gpu, nodes and tp are read off them: the pools alone are written.
+        data = handler(self)
+        if self.pools is not None and isinstance(data, dict):
+            for key in ("gpu", "nodes", "tp"):
+                data.pop(key, None)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pools(cls, data: Any) -> Any:
+        """With pools, the fleet's gpu, nodes and tp are the pools' (a value given for them must agree)."""
+        if not isinstance(data, dict) or not data.get("pools"):
+            return data
+        pools = [p if isinstance(p, dict) else p.model_dump() for p in data["pools"]]
+        try:
+            nodes = sum(int(p.get("nodes", 1)) for p in pools)
+        except (TypeError, ValueError):
+            return data  # the pool's own field check names it
+        derived = {"gpu": pools[0].get("gpu", "h100-sxm"), "tp": pools[0].get("tp", 1), "nodes": nodes}
+        for key, value in derived.items():
+            if key in data and data[key] != value:
+                raise ConfigError(f"fleet.{key}", f"{data[key]!r} disagrees with fleet.pools ({value!r}); with pools, "
+                                                  f"set each pool's {key} (fleet.pools[i].{key}) and leave fleet.{key} out")
+        if "price_usd_per_gpu_hour" in data and data["price_usd_per_gpu_hour"] is not None:
+            raise ConfigError("fleet.price_usd_per_gpu_hour", "not used with fleet.pools; set each pool's "
+                                                              "price_usd_per_gpu_hour (fleet.pools[i].price_usd_per_gpu_hour)")
+        if nodes < 1:
+            raise ConfigError("fleet.pools", "no node in any pool; allowed: nodes >= 1 in at least one pool")
+        return {**data, **derived}
 
     @model_validator(mode="after")
     def _realism(self) -> Fleet:
+        if self.pools is not None:
+            on = [n for n in ("failures", "spot", "capacity_schedule") if getattr(self, n) is not None]
+            if on:
+                raise ConfigError(f"fleet.{on[0]}", "not modelled with fleet.pools yet (mixed fleets); remove one of them")
+            generic = self.server is not None
+            for i, p in enumerate(self.pools):
+                if p.speed is not None and not generic:
+                    raise ConfigError(f"fleet.pools[{i}].speed", "only for generic servers (fleet.server); an "
+                                                                 "engine pool's speed comes from its GPU, tp and settings")
         on = [n for n in ("failures", "spot", "capacity_schedule") if getattr(self, n) is not None]
         if on and self.routing != "pull":
             raise ConfigError("fleet.routing", f"{self.routing!r} with fleet.{on[0]}: the push routers do not route "
@@ -564,10 +642,15 @@ class Scenario(_Strict):
     catalogue: CatalogueOverrides | None = None
     #: Directory that relative paths (traces, config.json, profiles) are resolved against.
     base_dir: str = Field(default=".", exclude=True)
+    #: The pools' one-pool scenarios (``pool_scenarios``), built once.
+    _pool_cache: list[tuple[FleetPool, Scenario]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _hardware_fits(self) -> Scenario:
         # Generic servers stand for no real engine: only the GPU (for cost) must exist.
+        if self.fleet.pools is not None:
+            self.pool_scenarios()  # each pool validated as a one-pool scenario: its errors name the pool's field
+            return self
         self.gpu_spec()
         if self.fleet.server is None:
             sv = self.serving
@@ -620,9 +703,39 @@ class Scenario(_Strict):
     def model_spec(self):
         return self.catalogue_obj().model(self.model.name, base_dir=self.base_dir)
 
+    def pool_scenarios(self) -> list[tuple[FleetPool, Scenario]]:
+        """Each node pool with the one-pool scenario its nodes run (gpu, tp, its engine settings and
+        price; ``fleet.nodes`` the pool's, at least 1 so a pool of none still validates). Without
+        pools: the fleet as its one pool and this scenario itself. A pool's bad setting is a
+        ConfigError naming it (``fleet.pools[1].tp``)."""
+        fl = self.fleet
+        if fl.pools is None:
+            return [(FleetPool(gpu=fl.gpu, nodes=fl.nodes, tp=fl.tp,
+                               price_usd_per_gpu_hour=fl.price_usd_per_gpu_hour), self)]
+        if self._pool_cache is not None:
+            return self._pool_cache
+        out = []
+        for i, pool in enumerate(fl.pools):
+            updates = {"fleet.pools": None, **{_POOL_SETTINGS[k]: v for k, v in pool.model_dump(exclude_none=True).items()
+                                               if k in _POOL_SETTINGS}}
+            updates["fleet.nodes"] = max(pool.nodes, 1)
+            try:
+                sc = self.with_updates(updates)
+            except ConfigError as err:
+                field = _pool_field(err.field, i, pool)
+                where = "" if field.startswith("fleet.pools") else f"on fleet.pools[{i}]'s nodes: "
+                raise ConfigError(field, where + err.message) from None
+            out.append((pool, sc))
+        self._pool_cache = out
+        return out
+
     def perf_model(self):
-        """The engine performance model of one replica (validates that the model fits)."""
+        """The engine performance model of one replica (validates that the model fits); with pools,
+        the first pool's."""
         from sojourn.perf import build_perf_model
+
+        if self.fleet.pools is not None:
+            return self.pool_scenarios()[0][1].perf_model()
 
         return build_perf_model(
             model=self.model_spec(),
@@ -640,6 +753,9 @@ class Scenario(_Strict):
         (``sojourn.perf.scenario_calibration``)."""
         from sojourn.perf import scenario_calibration
 
+        if self.fleet.pools is not None:  # calibrated when every pool's GPU is
+            marks = [sc.calibration() for _, sc in self.pool_scenarios()]
+            return all(c for c, _ in marks), "; ".join(f"pool {i}: {src}" for i, (_, src) in enumerate(marks))
         c = scenario_calibration(self)
         return c.calibrated, c.source
 
@@ -653,10 +769,18 @@ class Scenario(_Strict):
     def cost_per_hour(self) -> float:
         """Rent cost of the fleet in $/hour (expected, with spot nodes and a capacity schedule:
         ``FleetRealism.cost_per_hour``)."""
+        if self.fleet.pools is not None:  # the rent the plan adds: owned pools cost nothing more
+            return sum(sc.price_per_gpu_hour * p.tp * p.nodes for p, sc in self.pool_scenarios() if not p.owned)
         realism = self.fleet_realism()
         if realism is not None:
             return realism.cost_per_hour()
         return self.price_per_gpu_hour * self.fleet.tp * self.fleet.nodes
+
+    @property
+    def owned_cost_per_hour(self) -> float:
+        """The rent value of the owned pools' nodes (``fleet.pools[i].owned``; 0 without them): with
+        ``cost_per_hour``, the rent of the whole fleet."""
+        return sum(sc.price_per_gpu_hour * p.tp * p.nodes for p, sc in self.pool_scenarios() if p.owned)
 
     def fleet_realism(self) -> FleetRealism | None:
         """The fleet's failures, spot nodes and capacity schedule with the catalogue's defaults
@@ -748,10 +872,23 @@ class Scenario(_Strict):
         for key, value in updates.items():
             node = data
             *parents, leaf = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
+            for part in parents:  # a list (fleet.pools) is indexed by number: fleet.pools.1.nodes
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+            if isinstance(node, list):
+                node[int(leaf)] = value
+            else:
+                node[leaf] = value
         return scenario_from_dict(data, base_dir=self.base_dir)
+
+
+def _pool_field(field: str, i: int, pool: FleetPool) -> str:
+    """The field of pool ``i`` an error of its one-pool scenario names (``fleet.tp`` -> ``fleet.pools[i].tp``;
+    an engine setting the pool gives, too), else the scenario's own field."""
+    given = pool.model_dump(exclude_none=True)
+    for key, path in _POOL_SETTINGS.items():
+        if field == path and (key in given or path.startswith("fleet.")):
+            return f"fleet.pools[{i}].{key}"
+    return field
 
 
 #: The distribution tags pydantic puts in an error's path (derived from the union's registry).
@@ -816,6 +953,18 @@ def setting_field(scenario: BaseModel, path: str) -> tuple[type[BaseModel], str]
         if i == len(parents):
             return type(node), name
         node = getattr(node, name)
+        if isinstance(node, list) and i < len(parents):  # a list of sections (fleet.pools): indexed by number
+            k = parents[i + 1] if i + 1 < len(parents) else leaf
+            if not k.isdigit() or int(k) >= len(node):
+                raise ConfigError(path, f"{'.'.join(path.split('.')[:i + 1])} has {len(node)} entries; "
+                                        f"allowed: an index 0..{len(node) - 1} after it")
+            if i + 1 == len(parents):
+                return None
+            try:
+                return setting_field(node[int(k)], ".".join(path.split(".")[i + 2:]))
+            except ConfigError as err:
+                where = ".".join(path.split(".")[:i + 2])
+                raise ConfigError(path, err.message.replace("the scenario has", f"{where} has")) from None
         if not isinstance(node, BaseModel):
             return None
     return None  # pragma: no cover

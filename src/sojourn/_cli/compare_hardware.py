@@ -26,6 +26,11 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--n-jobs", type=int, default=1)
     p.add_argument("--out", default=None, help="folder for hardware.csv and hardware.png (default: study output)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none off a terminal either)")
+    p.add_argument("--addition", action="store_true",
+                   help="the cheapest addition to the current fleet instead: per GPU type, the fewest nodes to add "
+                        "to the study's base fleet (its owned pools) to meet the target; needs no study run")
+    p.add_argument("--gpus", default=None,
+                   help="with --addition: GPU types to add, comma-separated (default: the study space's GPUs)")
     return p
 
 
@@ -50,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.target_miss < floor:
         raise ConfigError("--target-miss", f"{args.target_miss:g} is below the study's p_miss_floor {floor:g}, "
                           "where the study stops telling configurations apart; lower study.p_miss_floor")
+    if args.addition:
+        return _addition(args, runner)
     study = runner.load(create=False)
     from sojourn._progress import bar, wanted
     from sojourn.study.confirm import interrupt_at_once
@@ -94,3 +101,46 @@ def _speed(row: dict[str, Any]) -> str:
     from sojourn._cli._common import speed_word
 
     return speed_word(row.get("calibrated"), row.get("calibration"))
+
+
+ADDITION_COLUMNS = ["gpu", "tp", "nodes_added", "gpus_added", "p_miss_used", "p_miss_current", "added_usd_per_hour",
+                    "owned_usd_per_hour", "total_usd_per_hour", "evaluated", "note"]
+
+
+def _addition(args: argparse.Namespace, runner: Any) -> int:
+    """``--addition``: ``sojourn.study.hardware.cheapest_addition`` on the study's base scenario (its
+    seed, replications and horizon), P(miss) as the study's sla_miss objective reads it."""
+    import csv
+    import io
+
+    from sojourn.study.hardware import cheapest_addition, study_p_miss
+
+    space = runner.cfg.space
+    gpus = ([g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else
+            sorted({g for k, v in space.items() if (k == "gpu" or (k.startswith("fleet.pools.") and k.endswith(".gpu")))
+                    and isinstance(v, list) for g in v}))
+    if not gpus:
+        raise ConfigError("--gpus", "no GPU type to add: the study's space has none; give --gpus a100-80gb,h100-sxm,...")
+    base = runner.trial_scenario({})
+
+    print(f"compare-hardware --addition: the fewest nodes of each GPU type to add for P(miss) <= {args.target_miss:g} "
+          f"({runner.fidelity} tier)", file=sys.stderr)
+    rows = cheapest_addition(base, gpus, args.target_miss, study_p_miss(runner, args.n_jobs))
+    out = Path(args.out) if args.out else runner.cfg.output_dir
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ADDITION_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(out / "addition.csv", buf.getvalue())
+    print(f"current fleet: P(miss) {rows[0]['p_miss_current']:.3g}")
+    print(f"{'gpu':<10} {'add':>10} {'P(miss)':>10} {'added $/h':>10} {'total $/h':>10}")
+    for r in rows:
+        if r.get("nodes_added") is None:
+            print(f"{r['gpu']:<10} {'-':>10} {'-':>10} {'-':>10} {'-':>10}  {r.get('note', '')}")
+        else:
+            add = f"{r['nodes_added']}x tp{r['tp']}"
+            print(f"{r['gpu']:<10} {add:>10} {r['p_miss_used']:>10.3g} {r['added_usd_per_hour']:>10.2f} "
+                  f"{r['total_usd_per_hour']:>10.2f}")
+    print("  added $/h: rent of the nodes added; total $/h: with the current (owned) nodes at their rent")
+    print(f"wrote {out / 'addition.csv'}", file=sys.stderr)
+    return 0

@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if what_if is not None:  # only when asked: the output of a plain run is as it was
         out["what_if"] = {"rate_scale": what_if.rate_scale, "sla_hours": scenario.sla_hours,
                           "label": what_if.label, "notes": notes}
+    if scenario.fleet.pools is not None:  # a mixed fleet: calibrated when every pool's GPU is; owned nodes' rent
+        out["calibrated"], out["calibration"] = scenario.calibration()
+        out["owned_cost_per_hour"] = scenario.owned_cost_per_hour
     if args.json:
         emit_json(out)
     else:
@@ -145,6 +148,13 @@ def _realism_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows.append(("  node time", f"{served}; {_num(fr['node_hours_paid'])} node-hours paid, "
                                 f"{_num(fr['cost_per_hour_measured'], '$/h')} rent measured{tail}"))
     return rows
+def _cost(d: Mapping[str, Any]) -> str:
+    """The rent row: with owned nodes (``fleet.pools[i].owned``), what is added and the whole fleet's."""
+    owned = d.get("owned_cost_per_hour") or 0.0
+    if not owned:
+        return _num(d["cost_per_hour"], "$/h")
+    return (f"{_num(d['cost_per_hour'], '$/h')} added (the owned nodes' rent {_num(owned, '$/h')}; "
+            f"the whole fleet {_num(d['cost_per_hour'] + owned, '$/h')})")
 
 
 def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
@@ -177,7 +187,7 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
             f"{d['requests_rejected']} rejected, {d['requests_cancelled']} cancelled, "
             f"{d['requests_in_system']} in system",
         ),
-        ("cost", _num(d["cost_per_hour"], "$/h")),
+        ("cost", _cost(d)),
     ]
     if d.get("fidelity") == "fast":
         rows.insert(-1, ("load", f"rho {_num(d.get('load'))} of a capacity of {_num(d.get('capacity_rps'))} req/s"))

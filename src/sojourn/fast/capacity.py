@@ -277,6 +277,8 @@ def node_capacity(scenario: Any, *, measure: int = 100_000, mix: tuple[Any, Any]
     A trace workload's mix is the trace's own (input, output) pairs; ``mix`` gives
     the token arrays directly instead (not cached).
     """
+    if scenario.fleet.pools is not None:
+        return _pool_capacity(scenario, measure, mix)
     key = _cache_key(scenario, measure) if mix is None else None
     if key is not None:
         with _LOCK:
@@ -298,6 +300,59 @@ def node_capacity(scenario: Any, *, measure: int = 100_000, mix: tuple[Any, Any]
                 _, old = _CACHE.popitem(last=False)
                 total -= old.nbytes
     return cap
+
+
+def _pool_capacity(scenario: Any, measure: int, mix: tuple[Any, Any] | None) -> NodeCapacity:
+    """The mean node of a mixed fleet (``fleet.pools``): each pool's node capacity measured on its
+    own engine (cached per pool), the fleet's capacity their sum, shared evenly by its nodes.
+
+    The fast tier reads a fleet as ``fleet.nodes`` identical nodes. A mixed fleet is read as that
+    many nodes of its mean speed, each request's work the first pool's law scaled to it, the
+    requests in service and the work they hold the pools' node-weighted means. What that leaves
+    out: a request's work depends on the node that serves it (one slow node holds a long request
+    longer than the mean node would), and a pool's share of each request kind (prefill-heavy or
+    decode-heavy) is not its share of the capacity; the request tier models both. Agreement is
+    tested on a two-pool fleet (tests/test_mixed_fleet.py). A one-pool list is its pool's capacity.
+    """
+    import dataclasses
+
+    pools = [(p, sc) for p, sc in scenario.pool_scenarios() if p.nodes > 0]
+    caps = []
+    for p, sc in pools:
+        cap = node_capacity(sc, measure=measure, mix=mix)
+        caps.append(cap if p.speed is None else cap.scaled(p.speed))  # a generic pool's faster servers
+    if len(caps) == 1:
+        return caps[0]
+    counts = [p.nodes for p, _ in pools]
+    n = sum(counts)
+    rps = sum(k * c.requests_per_s for k, c in zip(counts, caps)) / n
+    ref = caps[0]
+    # A pool-p node-second is rps_p / rps mean-node seconds of work.
+    held = sum(k * c.in_service_work * c.requests_per_s / rps for k, c in zip(counts, caps)) / n
+    mean = ref.scaled(rps / ref.requests_per_s)
+    # A request's time in service is its pool's (real seconds, not work): the pools' laws mixed
+    # by the share of the requests each serves at saturation.
+    share = [k * c.requests_per_s / (n * rps) for k, c in zip(counts, caps)]
+    latency = mean.latency
+    if all(c.latency is not None for c in caps):
+        knots = np.unique(np.concatenate([c.latency.x for c in caps if c.latency is not None]))
+        mixed = sum(w * np.interp(knots, c.latency.x, c.latency.f, left=0.0, right=1.0)
+                    for w, c in zip(share, caps) if c.latency is not None)
+        latency = Latency(knots, np.asarray(mixed))
+    return dataclasses.replace(
+        mean,
+        latency=latency,
+        latency_s=sum(w * c.latency_s for w, c in zip(share, caps)),
+        concurrency=sum(k * c.concurrency for k, c in zip(counts, caps)) / n,
+        in_service_work=held,
+        reject_fraction=max(c.reject_fraction for c in caps),
+        measured_requests=sum(c.measured_requests for c in caps),
+        preemptions=sum(c.preemptions for c in caps),
+        source="mixed fleet, the mean of its nodes: " + "; ".join(
+            f"{k} x {sc.fleet.gpu} tp{sc.fleet.tp} at {c.requests_per_s:.4g} req/s ({c.source})"
+            for k, (_, sc), c in zip(counts, pools, caps)),
+        _forecast_keys={},
+    )
 
 
 def _with_wall(cap: NodeCapacity, wall: float) -> NodeCapacity:

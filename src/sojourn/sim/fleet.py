@@ -239,9 +239,17 @@ class FleetSim:
         n = sc.fleet.nodes
         srv = sc.fleet.server
         self.generic = srv is not None
+        pools = [(p, s) for p, s in sc.pool_scenarios() if p.nodes > 0]
+        #: Each node's pool (index into ``pools``), in pool order, and least_loaded's divisor: 1 for
+        #: every node of a one-pool fleet (so its loads stay the plain integers), else its speed.
+        self.pool_of = [k for k, (p, _) in enumerate(pools) for _ in range(p.nodes)]
+        self._inv_speed: list[Any] = [1] * n
         if self.generic:
-            self._new_node: Callable[[int], Any] = lambda i: GenericNode(srv.concurrency, index=i)
+            speeds = [p.speed or 1.0 for p, _ in pools]
+            self._new_node: Callable[[int], Any] = lambda i: GenericNode(srv.concurrency, index=i,
+                                                                         speed=speeds[self.pool_of[i]])
             self.nodes: list[Any] = [self._new_node(i) for i in range(n)]
+            self._set_speeds([srv.concurrency * x for x in speeds])
             self._svc_dist = srv.service_time
             self._svc_rng = np.random.default_rng(srv_seed)
             self._svc_buf: list[float] = []
@@ -250,21 +258,32 @@ class FleetSim:
             self.bs = 1
         else:
             check_scenario(sc)
-            sv = sc.serving
-            perf = sc.perf_model()
-            self.bs = sv.block_size
-            kv = perf.kv_capacity_blocks
+            self.bs = sc.serving.block_size
+            # Each pool's engine: its own performance model, KV capacity and engine settings.
+            built = [(s.perf_model(), s.serving) for _, s in pools]
+
             def engine(i: int) -> Engine:
-                node = Engine(perf, kv, sv.block_size, sv.max_num_seqs, sv.max_num_batched_tokens, index=i,
-                              prefix_caching=self.caching)
+                perf, sv = built[self.pool_of[i]]
+                node = Engine(perf, perf.kv_capacity_blocks, sv.block_size, sv.max_num_seqs,
+                              sv.max_num_batched_tokens, index=i, prefix_caching=self.caching)
                 node.first_token_events = False  # the fleet only reads completions
                 node.merge_steps = True  # prefill step + decode run as one event (the driver's poke, _can_take)
                 return node
 
             self._new_node = engine
             self.nodes = [engine(i) for i in range(n)]
-            predict, estimate = _engine_predictors(sc, perf, self)
+            if len(pools) > 1:
+                self._set_speeds([_engine_speed(s, perf) for (_, s), (perf, _) in zip(pools, built)])
+            predict, estimate = _engine_predictors(pools[0][1], built[0][0], self)
         return predict, estimate
+
+    def _set_speeds(self, speeds: list[float]) -> None:
+        """least_loaded's divisors: a node's load counts as load / its pool's speed (relative to the
+        fastest), so the router sends work where it is expected to finish first. Equal speeds leave
+        the integer loads as they are."""
+        if len(set(speeds)) > 1:
+            top = max(speeds)
+            self._inv_speed = [top / speeds[k] for k in self.pool_of]
 
     @property
     def now(self) -> float:
@@ -344,11 +363,12 @@ class FleetSim:
         loads = self._loads()
         return loads.index(min(loads))
 
-    def _loads(self) -> list[int]:
+    def _loads(self) -> list[Any]:
         """least_loaded's measure of each node now: its load (KV blocks in use; busy slots,
-        generic) plus the load queued for it."""
-        t, qload = self.now, self.qload
-        return [node.load(t) + qload[i] for i, node in enumerate(self.nodes)]
+        generic) plus the load queued for it, over its speed in a mixed fleet (expected work:
+        ``_set_speeds``)."""
+        t, qload, inv = self.now, self.qload, self._inv_speed
+        return [(node.load(t) + qload[i]) * inv[i] for i, node in enumerate(self.nodes)]
 
     # -- request outcomes ---------------------------------------------------------------
 
@@ -497,6 +517,7 @@ class FleetSim:
         # heap of (load, node) per batch picks as _route would (least load, then lowest index)
         # in O(log nodes) a request instead of O(nodes).
         least = None
+        inv = self._inv_speed
         if push and self.routing == "least_loaded":
             least = [(x, i) for i, x in enumerate(self._loads())]
             heapq.heapify(least)
@@ -524,7 +545,7 @@ class FleetSim:
             if push:
                 if least is not None:
                     x, qi = least[0]
-                    heapq.heapreplace(least, (x + w, qi))
+                    heapq.heapreplace(least, (x + w * inv[qi], qi))
                 else:
                     qi = self._route(r)
                 r.queue = qi
@@ -819,7 +840,7 @@ class FleetSim:
         n, H = len(self.nodes), self.H
         st.busy_fraction = (b1 - b0) / (n * H)
         if self.nodes[0].total_blocks:  # a node with a KV cache
-            st.kv_utilization = (k1 - k0) / (n * self.nodes[0].total_blocks * H)
+            st.kv_utilization = (k1 - k0) / (sum(node.total_blocks for node in self.nodes) * H)
         st.preemptions = p1 - p0
         if self.caching:
             keys = ("lookups", "lookup_tokens", "hit_requests", "hit_tokens", "evictions")
@@ -836,6 +857,16 @@ class FleetSim:
 def _nothing(node: Any, free: int) -> None:
     """The source of a node that admits nothing (out, on notice or drained): an empty queue."""
     return None
+
+
+def _engine_speed(scenario: Any, perf: Any) -> float:
+    """A pool's node speed for least_loaded: requests a second its engine decodes at the batch a
+    saturated node runs (``_engine_predictors``' batch: KV- or max_num_seqs-limited), on the
+    workload's mean request. A ranking of the pools, not the fast tier's measured capacity."""
+    mean_in, mean_out = mean_tokens(scenario)
+    ctx = mean_in + mean_out / 2.0
+    batch = max(1, min(scenario.serving.max_num_seqs, int(perf.kv_capacity_tokens // max(ctx, 1.0))))
+    return float(batch / (perf.alpha() * mean_in * batch + mean_out * perf.beta(batch, ctx)))
 
 
 def _median_output(scenario: Any) -> float:

@@ -20,17 +20,20 @@ __all__ = ["GenericNode"]
 
 
 class GenericNode:
-    """``concurrency`` slots; a request's service time is ``req.service`` seconds."""
+    """``concurrency`` slots; a request's service time is ``req.service / speed`` seconds."""
 
     def __init__(
         self,
         concurrency: int,
         source: Callable[[GenericNode, int], Any] | None = None,
         index: int = 0,
+        speed: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.c = int(concurrency)
+        #: A request takes ``req.service / speed`` seconds here (a mixed fleet's faster pool: speed > 1).
+        self.speed = float(speed)
         self.source = source
         self.index = index
         self.now = 0.0
@@ -124,7 +127,7 @@ class GenericNode:
             r.node = self.index
             self.busy += 1
             self._seq += 1
-            heapq.heappush(self.heap, (now + r.service, self._seq, r))
+            heapq.heappush(self.heap, (now + r.service / self.speed, self._seq, r))
         h = self.heap
         while h and not h[0][2].alive:
             heapq.heappop(h)

@@ -3,7 +3,9 @@
 The search space names scenario fields: the short names of the study example
 (``gpu``, ``tp``, ``nodes``, ``gpu_memory_utilization``, ``max_num_batched_tokens``,
 ``max_num_seqs``, ``discipline``, ``routing``, ``precision``, ``model``,
-``enable_expert_parallel``) or any dotted scenario path (``serving.block_size``).
+``enable_expert_parallel``) or any dotted scenario path (``serving.block_size``); a mixed
+fleet's pool by its index (``fleet.pools.1.nodes``, ``fleet.pools.1.gpu``, ``fleet.pools.1.tp``:
+keep pool 0, the nodes already owned, and search what to add as pool 1).
 A configuration that does not validate (a model that does not fit at that tp, expert
 parallelism on a dense model) is an infeasible trial with its reason, not simulated. A list is a categorical choice; a table
 ``{ low, high, log, step }`` a range (integers when both bounds are integers).
@@ -271,8 +273,10 @@ class StudyConfig(_Strict):
                         if e["type"] == "literal_error" and "ctx" in e:
                             msg = f"allowed: {e['ctx'].get('expected')}"
                         raise ConfigError(field, f"{value!r} is not a value of {path}: {msg}") from None
+            pool_gpu = path.startswith("fleet.pools.") and path.endswith(".gpu")  # a pool's GPU type
             lookup = {"fleet.gpu": lambda v: base.catalogue_obj().gpu(v),
-                      "model.name": lambda v: base.catalogue_obj().model(v, base_dir=base.base_dir)}.get(path)
+                      "model.name": lambda v: base.catalogue_obj().model(v, base_dir=base.base_dir)
+                      }.get("fleet.gpu" if pool_gpu else path)
             if lookup is None:
                 continue
             for value in values:

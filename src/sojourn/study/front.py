@@ -114,10 +114,9 @@ def front_rows(study: optuna.Study, space: Sequence[str], runner: StudyRunner | 
 
     With ``runner`` (its base scenario and the trial's parameters), each row also says
     whether its GPU's step-time factors are fitted on its own measurements or carried
-    over from another GPU (``sojourn.perf.scenario_calibration``); old studies included.
+    over from another GPU (``Scenario.calibration``: ``sojourn.perf.scenario_calibration``, every
+    pool's in a mixed fleet); old studies included.
     """
-    from sojourn.perf import scenario_calibration
-
     rows = []
     for t in front_trials(study):
         ua = t.user_attrs
@@ -153,8 +152,7 @@ def front_rows(study: optuna.Study, space: Sequence[str], runner: StudyRunner | 
         if runner is not None:
             try:
                 sc = runner.trial_scenario({k: t.params[k] for k in runner.cfg.space if k in t.params})
-                cal = scenario_calibration(sc)
-                row["calibrated"], row["calibration"] = cal.calibrated, cal.source
+                row["calibrated"], row["calibration"] = sc.calibration()  # a mixed fleet's: every pool's
             except Exception as err:  # noqa: BLE001 - a row still lists what it can
                 row["calibration"] = f"unknown: {err}"
         for name, value in zip(study.user_attrs.get("objectives", []), t.values):

@@ -11,14 +11,17 @@ amortises the purchase price over the study's ``costs.years`` and adds power
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 
+from sojourn._errors import ConfigError
 from sojourn.study.front import is_feasible
 from sojourn.study.runner import StudyRunner
 
-__all__ = ["compare_hardware", "own_cost_per_hour"]
+__all__ = ["addition_scenario", "cheapest_addition", "compare_hardware", "own_cost_per_hour", "study_p_miss"]
 
 HOURS_PER_YEAR = 8766.0  # 365.25 days
 
@@ -172,4 +175,116 @@ def _row(runner: StudyRunner, gpu: Any, gpu_id: str, cands: list[optuna.trial.Fr
         purchase_usd=gpu.purchase_usd * n_gpus,
         params={k: v for k, v in t.params.items()},
     )
+    return row
+
+
+# --- the cheapest addition to the current fleet ----------------------------------------------
+
+#: Tensor-parallel sizes tried for an added GPU type when none is given (the smallest that fits wins).
+ADD_TPS = (1, 2, 4, 8)
+
+
+def addition_scenario(base: Any, gpu: str, tp: int, nodes: int) -> Any:
+    """``base``'s current fleet plus ``nodes`` x ``gpu`` at ``tp`` as one more pool, bought or rented:
+    its ``cost_per_hour`` is the addition's rent. The current fleet: the owned pools of a mixed
+    fleet (all its pools when none is owned), or a plain fleet as one owned pool."""
+    owned = [p for p in base.fleet.pools or () if p.owned] or base.fleet.pools
+    pools = ([p.model_dump(exclude_none=True) for p in owned] if owned is not None else
+             [{"gpu": base.fleet.gpu, "nodes": base.fleet.nodes, "tp": base.fleet.tp, "owned": True,
+               **({} if base.fleet.price_usd_per_gpu_hour is None
+                  else {"price_usd_per_gpu_hour": base.fleet.price_usd_per_gpu_hour})}])
+    from sojourn.scenario import scenario_from_dict
+
+    data = base.model_dump(mode="json", exclude_none=True)
+    data["simulation"].update(max_requests=base.simulation.max_requests, max_batches=base.simulation.max_batches)
+    fleet = {k: v for k, v in data["fleet"].items() if k not in ("gpu", "nodes", "tp", "price_usd_per_gpu_hour")}
+    data["fleet"] = {**fleet, "pools": [*pools, {"gpu": gpu, "tp": tp, "nodes": nodes}]}
+    return scenario_from_dict(data, base_dir=base.base_dir)
+
+
+def study_p_miss(runner: StudyRunner, n_jobs: int = 1) -> Callable[[Any], float]:
+    """A scenario's P(miss) as the study's sla_miss objective reads it, simulated at the study's fidelity."""
+    from sojourn.study.confirm import miss_used
+    from sojourn.study.runner import evaluate
+
+    def p_miss(sc: Any) -> float:
+        return miss_used(runner, evaluate(sc, fidelity=runner.fidelity, n_jobs=n_jobs), sc)
+
+    return p_miss
+
+
+def _added_tp(base: Any, gpu: str, tps: tuple[int, ...]) -> int:
+    """The smallest tp of ``tps`` at which one node of ``gpu`` holds the model (ConfigError naming why none does)."""
+    last: ConfigError | None = None
+    for tp in tps:
+        try:
+            addition_scenario(base, gpu, tp, 1)
+            return tp
+        except ConfigError as err:
+            if err.field.startswith("fleet.pools") and err.field.endswith(".gpu"):
+                raise  # an unknown GPU: no tp helps
+            last = err
+    assert last is not None
+    raise ConfigError("--gpus", f"{gpu} holds the model at none of tp {', '.join(map(str, tps))}: {last}")
+
+
+def cheapest_addition(
+    base: Any,
+    gpus: list[str],
+    target_miss: float,
+    p_miss: Callable[[Any], float],
+    *,
+    tps: tuple[int, ...] = ADD_TPS,
+    max_nodes: int = 256,
+) -> list[dict[str, Any]]:
+    """Per candidate GPU type, the fewest nodes to add to ``base``'s fleet so that ``p_miss`` (a
+    scenario's P(miss), as the study's objective reads it) meets ``target_miss``, with their rent.
+
+    The current fleet is kept (``addition_scenario``); the added pool runs at the smallest tp of
+    ``tps`` that holds the model. P(miss) is taken to fall as nodes are added (more capacity, the
+    same traffic and seeds), so the count is found by doubling then bisection: O(log n)
+    evaluations. When the current fleet already meets the target, every row adds 0 nodes.
+    """
+    rows = []
+    current = p_miss(addition_scenario(base, gpus[0], _added_tp(base, gpus[0], tps), 0)) if gpus else math.nan
+    for gpu in gpus:
+        tp = _added_tp(base, gpu, tps)
+        miss = {0: current}
+
+        def meets(k: int, gpu: str = gpu, tp: int = tp, miss: dict[int, float] = miss) -> bool:
+            if k not in miss:
+                miss[k] = p_miss(addition_scenario(base, gpu, tp, k))
+            return miss[k] <= target_miss
+
+        rows.append(_addition_row(base, gpu, tp, _fewest(meets, max_nodes), miss, max_nodes))
+    return rows
+
+
+def _fewest(meets: Callable[[int], bool], max_nodes: int) -> int | None:
+    """The least k in 0..max_nodes with meets(k), for a monotone ``meets`` (None if none)."""
+    if meets(0):
+        return 0
+    lo, hi = 0, 1  # meets(lo) is false
+    while not meets(hi):
+        if hi >= max_nodes:
+            return None
+        lo, hi = hi, min(2 * hi, max_nodes)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if meets(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _addition_row(base: Any, gpu: str, tp: int, k: int | None, miss: dict[int, float], max_nodes: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"gpu": gpu, "tp": tp, "p_miss_current": miss[0], "evaluated": len(miss)}
+    if k is None:
+        row.update(nodes_added=None, note=f"not met with up to {max_nodes} added nodes")
+        return row
+    sc = addition_scenario(base, gpu, tp, k)
+    row.update(nodes_added=k, gpus_added=k * tp, p_miss_used=miss[k], added_usd_per_hour=sc.cost_per_hour,
+               owned_usd_per_hour=sc.owned_cost_per_hour,
+               total_usd_per_hour=sc.cost_per_hour + sc.owned_cost_per_hour)
     return row

@@ -370,6 +370,17 @@ class StudyRunner:
     def _cost_of(self, params: dict[str, Any]) -> float:
         """Rent cost even for a configuration that does not validate (the GPU still has a price)."""
         fleet = self.base.fleet
+        if fleet.pools is not None:  # a mixed fleet: the rent of its pools not owned, the trial's pool values set
+            cat = self.base.catalogue_obj()
+            total = 0.0
+            for i, pool in enumerate(fleet.pools):
+                p = {**pool.model_dump(), **{k.rsplit(".", 1)[1]: v for k, v in params.items()
+                                             if k.startswith(f"fleet.pools.{i}.")}}
+                if not p["owned"]:
+                    price = p["price_usd_per_gpu_hour"]
+                    price = cat.gpu(p["gpu"]).price_usd_per_gpu_hour if price is None else price
+                    total += float(price) * int(p["tp"]) * int(p["nodes"])
+            return total
         gpu = params.get("gpu", fleet.gpu)
         tp = params.get("tp", fleet.tp)
         nodes = params.get("nodes", fleet.nodes)
