@@ -450,3 +450,16 @@ def test_a_mixed_fleet_is_calibrated_only_when_every_pool_is():
     d = pooled(engine_scenario(), [{"gpu": "h100-sxm", "nodes": 1}, {"gpu": "l4", "nodes": 1}])
     l4 = scenario_from_dict(engine_scenario(**{"fleet.gpu": "l4"})).calibration()[0]
     assert scenario_from_dict(d).calibration()[0] == (marks[1][0] and l4)
+
+
+def test_front_labels_name_every_pool_the_trial_runs() -> None:
+    # The fleet label of the front table, plot and report: each non-empty pool with the trial's values.
+    from pathlib import Path
+
+    from sojourn.scenario import load_scenario
+    from sojourn.study.front import fleet_label
+
+    base = load_scenario(Path(__file__).parent.parent / "studies" / "mixed-fleet-scenario.toml")
+    params = {"fleet.pools.1.gpu": "h200", "fleet.pools.1.nodes": 5, "fleet.pools.1.tp": 2}
+    assert fleet_label(params, base) == "3 x a100-80gb tp1 owned + 5 x h200 tp2"
+    assert fleet_label({**params, "fleet.pools.1.nodes": 0}, base, short=True) == "3×a100-80gb tp1 owned"

@@ -215,13 +215,23 @@ def trial_summary(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def fleet_label(params: dict[str, Any], base: Any, short: bool = False) -> str:
     """A configuration's fleet in words: "7 x h100-sxm tp1" ("7×h100-sxm tp1" when ``short``, for plots),
-    with ", 4 spot" where spot nodes are part of it. The nodes, GPU, tp and spot share are the trial's
-    where the space sets them, the study scenario's otherwise."""
+    with ", 4 spot" where spot nodes are part of it; a mixed fleet's pools joined by " + ", owned ones
+    marked ("3 x a100-80gb tp1 owned + 6 x h100-sxm tp1"), empty pools left out. The nodes, GPU, tp,
+    spot share and pools are the trial's where the space sets them, the study scenario's otherwise."""
     from sojourn.scenario import SpotNodes
 
     fleet = base.fleet
+    times = "×" if short else " x "
+    pools = getattr(fleet, "pools", None)
+    if pools:
+        parts = []
+        for i, pool in enumerate(pools):
+            n, gpu, tp = (params.get(f"fleet.pools.{i}.{k}", getattr(pool, k)) for k in ("nodes", "gpu", "tp"))
+            if n:
+                parts.append(f"{n}{times}{gpu} tp{tp}" + (" owned" if pool.owned else ""))
+        return " + ".join(parts)
     nodes = params.get("nodes", fleet.nodes)
-    text = f"{nodes}{'×' if short else ' x '}{params.get('gpu', fleet.gpu)} tp{params.get('tp', fleet.tp)}"
+    text = f"{nodes}{times}{params.get('gpu', fleet.gpu)} tp{params.get('tp', fleet.tp)}"
     share = params.get("fleet.spot.share", fleet.spot.share if getattr(fleet, "spot", None) else 0.0)
     spot = SpotNodes(share=share).nodes_of(nodes) if share else 0
     return text + (f", {spot} spot" if spot else "")
