@@ -157,6 +157,8 @@ class Result(Mapping[str, Any]):
     prefix_cache: dict[str, Any] | None = None
     # -- either simulating tier's, only with node failures, spot nodes or a capacity schedule ----
     fleet_realism: dict[str, Any] | None = None
+    # -- the request tier's, where engines serve tokens (request.SimResult): TTFT and TPOT --------
+    token_latency: dict[str, Any] | None = None
     # -- bookkeeping -----------------------------------------------------------------
     #: Keys outside the fields above (``from_dict`` of a dict that has them).
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -148,6 +148,20 @@ def _realism_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows.append(("  node time", f"{served}; {_num(fr['node_hours_paid'])} node-hours paid, "
                                 f"{_num(fr['cost_per_hour_measured'], '$/h')} rent measured{tail}"))
     return rows
+def _latency_rows(d: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """TTFT (from arrival) and TPOT of the requests engines served (the request tier's ``token_latency``)."""
+    tl: Mapping[str, Any] = d.get("token_latency") or {}
+    if "ttft_mean_s" not in tl:
+        return []
+    text = (f"TTFT mean {_num(tl['ttft_mean_s'], 's')}, p50 {_num(tl['ttft_p50_s'], 's')}, "
+            f"p99 {_num(tl['ttft_p99_s'], 's')} (from arrival; {tl['ttft_requests']} requests)")
+    if "tpot_mean_s" in tl:
+        ms = {k: 1e3 * tl[k] for k in ("tpot_mean_s", "tpot_p50_s", "tpot_p99_s")}
+        text += (f"; TPOT mean {_num(ms['tpot_mean_s'], 'ms')}, p50 {_num(ms['tpot_p50_s'], 'ms')}, "
+                 f"p99 {_num(ms['tpot_p99_s'], 'ms')}")
+    return [("token latency", text)]
+
+
 def _cost(d: Mapping[str, Any]) -> str:
     """The rent row: with owned nodes (``fleet.pools[i].owned``), what is added and the whole fleet's."""
     owned = d.get("owned_cost_per_hour") or 0.0
@@ -202,6 +216,7 @@ def format_table(d: Mapping[str, Any], cancel: bool = False) -> str:
                             f"(seed {d['seed']}), {d['requests_simulated']} requests simulated in {d['wall_s']:.1f} s"))
     rows += _prefix_rows(d)
     rows += _realism_rows(d)
+    rows += _latency_rows(d)
     for c in d.get("by_sla_class") or []:
         lo, hi = c["p_miss_ci"]
         rows.append((f"  SLA {_num(c['sla_hours'])} h",

@@ -67,7 +67,7 @@ def replication_from_json(d: dict[str, Any]) -> ReplicationStats:
         if f.name not in d:
             continue
         v, cur = d[f.name], getattr(st, f.name)
-        if f.name == "sojourn_hist":
+        if f.name.endswith("_hist"):  # sojourn_hist, ttft_hist, tpot_hist
             if v is not None:
                 diff = _unpack(v["diff"])
                 index = np.concatenate([[v["index0"]], v["index0"] + np.cumsum(diff)]).astype(np.int64)

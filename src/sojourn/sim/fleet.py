@@ -140,6 +140,14 @@ class ReplicationStats:
     #: node-seconds serving, failed and held (paid), the rent paid, failure and reclaim events, and the
     #: measured requests sent back to the queue (``requeued``) or lost to failures. None without them.
     realism: dict[str, float] | None = None
+    #: Token latencies of the measured requests an engine completed (``sim.engine``; absent on generic
+    #: servers): time to first token from the request's arrival (its batch's) and time per output
+    #: token after the first, (completion - first token) / (output - 1), for outputs over one token;
+    #: sums and log histograms (``_sojourns``: quantiles within 0.005%), bounded in memory.
+    ttft_sum: float = 0.0
+    ttft_hist: LogHistogram | None = None
+    tpot_sum: float = 0.0
+    tpot_hist: LogHistogram | None = None
 
 
 class FleetSim:
@@ -202,6 +210,8 @@ class FleetSim:
         self.marked_end = False
         self.st = ReplicationStats(horizon_s=self.H)
         self._soj = array("d")  # 8 bytes a served request, folded into a histogram past the cap
+        self._ttft = array("d")  # token latencies of served engine requests, folded likewise
+        self._tpot = array("d")
         self.sojourn_cap: float = EXACT_CAP  # inf: every sojourn kept exact
         self._marks: dict[str, tuple[float, float, int, int]] = {}
         self._pmarks: dict[str, tuple[int, ...]] = {}  # prefix-cache counters at the marks
@@ -455,6 +465,13 @@ class FleetSim:
             soj.append(s)
             if len(soj) >= self.sojourn_cap:
                 self._fold_sojourns()
+            ft = r.first_token_time
+            if ft == ft:  # an engine's request (a generic server's has no tokens: nan)
+                self._ttft.append(ft - b.arrival)
+                if r.output > 1:
+                    self._tpot.append((t - ft) / (r.output - 1))
+                if len(self._ttft) >= EXACT_CAP:
+                    self._fold_latencies()
             if s > b.sla:
                 self._miss(b)
 
@@ -464,6 +481,18 @@ class FleetSim:
         st = self.st
         st.sojourn_hist = h if st.sojourn_hist is None else st.sojourn_hist.merge(h)
         self._soj = array("d")
+
+    def _fold_latencies(self) -> None:
+        """Move the token latencies into the replication's sums and histograms (bounded memory)."""
+        st = self.st
+        for name in ("ttft", "tpot"):
+            a = np.frombuffer(getattr(self, f"_{name}"), dtype=np.float64)
+            if len(a):
+                h = LogHistogram.of(a)
+                old = getattr(st, f"{name}_hist")
+                setattr(st, f"{name}_hist", h if old is None else old.merge(h))
+                setattr(st, f"{name}_sum", getattr(st, f"{name}_sum") + float(a.sum()))
+            setattr(self, f"_{name}", array("d"))
 
     def _triage_drop(self, r: SimRequest, now: float) -> None:
         """A discipline gave up on a queued request (it cannot make its deadline); it left the queue."""
@@ -831,6 +860,7 @@ class FleetSim:
         if st.sojourn_hist is not None:
             self._fold_sojourns()
         st.sojourn = np.array(self._soj, dtype=np.float64)
+        self._fold_latencies()
         st.miss_episodes = self._episodes()
         st.queue_bins, st.queue_bins_n = self._qsum, self._qn
         hs = self._half
