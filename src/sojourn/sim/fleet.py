@@ -463,15 +463,14 @@ class FleetSim:
             st.wait_sum += r.start - b.arrival
             soj = self._soj
             soj.append(s)
-            if len(soj) >= self.sojourn_cap:
-                self._fold_sojourns()
             ft = r.first_token_time
             if ft == ft:  # an engine's request (a generic server's has no tokens: nan)
                 self._ttft.append(ft - b.arrival)
                 if r.output > 1:
                     self._tpot.append((t - ft) / (r.output - 1))
-                if len(self._ttft) >= EXACT_CAP:
-                    self._fold_latencies()
+            if len(soj) >= self.sojourn_cap:  # the latencies, at most one per sojourn, fold with them
+                self._fold_sojourns()
+                self._fold_latencies()
             if s > b.sla:
                 self._miss(b)
 
