@@ -244,7 +244,13 @@ class TestRouterContract:
 def _comparable(st) -> dict:
     d = dataclasses.asdict(st)
     d.pop("wall_s")
-    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+
+    def plain(v):  # arrays, also inside the histograms (token latencies, folded sojourns), as lists
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+        return {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    return plain(d)
 
 
 @pytest.mark.parametrize("routing", ROUTERS)
