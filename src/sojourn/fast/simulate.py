@@ -1062,8 +1062,9 @@ def _loss_share(cap: NodeCapacity, realism: Any) -> float:
     nodes up fail at 1/MTBF each, and each holds concurrency x (its load) requests in service. Over
     the requests an hour, ρ·nodes·(a node's rate): A·concurrency / (MTBF · rate · serving share)."""
     assert realism.mtbf_node_h is not None
-    return min(realism.availability * cap.concurrency
-               / (realism.mtbf_node_h * 3600.0 * cap.requests_per_s * realism.serving_share()), 1.0)
+    share = realism.availability * cap.concurrency / (realism.mtbf_node_h * 3600.0 * cap.requests_per_s
+                                                      * realism.serving_share())
+    return min(float(share), 1.0)
 
 
 def _agreement(res: dict[str, Any], a_p: float, regime: str) -> tuple[str, bool | None]:
