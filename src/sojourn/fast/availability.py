@@ -32,6 +32,10 @@ stream. The fluid fleet then drains the batch-level work at C(t) instead of a co
   lost request would have been on time with probability F(T − (t − arrival)), its latency's
   cdf at the slack (``fast.simulate._summarise``). A spot reclaim still recomputes, as in the
   request tier.
+* a mixed fleet's nodes (``fleet.pools``) fail at their own pool's rates (``sim.availability``);
+  the fluid fleet reads them as ``fleet.nodes`` nodes of the mean speed (``fast.capacity``), so
+  each node serving adds its pool's speed over the mean to C(t) (``capacity_path``'s weights),
+  and what its failure redoes or drops is scaled alike.
 
 Orders other than FIFO (and EDF with one deadline) and a queue limit are the request tier's
 alone, since the priority orders' event loop serves at a constant capacity.
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +75,8 @@ class CapacityPath:
     summary: dict[str, float]
     drop_at: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     drop_share: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    #: The capacity serving just before each of ``drop_at`` (nodes, or mean-node units).
+    drop_up: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
 
     def nodes_at(self, t: NDArray[np.float64]) -> NDArray[np.float64]:
         """C(t): the nodes serving at each time."""
@@ -126,9 +133,14 @@ def residual_beyond(lat: Latency, s: float) -> float:
 
 
 def capacity_path(realism: Any, rng: np.random.Generator, t_end: float, span: tuple[float, float],
-                  lost_failure: float, lost_reclaim: float, on_failure: str = "recompute") -> CapacityPath:
+                  lost_failure: float, lost_reclaim: float, on_failure: str = "recompute",
+                  weights: Sequence[float] | None = None) -> CapacityPath:
     """One draw of C(t) on [0, t_end] from ``realism`` (a ``scenario.FleetRealism``), with the work
-    to redo at each failure (``lost_failure``) and reclaim (``lost_reclaim``), node-seconds."""
+    to redo at each failure (``lost_failure``) and reclaim (``lost_reclaim``), node-seconds of a
+    node. ``weights``: each node's capacity in the fluid fleet's units (a mixed fleet's pools: its
+    pool's speed over the mean node's; None: 1 each), which C(t) sums over the nodes serving and
+    which scales what a node's failure redoes or drops."""
+    w = [1.0] * realism.nodes if weights is None else [float(x) for x in weights]
     heap: list[tuple[float, int, Any]] = []
     seq = [0]
 
@@ -138,11 +150,12 @@ def capacity_path(realism: Any, rng: np.random.Generator, t_end: float, span: tu
 
     av = Availability(realism, rng, span, push)
     av.start()
-    times, nodes = [0.0], [float(sum(m == 0 for m in av.mask))]
+    times, nodes = [0.0], [float(sum(x for x, m in zip(w, av.mask) if m == 0))]
     lost_at: list[float] = []
     lost: list[float] = []
     drop_at: list[float] = []
     drop_share: list[float] = []
+    drop_up: list[float] = []
     lose = on_failure == "lose"
     while heap and heap[0][0] < t_end:
         t, _, arg = heapq.heappop(heap)
@@ -152,23 +165,24 @@ def capacity_path(realism: Any, rng: np.random.Generator, t_end: float, span: tu
                 failed = bool(new & ~old & FAIL)
                 if failed and lose:
                     drop_at.append(t)
-                    drop_share.append(1.0 / max(nodes[-1], 1.0))
+                    drop_share.append(min(w[i] / max(nodes[-1], 1e-12), 1.0))
+                    drop_up.append(max(nodes[-1], w[i]))
                     continue
-                amount = lost_failure if failed else lost_reclaim if new & ~old & RECLAIM else 0.0
+                amount = w[i] * (lost_failure if failed else lost_reclaim if new & ~old & RECLAIM else 0.0)
                 if amount != 0:
                     lost_at.append(t)
                     lost.append(amount)
-        up = float(sum(m == 0 for m in av.mask))
+        up = float(sum(x for x, m in zip(w, av.mask) if m == 0))
         if up != nodes[-1]:
             times.append(t)
             nodes.append(up)
     # Past the end the fleet serves at full strength: only requests that have long missed start there.
     summary = av.summary(span[1])
-    if nodes[-1] != realism.nodes:
+    if nodes[-1] != sum(w):
         times.append(max(t_end, times[-1]))
-        nodes.append(float(realism.nodes))
+        nodes.append(float(sum(w)))
     return CapacityPath(np.array(times), np.array(nodes), np.array(lost_at), np.array(lost), summary,
-                        np.array(drop_at), np.array(drop_share))
+                        np.array(drop_at), np.array(drop_share), np.array(drop_up))
 
 
 def fifo_runs_varying(b: Batches, fleet: FluidFleet, path: CapacityPath,
@@ -228,7 +242,7 @@ def _runs_losing(b: Batches, flat: FluidFleet, fleet: FluidFleet, path: Capacity
     k = np.searchsorted(b.arrival, t, side="right") - 1
     ok = (k >= 0) & (k < n - 1)
     # The slots and the work in service of the fleet just before each failure (the nodes serving then).
-    k_up = fleet.slots / fleet.capacity / share
+    k_up = fleet.slots / fleet.capacity * path.drop_up
     _, d_up = fleet.scaled_to(k_up)
     full = d_up + fleet.work_excess
     removal = share * full  # the first pass: a full node's work in service

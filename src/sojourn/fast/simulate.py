@@ -239,7 +239,10 @@ def fast_simulate(
     an = Analytic(math.nan, "none: not requested")
     if run.realism is not None:
         an = Analytic(math.nan, "none: a capacity schedule (fleet.capacity_schedule): the fluid sample only")
-        if analytic and run.realism.schedule is None:
+        if run.realism.pools is not None:
+            an = Analytic(math.nan, "none: a mixed fleet's failures (fleet.pools; the mixture is over identical "
+                                    "nodes): the fluid sample only")
+        elif analytic and run.realism.schedule is None:
             an = mixture_p_miss(scenario, cap, run.realism)
     elif analytic:
         an = analytic_p_miss(scenario, cap, run.load, law=run.law if wl.rate_profile is None else None)
@@ -297,6 +300,8 @@ class _Run:
     lost_reclaim: float = 0.0
     #: Each replication's capacity process, as drawn.
     paths: list[CapacityPath] = field(default_factory=list)
+    #: Each node's capacity in mean-node units (a mixed fleet's pools, ``node_weights``), else None.
+    weights: list[float] | None = None
 
     @property
     def span_s(self) -> float:
@@ -377,7 +382,18 @@ def _set_up(scenario: Any, cap: NodeCapacity, reps: int, horizon_hours: float | 
         redo = cap.work_excess_mean if scenario.fleet.server is None else cap.work_mean - cap.work_excess_mean
         run.lost_failure = cap.concurrency * redo
         run.lost_reclaim = run.lost_failure * residual_beyond(lat, realism.notice_s)
+        run.weights = node_weights(scenario) if realism.pools is not None else None
     return run
+
+
+def node_weights(scenario: Any) -> list[float]:
+    """Each node's capacity in the fast tier's mean-node units, in pool order: its pool's node
+    capacity (``node_capacity`` of the pool's scenario, cached; a generic pool's ``speed`` applied)
+    over the fleet's mean (``fast.capacity``'s reading of a mixed fleet); they add up to its nodes."""
+    pools = [(p, sc) for p, sc in scenario.pool_scenarios() if p.nodes > 0]
+    rps = [node_capacity(sc).requests_per_s * (p.speed or 1.0) for p, sc in pools]
+    mean = sum(p.nodes * r for (p, _), r in zip(pools, rps)) / scenario.fleet.nodes
+    return [r / mean for (p, _), r in zip(pools, rps) for _ in range(p.nodes)]
 
 
 def _check_realism(scenario: Any, fifo_vector: bool) -> Any:
@@ -514,7 +530,7 @@ def _path(run: _Run, seq: np.random.SeedSequence) -> CapacityPath:
     # Drawn past the last arrival, for the starts of the last batches (to their deadlines, within a day or a span).
     end = run.t_end + min(2.0 * run.max_sla, max(run.span_s, 86400.0))
     return capacity_path(run.realism, rng, end, (run.warm_s, run.warm_s + run.span_s), run.lost_failure,
-                         run.lost_reclaim, run.realism.on_failure)
+                         run.lost_reclaim, run.realism.on_failure, run.weights)
 
 
 def _realism_summary(run: _Run, per: list[dict[str, Any]]) -> dict[str, Any]:
