@@ -8,7 +8,10 @@ requests lost (a failure of a busy node) over the arrival rate is P(miss) when t
 never reached otherwise. A failure's job goes back to the queue and starts over with a fresh
 service time, which for exponential service is the classical preemptive-resume breakdown
 model. Each check asks the simulator's own 95% interval over replications, from a fixed
-seed, to hold the exact value.
+seed, to hold the exact value. The fast tier (a capacity process, ``fast.availability``) is
+checked against the same chain, with a stated tolerance where its batch-level reading of a
+failure (expected requests in service, mean residual work) is approximate, and against the
+request tier on M^X/M/4 with failures, recomputing and losing.
 """
 
 from __future__ import annotations
