@@ -84,12 +84,12 @@ def test_a_bad_pool_names_its_field(pools, field):
     assert "fleet.pools" in str(e.value)
 
 
-def test_pools_with_failures_are_refused_for_now():
+def test_pools_with_spot_nodes_are_refused_for_now():
     d = pooled(engine_scenario(), [{"gpu": "h100-sxm", "nodes": 2}])
-    d["fleet"]["failures"] = {}
+    d["fleet"]["spot"] = {"share": 0.5}
     with pytest.raises(ConfigError) as e:
         scenario_from_dict(d)
-    assert e.value.field == "fleet.failures" and "fleet.pools" in e.value.message
+    assert e.value.field == "fleet.spot" and "fleet.pools" in e.value.message
 
 
 def test_pools_with_a_plain_node_count_that_disagrees_are_refused():
@@ -463,3 +463,79 @@ def test_front_labels_name_every_pool_the_trial_runs() -> None:
     params = {"fleet.pools.1.gpu": "h200", "fleet.pools.1.nodes": 5, "fleet.pools.1.tp": 2}
     assert fleet_label(params, base) == "3 x a100-80gb tp1 owned + 5 x h200 tp2"
     assert fleet_label({**params, "fleet.pools.1.nodes": 0}, base, short=True) == "3×a100-80gb tp1 owned"
+
+
+# --- node failures on a mixed fleet (fleet.failures with fleet.pools) -------------------------
+
+
+def _two_pool_failures(on_failure: str = "recompute", seed: int = 11) -> dict:
+    """M^X/M/4 on two generic pools (2 nodes of speed 1, tp 1; 2 of speed 2, tp 2) failing at 1 h per
+    GPU (so 1 h and 0.5 h a node), 6-minute repairs; 3.6 requests a second against 6 (0.7 on
+    the capacity that serves on average), cancellation at a 60 s deadline."""
+    return {
+        "sla_hours": 60.0 / 3600.0,
+        "workload": {"batch_rate_per_hour": 3.6 * 3600 / 10, "batch_size": {"dist": "geometric", "mean": 10},
+                     "input_tokens": {"dist": "fixed", "value": 1}, "output_tokens": {"dist": "fixed", "value": 1}},
+        "fleet": {"server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 1.0}},
+                  "pools": [{"nodes": 2}, {"nodes": 2, "tp": 2, "speed": 2.0}],
+                  "failures": {"mtbf_hours_per_gpu": 1.0, "repair_hours": 0.1, "on_failure": on_failure}},
+        "simulation": {"horizon_hours": 12.0, "warmup_hours": 1.0, "replications": 8, "start": "empty", "seed": seed},
+    }
+
+
+def test_each_pool_fails_at_its_own_gpu_rate_and_its_failed_share_is_mttr_over_mtbf_plus_mttr():
+    from scipy import stats
+
+    from sojourn.fast.availability import capacity_path
+
+    sc = scenario_from_dict(_two_pool_failures())
+    realism = sc.fleet_realism()
+    assert [(p.nodes, p.mtbf_node_h, p.repair_h) for p in realism.pools] == [(2, 1.0, 0.1), (2, 0.5, 0.1)]
+    # Conservation per pool over independent draws of the node processes: failed node-time over
+    # the span holds MTTR / (MTBF + MTTR) of that pool's nodes (95% t-interval, fixed seed).
+    rng = np.random.default_rng(21)
+    span = 20 * 3600.0
+    shares = np.array([[capacity_path(realism, rng, span, (0.0, span), 0.0, 0.0).summary[f"failed_node_s:{k}"]
+                        / (2 * span) for k in (0, 1)] for _ in range(30)])
+    for k, want in ((0, 0.1 / 1.1), (1, 0.1 / 0.6)):
+        x = shares[:, k]
+        lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+        assert lo <= want <= hi, (k, lo, hi)
+    # The capacity process weighs each node by its pool's speed over the mean node's (1.5): 2/3 and 4/3.
+    from sojourn.fast.simulate import node_weights
+
+    assert node_weights(sc) == pytest.approx([2 / 3, 2 / 3, 4 / 3, 4 / 3])
+    # Unset, each pool's nodes fail at their own GPU's catalogue MTBF per GPU over their tp.
+    d = _two_pool_failures()
+    d["fleet"]["failures"] = {}
+    from sojourn.catalogue import reliability
+
+    pools = scenario_from_dict(d).fleet_realism().pools
+    assert [p.mtbf_node_h for p in pools] == pytest.approx([reliability("h100-sxm").mtbf_hours_per_gpu / tp
+                                                            for tp in (1, 2)])
+
+
+@pytest.mark.parametrize("on_failure", ["recompute", "lose"])
+def test_tiers_agree_on_a_two_pool_fleet_with_failures(on_failure):
+    # Both tiers on the two-pool fleet with failures: P(miss) intervals overlap, each mean sojourn
+    # inside the other's interval widened by 5%, and the failed share within 3 points.
+    from sojourn.fast import fast_simulate
+
+    sc = scenario_from_dict(_two_pool_failures(on_failure))
+    q = simulate(sc).to_result()
+    f = fast_simulate(sc).to_result()
+    assert q["p_miss_ci"][0] <= f["p_miss_ci"][1] and f["p_miss_ci"][0] <= q["p_miss_ci"][1], (q["p_miss_ci"],
+                                                                                                f["p_miss_ci"])
+    for a, b in ((q, f), (f, q)):
+        lo, hi = b["sojourn_mean_ci"]
+        assert 0.95 * lo <= a["sojourn_mean_s"] <= 1.05 * hi
+    want = (2 * 0.1 / 1.1 + 2 * 0.1 / 0.6) / 4
+    for r in (q, f):
+        assert r["fleet_realism"]["failed_share"] == pytest.approx(want, abs=0.03)
+        assert [p["mtbf_node_hours"] for p in r["fleet_realism"]["pools"]] == [1.0, 0.5]
+    if on_failure == "lose":
+        assert q["cancelled_by"]["node_failure"] > 0 and f["cancelled_by"]["node_failure"] > 0
+    else:
+        # Failures matter here: on never-failing nodes P(miss) is far lower.
+        calm = fast_simulate(sc.with_updates({"fleet.failures.mtbf_hours_per_gpu": 1e6})).to_result()
+        assert calm["p_miss_ci"][1] < q["p_miss_ci"][0]

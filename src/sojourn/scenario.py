@@ -47,6 +47,7 @@ __all__ = [
     "FleetPool",
     "FleetRealism",
     "NodeFailures",
+    "PoolRealism",
     "SpotNodes",
     "GenericServer",
     "ModelConfig",
@@ -365,12 +366,33 @@ class CapacitySchedule(_Strict):
 
 
 @dataclass(frozen=True)
+class PoolRealism:
+    """One node pool's share of a mixed fleet's ``FleetRealism``: its nodes (consecutive, in pool
+    order), tp, price per GPU-hour, and its nodes' MTBF and repair time (hours)."""
+
+    nodes: int
+    tp: int
+    price: float
+    mtbf_node_h: float | None
+    repair_h: float
+
+    @property
+    def availability(self) -> float:
+        """Long-run share of time one of its nodes is not failed: MTBF / (MTBF + MTTR)."""
+        m = self.mtbf_node_h
+        return 1.0 if m is None else m / (m + self.repair_h)
+
+
+@dataclass(frozen=True)
 class FleetRealism:
     """A scenario's node failures, spot nodes and capacity schedule, resolved (catalogue defaults
     filled in; ``Scenario.fleet_realism``). Times in hours unless named ``_s``; prices per GPU-hour.
 
     ``mtbf_node_h`` is None when failures are off; ``spot_nodes`` 0 without spot nodes;
     ``schedule`` None without a capacity schedule, else the node counts of each hour of its period.
+    ``pools``: a mixed fleet's pools (``PoolRealism``, failures only: each pool's own MTBF, repair
+    time, tp and price), None for one pool; then ``mtbf_node_h`` is the fleet's mean node failure
+    rate's inverse, ``repair_h`` the first pool's, and ``availability`` the node-weighted mean.
     """
 
     nodes: int
@@ -385,12 +407,22 @@ class FleetRealism:
     notice_s: float
     reacquire_h: float
     schedule: tuple[int, ...] | None
+    pools: tuple[PoolRealism, ...] | None = None
 
     @property
     def availability(self) -> float:
-        """Long-run share of time a node is not failed: MTBF / (MTBF + MTTR)."""
+        """Long-run share of time a node is not failed: MTBF / (MTBF + MTTR) (a mixed fleet: the
+        pools' values weighted by their nodes)."""
+        if self.pools is not None:
+            return sum(p.nodes * p.availability for p in self.pools) / self.nodes
         m = self.mtbf_node_h
         return 1.0 if m is None else m / (m + self.repair_h)
+
+    def node_pools(self) -> tuple[PoolRealism, ...]:
+        """The pools node by node's settings come from (one pool: the fleet's own values)."""
+        if self.pools is not None:
+            return self.pools
+        return (PoolRealism(self.nodes, self.tp, self.price, self.mtbf_node_h, self.repair_h),)
 
     def spot_shares(self) -> tuple[float, float]:
         """A spot node's long-run shares of time (serving, held): up / cycle and (up + notice) / cycle,
@@ -521,9 +553,10 @@ class Fleet(_Strict):
     @model_validator(mode="after")
     def _realism(self) -> Fleet:
         if self.pools is not None:
-            on = [n for n in ("failures", "spot", "capacity_schedule") if getattr(self, n) is not None]
+            on = [n for n in ("spot", "capacity_schedule") if getattr(self, n) is not None]
             if on:
-                raise ConfigError(f"fleet.{on[0]}", "not modelled with fleet.pools yet (mixed fleets); remove one of them")
+                raise ConfigError(f"fleet.{on[0]}", "not modelled with fleet.pools yet (mixed fleets; fleet.failures "
+                                                    "is); remove one of them")
             generic = self.server is not None
             for i, p in enumerate(self.pools):
                 if p.speed is not None and not generic:
@@ -792,6 +825,8 @@ class Scenario(_Strict):
 
         rel = reliability(fl.gpu)
         fa, sp, cs = fl.failures, fl.spot, fl.capacity_schedule
+        if fl.pools is not None:
+            return self._pools_realism()
         price = self.price_per_gpu_hour
         mtbf = None if fa is None else (fa.mtbf_hours_per_gpu or rel.mtbf_hours_per_gpu) / fl.tp
         schedule = None if cs is None else cs.nodes(fl.nodes)
@@ -809,6 +844,31 @@ class Scenario(_Strict):
             notice_s=pick(None if sp is None else sp.notice_s, rel.spot_notice_s),
             reacquire_h=pick(None if sp is None else sp.reacquire_hours, rel.spot_reacquire_hours),
             schedule=schedule,
+        )
+
+    def _pools_realism(self) -> FleetRealism:
+        """A mixed fleet's failures (spot nodes and a schedule are refused with pools): each pool's
+        nodes fail at its own GPU's catalogue MTBF per GPU (or ``fleet.failures``' override) / its
+        tp, and are repaired in its GPU's repair time (or the override)."""
+        from sojourn.catalogue import reliability
+
+        fa = self.fleet.failures
+        assert fa is not None
+        pools = []
+        for p, sc in self.pool_scenarios():
+            if p.nodes == 0:
+                continue  # no node of it runs (``FleetSim`` builds the pools with nodes)
+            rel = reliability(p.gpu)
+            pools.append(PoolRealism(nodes=p.nodes, tp=p.tp, price=sc.price_per_gpu_hour,
+                                     mtbf_node_h=(fa.mtbf_hours_per_gpu or rel.mtbf_hours_per_gpu) / p.tp,
+                                     repair_h=fa.repair_hours if fa.repair_hours is not None else rel.repair_hours))
+        rate = sum(p.nodes / p.mtbf_node_h for p in pools if p.mtbf_node_h is not None) / self.fleet.nodes
+        rel0 = reliability(self.fleet.gpu)
+        return FleetRealism(
+            nodes=self.fleet.nodes, tp=pools[0].tp, price=pools[0].price, mtbf_node_h=1.0 / rate,
+            repair_h=pools[0].repair_h, on_failure=fa.on_failure, spot_nodes=0, spot_price=pools[0].price,
+            reclaim_per_h=rel0.spot_reclaims_per_hour, notice_s=rel0.spot_notice_s,
+            reacquire_h=rel0.spot_reacquire_hours, schedule=None, pools=tuple(pools),
         )
 
     @property

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sojourn._errors import ConfigError
-from sojourn.fast.availability import CapacityPath, capacity_path, fifo_runs_varying, residual_beyond
+from sojourn.fast.availability import CapacityPath, Lost, capacity_path, fifo_runs_varying, residual_beyond
 from sojourn.fast.batches import Batches, generate_batches, trace_batches, trace_rate
 from sojourn.fast.capacity import LoadReport, NodeCapacity, load_report, node_capacity
 from sojourn.fast.fluid import FluidFleet, Segments, fifo_runs, priority_runs, split_by_key
@@ -107,6 +107,9 @@ class FastResult(Estimate):
     p_miss_fragility: float = math.nan
     #: Node failures, spot nodes, a capacity schedule (``fast.availability``), else None (and absent).
     fleet_realism: dict[str, Any] | None = None
+    #: Requests cancelled by reason, with ``on_failure = "lose"`` only (``node_failure``: lost with a
+    #: failed node, expected counts rounded), else None (and absent).
+    cancelled_by: dict[str, int] | None = None
 
     # A read-only mapping over ``to_result()``: ``dict(result)`` and ``result["p_miss"]`` work
     # as they do on a ``Result``. The Result is built once, and again after a field is set.
@@ -153,6 +156,8 @@ class FastResult(Estimate):
 
     def _build_result(self) -> Result:
         res = self._base_result()
+        if self.cancelled_by is not None:
+            res = res.with_values(cancelled_by=dict(self.cancelled_by))
         return res if self.fleet_realism is None else res.with_values(fleet_realism=self.fleet_realism)
 
     def _base_result(self) -> Result:
@@ -234,7 +239,10 @@ def fast_simulate(
     an = Analytic(math.nan, "none: not requested")
     if run.realism is not None:
         an = Analytic(math.nan, "none: a capacity schedule (fleet.capacity_schedule): the fluid sample only")
-        if analytic and run.realism.schedule is None:
+        if run.realism.pools is not None:
+            an = Analytic(math.nan, "none: a mixed fleet's failures (fleet.pools; the mixture is over identical "
+                                    "nodes): the fluid sample only")
+        elif analytic and run.realism.schedule is None:
             an = mixture_p_miss(scenario, cap, run.realism)
     elif analytic:
         an = analytic_p_miss(scenario, cap, run.load, law=run.law if wl.rate_profile is None else None)
@@ -244,6 +252,18 @@ def fast_simulate(
     out = _fast_result(scenario, cap, run, res, an, agreement, agrees, sampled_upper, fragility, t0)
     if run.realism is not None:
         out.fleet_realism = _realism_summary(run, per)
+        if run.realism.mtbf_node_h is not None and run.realism.on_failure == "lose":
+            out.cancelled_by = _cancelled_by(per, run.fleet.cancel)
+    return out
+
+
+def _cancelled_by(per: list[dict[str, Any]], cancel: bool) -> dict[str, int]:
+    """The fast tier's cancellations by reason under ``on_failure = "lose"``: node_failure, the
+    requests lost with failed nodes, and (with cancellation) deadline, the rest."""
+    lost = sum(p["lost"] for p in per)
+    out = {"node_failure": int(round(lost))}
+    if cancel:
+        out["deadline"] = max(int(round(sum(p["cancelled"] for p in per) - lost)), 0)
     return out
 
 
@@ -280,6 +300,8 @@ class _Run:
     lost_reclaim: float = 0.0
     #: Each replication's capacity process, as drawn.
     paths: list[CapacityPath] = field(default_factory=list)
+    #: Each node's capacity in mean-node units (a mixed fleet's pools, ``node_weights``), else None.
+    weights: list[float] | None = None
 
     @property
     def span_s(self) -> float:
@@ -360,7 +382,18 @@ def _set_up(scenario: Any, cap: NodeCapacity, reps: int, horizon_hours: float | 
         redo = cap.work_excess_mean if scenario.fleet.server is None else cap.work_mean - cap.work_excess_mean
         run.lost_failure = cap.concurrency * redo
         run.lost_reclaim = run.lost_failure * residual_beyond(lat, realism.notice_s)
+        run.weights = node_weights(scenario) if realism.pools is not None else None
     return run
+
+
+def node_weights(scenario: Any) -> list[float]:
+    """Each node's capacity in the fast tier's mean-node units, in pool order: its pool's node
+    capacity (``node_capacity`` of the pool's scenario, cached; a generic pool's ``speed`` applied)
+    over the fleet's mean (``fast.capacity``'s reading of a mixed fleet); they add up to its nodes."""
+    pools = [(p, sc) for p, sc in scenario.pool_scenarios() if p.nodes > 0]
+    rps = [node_capacity(sc).requests_per_s * (p.speed or 1.0) for p, sc in pools]
+    mean = sum(p.nodes * r for (p, _), r in zip(pools, rps)) / scenario.fleet.nodes
+    return [r / mean for (p, _), r in zip(pools, rps) for _ in range(p.nodes)]
 
 
 def _check_realism(scenario: Any, fifo_vector: bool) -> Any:
@@ -368,10 +401,6 @@ def _check_realism(scenario: Any, fifo_vector: bool) -> Any:
     realism = scenario.fleet_realism() if hasattr(scenario, "fleet_realism") else None
     if realism is None:
         return None
-    if realism.mtbf_node_h is not None and realism.on_failure == "lose":
-        raise ConfigError("fleet.failures.on_failure", "'lose' is modelled by the request tier only (which batch "
-                                                       "loses a request is a per-request matter); allowed in the fast "
-                                                       "tier: 'recompute', or use simulation.fidelity = 'request'")
     if not fifo_vector:
         raise ConfigError("serving.discipline", "with node failures, spot nodes or a capacity schedule the fast tier "
                                                 "serves FIFO (or EDF with one deadline) without max_queue only; "
@@ -446,12 +475,12 @@ def _replicate(scenario: Any, cap: NodeCapacity, run: _Run, root: int) -> list[d
     series = []
     halves: tuple[list[float], list[float]] = ([], [])
     for r in range(run.reps):
-        b, runs, refused, v = _replication(scenario, cap, run, seqs[r])
+        b, runs, refused, v, lost = _replication(scenario, cap, run, seqs[r])
         series.append(binned_means(b.arrival, v, warm_s + span_s))
         mid = warm_s + 0.5 * span_s
         halves[0].append(_mean_or_nan(v[(b.arrival >= warm_s) & (b.arrival < mid)]))
         halves[1].append(_mean_or_nan(v[(b.arrival >= mid) & (b.arrival < warm_s + span_s)]))
-        per.append(_summarise(b, runs, refused, run.fleet, lat, warm_s, span_s))
+        per.append(_summarise(b, runs, refused, run.fleet, lat, warm_s, span_s, lost))
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty bin
         run.steady.check(np.nanmean(np.vstack(series), axis=0), (warm_s + span_s) / 3600.0, *halves)
@@ -460,8 +489,9 @@ def _replicate(scenario: Any, cap: NodeCapacity, run: _Run, root: int) -> list[d
 
 
 def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
-                 seq: np.random.SeedSequence) -> tuple[Batches, Runs, np.ndarray, np.ndarray]:
-    """One replication: its batches, their runs, the requests refused, and the work each batch finds."""
+                 seq: np.random.SeedSequence) -> tuple[Batches, Runs, np.ndarray, np.ndarray, Lost | None]:
+    """One replication: its batches, their runs, the requests refused, the work each batch finds, and
+    the requests lost with failed nodes (``on_failure = "lose"``; else None)."""
     fleet = run.fleet
     C = fleet.capacity
     rng = np.random.default_rng(seq)
@@ -470,6 +500,7 @@ def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
     else:
         b = generate_batches(scenario, cap, rng, run.t_end)
     v0 = 0.0
+    lost = None
     if run.stationary and len(b):
         # Its own stream (the traffic's draws stay as they were): one uniform through the law.
         start_rng = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=seq.spawn_key + (_START_KEY,)))
@@ -477,7 +508,7 @@ def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
         v0 = float(run.law.sample(start_rng, 1, cap=run.hold / C)[0]) * C
     if run.realism is not None:
         path = _path(run, seq)
-        runs, refused, v = fifo_runs_varying(b, fleet, path, v0)
+        runs, refused, v, lost = fifo_runs_varying(b, fleet, path, v0)
         run.paths.append(path)
     elif run.fifo_vector:
         runs, refused, v = fifo_runs(b, fleet, v0)
@@ -486,7 +517,7 @@ def _replication(scenario: Any, cap: NodeCapacity, run: _Run,
             b = _with_backlog(b, v0, cap.work_mean, C)
         runs, refused = _priority(b, fleet, run.disc, cap, rng, scenario.serving.forecast_sigma)
         v = _work_found(b, fleet, run.hold)
-    return b, runs, refused, v
+    return b, runs, refused, v, lost
 
 
 #: Spawn-key suffix of a replication's capacity-process stream (apart from its traffic's).
@@ -499,7 +530,7 @@ def _path(run: _Run, seq: np.random.SeedSequence) -> CapacityPath:
     # Drawn past the last arrival, for the starts of the last batches (to their deadlines, within a day or a span).
     end = run.t_end + min(2.0 * run.max_sla, max(run.span_s, 86400.0))
     return capacity_path(run.realism, rng, end, (run.warm_s, run.warm_s + run.span_s), run.lost_failure,
-                         run.lost_reclaim)
+                         run.lost_reclaim, run.realism.on_failure, run.weights)
 
 
 def _realism_summary(run: _Run, per: list[dict[str, Any]]) -> dict[str, Any]:
@@ -509,11 +540,11 @@ def _realism_summary(run: _Run, per: list[dict[str, Any]]) -> dict[str, Any]:
     hours = run.span_s * len(run.paths) / 3600.0
     out = realism_report(run.realism, serving=tot["serving_node_s"] / node_s, failed=tot["failed_node_s"] / node_s,
                          node_hours=tot["held_node_s"] / 3600.0 / len(run.paths), cost=tot["cost_usd"] / hours,
-                         failures=tot["failures"], reclaims=tot["reclaims"], recomputed=0, lost=0)
+                         failures=tot["failures"], reclaims=tot["reclaims"], recomputed=0,
+                         lost=int(round(sum(p["lost"] for p in per))))
     # The fluid model redoes work, not requests: it has no count of the requests recomputed.
     out["requests_recomputed"] = None
     out["load_effective"] = run.load.rho / out["serving_share"] if out["serving_share"] > 0 else math.inf
-    del per
     return out
 
 
@@ -661,8 +692,9 @@ def _measured(b: Batches, warm_s: float, span_s: float) -> np.ndarray:
 
 
 def _summarise(b: Batches, runs: Runs, refused: np.ndarray, fleet: FluidFleet, lat: Latency, warm_s: float,
-               span_s: float) -> dict[str, Any]:
-    """One replication's sums over its measured batches (expectations over the latencies)."""
+               span_s: float, lost: Lost | None = None) -> dict[str, Any]:
+    """One replication's sums over its measured batches (expectations over the latencies); ``lost``:
+    the requests lost with failed nodes (``fast.availability``), taken out as ``_drop_lost`` says."""
     meas = _measured(b, warm_s, span_s)
     runs = runs.take(meas[runs.batch])
     sla = b.sla[runs.batch]
@@ -680,12 +712,20 @@ def _summarise(b: Batches, runs: Runs, refused: np.ndarray, fleet: FluidFleet, l
         completed = float(rs.on_time.sum())
         soj = float(rs.on_time_sojourn.sum())
         wait = float(rs.on_time_wait.sum())
-        cancelled = float((b.accepted[meas] - refused[meas]).sum()) - completed
     else:
         completed = in_runs
         wait = float(rs.start_sum.sum())
         soj = wait + in_runs * lat.mean
-        cancelled = 0.0
+    n_lost = 0.0
+    if lost is not None:
+        n_lost, d = _drop_lost(lost, meas, inrun_b, b.sla[meas], lat, fleet.cancel)
+        on_b = np.maximum(on_b - d["on"], 0.0)
+        p_ok = p_ok * d["keep"]
+        completed -= d["completed"]
+        soj -= d["sojourn"]
+        wait -= d["wait"]
+        in_runs -= n_lost
+    cancelled = float((b.accepted[meas] - refused[meas]).sum()) - completed if fleet.cancel else n_lost
     arrived = float(size.sum())
     miss_b = size - on_b
     # Batches larger than the fleet serves in one SLA (at its capacity C/w̄ requests a second).
@@ -707,9 +747,31 @@ def _summarise(b: Batches, runs: Runs, refused: np.ndarray, fleet: FluidFleet, l
         "soj_sum": soj,
         "wait_sum": wait,
         "in_runs": in_runs,
+        "lost": n_lost,
         "runs": runs,
         "sla": sla,
     }
+
+
+def _drop_lost(lost: Lost, meas: NDArray[np.bool_], inrun_b: NDArray[np.float64], sla: NDArray[np.float64],
+               lat: Latency, cancel: bool) -> tuple[float, dict[str, Any]]:
+    """What the requests lost with failed nodes take from a replication's measured batches: (their
+    number, {on: each batch's on-time requests lost, keep: its chance of losing none, completed,
+    sojourn, wait: the sums' shares}). A lost request started at the failure, age a after its batch
+    arrived: it would have been on time with probability F(T − a), its sojourn a + L."""
+    n = np.minimum(lost.count[meas], inrun_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        age = np.where(n > 0, lost.age_sum[meas] / np.where(lost.count[meas] > 0, lost.count[meas], 1.0), 0.0)
+    slack = sla - age
+    f = lat.cdf(slack)
+    on = n * f
+    if cancel:
+        done, soj, wait = on.sum(), (n * (age * f + lat.partial_mean(slack))).sum(), (on * age).sum()
+    else:
+        done, soj, wait = n.sum(), (n * (age + lat.mean)).sum(), (n * age).sum()
+    out = {"on": on, "keep": np.clip(1.0 - n, 0.0, 1.0), "completed": float(done), "sojourn": float(soj),
+           "wait": float(wait)}
+    return float(n.sum()), out
 
 
 def _sample_quantiles(per: list[dict[str, Any]], lat: Latency, cancel: bool,
@@ -959,7 +1021,10 @@ def mixture_p_miss(scenario: Any, cap: NodeCapacity, realism: Any) -> Analytic:
     P(miss); the backlog an overload state leaves behind is not counted, so it may read low where
     the load on the nodes up nears 1 on average (and there is no value at or above 1). Checked
     against the fluid sample in tests/test_failures.py (within 3x); a study takes the larger of
-    the two where they disagree.
+    the two where they disagree. With ``on_failure = "lose"`` it adds the loss rate
+    (``_loss_share``: failures an hour x requests in service on a node / requests an hour; the
+    lost requests that would have missed anyway are counted twice, an overstatement of at most
+    the loss rate times the mixture's value).
     """
     rho_up = load_report(scenario, cap).rho / realism.serving_share()
     if rho_up >= 1.0:
@@ -998,10 +1063,24 @@ def mixture_p_miss(scenario: Any, cap: NodeCapacity, realism: Any) -> Analytic:
     rest = max(rest, 0.0)
     name = (f"quasi-static mixture over the nodes up (node availability {realism.availability:.6g}, load "
             f"{rho_up:.4g} on the nodes up; each state's {'/'.join(sorted(regimes))} FIFO value)")
+    if realism.mtbf_node_h is not None and realism.on_failure == "lose":
+        loss = _loss_share(cap, realism)
+        p, hi = p + loss, hi + loss
+        name += f"; plus the loss rate of on_failure = 'lose', {loss:.3g} of the requests"
     if rho_up > 0.9:
         name += ("; near the capacity that serves on average, where the backlog an overload leaves behind (not "
                  "counted) matters: it may read low")
-    return Analytic(p + rest, name, upper=hi + rest)
+    return Analytic(min(p + rest, 1.0), name, upper=min(hi + rest, 1.0))
+
+
+def _loss_share(cap: NodeCapacity, realism: Any) -> float:
+    """Share of the requests lost with failed nodes (``on_failure = "lose"``), by Little's law: the
+    nodes up fail at 1/MTBF each, and each holds concurrency x (its load) requests in service. Over
+    the requests an hour, ρ·nodes·(a node's rate): A·concurrency / (MTBF · rate · serving share)."""
+    assert realism.mtbf_node_h is not None
+    share = realism.availability * cap.concurrency / (realism.mtbf_node_h * 3600.0 * cap.requests_per_s
+                                                      * realism.serving_share())
+    return min(float(share), 1.0)
 
 
 def _agreement(res: dict[str, Any], a_p: float, regime: str) -> tuple[str, bool | None]:

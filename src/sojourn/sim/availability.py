@@ -18,6 +18,8 @@ residual repair; likewise a spot node's phase), so availability holds from the f
 instant. Each node's processes are independent of each other and of the traffic (their
 own random stream), so a node's long-run share of time not failed is MTBF/(MTBF + MTTR)
 exactly; ``Availability`` integrates the node-time in each state over the measured span.
+A mixed fleet's nodes (``FleetRealism.pools``, in pool order) fail and are repaired at their
+own pool's rates and are paid at its price x tp; the failed node-time is also kept per pool.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ class Availability:
         self.push = push
         self.mask = [0] * n
         self.first_spot = n - realism.spot_nodes
+        # Each node's pool, MTBF and repair (s), and rent ($/h: price x tp) from its pool's settings.
+        pools = realism.node_pools()
+        self.pool_of = [k for k, p in enumerate(pools) for _ in range(p.nodes)]
+        self.n_pools = len(pools)
+        self._mtbf = [None if p.mtbf_node_h is None else p.mtbf_node_h * 3600.0 for p in pools]
+        self._repair = [p.repair_h * 3600.0 for p in pools]
+        self._rent = [(p.price * p.tp, realism.spot_price * p.tp) for p in pools]
+        self.failed_by_pool = [0.0] * len(pools)
         self.span = span
         self._last = span[0]
         self.serving_s = self.failed_s = self.held_s = self.cost_usd = 0.0
@@ -64,8 +74,9 @@ class Availability:
         """Draw every node's stationary state at time 0 and push its first events."""
         r, rng = self.r, self.rng
         for i in range(self.n):
-            if r.mtbf_node_h is not None:
-                m, d = r.mtbf_node_h * 3600.0, r.repair_h * 3600.0
+            m = self._mtbf[self.pool_of[i]]
+            if m is not None:
+                d = self._repair[self.pool_of[i]]
                 if rng.random() < d / (m + d):
                     self.mask[i] |= FAIL
                     self.push(rng.exponential(d), (i, _REPAIR))
@@ -116,10 +127,12 @@ class Availability:
         if what == _FAIL:
             self.mask[i] |= FAIL
             self.failures += measured
-            self.push(t + rng.exponential(r.repair_h * 3600.0), (i, _REPAIR))
+            self.push(t + rng.exponential(self._repair[self.pool_of[i]]), (i, _REPAIR))
         elif what == _REPAIR:
             self.mask[i] &= ~FAIL
-            self.push(t + rng.exponential(r.mtbf_node_h * 3600.0), (i, _FAIL))
+            m = self._mtbf[self.pool_of[i]]
+            assert m is not None
+            self.push(t + rng.exponential(m), (i, _FAIL))
         elif what == _NOTICE:
             self.mask[i] |= NOTICE
             self.push(t + r.notice_s, (i, _RECLAIM))
@@ -140,26 +153,31 @@ class Availability:
         lo, hi = max(self._last, a), min(t, b)
         if hi > lo:
             dt = hi - lo
-            r = self.r
             serving = failed = 0
             cost = held = 0.0
+            pool_of, rent, by_pool = self.pool_of, self._rent, self.failed_by_pool
             for i, m in enumerate(self.mask):
                 serving += m == 0
-                failed += bool(m & FAIL)
+                if m & FAIL:
+                    failed += 1
+                    by_pool[pool_of[i]] += dt
                 if not m & (DRAIN | RECLAIM):
                     held += 1
-                    cost += r.spot_price if i >= self.first_spot else r.price
+                    cost += rent[pool_of[i]][i >= self.first_spot]
             self.serving_s += serving * dt
             self.failed_s += failed * dt
             self.held_s += held * dt
-            self.cost_usd += cost * r.tp * dt / 3600.0
+            self.cost_usd += cost * dt / 3600.0
         self._last = max(self._last, t)
 
     def summary(self, end: float) -> dict[str, float]:
         """The integrals over the measured span (``accrue`` up to its end first)."""
         self.accrue(end)
-        return {"serving_node_s": self.serving_s, "failed_node_s": self.failed_s, "held_node_s": self.held_s,
-                "cost_usd": self.cost_usd, "failures": float(self.failures), "reclaims": float(self.reclaims)}
+        out = {"serving_node_s": self.serving_s, "failed_node_s": self.failed_s, "held_node_s": self.held_s,
+               "cost_usd": self.cost_usd, "failures": float(self.failures), "reclaims": float(self.reclaims)}
+        if self.n_pools > 1:  # a mixed fleet: each pool's failed node-time too
+            out.update({f"failed_node_s:{k}": v for k, v in enumerate(self.failed_by_pool)})
+        return out
 
 
 def realism_report(realism: Any, *, serving: float, failed: float, node_hours: float, cost: float,
@@ -175,6 +193,9 @@ def realism_report(realism: Any, *, serving: float, failed: float, node_hours: f
         "spot_price_usd_per_gpu_hour": realism.spot_price if realism.spot_nodes else None,
         "capacity_schedule": list(realism.schedule) if realism.schedule is not None else None,
         "node_availability": realism.availability,
+        **({"pools": [{"nodes": p.nodes, "tp": p.tp, "mtbf_node_hours": p.mtbf_node_h, "repair_hours": p.repair_h,
+                       "node_availability": p.availability} for p in realism.pools]}
+           if getattr(realism, "pools", None) is not None else {}),
         "failed_share": failed,
         "serving_share": serving,
         "serving_share_expected": realism.serving_share(),
