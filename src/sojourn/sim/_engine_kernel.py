@@ -599,7 +599,7 @@ def run_node(perf: Any, kv_blocks: int, block_size: int, max_num_seqs: int, max_
                     len(pl), warm], dtype=np.int64)
     rq = np.zeros((n, _NRQ), np.int64)
     rt = np.full((n, 3), math.nan)
-    order = np.zeros(max(until_done, 1), np.int64)
+    order = np.zeros(until_done + max_num_seqs + 1, np.int64)  # a stopping fire may complete several
     st = np.zeros(_NST, np.int64)
     fs = np.zeros(_NFS)
     fs[F_TSTART] = math.nan
