@@ -86,21 +86,24 @@ def _step_time(pc: _F, ptok: int, dec_n: int, ctx: int, pairs: float, done: int)
         return 0.0
     sampled = dec_n + done
     lin = max(pc[P_TOK] * T + pc[P_LOGIT] * sampled, pc[P_W])
-    return (pc[P_SO] + pc[P_SQ] * sampled + lin + pc[P_PAIR] * pairs + pc[P_CTX] * ctx + pc[P_CFIX]
-            + pc[P_CTOK] * T)
+    t: float = (pc[P_SO] + pc[P_SQ] * sampled + lin + pc[P_PAIR] * pairs + pc[P_CTX] * ctx + pc[P_CFIX]
+                + pc[P_CTOK] * T)
+    return t
 
 
 def _decode_fixed(pc: _F, seqs: int) -> float:
     T = seqs
     lin = max(pc[P_TOK] * T + pc[P_LOGIT] * seqs, pc[P_W])
-    return pc[P_SO] + pc[P_SQ] * seqs + lin + pc[P_CFIX] + pc[P_CTOK] * T
+    t: float = pc[P_SO] + pc[P_SQ] * seqs + lin + pc[P_CFIX] + pc[P_CTOK] * T
+    return t
 
 
 def _decode_run_time(pc: _F, seqs: int, context0: int, steps: int) -> float:
     if steps <= 0 or seqs <= 0:
         return 0.0
     a = _decode_fixed(pc, seqs)
-    return steps * a + pc[P_CTX] * (steps * context0 + seqs * steps * (steps - 1) / 2.0)
+    t: float = steps * a + pc[P_CTX] * (steps * context0 + seqs * steps * (steps - 1) / 2.0)
+    return t
 
 
 def _steps_within(pc: _F, B: int, x0: int, dt: float) -> int:
@@ -205,7 +208,7 @@ def _next_admit(rq: _I, rt: _F, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, free:
     """The next request to admit with ``free`` blocks: the local queue's head, else the pool's; -1 if none fits."""
     bs = cfg[C_BS]
     if st[S_WCOUNT]:
-        r = wq[st[S_WHEAD]]
+        r: int = wq[st[S_WHEAD]]
         if -(-rq[r, TARGET] // bs) > free:
             return -1
         st[S_WHEAD] = (st[S_WHEAD] + 1) % wq.shape[0]
@@ -217,7 +220,7 @@ def _next_admit(rq: _I, rt: _F, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, free:
     k = st[S_NEXTPOOL] % npool
     if -(-pool[k, 0] // bs) > free:
         return -1  # head-of-line blocking, as the central FIFO queue does
-    r = st[S_STARTED]
+    r = int(st[S_STARTED])
     st[S_STARTED] += 1
     st[S_NEXTPOOL] += 1
     rq[r, PROMPT] = pool[k, 0]
@@ -284,8 +287,9 @@ def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg
     if nch:
         dt = _step_time(pc, ptok, dec_n, st[S_CBASE] + dec_n * step, pairs, done)
         st[S_KIND], st[S_PSTEPS] = _STEP, 1
-        fs[F_PEND] = fs[F_NOW] + dt
-        return fs[F_PEND]
+        end: float = fs[F_NOW] + dt
+        fs[F_PEND] = end
+        return end
     return _plan_run(pc, rq, run, hist, st, fs, cfg, free, need)
 
 
@@ -314,8 +318,9 @@ def _plan_run(pc: _F, rq: _I, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, free: 
         k = 1
     dt = _decode_run_time(pc, dec_n, st[S_CBASE] + dec_n * step, k)
     st[S_KIND], st[S_PSTEPS] = _RUN, k
-    fs[F_PEND] = fs[F_NOW] + dt
-    return fs[F_PEND]
+    end: float = fs[F_NOW] + dt
+    fs[F_PEND] = end
+    return end
 
 
 def _advance(hist: _I, st: _I, fs: _F, bs: int, k: int, dt: float) -> None:
