@@ -592,9 +592,11 @@ def run_node(perf: Any, kv_blocks: int, block_size: int, max_num_seqs: int, max_
     them queued at time 0, then one at each time of ``arrivals`` (sorted), and, while fewer
     than ``relaunch`` have been sent, one more at each completion (a closed loop). ``pool``:
     (prompt, output) rows of a central FIFO queue cycled through without end (the saturated
-    node). The run stops at the ``until_done``-th completion. ``compiled=False`` runs the same
-    code as plain Python (the kernel's own reference). Raises RuntimeError when the node goes
-    idle while completions are still expected (as ``drive``).
+    node). The run stops at the ``until_done``-th completion (completions of the same step after
+    it are still recorded, as ``drive`` hands them on). ``compiled=False`` runs the kernel's loop
+    in Python (its helpers too while numba has not compiled them in this process; with
+    ``SOJOURN_NO_NUMBA=1`` all of it). Raises RuntimeError when the node goes idle while
+    completions are still expected (as ``drive``).
     """
     sz = np.zeros((0, 2), np.int64) if sizes is None else np.ascontiguousarray(sizes, dtype=np.int64).reshape(-1, 2)
     arr = np.zeros(0) if arrivals is None else np.ascontiguousarray(arrivals, dtype=np.float64)
