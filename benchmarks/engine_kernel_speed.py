@@ -157,6 +157,38 @@ def capacity(measure: int) -> dict[str, Any]:
             "max_rel_diff": 0.0, "preemptions": fast.preemptions}
 
 
+def capacity_engine(measure: int) -> dict[str, Any]:
+    """The saturated run alone (no mix drawing, no work fit): ``drive`` on the Python engine vs the kernel."""
+    from sojourn.fast.capacity import _accepted, _engine_mix, _run_compiled, _Saturated
+    from sojourn.scenario import load_scenario
+    from sojourn.sim.driver import drive
+    from sojourn.sim.engine import Engine
+
+    sc = load_scenario(ROOT / "examples" / "llama8b-h100.toml")
+    perf, sv = sc.perf_model(), sc.serving
+    inp, out = _engine_mix(sc, None)
+    ok = _accepted(sc, perf, inp, out)
+    inp, out = inp[ok], out[ok]
+    warm = max(2_000, 3 * sv.max_num_seqs)
+
+    def run() -> _Saturated:
+        return _Saturated(inp, out, warm, warm + measure, perf.step_time)
+
+    _run_compiled(run(), perf, sv)
+    t0 = time.process_time()
+    fast = run()
+    eng_fast = _run_compiled(fast, perf, sv)
+    t1 = time.process_time()
+    slow = run()
+    eng = Engine(perf, perf.kv_capacity_blocks, perf.block_size, sv.max_num_seqs, sv.max_num_batched_tokens,
+                 source=slow.source)
+    drive(eng, slow.more, slow.on_done, on_plan=slow.on_plan)
+    t2 = time.process_time()
+    assert eng.now == eng_fast.now and slow.latencies == fast.latencies and slow.tok_cost == fast.tok_cost
+    return {"case": "saturated run alone", "requests": warm + measure, "python_s": t2 - t1, "compiled_s": t1 - t0,
+            "max_rel_diff": 0.0, "preemptions": eng.preemptions}
+
+
 def compile_time() -> float:
     """Seconds numba takes to compile the kernel with an empty cache (process time of the first call)."""
     from sojourn.sim import _engine_kernel
@@ -173,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="sojourn-numba-")  # before numba is imported
     comp = compile_time()
-    rows = [poisson(args.requests), closed(40.0), capacity(100_000)]
+    rows = [poisson(args.requests), closed(40.0), capacity(100_000), capacity_engine(100_000)]
     lines = [f"numba compile time (empty cache, first call): {comp:.1f} CPU-s, excluded below.", "",
              "| case | requests | preemptions | Python µs/request | compiled µs/request | ratio | max rel. diff |",
              "|---|---|---|---|---|---|---|"]

@@ -245,10 +245,11 @@ def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg
     pairs = 0.0
     done = 0
     nch = 0
-    for i in range(st[S_NRUN]):
+    first = st[S_NRUN]  # the requests still prefilling are the newest (a suffix): prefills end in admission order
+    while first > 0 and not rq[run[first - 1], DEC]:
+        first -= 1
+    for i in range(first, st[S_NRUN]):
         r = run[i]
-        if rq[r, DEC]:
-            continue
         if budget <= 0:
             break
         n = rq[r, TARGET] - rq[r, COMPUTED]
@@ -378,15 +379,19 @@ def _end_prefill(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, bs: int, ch_
 def _completions(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I) -> None:
     """Decoding sequences that complete at this boundary, in the order they entered decoding."""
     step = st[S_STEP]
-    while st[S_DECN]:
-        best = -1
-        for i in range(st[S_NRUN]):
-            r = run[i]
-            if rq[r, DEC] and rq[r, FIN] == step and (best < 0 or rq[r, SEQ] < rq[best, SEQ]):
-                best = r
-        if best < 0:
-            break
-        r = best
+    first = st[S_NDONE_EV]
+    last = first
+    for i in range(st[S_NRUN]):  # those completing now, sorted by entry into decoding (the engine's heap order)
+        r = run[i]
+        if rq[r, DEC] and rq[r, FIN] == step:
+            j = last
+            while j > first and rq[done_ev[j - 1], SEQ] > rq[r, SEQ]:
+                done_ev[j] = done_ev[j - 1]
+                j -= 1
+            done_ev[j] = r
+            last += 1
+    for k in range(first, last):
+        r = done_ev[k]
         es = rq[r, ESTEP]
         st[S_USED] -= -(-(rq[r, ECTX] + (step - es)) // bs)
         rq[r, DEC] = 0
@@ -397,8 +402,7 @@ def _completions(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I) -> Non
         rq[r, BLOCKS] = 0
         rq[r, ALIVE] = 0
         _run_remove(run, st, r)
-        done_ev[st[S_NDONE_EV]] = r
-        st[S_NDONE_EV] += 1
+    st[S_NDONE_EV] = last
 
 
 def _fire(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I, done_ev: _I) -> None:
