@@ -48,6 +48,8 @@ _NST = 18
 # Float state ``fs``: the clock, the plan's start and end; the capacity run's statistics.
 F_NOW, F_PSTART, F_PEND, F_BUSY_SEQS, F_TOK_COST, F_TOK_N, F_TSTART = range(7)
 _NFS = 7
+#: The running set's "last step" of a request not decoding (above every step a run reaches).
+_NOT_DECODING = 1 << 62
 # Plan kinds.
 _IDLE, _STEP, _RUN = 0, 1, 2
 # Config ``cfg``: total blocks, block size, max sequences, token budget, requests queued at the start,
@@ -159,10 +161,11 @@ def _run_remove(run: _I, st: _I, r: int) -> None:
     """Drop request ``r`` from the running array, keeping admission order."""
     n = st[S_NRUN]
     i = 0
-    while run[i] != r:
+    while run[0, i] != r:
         i += 1
     for j in range(i, n - 1):
-        run[j] = run[j + 1]
+        run[0, j] = run[0, j + 1]
+        run[1, j] = run[1, j + 1]
     st[S_NRUN] = n - 1
 
 
@@ -195,7 +198,7 @@ def _wq_push(wq: _I, st: _I, r: int, front: bool) -> None:
 
 def _preempt(rq: _I, run: _I, hist: _I, st: _I, wq: _I, bs: int) -> None:
     """Preempt the newest running request by recompute (``Engine._preempt``)."""
-    r = run[st[S_NRUN] - 1]
+    r = run[0, st[S_NRUN] - 1]
     _release(rq, run, hist, st, bs, r)
     rq[r, TARGET] = rq[r, PROMPT] + rq[r, GEN]
     rq[r, COMPUTED] = 0
@@ -246,10 +249,10 @@ def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg
     done = 0
     nch = 0
     first = st[S_NRUN]  # the requests still prefilling are the newest (a suffix): prefills end in admission order
-    while first > 0 and not rq[run[first - 1], DEC]:
+    while first > 0 and run[1, first - 1] == _NOT_DECODING:
         first -= 1
     for i in range(first, st[S_NRUN]):
-        r = run[i]
+        r = run[0, i]
         if budget <= 0:
             break
         n = rq[r, TARGET] - rq[r, COMPUTED]
@@ -273,7 +276,8 @@ def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg
         rq[r, ALIVE] = 1
         st[S_USED] += b
         free -= b
-        run[st[S_NRUN]] = r
+        run[0, st[S_NRUN]] = r
+        run[1, st[S_NRUN]] = _NOT_DECODING
         st[S_NRUN] += 1
         n = target if target < budget else budget
         ch_r[nch], ch_n[nch] = r, n
@@ -296,12 +300,11 @@ def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg
 
 def _finish_min(rq: _I, run: _I, st: _I) -> int:
     """Step of the next completion among the decoding sequences."""
-    best = -1
+    best = _NOT_DECODING
     for i in range(st[S_NRUN]):
-        r = run[i]
-        if rq[r, DEC] and (best < 0 or rq[r, FIN] < best):
-            best = rq[r, FIN]
-    return best if best >= 0 else st[S_STEP] + 1
+        if run[1, i] < best:
+            best = run[1, i]
+    return int(best) if best < _NOT_DECODING else int(st[S_STEP]) + 1
 
 
 def _plan_run(pc: _F, rq: _I, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, free: int, need: int) -> float:
@@ -373,7 +376,11 @@ def _end_prefill(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, bs: int, ch_
             hist[res] += 1
             st[S_SEQ] += 1
             rq[r, SEQ] = st[S_SEQ]
-            rq[r, FIN] = step + (rq[r, OUTPUT] - g)
+            fin = rq[r, FIN] = step + (rq[r, OUTPUT] - g)
+            i = st[S_NRUN] - 1  # its place in the running set: among the newest (still prefilling)
+            while run[0, i] != r:
+                i -= 1
+            run[1, i] = fin
 
 
 def _completions(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I) -> None:
@@ -382,8 +389,8 @@ def _completions(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I) -> Non
     first = st[S_NDONE_EV]
     last = first
     for i in range(st[S_NRUN]):  # those completing now, sorted by entry into decoding (the engine's heap order)
-        r = run[i]
-        if rq[r, DEC] and rq[r, FIN] == step:
+        if run[1, i] == step:
+            r = run[0, i]
             j = last
             while j > first and rq[done_ev[j - 1], SEQ] > rq[r, SEQ]:
                 done_ev[j] = done_ev[j - 1]
@@ -488,7 +495,7 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
     order), ``st`` (status: 0 ran to the end, 1 went idle while work was expected) and ``fs``.
     """
     bs, n_arr = cfg[C_BS], arrivals.shape[0]
-    run = np.zeros(cfg[C_SEQS] + 1, np.int64)
+    run = np.zeros((2, cfg[C_SEQS] + 1), np.int64)  # the running requests, admission order; their last steps
     hist = np.zeros(bs, np.int64)
     wq = np.zeros(rq.shape[0] + 1, np.int64)
     ch_r = np.zeros(cfg[C_SEQS] + 1, np.int64)
