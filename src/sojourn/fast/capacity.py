@@ -43,6 +43,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -554,6 +555,7 @@ def _engine_mix(scenario: Any, mix: tuple[Any, Any] | None) -> tuple[NDArray[Any
 
 
 def _engine_capacity(scenario: Any, measure: int, mix: tuple[Any, Any] | None) -> NodeCapacity:
+    from sojourn.sim import _engine_kernel
     from sojourn.sim.driver import drive
     from sojourn.sim.engine import Engine
 
@@ -571,12 +573,34 @@ def _engine_capacity(scenario: Any, measure: int, mix: tuple[Any, Any] | None) -
     warm = max(2_000, 3 * sv.max_num_seqs)
     prefixes = _pool_prefixes(scenario, inp_all, ok) if mix is None else None
     run = _Saturated(inp, out, warm, warm + measure, perf.step_time, prefixes)
+    if prefixes is None and _engine_kernel.supported(perf) and _engine_kernel.available():
+        return _capacity_from_run(scenario, perf, _run_compiled(run, perf, sv), run, inp, out, reject)
     eng = Engine(perf, perf.kv_capacity_blocks, perf.block_size, sv.max_num_seqs, sv.max_num_batched_tokens,
                  source=run.source, prefix_caching=prefixes is not None)
     if prefixes is not None:
         prefixes.engine = eng
     drive(eng, run.more, run.on_done, on_plan=run.on_plan)
     return _capacity_from_run(scenario, perf, eng, run, inp, out, reject)
+
+
+def _run_compiled(run: _Saturated, perf: Any, sv: Any) -> Any:
+    """The saturated run in the compiled engine kernel (``sim._engine_kernel``): ``run`` filled as its
+    ``on_done`` and ``on_plan`` would fill it; returns what ``_capacity_from_run`` reads of the engine."""
+    from sojourn.sim import _engine_kernel
+
+    res = _engine_kernel.run_node(perf, perf.kv_capacity_blocks, perf.block_size, sv.max_num_seqs,
+                                  sv.max_num_batched_tokens, pool=np.stack([run.inp, run.out], axis=1),
+                                  until_done=run.total, warm=run.warm)
+    run.busy_seqs, run.tok_cost, run.tok_n, run.t_start = res.busy_seqs, res.tok_cost, res.tok_n, res.t_start
+    order = res.order
+    run.done = len(order)
+    meas = order[run.warm:]
+    started, ended = res.entered[meas], res.done[meas]
+    run.latencies = (ended - started).tolist()
+    run.spans = list(zip(started.tolist(), ended.tolist(), meas.tolist(), strict=True))
+    run.meas_in = res.prompt[meas].tolist()
+    run.meas_out = res.output[meas].tolist()
+    return SimpleNamespace(now=res.now, preemptions=res.preemptions)
 
 
 def _capacity_from_run(scenario: Any, perf: Any, eng: Any, run: _Saturated, inp: NDArray[Any], out: NDArray[Any],

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sojourn.sim import _engine_kernel
 from sojourn.sim.driver import drive
 from sojourn.sim.engine import Engine, EngineEvent, Request
 
@@ -78,6 +79,30 @@ class _Clients:
             self.launch(ev.time)
 
 
+def _run_compiled(c: _Clients, perf: PerfModel, eng: Engine, arrivals: list[float]) -> int:
+    """The same closed loop in the compiled kernel (``sim._engine_kernel``): ``c``'s sums, in completion
+    order as ``_Clients.on_done`` adds them; returns the preemptions."""
+    launches = c.total + c.concurrency
+    sizes = np.tile(np.array([[c.isl, c.osl]], dtype=np.int64), (launches, 1))
+    res = _engine_kernel.run_node(perf, eng.total_blocks, eng.bs, eng.max_num_seqs, eng.max_num_batched_tokens,
+                                  sizes=sizes, initial=1, arrivals=arrivals, relaunch=launches, until_done=c.total)
+    osl = c.osl
+    entered, firsts, ends = res.entered.tolist(), res.first_token.tolist(), res.done.tolist()
+    for rid in res.order.tolist():
+        c.done += 1
+        if rid >= c.warm and c.n < c.total - c.warm:
+            t0, first, end = entered[rid], firsts[rid], ends[rid]
+            c.ttft += first - t0
+            if osl > 1:
+                c.tpot += (end - first) / (osl - 1)
+            c.e2e += end - t0
+            c.n += 1
+            if math.isnan(c.t_first):
+                c.t_first = end
+            c.t_last = end
+    return res.preemptions
+
+
 def closed_loop(
     perf: PerfModel,
     isl: int,
@@ -125,9 +150,13 @@ def closed_loop(
         raise ValueError(f"one request of {isl}+{osl} tokens does not fit in {blocks} KV blocks")
     warm = math.ceil(warmup_rounds * concurrency)
     c = _Clients(eng, isl, osl, concurrency, warm, warm + max(math.ceil(measure_rounds * concurrency), 8))
-    c.launch(0.0)
-    # The other clients join at their start times.
-    drive(eng, c.more, c.on_done, arrivals=sorted(offsets)[1:], on_arrival=c.launch)
+    if _engine_kernel.supported(perf) and _engine_kernel.available():
+        preemptions = _run_compiled(c, perf, eng, sorted(offsets)[1:])
+    else:
+        c.launch(0.0)
+        # The other clients join at their start times.
+        drive(eng, c.more, c.on_done, arrivals=sorted(offsets)[1:], on_arrival=c.launch)
+        preemptions = eng.preemptions
     n, span = c.n, c.t_last - c.t_first
     rps = (n - 1) / span if n > 1 and span > 0 else math.nan
     front_end = perf.profile.request_overhead_s  # outside the engine: seen by the client only
@@ -137,6 +166,6 @@ def closed_loop(
         e2e_s=c.e2e / n + front_end,
         throughput_rps=rps,
         output_tokens_per_s=rps * osl,
-        preemptions=eng.preemptions,
+        preemptions=preemptions,
         measured=n,
     )
