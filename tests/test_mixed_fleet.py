@@ -539,3 +539,20 @@ def test_tiers_agree_on_a_two_pool_fleet_with_failures(on_failure):
         # Failures matter here: on never-failing nodes P(miss) is far lower.
         calm = fast_simulate(sc.with_updates({"fleet.failures.mtbf_hours_per_gpu": 1e6})).to_result()
         assert calm["p_miss_ci"][1] < q["p_miss_ci"][0]
+
+
+def test_a_carried_over_pool_marks_the_mixed_fleet_carried_everywhere() -> None:
+    # perf.scenario_calibration (front rows, report, plot, compare-hardware, simulate) reads a mixed fleet as
+    # its least certain pool: an H200 pool (speed carried over from H100) makes the fleet "carried from h100-sxm".
+    from pathlib import Path
+
+    from sojourn.perf import scenario_calibration
+    from sojourn.scenario import load_scenario
+
+    base = load_scenario(Path(__file__).parent.parent / "studies" / "mixed-fleet-scenario.toml")
+    assert scenario_calibration(base).calibrated  # A100 and H100 pools, both fitted on their own GPU
+    mixed = base.with_updates({"fleet.pools.1.gpu": "h200"})
+    cal = scenario_calibration(mixed)
+    assert not cal.calibrated and cal.carried_from == "h100-sxm"
+    assert "pool 0: " in cal.source and "pool 1: carried over from h100-sxm" in cal.source
+    assert mixed.calibration() == (cal.calibrated, cal.source)

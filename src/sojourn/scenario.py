@@ -786,10 +786,7 @@ class Scenario(_Strict):
         (``sojourn.perf.scenario_calibration``)."""
         from sojourn.perf import scenario_calibration
 
-        if self.fleet.pools is not None:  # calibrated when every pool's GPU is
-            marks = [sc.calibration() for _, sc in self.pool_scenarios()]
-            return all(c for c, _ in marks), "; ".join(f"pool {i}: {src}" for i, (_, src) in enumerate(marks))
-        c = scenario_calibration(self)
+        c = scenario_calibration(self)  # a mixed fleet: calibrated when every pool's GPU is
         return c.calibrated, c.source
 
     @property

@@ -89,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if what_if is not None:  # only when asked: the output of a plain run is as it was
         out["what_if"] = {"rate_scale": what_if.rate_scale, "sla_hours": scenario.sla_hours,
                           "label": what_if.label, "notes": notes}
-    if scenario.fleet.pools is not None:  # a mixed fleet: calibrated when every pool's GPU is; owned nodes' rent
-        out["calibrated"], out["calibration"] = scenario.calibration()
+    if scenario.fleet.pools is not None:  # a mixed fleet: the owned nodes' rent
         out["owned_cost_per_hour"] = scenario.owned_cost_per_hour
     if args.json:
         emit_json(out)

@@ -338,7 +338,18 @@ def calibration(gpu: str, backend: str = "vllm", profile: str | Profile | None =
 
 
 def scenario_calibration(scenario: Any) -> Calibration:
-    """The ``calibration`` of a scenario's replicas; a generic server's service time is the user's own."""
+    """The ``calibration`` of a scenario's replicas; a generic server's service time is the user's own.
+
+    A mixed fleet (``fleet.pools``) is calibrated when every pool's GPU is; otherwise its mark is its
+    least certain pool's (not fitted before carried over), so a front row reads "carried" or "no" as
+    that pool does, followed by every pool's own source."""
+    if getattr(scenario.fleet, "pools", None):
+        marks = [scenario_calibration(sc) for _, sc in scenario.pool_scenarios()]
+        pools = "; ".join(f"pool {i}: {m.source}" for i, m in enumerate(marks))
+        if all(m.calibrated for m in marks):
+            return Calibration(True, pools)
+        worst = min((m for m in marks if not m.calibrated), key=lambda m: m.carried_from is not None)
+        return Calibration(False, f"{worst.source} [{pools}]")
     if scenario.fleet.server is not None:
         return Calibration(True, "generic server: the service time the scenario gives")
     sv = scenario.serving
