@@ -37,7 +37,7 @@ PACKAGE = "sojourn"
 #: A new subpackage or top-level module goes in one (and in docs/architecture.md).
 LAYERS: list[tuple[str, frozenset[str]]] = [
     ("base", frozenset({"sojourn", "sojourn._errors", "sojourn._io", "sojourn._progress", "sojourn._interrupt",
-                       "sojourn.result", "sojourn._cache"})),
+                       "sojourn.result", "sojourn._cache", "sojourn._numba"})),
     ("maths", frozenset({"sojourn.distributions", "sojourn.disciplines", "sojourn.stats", "sojourn.steady",
                         "sojourn.analytic"})),
     ("catalogue", frozenset({"sojourn.catalogue"})),

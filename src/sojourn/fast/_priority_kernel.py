@@ -16,11 +16,12 @@ loop runs instead; results are the same.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
+
+from sojourn._numba import compile_kernel
 
 __all__ = ["ORDERS", "available", "priority_kernel"]
 
@@ -241,19 +242,8 @@ def priority_kernel() -> Kernel | None:
 
 
 def _compile() -> Kernel | None:
-    if os.environ.get("SOJOURN_NO_NUMBA"):
-        return None
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency; a platform may lack its wheels
-        return None
-    jit = numba.njit(cache=True, nogil=True)
-    global _less, _heap_push, _heap_pop, _per_request  # the kernel calls the compiled helpers
-    _less = jit(_less)
-    _heap_push = jit(_heap_push)
-    _heap_pop = jit(_heap_pop)
-    _per_request = jit(_per_request)
-    return jit(_kernel)
+    # the kernel calls the compiled helpers
+    return compile_kernel(globals(), ("_less", "_heap_push", "_heap_pop", "_per_request"))
 
 
 def available() -> bool:

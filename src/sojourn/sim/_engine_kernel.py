@@ -24,12 +24,13 @@ returns None and callers run the Python engine.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from sojourn._numba import compile_kernel
 
 __all__ = ["available", "node_kernel", "perf_constants", "run_node", "supported"]
 
@@ -555,18 +556,7 @@ def node_kernel() -> Kernel | None:
 
 
 def _compile() -> Kernel | None:
-    if os.environ.get("SOJOURN_NO_NUMBA"):
-        return None
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency; a platform may lack its wheels
-        return None
-    jit = numba.njit(cache=True, nogil=True)
-    g = globals()
-    for name in _HELPERS:  # the kernel calls the compiled helpers
-        g[name] = jit(g[name])
-    kernel: Kernel = jit(_kernel)
-    return kernel
+    return compile_kernel(globals(), _HELPERS)  # the kernel calls the compiled helpers
 
 
 def available() -> bool:

@@ -1,0 +1,37 @@
+"""numba, loaded on first use, for the project's compiled kernels (``fast._priority_kernel``,
+``sim._engine_kernel``).
+
+A kernel module keeps its loop and helpers as plain Python (the tested reference) and asks
+``compile_kernel`` for the compiled version the first time it is needed. numba caches the
+machine code beside the module (``cache=True``), so only the first process on a machine pays
+the compile. ``SOJOURN_NO_NUMBA=1`` (or a platform without numba's wheels) gives None, and the
+caller runs the Python reference.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Any
+
+__all__ = ["compile_kernel"]
+
+
+def compile_kernel(namespace: MutableMapping[str, Any], helpers: Sequence[str],
+                   kernel: str = "_kernel") -> Callable[..., Any] | None:
+    """The compiled ``namespace[kernel]``, or None without numba or with ``SOJOURN_NO_NUMBA`` set.
+
+    The ``helpers`` are compiled in place first (``namespace`` is the kernel module's ``globals()``),
+    since a compiled kernel calls the compiled versions of the functions it names.
+    """
+    if os.environ.get("SOJOURN_NO_NUMBA"):
+        return None
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency; a platform may lack its wheels
+        return None
+    jit = numba.njit(cache=True, nogil=True)
+    for name in helpers:
+        namespace[name] = jit(namespace[name])
+    compiled: Callable[..., Any] = jit(namespace[kernel])
+    return compiled
