@@ -29,6 +29,9 @@ with ``time.process_time`` around building and running the replication:
    ``--plateau-only`` runs only this series.
 4. *generic*: the same arrivals on the generic c-server node (4 nodes of 256
    slots, lognormal service times) — the validation path.
+5. *poisson1*: issue 16's single-arrival case: one node of the example's engine, Poisson
+   single arrivals at 2 requests/s with the Azure conversation trace's lengths
+   (../shared/data/AzureLLMInferenceTrace_conv.csv; skipped where it is absent).
 
 Each measurement runs in a fresh worker process; ``--repeat K`` runs it K times and
 keeps the fastest (the machine's noise only ever slows a run down). ``--against
@@ -180,7 +183,27 @@ def cases(requests: float, scaling_requests: float) -> list[tuple[str, dict[str,
     )
     g["simulation"].update(_span(g, requests))
     out.append(("generic", g))
+    if AZURE.exists():
+        out.append(("poisson1", _poisson_one_node(base, requests)))
     return out
+
+
+#: Issue 16's single-arrival scenario: the Azure conversation trace's prompt and output lengths
+#: (../shared/data, read where the benchmark runs; the project does not copy it).
+AZURE = ROOT.parent / "shared" / "data" / "AzureLLMInferenceTrace_conv.csv"
+
+
+def _poisson_one_node(base: dict[str, Any], requests: float) -> dict[str, Any]:
+    """*poisson1*: the example's engine as one node, Poisson single arrivals at 2 requests/s with the
+    Azure conversation trace's lengths (the workload simulators such as Vidur are compared on): each
+    request then costs several events of its own, the case the batch workloads amortise."""
+    lengths = {col: {"dist": "empirical", "file": str(AZURE), "column": col}
+               for col in ("ContextTokens", "GeneratedTokens")}
+    d = _with(base, workload={"batch_rate_per_hour": 7200.0, "batch_size": {"dist": "fixed", "value": 1},
+                              "input_tokens": lengths["ContextTokens"], "output_tokens": lengths["GeneratedTokens"]},
+              fleet={"nodes": 1})
+    d["simulation"].update(_span(d, requests, warmup=0.1))
+    return d
 
 
 # -- the worker: one replication, timed ---------------------------------------------------
