@@ -8,6 +8,8 @@ on (requests in system, nodes up) is truncated far out in its tail and solved wi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
@@ -63,3 +65,13 @@ def breakdown_chain(lam: float, mu: float, c: int, xi: float, eta: float, lose: 
         for k in range(1, c + 1):
             lost += xi * float((pi[:, k] * np.minimum(n, k)).sum())
     return mean_n, lost
+
+
+def assert_tiers_agree(q: Any, f: Any) -> None:
+    """The request tier's result ``q`` and the fast tier's ``f`` agree: their P(miss) intervals overlap,
+    and each tier's mean sojourn is inside the other's interval widened by 5%."""
+    assert q["p_miss_ci"][0] <= f["p_miss_ci"][1] and f["p_miss_ci"][0] <= q["p_miss_ci"][1], (q["p_miss_ci"],
+                                                                                                f["p_miss_ci"])
+    for a, b in ((q, f), (f, q)):
+        lo, hi = b["sojourn_mean_ci"]
+        assert 0.95 * lo <= a["sojourn_mean_s"] <= 1.05 * hi

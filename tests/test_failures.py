@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from _breakdowns import breakdown_chain
+from _breakdowns import assert_tiers_agree, breakdown_chain
 from sojourn.request import simulate
 from sojourn.scenario import Scenario, load_scenario, scenario_from_dict
 
@@ -178,11 +178,7 @@ def test_tiers_agree_on_a_failure_scenario(sla_s: float) -> None:
     sc = mx_failures(sla_s)
     q = simulate(sc).to_result()
     f = fast_simulate(sc).to_result()
-    assert q["p_miss_ci"][0] <= f["p_miss_ci"][1] and f["p_miss_ci"][0] <= q["p_miss_ci"][1], (q["p_miss_ci"],
-                                                                                                f["p_miss_ci"])
-    for a, b in ((q, f), (f, q)):
-        lo, hi = b["sojourn_mean_ci"]
-        assert 0.95 * lo <= a["sojourn_mean_s"] <= 1.05 * hi
+    assert_tiers_agree(q, f)
     # Failures matter here: without them P(miss) is far lower.
     calm = fast_simulate(sc.with_updates({"fleet.failures.mtbf_hours_per_gpu": 1e6})).to_result()
     assert calm["p_miss_ci"][1] < q["p_miss_ci"][0]
@@ -220,11 +216,7 @@ def test_tiers_agree_on_a_failure_scenario_with_lost_requests(sla_s: float) -> N
     sc = mx_failures(sla_s).with_updates({"fleet.failures.on_failure": "lose"})
     q = simulate(sc).to_result()
     f = fast_simulate(sc).to_result()
-    assert q["p_miss_ci"][0] <= f["p_miss_ci"][1] and f["p_miss_ci"][0] <= q["p_miss_ci"][1], (q["p_miss_ci"],
-                                                                                                f["p_miss_ci"])
-    for a, b in ((q, f), (f, q)):
-        lo, hi = b["sojourn_mean_ci"]
-        assert 0.95 * lo <= a["sojourn_mean_s"] <= 1.05 * hi
+    assert_tiers_agree(q, f)
     shares = [r["cancelled_by"]["node_failure"] / r["requests_arrived"] for r in (q, f)]
     assert shares[0] > 0 and 0.75 <= shares[1] / shares[0] <= 1.25, shares
     assert f["fleet_realism"]["requests_recomputed"] is None and q["fleet_realism"]["requests_recomputed"] == 0
