@@ -79,15 +79,23 @@ def searched(tmp_path_factory):
     return d
 
 
-@pytest.fixture
-def study(searched, tmp_path):
-    """A fresh copy of the searched study (its file, scenario and database)."""
+def _copy(searched: Path, to: Path, chunk: int = 4, extra: str = "") -> tuple[Path, str]:
+    """A copy of the searched study (its file, scenario and database) whose confirmations run as jobs of
+    ``chunk`` replications (4: one job a confirmation)."""
+    to.mkdir(exist_ok=True)
     for p in searched.iterdir():
         if p.is_file():
-            shutil.copy(p, tmp_path / p.name)
-    path = tmp_path / f"{NAME}.toml"
-    path.write_text(path.read_text().replace(str(searched), str(tmp_path)))
-    return path, f"sqlite:///{tmp_path / 's.db'}"
+            shutil.copy(p, to / p.name)
+    path = to / f"{NAME}.toml"
+    text = path.read_text().replace(str(searched), str(to))
+    path.write_text(text.replace("confirm_replications = 4", f"confirm_replications = 4\nconfirm_chunk = {chunk}{extra}"))
+    return path, f"sqlite:///{to / 's.db'}"
+
+
+@pytest.fixture
+def study(searched, tmp_path):
+    """A fresh copy of the searched study, one job a confirmation."""
+    return _copy(searched, tmp_path)
 
 
 def _front_size(storage: str) -> int:
@@ -143,8 +151,14 @@ def test_two_workers_confirm_the_front_together(study):
     assert not any(t.state == S.RUNNING for t in _queue(storage))
 
 
-def test_a_worker_killed_mid_confirmation_leaves_nothing_running_and_a_restart_resumes_its_replications(study):
-    path, storage = study
+def _simulated(storage: str) -> list[tuple[int, int]]:
+    """(trial, replication index) of every replication the jobs that finished simulated, repeats included."""
+    return [(t.params["trial"], i) for t in _computed(storage) for i in t.user_attrs["simulated"]]
+
+
+def test_a_worker_killed_mid_confirmation_leaves_nothing_running_and_a_restart_resumes_its_replications(searched,
+                                                                                                      tmp_path):
+    path, storage = _copy(searched, tmp_path, chunk=2)  # each confirmation in two jobs of two replications
     n = _front_size(storage)
     proc = _start(_cmd(path))
 
@@ -152,23 +166,51 @@ def test_a_worker_killed_mid_confirmation_leaves_nothing_running_and_a_restart_r
         return any(t.state == S.RUNNING and any(k.startswith(REPLICATION_PREFIX) for k in t.user_attrs)
                    for t in _queue(storage))
 
-    _wait(mid_job, "a confirmation running with a replication stored", proc)
+    _wait(mid_job, "a confirmation's job running with a replication stored", proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     killed = [t for t in _queue(storage) if t.state == S.RUNNING]
-    assert len(killed) == 1
+    assert len(killed) == 1 and killed[0].user_attrs["parts"] == 2
     stored = sum(k.startswith(REPLICATION_PREFIX) for k in killed[0].user_attrs)
-    assert 1 <= stored < 4
+    assert stored == 1
     time.sleep(2.5)  # past the grace period (twice the 1 s heartbeat)
     again = subprocess.run(_cmd(path), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert len(_confirmed(storage)) == n
+    confirmed = _confirmed(storage)
+    assert len(confirmed) == n and all(c["replications"] == 4 for c in confirmed.values())
     q = _queue(storage)
     assert not any(t.state in (S.RUNNING, S.WAITING) for t in q)
     assert any(t.state == S.FAIL for t in q)  # the killed job, failed by the heartbeat and retried
-    # The retry started from the replications the killed job had stored.
-    redo = [t for t in _computed(storage) if t.params["trial"] == killed[0].params["trial"]]
-    assert len(redo) == 1 and redo[0].user_attrs["resumed_replications"] >= stored
+    # The retry started from the replication the killed job had stored, and nothing was simulated twice.
+    part = killed[0].user_attrs["part"]
+    redo = [t for t in _computed(storage) if t.params["trial"] == killed[0].params["trial"]
+            and t.user_attrs["part"] == part]
+    assert len(redo) == 1 and redo[0].user_attrs["resumed_replications"] == 1
+    reps = _simulated(storage) + [(killed[0].params["trial"], i) for i in range(4)
+                                  if f"{REPLICATION_PREFIX}{i}" in killed[0].user_attrs]
+    assert len(reps) == len(set(reps)) == 4 * n  # every replication simulated once, the killed job's included
+
+
+def test_two_workers_share_one_confirmations_replications_and_get_what_one_job_gets(searched, tmp_path):
+    """Issue 16 item 4: a confirmation split in jobs of one replication, shared by two workers, stores exactly
+    what one unsplit job stores; each replication is simulated once, by one of them."""
+    one = dict(extra="\nconfirm_max = 1")
+    path, storage = _copy(searched, tmp_path / "whole", chunk=4, **one)
+    assert subprocess.run(_cmd(path), capture_output=True, text=True, timeout=600).returncode == 0
+    whole = _confirmed(storage)
+    path, storage = _copy(searched, tmp_path / "split", chunk=1, **one)
+    procs = [_start(_cmd(path)) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    split = _confirmed(storage)
+    assert len(whole) == 1 and split == whole
+    jobs = _computed(storage)
+    assert sorted(t.user_attrs["part"] for t in jobs) == [0, 1, 2, 3] and {t.user_attrs["parts"] for t in jobs} == {4}
+    assert sorted(i for _, i in _simulated(storage)) == [0, 1, 2, 3]  # each simulated once
+    assert len({t.user_attrs["worker"] for t in jobs}) == 2  # by both workers
+    assert not any(t.state == S.RUNNING for t in _queue(storage))
 
 
 def test_compare_hardware_uses_stored_confirmations_and_stops_at_once(study):

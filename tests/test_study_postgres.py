@@ -182,7 +182,10 @@ def test_three_workers_finish_exactly_n_trials_and_confirm_the_front_together(tm
     front = front_trials(study)
     assert all(f"confirm:{t.number}" in study.user_attrs for t in front)
     queue = optuna.load_study(study_name=name + ":confirm", storage=postgres_url).trials
-    ran = [t.params["trial"] for t in queue if t.state == S.COMPLETE and "seconds" in t.user_attrs]
-    assert sorted(ran) == sorted({t.number for t in front})  # each front point confirmed once, by one worker
-    if len(front) >= 2:
-        assert len({t.user_attrs["worker"] for t in queue if "seconds" in t.user_attrs}) >= 2
+    ran = [(t.params["trial"], i) for t in queue if t.state == S.COMPLETE and "seconds" in t.user_attrs
+           for i in t.user_attrs["simulated"]]
+    # Each confirmation is split in jobs of one replication (study.confirm_chunk defaults to --n-jobs, 1):
+    # every replication of every front point simulated once, by one worker, and the workers shared them.
+    assert sorted(ran) == sorted((t.number, i) for t in front for i in range(4))
+    assert all(study.user_attrs[f"confirm:{t.number}"]["replications"] == 4 for t in front)
+    assert len({t.user_attrs["worker"] for t in queue if "seconds" in t.user_attrs}) >= 2

@@ -36,7 +36,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +60,7 @@ from sojourn.stats import (
 )
 from sojourn.steady import EMPTY_WARMUP_RELAXATIONS, SPAN_RELAXATIONS, SteadyState
 
-__all__ = ["MIN_EPISODES", "SimResult", "ratio_ci", "simulate"]
+__all__ = ["MIN_EPISODES", "SimResult", "ratio_ci", "simulate", "simulate_part"]
 
 #: Share of measured requests not completed at or above which the sojourn statistics are
 #: flagged (``sojourn_note``): from 1% on, p99 is already beyond every served request
@@ -408,15 +408,16 @@ def _pool(n_jobs: int, executor: Executor | None) -> Iterator[Executor | None]:
 
 def _runs(scenario: Any, seeds: list[np.random.SeedSequence], busy: list[float], oversize: float, todo: list[int],
           pool: Executor | None, progress: bool | Callable[[float, int], None], done: int,
-          keep_samples: bool) -> Iterator[ReplicationStats]:
-    """The replications of ``todo``, in order: here (with progress within each), or on ``pool``."""
+          keep_samples: bool, total: int) -> Iterator[ReplicationStats]:
+    """The replications of ``todo``, in order: here (with progress within each, counted out of ``total``), or on
+    ``pool``."""
     R = len(seeds)
     if pool is None:
         report = progress if callable(progress) else None
         for k, i in enumerate(todo):
             yield run_replication(scenario, seeds[i], f"replication {i + 1}/{R}" if progress is True else None,
                                   busy[i], oversize,
-                                  None if report is None else functools.partial(_within, report, done + k, R),
+                                  None if report is None else functools.partial(_within, report, done + k, total),
                                   keep_samples)
         return
     n = len(todo)
@@ -458,6 +459,48 @@ def simulate(
     uninterrupted one report the same quantiles.
     """
     R, root, start = _checked(scenario, replications, n_jobs, seed, start)
+    t0 = time.perf_counter()
+    by_index, plan = _replicate(scenario, R, root, start, range(R), n_jobs, progress, keep_samples, capacity, resume,
+                                on_replication, executor)
+    return summarise(scenario, [by_index[i] for i in range(R)], root, time.perf_counter() - t0, keep_samples, plan)
+
+
+def simulate_part(
+    scenario: Any,
+    indices: Sequence[int],
+    replications: int | None = None,
+    n_jobs: int = 1,
+    seed: int | None = None,
+    progress: bool | Callable[[float, int], None] = False,
+    capacity: Any = None,
+    start: str | None = None,
+    resume: Mapping[int, ReplicationStats] | None = None,
+    on_replication: Callable[[int, ReplicationStats], None] | None = None,
+    executor: Executor | None = None,
+) -> dict[int, ReplicationStats]:
+    """Replications ``indices`` of ``simulate``'s ``replications``, and nothing pooled: one machine's share.
+
+    Replication ``i`` is the same whoever runs it and whatever else is run with it (its seed is the
+    ``i``-th child of the root, its stationary start drawn from that seed), so ``simulate`` given every
+    part's replications as ``resume`` returns the same result for any split of the indices over
+    machines or processes (``study.confirm`` splits a confirmation so). Each replication is folded
+    and handed to ``on_replication`` as it finishes; ``progress`` counts within the part.
+    """
+    R, root, start = _checked(scenario, replications, n_jobs, seed, start)
+    bad = [i for i in indices if not 0 <= i < R]
+    if bad:
+        raise ConfigError("indices", f"replication indices run from 0 to {R - 1}, got {bad[0]}")
+    by_index, _ = _replicate(scenario, R, root, start, indices, n_jobs, progress, False, capacity, resume or {},
+                             on_replication, executor)
+    return {i: by_index[i] for i in indices}
+
+
+def _replicate(scenario: Any, R: int, root: int, start: str, indices: Sequence[int], n_jobs: int,
+               progress: bool | Callable[[float, int], None], keep_samples: bool, capacity: Any,
+               resume: Mapping[int, ReplicationStats] | None,
+               on_replication: Callable[[int, ReplicationStats], None] | None,
+               executor: Executor | None) -> tuple[dict[int, ReplicationStats], StartPlan]:
+    """Replications ``indices`` of ``R`` (those in ``resume`` taken as stored), by index, and the start plan."""
     fold_each = resume is not None or on_replication is not None
     if fold_each and keep_samples:
         raise ValueError("keep_samples cannot go with resume or on_replication: stored replications are folded")
@@ -467,11 +510,12 @@ def simulate(
         plan = dataclasses.replace(plan, start="empty", law=None, reason="simulation.start = empty")
     busy = [plan.draw(s) for s in seeds]
     t0 = time.perf_counter()
-    by_index: dict[int, ReplicationStats] = {i: r for i, r in (resume or {}).items() if 0 <= i < R}
-    todo = [i for i in range(R) if i not in by_index]
-    exact, done = 0, len(by_index)
+    wanted = set(indices)
+    by_index: dict[int, ReplicationStats] = {i: r for i, r in (resume or {}).items() if i in wanted}
+    todo = [i for i in indices if i not in by_index]
+    exact, done, total = 0, len(by_index), len(wanted)
     with _pool(n_jobs, executor) as pool:
-        runs = _runs(scenario, seeds, busy, plan.oversize, todo, pool, progress, done, keep_samples)
+        runs = _runs(scenario, seeds, busy, plan.oversize, todo, pool, progress, done, keep_samples, total)
         for k, (i, r) in enumerate(zip(todo, runs, strict=True), start=done + 1):
             by_index[i] = r
             if fold_each:
@@ -483,15 +527,15 @@ def simulate(
                 for x in by_index.values():
                     fold_sojourns(x)
                 exact = 0
-            _report(progress, k, R, i, r, t0)
-    return summarise(scenario, [by_index[i] for i in range(R)], root, time.perf_counter() - t0, keep_samples, plan)
+            _report(progress, k, total, i, R, r, t0)
+    return by_index, plan
 
 
-def _report(progress: bool | Callable[[float, int], None], k: int, R: int, i: int, r: ReplicationStats,
+def _report(progress: bool | Callable[[float, int], None], k: int, total: int, i: int, R: int, r: ReplicationStats,
             t0: float) -> None:
-    """Replication ``i`` finished, the ``k``-th of ``R``: move the bar, or print a line."""
+    """Replication ``i`` of ``R`` finished, the ``k``-th of the ``total`` run here: move the bar, or print a line."""
     if callable(progress):
-        progress(float(k), R)
+        progress(float(k), total)
     elif progress:
         print(f"replication {i + 1}/{R}: {r.arrived} requests measured, {r.requests_simulated} simulated "
               f"in {r.wall_s:.1f} s ({time.perf_counter() - t0:.1f} s elapsed)", file=sys.stderr, flush=True)

@@ -124,6 +124,14 @@ def _g(v: Any) -> str:
     return str(v)
 
 
+def _split(runner: Any, reps: int) -> str:
+    """How a confirmation is split into jobs the workers sharing the study take up (``study.confirm_chunk``)."""
+    from sojourn.study.confirm import confirm_parts
+
+    parts = confirm_parts(runner, reps)
+    return f", in {parts} jobs that workers sharing the study take up" if parts > 1 else ""
+
+
 def _confirm(runner: Any, study: Any) -> bool:
     """Confirm the front (resumable, shared jobs) with a progress bar; False when interrupted."""
     from sojourn._progress import bar
@@ -138,7 +146,7 @@ def _confirm(runner: Any, study: Any) -> bool:
     done = sum(stored_confirmation(study, t.number, reps, attrs) is not None for t in chosen)
     if chosen:
         print(f"study {cfg.name}: confirming {len(chosen)} front points on the {runner.confirm_fidelity} tier, "
-              f"{reps} replications each" + (f" ({done} stored already)" if done else "")
+              f"{reps} replications each" + _split(runner, reps) + (f" ({done} stored already)" if done else "")
               + "; Ctrl-C stops at once and a rerun resumes", file=sys.stderr)
     try:
         with interrupt_at_once(), bar(len(chosen), f"{cfg.name}: confirm", unit="point",

@@ -109,6 +109,11 @@ class StudySettings(_Strict):
     confirm_replications: int | None = Field(default=None, ge=2)
     #: At most this many front trials (spread over the cost range) are re-simulated.
     confirm_max: int = Field(default=10, ge=1)
+    #: Replications per confirmation job: a request-tier confirmation is split into jobs of this many
+    #: replications, which the machines sharing the study's storage take up one by one (each on its
+    #: ``--n-jobs`` local processes); the result is the same for any split. Default: the worker's
+    #: ``--n-jobs``, so one job keeps one machine's processes busy.
+    confirm_chunk: int | None = Field(default=None, ge=1)
     #: Horizon per trial (default: the scenario's).
     horizon_hours: float | None = Field(default=None, gt=0)
     fidelity: Literal[FIDELITIES] | None = None  # type: ignore[valid-type]

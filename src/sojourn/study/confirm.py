@@ -8,7 +8,12 @@ the same storage, whose enqueued trials are the jobs (``enqueue_trial``). Optuna
 machinery then gives what long work needs:
 
 * a job is claimed by one worker at a time (a waiting trial is popped atomically), so
-  N machines sharing a PostgreSQL study confirm N points at once;
+  N machines sharing a PostgreSQL study confirm N points at once; a request-tier
+  confirmation is itself split into jobs of ``study.confirm_chunk`` replications (parts),
+  so N machines also share one point's replications, each on its local processes. The
+  worker that stores a confirmation's last replication pools them all (``request.simulate``
+  given every replication as stored): replication ``i`` is the same whoever runs it, so the
+  confirmation is the same for any split, over machines or processes;
 * each result is stored, in the study's attribute ``confirm:<trial>``, the moment it
   finishes, and each of a request-tier job's replications in the job's attribute
   ``replication:<i>`` as it finishes (``sim._stored``): a run stopped by Ctrl-C or a kill
@@ -47,9 +52,9 @@ from sojourn._interrupt import (
 )
 from sojourn.sim._stored import replication_to_json
 
-__all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "REPLICATION_PREFIX", "check_interrupt", "confirm_params", "in_stoppable",
-           "interrupt_at_once", "interruptible_sleep", "not_stoppable", "queue_study", "run_jobs", "stoppable",
-           "stored_confirmation", "stored_replications", "wait_for_other_workers"]
+__all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "REPLICATION_PREFIX", "check_interrupt", "confirm_params", "confirm_parts",
+           "in_stoppable", "interrupt_at_once", "interruptible_sleep", "not_stoppable", "part_range", "queue_study",
+           "run_jobs", "run_part", "stoppable", "stored_confirmation", "stored_replications", "wait_for_other_workers"]
 
 #: Study attribute holding a trial's confirmation: ``confirm:<trial number>``.
 CONFIRM_PREFIX = "confirm:"
@@ -112,27 +117,55 @@ def confirm_params(runner: Any, params: Mapping[str, Any], replications: int,
 
 
 def stored_replications(queue: optuna.Study, number: int, tier: str) -> dict[int, Any]:
-    """The replications that stopped jobs confirming trial ``number`` stored, by index.
+    """The replications the queue's jobs confirming trial ``number`` stored, by index.
 
-    A job stopped by Ctrl-C or a kill is failed (at once, or by the heartbeat) with the
-    replications it finished in its attributes; the job that takes it up again starts from
-    them. The request tier's only: the fast tier runs in minutes.
+    Every job stores each replication as it finishes (its attribute ``replication:<i>``): the
+    parts of a split confirmation, and a job stopped by Ctrl-C or a kill (failed at once, or by
+    the heartbeat), which the job that takes it up again starts from. The request tier's only:
+    the fast tier runs in minutes.
     """
     if tier != "request":
         return {}
     from sojourn.sim._stored import replication_from_json
 
     found: dict[int, Any] = {}
-    for t in queue.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
-        p = t.system_attrs.get("fixed_params") or t.params
-        if p.get("trial") != number:
-            continue
+    for t in _jobs_of(queue, number):
         for k, v in t.user_attrs.items():
             if k.startswith(REPLICATION_PREFIX):
                 i = int(k[len(REPLICATION_PREFIX):])
                 if i not in found:
                     found[i] = replication_from_json(v)
     return found
+
+
+def _jobs_of(queue: optuna.Study, number: int | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The queue's jobs (confirming trial ``number``, or all), in any state."""
+    return [t for t in queue.get_trials(deepcopy=False)
+            if number is None or (t.system_attrs.get("fixed_params") or t.params).get("trial") == number]
+
+
+def _stored_indices(queue: optuna.Study) -> dict[int, set[int]]:
+    """Per confirmed trial, the indices of the replications stored for it (nothing parsed)."""
+    out: dict[int, set[int]] = {}
+    for t in _jobs_of(queue):
+        number = (t.system_attrs.get("fixed_params") or t.params).get("trial")
+        got = {int(k[len(REPLICATION_PREFIX):]) for k in t.user_attrs if k.startswith(REPLICATION_PREFIX)}
+        if number is not None and got:
+            out.setdefault(int(number), set()).update(got)
+    return out
+
+
+def part_range(replications: int, part: int, parts: int) -> range:
+    """The replication indices of part ``part`` of ``parts`` (contiguous, sizes differing by one at most)."""
+    return range(part * replications // parts, (part + 1) * replications // parts)
+
+
+def confirm_parts(runner: Any, replications: int) -> int:
+    """How many jobs a confirmation of ``replications`` is split into (one for the fast tier)."""
+    if runner.confirm_fidelity != "request":
+        return 1
+    chunk = runner.cfg.study.confirm_chunk or max(1, runner.n_jobs)
+    return max(1, -(-replications // chunk))
 
 
 def queue_study(runner: Any, study: optuna.Study) -> optuna.Study:
@@ -169,15 +202,16 @@ def _quiet_optuna() -> Iterator[None]:
         log.setLevel(level)
 
 
-def _claimed_elsewhere(queue: optuna.Study, job: int, number: int) -> bool:
-    """Another running job confirms trial ``number`` (two workers enqueued it at once): leave it to that one.
+def _claimed_elsewhere(queue: optuna.Study, job: int, number: int, part: int) -> bool:
+    """Another running job confirms part ``part`` of trial ``number`` (two workers enqueued it at once): leave
+    it to that one.
 
     Both look after claiming their own job, so at least one of them sees the other; if
     both do, both step back and the job is enqueued again.
     """
     for t in queue.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         p = t.system_attrs.get("fixed_params") or t.params
-        if t.number != job and p.get("trial") == number:
+        if t.number != job and p.get("trial") == number and t.user_attrs.get("part", 0) == part:
             return True
     return False
 
@@ -186,13 +220,15 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
              bar: Any = None) -> dict[int, dict[str, Any]]:
     """Confirm every trial of ``jobs`` (trial number -> its parameters): stored ones are reused.
 
-    Works with the other workers of a shared storage: jobs are enqueued once, each is run
-    by the worker that claims it, and this worker waits for those others are running.
-    ``bar`` (a tqdm bar) advances by one a confirmation. KeyboardInterrupt propagates at
-    once; everything finished is stored.
+    Works with the other workers of a shared storage: jobs (each a part of a trial's
+    replications, ``confirm_parts``) are enqueued once, each is run by the worker that
+    claims it, and this worker waits for those others are running. ``bar`` (a tqdm bar)
+    advances by one a confirmation, by replications within one. KeyboardInterrupt
+    propagates at once; everything finished is stored.
     """
     queue = queue_study(runner, study)
     beat = _heartbeat(queue)
+    parts = confirm_parts(runner, replications)
     start = int(bar.n) if bar is not None else 0
     shown = [0]
 
@@ -215,12 +251,16 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
             break
         if beat:
             _fail_stale(queue)  # a dead worker's job goes back to the queue
-        waiting, running = _queued(queue, jobs, replications)
-        # Without a heartbeat a RUNNING job may belong to a dead worker: do not wait for it.
-        add = [n for n in left if n not in waiting and (n not in running or not beat)]
-        for n in add:
-            queue.enqueue_trial({"trial": n, "replications": replications}, user_attrs={"params": dict(jobs[n])})
-        if waiting or add:
+        add, whole = _to_enqueue(queue, left, jobs, replications, parts, beat)
+        for n in whole:  # every replication stored, the pooling not (its worker was stopped first): pool here
+            _pool_stored(runner, study, queue, n, replications, jobs[n])
+        for n, k in add:
+            queue.enqueue_trial({"trial": n, "replications": replications},
+                                user_attrs={"params": dict(jobs[n]), "part": k, "parts": parts})
+        if whole:
+            continue
+        waiting, running = _queued(queue, jobs, replications, parts)
+        if waiting:
             _run_next(queue, job)
             continue
         if bar is not None:
@@ -229,9 +269,57 @@ def run_jobs(runner: Any, study: optuna.Study, jobs: Mapping[int, Mapping[str, A
     return {n: stored_confirmation(study, n, replications) for n in jobs}  # type: ignore[misc]
 
 
+def _to_enqueue(queue: optuna.Study, left: list[int], jobs: Mapping[int, Mapping[str, Any]], replications: int,
+                parts: int, beat: bool) -> tuple[list[tuple[int, int]], list[int]]:
+    """The jobs (trial, part) to enqueue for the trials ``left`` (neither waiting, nor running on a live worker,
+    nor stored in full), and the trials whose replications are all stored but not pooled."""
+    waiting, running = _queued(queue, jobs, replications, parts)
+    stored = _stored_indices(queue) if parts > 1 else {}
+    add: list[tuple[int, int]] = []
+    whole: list[int] = []
+    for n in left:
+        have = stored.get(n, set())
+        if parts > 1 and all(i in have for i in range(replications)):
+            whole.append(n)
+            continue
+        for k in range(parts):
+            if parts > 1 and all(i in have for i in part_range(replications, k, parts)):
+                continue  # this part is stored; the others' workers pool when they finish
+            # Without a heartbeat a RUNNING job may belong to a dead worker: do not wait for it.
+            if (n, k) not in waiting and ((n, k) not in running or not beat):
+                add.append((n, k))
+    return add, whole
+
+
+def _pool_stored(runner: Any, study: optuna.Study, queue: optuna.Study, number: int, replications: int,
+                 params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Pool trial ``number``'s stored replications into its confirmation and store it; None while some are missing."""
+    stored = stored_replications(queue, number, runner.confirm_fidelity)
+    if any(i not in stored for i in range(replications)):
+        return None
+    with stoppable():
+        done = confirm_params(runner, params, replications, resume={i: stored[i] for i in range(replications)})
+    with not_stoppable():
+        study.set_user_attr(f"{CONFIRM_PREFIX}{number}", done)
+    return done
+
+
+def run_part(runner: Any, params: Mapping[str, Any], replications: int, indices: range,
+             progress: Callable[[float, int], None] | None = None, resume: Any = None,
+             on_replication: Any = None) -> None:
+    """Simulate replications ``indices`` of one configuration's confirmation (``request.simulate_part``)."""
+    from sojourn.evaluate import workers
+    from sojourn.request import simulate_part
+
+    sc = runner.trial_scenario({k: params[k] for k in runner.cfg.space if k in params})
+    simulate_part(sc, indices, replications=replications, n_jobs=runner.n_jobs, progress=progress or False,
+                  resume=resume, on_replication=on_replication, executor=workers(runner.n_jobs))
+
+
 def _job(runner: Any, study: optuna.Study, queue: optuna.Study, beat: bool,
          tick: Callable[[float, int], None]) -> Callable[[optuna.Trial], float]:
-    """The queue's objective: confirm the trial a job names (or reuse its stored confirmation), and store it.
+    """The queue's objective: confirm the part of a trial a job names (or reuse the trial's stored confirmation),
+    storing each replication as it finishes, and the confirmation once every part's are stored.
 
     Only the simulation can be stopped at once (``stoppable``); storing a finished
     replication cannot (``not_stoppable``).
@@ -242,40 +330,62 @@ def _job(runner: Any, study: optuna.Study, queue: optuna.Study, beat: bool,
             raise optuna.TrialPruned("not a queued job: another worker took the last one")
         number = trial.suggest_int("trial", 0, 2**31 - 1)
         reps = trial.suggest_int("replications", 1, 2**31 - 1)
+        part, parts = int(trial.user_attrs.get("part", 0)), int(trial.user_attrs.get("parts", 1))
         done = stored_confirmation(study, number, reps)
-        if done is None and beat and _claimed_elsewhere(queue, trial.number, number):
+        if done is None and beat and _claimed_elsewhere(queue, trial.number, number, part):
             raise optuna.TrialPruned("another worker is confirming it")
         if done is None:
             trial.set_user_attr("worker", WORKER)
-            t0 = time.perf_counter()
-            resume = stored_replications(queue, number, runner.confirm_fidelity)
-            trial.set_user_attr("resumed_replications", len(resume))
-
-            def store(i: int, st: Any) -> None:  # each replication as it finishes: a rerun resumes from it
-                with not_stoppable():
-                    trial.set_user_attr(f"{REPLICATION_PREFIX}{i}", replication_to_json(st))
-
-            with stoppable():
-                done = confirm_params(runner, trial.user_attrs["params"], reps, progress=tick, resume=resume,
-                                      on_replication=store)
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
-            study.set_user_attr(f"{CONFIRM_PREFIX}{number}", done)
-        v = done.get("p_miss_used", done.get("p_miss_upper"))
+            done = _run_job(runner, study, queue, trial, number, reps, part, parts, tick)
+        v = None if done is None else done.get("p_miss_used", done.get("p_miss_upper"))
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 1.0
 
     return job
 
 
-def _queued(queue: optuna.Study, jobs: Mapping[int, Mapping[str, Any]],
-            replications: int) -> tuple[set[int], set[int]]:
-    """The trials of ``jobs`` the queue holds waiting, and running, for at least ``replications``."""
+def _run_job(runner: Any, study: optuna.Study, queue: optuna.Study, trial: optuna.Trial, number: int, reps: int,
+             part: int, parts: int, tick: Callable[[float, int], None]) -> dict[str, Any] | None:
+    """Simulate the job's replications (resumed from those stored); pool when they were the last ones."""
+    t0 = time.perf_counter()
+    resume = stored_replications(queue, number, runner.confirm_fidelity)
+    params = trial.user_attrs["params"]
+
+    def store(i: int, st: Any) -> None:  # each replication as it finishes: a rerun resumes from it
+        with not_stoppable():
+            trial.set_user_attr(f"{REPLICATION_PREFIX}{i}", replication_to_json(st))
+
+    if parts == 1:
+        trial.set_user_attr("resumed_replications", len(resume))
+        trial.set_user_attr("simulated", [i for i in range(reps) if i not in resume])
+        with stoppable():
+            done = confirm_params(runner, params, reps, progress=tick, resume=resume, on_replication=store)
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        study.set_user_attr(f"{CONFIRM_PREFIX}{number}", done)
+        return done
+    idx = part_range(reps, part, parts)
+    trial.set_user_attr("resumed_replications", sum(i in resume for i in idx))
+    trial.set_user_attr("simulated", [i for i in idx if i not in resume])  # (Optuna's retry copies attributes)
+    others = sum(1 for i in resume if i < reps and i not in idx)  # the other parts' progress, for the bar
+    with stoppable():
+        run_part(runner, params, reps, idx, progress=lambda d, n: tick(others + d * len(idx) / max(n, 1), reps),
+                 resume=resume, on_replication=store)
+    trial.set_user_attr("seconds", time.perf_counter() - t0)
+    return _pool_stored(runner, study, queue, number, reps, params)
+
+
+def _queued(queue: optuna.Study, jobs: Mapping[int, Mapping[str, Any]], replications: int,
+            parts: int = 1) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+    """The jobs (trial, part) of ``jobs`` the queue holds waiting, and running, for at least ``replications``
+    split in ``parts``."""
     S = optuna.trial.TrialState
-    waiting: set[int] = set()
-    running: set[int] = set()
+    waiting: set[tuple[int, int]] = set()
+    running: set[tuple[int, int]] = set()
     for t in queue.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING)):
         p = t.system_attrs.get("fixed_params") or t.params
-        if p.get("replications", 0) >= replications and p.get("trial") in jobs:
-            (waiting if t.state == S.WAITING else running).add(int(p["trial"]))
+        if (p.get("replications", 0) >= replications and p.get("trial") in jobs
+                and int(t.user_attrs.get("parts", 1)) == parts):
+            key = (int(p["trial"]), int(t.user_attrs.get("part", 0)))
+            (waiting if t.state == S.WAITING else running).add(key)
     return waiting, running
 
 
