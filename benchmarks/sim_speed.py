@@ -236,19 +236,35 @@ def worker(data: dict[str, Any]) -> dict[str, Any]:
 
     data = dict(data)
     anatomy = _count_fires() if data.pop("_anatomy", False) else None
+    compiled = data.pop("_kernel", False)
     sc = scenario_from_dict(data, base_dir=EXAMPLE.parent)
     seed = np.random.SeedSequence(SEED).spawn(1)[0]  # replication 0 of simulate(seed=SEED)
+    compile_s = 0.0
+    if compiled:  # the compiled fleet: loaded (or compiled, on a fresh cache) outside the timing
+        from sojourn.sim import _fleet_kernel
+
+        if not _fleet_kernel.supported(sc) or _fleet_kernel.fleet_kernel() is None:
+            raise RuntimeError("the fleet kernel does not cover this case or numba is off")
+        # numba compiles on the first call (or loads its cache): a short run of the same case first.
+        warm = {**data, "simulation": {**data["simulation"], "horizon_hours": 0.01, "warmup_hours": 0.0}}
+        compile_s = time.process_time()
+        _fleet_kernel.run(FleetSim(scenario_from_dict(warm, base_dir=EXAMPLE.parent), np.random.SeedSequence(0)))
+        compile_s = time.process_time() - compile_s
     cpu = time.process_time()
     sim = FleetSim(sc, seed)
-    st = sim.run()
+    st = _fleet_kernel.run(sim) if compiled else sim.run()
     cpu = time.process_time() - cpu
-    return {
-        "cpu_s": cpu,
-        "requests": st.requests_simulated,
+    counts = getattr(sim, "kernel_counts", None) or {
         # events pushed on the fleet's heap (the driver's, sim.sched, since the one engine driver)
         "events": getattr(getattr(sim, "sched", None), "count", None) or getattr(sim, "_count", 0),
         "steps": sum(getattr(n, "steps_done", 0) for n in sim.nodes),
         "preemptions": sum(getattr(n, "preemptions", 0) for n in sim.nodes),
+    }
+    return {
+        "cpu_s": cpu,
+        "compile_s": compile_s,
+        "requests": st.requests_simulated,
+        **counts,
         "rejected": st.rejected,  # measured requests only (as the estimator counts them)
         "cancelled": st.cancelled,
         "measured": st.arrived,

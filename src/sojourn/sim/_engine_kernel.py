@@ -456,7 +456,7 @@ def _plan_merged(pc: _F, rq: _I, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg:
     first = _NOT_DECODING
     if dec_n:
         _fh_clean(rq, st, fh)
-        first = _finish_min(rq, run, st)
+        first = fh[0, 0]  # the live head: the next completion's step
     if first <= s1:
         return False
     cbase = st[S_CBASE]
@@ -486,10 +486,11 @@ def _plan_merged(pc: _F, rq: _I, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg:
             return False
     k = first - s1
     if free1 + need1 < B * -(-k // bs):
-        hist1 = hist.copy()
+        for i in range(nch):  # the histogram the step leaves (undone below: nothing is allocated)
+            hist[_mod(rq[ch_r[i], TARGET] - s1, bs)] += 1
+        k = min(k, _failure_steps(total - used1, B, hist, bs, s1))
         for i in range(nch):
-            hist1[_mod(rq[ch_r[i], TARGET] - s1, bs)] += 1
-        k = min(k, _failure_steps(total - used1, B, hist1, bs, s1))
+            hist[_mod(rq[ch_r[i], TARGET] - s1, bs)] -= 1
     now = fs[F_NOW]
     mid = now + dt
     now1 = now + (mid - now)
@@ -520,9 +521,11 @@ def _plan_run(pc: _F, rq: _I, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, fh: _I
         fs[F_PEND] = math.inf
         return math.inf
     step, bs = st[S_STEP], cfg[C_BS]
-    if cfg[C_MERGE]:
+    if cfg[C_MERGE]:  # the finish heap's live head (``Engine.finish_heap_min``)
         _fh_clean(rq, st, fh)
-    k = _finish_min(rq, run, st) - step
+        k = fh[0, 0] - step
+    else:
+        k = _finish_min(rq, run, st) - step
     if free + need < dec_n * -(-k // bs):
         k = min(k, _failure_steps(cfg[C_TOTAL] - st[S_USED], dec_n, hist, bs, step))
     if k < 1:
@@ -609,18 +612,40 @@ def _completions(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I) -> Non
             done_ev[j] = r
             last += 1
     for k in range(first, last):
-        r = done_ev[k]
-        es = rq[r, ESTEP]
-        st[S_USED] -= -(-(rq[r, ECTX] + (step - es)) // bs)
-        rq[r, DEC] = 0
-        st[S_DECN] -= 1
-        st[S_CBASE] -= rq[r, ECTX] - es
-        hist[rq[r, RES]] -= 1
-        rq[r, GEN] += step - es
-        rq[r, BLOCKS] = 0
-        rq[r, ALIVE] = 0
-        _run_remove(run, st, r)
+        _complete_decoding(rq, run, hist, st, bs, done_ev[k])
     st[S_NDONE_EV] = last
+
+
+def _complete_decoding(rq: _I, run: _I, hist: _I, st: _I, bs: int, r: int) -> None:
+    """A decoding sequence completes at this boundary (``Engine.fire``'s release of it)."""
+    step = st[S_STEP]
+    es = rq[r, ESTEP]
+    st[S_USED] -= -(-(rq[r, ECTX] + (step - es)) // bs)
+    rq[r, DEC] = 0
+    st[S_DECN] -= 1
+    st[S_CBASE] -= rq[r, ECTX] - es
+    hist[rq[r, RES]] -= 1
+    rq[r, GEN] += step - es
+    rq[r, BLOCKS] = 0
+    rq[r, ALIVE] = 0
+    _run_remove(run, st, r)
+
+
+def _completions_heap(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I, fh: _I) -> None:
+    """``_completions`` from the finish heap, as ``Engine.fire`` pops it: stale entries dropped on the way, the
+    live ones of this step in the order they entered decoding, up to the first live one of a later step."""
+    step, node = st[S_STEP], st[S_INDEX]
+    while st[S_FHN]:
+        r = fh[0, 2]
+        if not (rq[r, ALIVE] and rq[r, DEC] and rq[r, SEQ] == fh[0, 1] and rq[r, NODE] == node):
+            _fh_pop(fh, st)
+            continue
+        if fh[0, 0] != step:
+            break
+        _fh_pop(fh, st)
+        _complete_decoding(rq, run, hist, st, bs, r)
+        done_ev[st[S_NDONE_EV]] = r
+        st[S_NDONE_EV] += 1
 
 
 def _fire(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I, done_ev: _I,
@@ -641,9 +666,10 @@ def _fire(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, 
         if kind == _SRUN:  # the decode run planned after the step (nothing completes at it)
             _advance(hist, st, fs, bs, st[S_PSTEPS] - 1, fs[F_PEND] - fs[F_NOW])
     if st[S_DECN]:
-        _completions(rq, run, hist, st, bs, done_ev)
         if cfg[C_MERGE]:
-            _fh_clean(rq, st, fh)
+            _completions_heap(rq, run, hist, st, bs, done_ev, fh)
+        else:
+            _completions(rq, run, hist, st, bs, done_ev)
     st[S_KIND], st[S_PSTEPS], st[S_NCH] = _IDLE, 0, 0
     fs[F_PSTART] = fs[F_NOW]
     fs[F_PEND] = math.inf
@@ -826,7 +852,7 @@ HELPERS = ("_mod", "_step_time", "_decode_fixed", "_decode_run_time", "_steps_wi
            "_failure_steps", "_run_remove", "_release", "_wq_push", "_wq_pop", "_wq_remove", "_remove", "_preempt",
            "_cq_peek", "_cq_take", "_next_admit", "_fh_less", "_fh_swap", "_fh_push", "_fh_pop", "_fh_clean",
            "_finish_min", "_plan_merged", "_plan_run", "_plan", "_advance", "_end_prefill",
-           "_completions", "_fire", "_set_idle", "_interrupt", "_may_take", "_can_admit", "_load", "_counters",
+           "_complete_decoding", "_completions", "_completions_heap", "_fire", "_set_idle", "_interrupt", "_may_take", "_can_admit", "_load", "_counters",
            "_on_plan", "_launch")
 
 Kernel = Callable[..., None]
@@ -842,7 +868,8 @@ def node_kernel() -> Kernel | None:
 
 
 def _compile() -> Kernel | None:
-    return compile_kernel(globals(), HELPERS)  # the kernel calls the compiled helpers
+    # The helpers allocate nothing and run on every event: compiled without reference counting.
+    return compile_kernel(globals(), HELPERS, counted_helpers=False)  # the kernel calls the compiled helpers
 
 
 def available() -> bool:

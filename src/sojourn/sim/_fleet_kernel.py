@@ -177,7 +177,7 @@ def _pop(E: Tuple, g: _I) -> tuple[float, int, int, int]:
 
 def _plan_node(S: Tuple, N: Tuple, i: int) -> float:
     pc, cfg, rq, rt, g, gf, cqr, done_ev = S
-    run, hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver = N
+    run, hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
     pool = cqr  # unused: the central queue is the source
     end: float = ek._plan(pc, rq, rt, run[i], hist[i], st[i], fs[i], wq[i], cfg, pool, ch_r[i], ch_n[i], fh[i], g,
                           cqr)
@@ -228,7 +228,7 @@ def _purge(S: Tuple, N: Tuple, B: Tuple, i: int) -> None:
 def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, i: int, t: float) -> bool:
     """``Scheduler.poke``: stop node ``i`` at its first boundary at or after ``t`` and replan there."""
     pc, cfg, rq, rt, g, gf, cqr, done_ev = S
-    run, hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver = N
+    run, hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
     if ek._interrupt(pc, rq, rt, run[i], hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i], t):
         if pn[i]:
             _purge(S, N, B, i)
@@ -242,7 +242,7 @@ def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, i: int, t: float) -> bool:
 def _fire_node(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, i: int) -> None:
     """``Scheduler.fire``: node ``i``'s plan ends: its completions, its removals, then its next plan."""
     pc, cfg, rq, rt, g, gf, cqr, done_ev = S
-    run, hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver = N
+    run, hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
     ek._fire(rq, rt, run[i], hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i])
     now = fs[i, F_NOW]
     for k in range(st[i, ek.S_NDONE_EV]):
@@ -554,7 +554,8 @@ def _expire(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, t: float) -> None:
     bi, bf, cls = B[0], B[1], B[6]
     pend, pn = N[8], N[9]
     n = C[1][FI_N]
-    touched = np.zeros(n, np.int64)
+    touched = N[12]
+    touched[:] = 0
     for c in range(C[1][FI_NCLS]):
         while cls[c, K_HEAD] >= 0:
             b = cls[c, K_HEAD]
@@ -743,7 +744,9 @@ def fleet_kernel() -> Kernel | None:
 def _compile() -> Kernel | None:
     if ek.node_kernel() is None:  # compiles the engine helpers the fleet's call
         return None
-    return compile_kernel(globals(), _HELPERS)
+    # Helpers without reference counting: they pass the state's groups of arrays (numba tuples) to each
+    # other on every event, and counting their references cost more than the work itself.
+    return compile_kernel(globals(), _HELPERS, counted_helpers=False)
 
 
 def supported(scenario: Any) -> bool:
@@ -787,7 +790,7 @@ class _Run:
                   np.zeros((n, seqs + 2), np.int64), np.zeros((n, seqs + 1), np.int64),
                   np.zeros((n, seqs + 1), np.int64), np.zeros((n, 4 * seqs + 8, 3), np.int64),
                   np.zeros((n, seqs + 2), np.int64), np.zeros(n, np.int64), np.full(n, math.inf),
-                  np.zeros(n, np.int64)]
+                  np.zeros(n, np.int64), np.zeros(n, np.int64)]
         self.E = [np.zeros(64), np.zeros((64, 4), np.int64)]
         self.classes: dict[float, int] = {}
         classes = sim.scenario_classes
@@ -939,4 +942,8 @@ def run(sim: Any, kernel: Kernel | None = None) -> Any:
     st.sim_end_s = float(gf[GF_NOW])
     st.requests_simulated = int(g[G_RID])
     st.wall_s = time.perf_counter() - wall
+    nst = r.N[2]
+    #: What the benchmark reports (``benchmarks/sim_speed.py``): events pushed on the heap, steps simulated.
+    sim.kernel_counts = {"events": int(g[G_COUNT]), "steps": int(nst[:, ek.S_STEP].sum()),
+                         "preemptions": int(nst[:, S_PREEMPT].sum())}
     return st
