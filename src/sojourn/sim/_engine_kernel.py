@@ -42,7 +42,9 @@ PROMPT, OUTPUT, TARGET, COMPUTED, GEN, BLOCKS, ESTEP, ECTX, RES, DEC, ALIVE, FIN
 # The fleet's columns (``sim._fleet_kernel``): the request's id (rows are recycled), its state, batch, the next
 # request of its batch, its node, and whether it is in its node's local queue or removal list, or its batch settled.
 RID, STATE, BATCH, NEXTR, NODE, INWQ, INPEND, ORPHAN = range(14, 22)
-_NRQ = 22
+# The running set, a list in admission order: the previous and next running request of the node (-1: none).
+RPREV, RNEXT = 22, 23
+_NRQ = 24
 # Columns of the request times ``rt`` (float64): entered (arrival, or admission from a pool), first token, done,
 # start of service (the fleet's).
 ENTER, FIRST, DONE, START = range(4)
@@ -54,8 +56,10 @@ QUEUED, ONNODE, SDONE, REJECTED, CANCELLED = 1, 2, 3, 4, 5
  S_DONE, S_PREEMPT, S_NEXTPOOL, S_NDONE_EV, S_STOPPED, S_STATUS,
  # A "steprun" (merged plans): blocks in use after its prefill step, free at that boundary, whether its end
  # could pull; the node's index; the size of its finish heap ``fh``.
- S_USED1, S_FREE1, S_OPEN, S_INDEX, S_FHN) = range(23)
-_NST = 23
+ S_USED1, S_FREE1, S_OPEN, S_INDEX, S_FHN,
+ # The running set's oldest and newest request (-1: none; the list runs through ``RPREV``/``RNEXT``).
+ S_RHEAD, S_RTAIL) = range(25)
+_NST = 25
 # Float state ``fs``: the clock, the plan's start and end; the capacity run's statistics; a "steprun"'s prefill
 # step end; busy seconds and KV block-seconds (the fleet's counters).
 F_NOW, F_PSTART, F_PEND, F_BUSY_SEQS, F_TOK_COST, F_TOK_N, F_TSTART, F_MID, F_BUSY, F_KVS = range(10)
@@ -176,19 +180,33 @@ def _failure_steps(free: int, B: int, hist: _I, bs: int, step: int) -> int:
     return k + bs
 
 
-def _run_remove(run: _I, st: _I, r: int) -> None:
-    """Drop request ``r`` from the running array, keeping admission order."""
-    n = st[S_NRUN]
-    i = 0
-    while run[0, i] != r:
-        i += 1
-    for j in range(i, n - 1):
-        run[0, j] = run[0, j + 1]
-        run[1, j] = run[1, j + 1]
-    st[S_NRUN] = n - 1
+def _run_remove(rq: _I, st: _I, r: int) -> None:
+    """Drop request ``r`` from the running list, keeping admission order."""
+    p, nx = rq[r, RPREV], rq[r, RNEXT]
+    if p >= 0:
+        rq[p, RNEXT] = nx
+    else:
+        st[S_RHEAD] = nx
+    if nx >= 0:
+        rq[nx, RPREV] = p
+    else:
+        st[S_RTAIL] = p
+    st[S_NRUN] -= 1
 
 
-def _release(rq: _I, run: _I, hist: _I, st: _I, bs: int, r: int) -> None:
+def _run_append(rq: _I, st: _I, r: int) -> None:
+    """Request ``r`` joins the running list as its newest."""
+    t = st[S_RTAIL]
+    rq[r, RPREV], rq[r, RNEXT] = t, -1
+    if t >= 0:
+        rq[t, RNEXT] = r
+    else:
+        st[S_RHEAD] = r
+    st[S_RTAIL] = r
+    st[S_NRUN] += 1
+
+
+def _release(rq: _I, hist: _I, st: _I, bs: int, r: int) -> None:
     """Free a running request's blocks and drop it from the running set (``Engine._release``)."""
     if rq[r, DEC]:
         step = st[S_STEP]
@@ -202,7 +220,7 @@ def _release(rq: _I, run: _I, hist: _I, st: _I, bs: int, r: int) -> None:
         st[S_USED] -= rq[r, BLOCKS]
     rq[r, BLOCKS] = 0
     rq[r, ALIVE] = 0
-    _run_remove(run, st, r)
+    _run_remove(rq, st, r)
 
 
 def _wq_push(wq: _I, st: _I, r: int, front: bool) -> None:
@@ -241,18 +259,18 @@ def _wq_remove(rq: _I, wq: _I, st: _I, r: int) -> bool:
     return True
 
 
-def _remove(rq: _I, run: _I, hist: _I, st: _I, wq: _I, bs: int, r: int) -> None:
+def _remove(rq: _I, hist: _I, st: _I, wq: _I, bs: int, r: int) -> None:
     """``Engine.remove`` (at a boundary): a running request is released, a waiting one dropped."""
     if rq[r, ALIVE]:
-        _release(rq, run, hist, st, bs, r)
+        _release(rq, hist, st, bs, r)
     else:
         _wq_remove(rq, wq, st, r)
 
 
-def _preempt(rq: _I, run: _I, hist: _I, st: _I, wq: _I, bs: int) -> None:
+def _preempt(rq: _I, hist: _I, st: _I, wq: _I, bs: int) -> None:
     """Preempt the newest running request by recompute (``Engine._preempt``)."""
-    r = run[0, st[S_NRUN] - 1]
-    _release(rq, run, hist, st, bs, r)
+    r = st[S_RTAIL]
+    _release(rq, hist, st, bs, r)
     rq[r, TARGET] = rq[r, PROMPT] + rq[r, GEN]
     rq[r, COMPUTED] = 0
     rq[r, PREEMPT] += 1
@@ -374,13 +392,13 @@ def _fh_clean(rq: _I, st: _I, fh: _I) -> None:
         _fh_pop(fh, st)
 
 
-def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, ch_r: _I,
+def _plan(pc: _F, rq: _I, rt: _F, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, ch_r: _I,
           ch_n: _I, fh: _I, g: _I, cqr: _I) -> float:
     """``Engine.plan``: preempt until this step's decode blocks fit, go on with prefills, admit, plan."""
     step, bs, total = st[S_STEP], cfg[C_BS], cfg[C_TOTAL]
     need = hist[_mod(-step, bs)] if st[S_DECN] else 0
     while st[S_DECN] and st[S_USED] + need > total:
-        _preempt(rq, run, hist, st, wq, bs)
+        _preempt(rq, hist, st, wq, bs)
         need = hist[_mod(-step, bs)] if st[S_DECN] else 0
     dec_n = st[S_DECN]
     budget = cfg[C_BUDGET] - dec_n
@@ -389,11 +407,15 @@ def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg
     pairs = 0.0
     done = 0
     nch = 0
-    first = st[S_NRUN]  # the requests still prefilling are the newest (a suffix): prefills end in admission order
-    while first > 0 and run[1, first - 1] == _NOT_DECODING:
-        first -= 1
-    for i in range(first, st[S_NRUN]):
-        r = run[0, i]
+    # The requests still prefilling are the newest (a suffix of the running list): prefills end in admission order.
+    npref = 0
+    r = st[S_RTAIL]
+    while r >= 0 and not rq[r, DEC]:
+        npref += 1
+        if rq[r, RPREV] < 0 or rq[rq[r, RPREV], DEC]:
+            break
+        r = rq[r, RPREV]
+    for _ in range(npref):
         if budget <= 0:
             break
         n = rq[r, TARGET] - rq[r, COMPUTED]
@@ -406,6 +428,7 @@ def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg
         pairs += n * (rq[r, COMPUTED] + 0.5 * n)
         if rq[r, COMPUTED] + n >= rq[r, TARGET]:
             done += 1
+        r = rq[r, RNEXT]
     empty = False  # the central queue was asked and has nothing queued
     while budget > 0 and st[S_NRUN] < cfg[C_SEQS]:
         r = _next_admit(rq, rt, st, fs, wq, cfg, pool, g, cqr, free)
@@ -420,9 +443,8 @@ def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg
         rq[r, NODE] = st[S_INDEX]
         st[S_USED] += b
         free -= b
-        run[0, st[S_NRUN]] = r
-        run[1, st[S_NRUN]] = _NOT_DECODING
-        st[S_NRUN] += 1
+        _run_append(rq, st, r)
+        npref += 1
         n = target if target < budget else budget
         ch_r[nch], ch_n[nch] = r, n
         nch += 1
@@ -435,17 +457,17 @@ def _plan(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg
     fs[F_PSTART] = fs[F_NOW]
     if nch:
         dt = _step_time(pc, ptok, dec_n, st[S_CBASE] + dec_n * step, pairs, done)
-        if (cfg[C_MERGE] and done == st[S_NRUN] - first and (st[S_FHN] == 0 or fh[0, 0] > step + 1)
-                and _plan_merged(pc, rq, run, hist, st, fs, wq, cfg, ch_r, fh, g, empty, dt)):
+        if (cfg[C_MERGE] and done == npref and (st[S_FHN] == 0 or fh[0, 0] > step + 1)
+                and _plan_merged(pc, rq, hist, st, fs, wq, cfg, ch_r, fh, g, empty, dt)):
             return fs[F_PEND]
         st[S_KIND], st[S_PSTEPS] = _STEP, 1
         end: float = fs[F_NOW] + dt
         fs[F_PEND] = end
         return end
-    return _plan_run(pc, rq, run, hist, st, fs, cfg, fh, free, need)
+    return _plan_run(pc, rq, hist, st, fs, cfg, fh, free, need)
 
 
-def _plan_merged(pc: _F, rq: _I, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, ch_r: _I, fh: _I, g: _I,
+def _plan_merged(pc: _F, rq: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, ch_r: _I, fh: _I, g: _I,
                  empty: bool, dt: float) -> bool:
     """``Engine._plan_merged``: this prefill step and the decode run after it as one "steprun", if exact."""
     bs = cfg[C_BS]
@@ -504,16 +526,18 @@ def _plan_merged(pc: _F, rq: _I, run: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg:
     return True
 
 
-def _finish_min(rq: _I, run: _I, st: _I) -> int:
+def _finish_min(rq: _I, st: _I) -> int:
     """Step of the next completion among the decoding sequences."""
     best = _NOT_DECODING
-    for i in range(st[S_NRUN]):
-        if run[1, i] < best:
-            best = run[1, i]
+    r = st[S_RHEAD]
+    while r >= 0:
+        if rq[r, DEC] and rq[r, FIN] < best:
+            best = rq[r, FIN]
+        r = rq[r, RNEXT]
     return int(best) if best < _NOT_DECODING else int(st[S_STEP]) + 1
 
 
-def _plan_run(pc: _F, rq: _I, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, fh: _I, free: int, need: int) -> float:
+def _plan_run(pc: _F, rq: _I, hist: _I, st: _I, fs: _F, cfg: _I, fh: _I, free: int, need: int) -> float:
     """``Engine._plan_run``: a decode run to the next completion or failing block allocation, or idle."""
     dec_n = st[S_DECN]
     if not dec_n:
@@ -525,7 +549,7 @@ def _plan_run(pc: _F, rq: _I, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, fh: _I
         _fh_clean(rq, st, fh)
         k = fh[0, 0] - step
     else:
-        k = _finish_min(rq, run, st) - step
+        k = _finish_min(rq, st) - step
     if free + need < dec_n * -(-k // bs):
         k = min(k, _failure_steps(cfg[C_TOTAL] - st[S_USED], dec_n, hist, bs, step))
     if k < 1:
@@ -556,7 +580,7 @@ def _advance(hist: _I, st: _I, fs: _F, bs: int, k: int, dt: float) -> None:
     fs[F_NOW] += dt
 
 
-def _end_prefill(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I,
+def _end_prefill(rq: _I, rt: _F, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I,
                  done_ev: _I, fh: _I) -> None:
     """The prefill chunks of the step just ended are computed (``Engine._end_prefill``)."""
     step, now, bs = st[S_STEP], fs[F_NOW], cfg[C_BS]
@@ -575,7 +599,7 @@ def _end_prefill(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, ch_
             st[S_USED] -= rq[r, BLOCKS]
             rq[r, BLOCKS] = 0
             rq[r, ALIVE] = 0
-            _run_remove(run, st, r)
+            _run_remove(rq, st, r)
             done_ev[st[S_NDONE_EV]] = r
             st[S_NDONE_EV] += 1
         else:
@@ -591,20 +615,18 @@ def _end_prefill(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, ch_
             fin = rq[r, FIN] = step + (rq[r, OUTPUT] - g)
             if cfg[C_MERGE]:
                 _fh_push(fh, st, fin, st[S_SEQ], r)
-            i = st[S_NRUN] - 1  # its place in the running set: among the newest (still prefilling)
-            while run[0, i] != r:
-                i -= 1
-            run[1, i] = fin
 
 
-def _completions(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I) -> None:
+def _completions(rq: _I, hist: _I, st: _I, bs: int, done_ev: _I) -> None:
     """Decoding sequences that complete at this boundary, in the order they entered decoding."""
     step = st[S_STEP]
     first = st[S_NDONE_EV]
     last = first
-    for i in range(st[S_NRUN]):  # those completing now, sorted by entry into decoding (the engine's heap order)
-        if run[1, i] == step:
-            r = run[0, i]
+    x = st[S_RHEAD]
+    while x >= 0:  # those completing now, sorted by entry into decoding (the engine's heap order)
+        r = x
+        x = rq[x, RNEXT]
+        if rq[r, DEC] and rq[r, FIN] == step:
             j = last
             while j > first and rq[done_ev[j - 1], SEQ] > rq[r, SEQ]:
                 done_ev[j] = done_ev[j - 1]
@@ -612,11 +634,11 @@ def _completions(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I) -> Non
             done_ev[j] = r
             last += 1
     for k in range(first, last):
-        _complete_decoding(rq, run, hist, st, bs, done_ev[k])
+        _complete_decoding(rq, hist, st, bs, done_ev[k])
     st[S_NDONE_EV] = last
 
 
-def _complete_decoding(rq: _I, run: _I, hist: _I, st: _I, bs: int, r: int) -> None:
+def _complete_decoding(rq: _I, hist: _I, st: _I, bs: int, r: int) -> None:
     """A decoding sequence completes at this boundary (``Engine.fire``'s release of it)."""
     step = st[S_STEP]
     es = rq[r, ESTEP]
@@ -628,10 +650,10 @@ def _complete_decoding(rq: _I, run: _I, hist: _I, st: _I, bs: int, r: int) -> No
     rq[r, GEN] += step - es
     rq[r, BLOCKS] = 0
     rq[r, ALIVE] = 0
-    _run_remove(run, st, r)
+    _run_remove(rq, st, r)
 
 
-def _completions_heap(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I, fh: _I) -> None:
+def _completions_heap(rq: _I, hist: _I, st: _I, bs: int, done_ev: _I, fh: _I) -> None:
     """``_completions`` from the finish heap, as ``Engine.fire`` pops it: stale entries dropped on the way, the
     live ones of this step in the order they entered decoding, up to the first live one of a later step."""
     step, node = st[S_STEP], st[S_INDEX]
@@ -643,12 +665,12 @@ def _completions_heap(rq: _I, run: _I, hist: _I, st: _I, bs: int, done_ev: _I, f
         if fh[0, 0] != step:
             break
         _fh_pop(fh, st)
-        _complete_decoding(rq, run, hist, st, bs, r)
+        _complete_decoding(rq, hist, st, bs, r)
         done_ev[st[S_NDONE_EV]] = r
         st[S_NDONE_EV] += 1
 
 
-def _fire(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I, done_ev: _I,
+def _fire(rq: _I, rt: _F, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I, done_ev: _I,
           fh: _I) -> None:
     """``Engine.fire``: apply the planned step, run or "steprun"; its completions go to ``done_ev``."""
     st[S_NDONE_EV] = 0
@@ -662,14 +684,14 @@ def _fire(rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, 
         _advance(hist, st, fs, bs, st[S_PSTEPS], fs[F_PEND] - fs[F_PSTART])
     else:  # the prefill step: all of a "step", the first of a "steprun"
         _advance(hist, st, fs, bs, 1, (fs[F_PEND] if kind == _STEP else fs[F_MID]) - fs[F_PSTART])
-        _end_prefill(rq, rt, run, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh)
+        _end_prefill(rq, rt, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh)
         if kind == _SRUN:  # the decode run planned after the step (nothing completes at it)
             _advance(hist, st, fs, bs, st[S_PSTEPS] - 1, fs[F_PEND] - fs[F_NOW])
     if st[S_DECN]:
         if cfg[C_MERGE]:
-            _completions_heap(rq, run, hist, st, bs, done_ev, fh)
+            _completions_heap(rq, hist, st, bs, done_ev, fh)
         else:
-            _completions(rq, run, hist, st, bs, done_ev)
+            _completions(rq, hist, st, bs, done_ev)
     st[S_KIND], st[S_PSTEPS], st[S_NCH] = _IDLE, 0, 0
     fs[F_PSTART] = fs[F_NOW]
     fs[F_PEND] = math.inf
@@ -680,7 +702,7 @@ def _set_idle(st: _I, fs: _F) -> None:
     fs[F_PSTART], fs[F_PEND] = fs[F_NOW], math.inf
 
 
-def _interrupt(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I,
+def _interrupt(pc: _F, rq: _I, rt: _F, hist: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I,
                done_ev: _I, fh: _I, t: float) -> bool:
     """``Engine.interrupt`` then ``at_boundary``: stop at the first boundary at or after ``t``."""
     kind = st[S_KIND]
@@ -700,7 +722,7 @@ def _interrupt(pc: _F, rq: _I, rt: _F, run: _I, hist: _I, st: _I, fs: _F, cfg: _
         end, k = fs[F_PEND], st[S_PSTEPS] - 1
         st[S_KIND] = _STEP  # the prefill step applied as its own fire() (no event: nothing completes at its end)
         fs[F_PEND] = fs[F_MID]
-        _fire(rq, rt, run, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh)
+        _fire(rq, rt, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh)
         st[S_KIND], st[S_PSTEPS] = _RUN, k
         fs[F_PSTART], fs[F_PEND] = fs[F_NOW], end
         if t <= fs[F_PSTART]:
@@ -762,7 +784,7 @@ def _counters(st: _I, fs: _F, t: float) -> tuple[float, float]:
     return b, k
 
 
-def _on_plan(pc: _F, rq: _I, run: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I, end: float) -> None:
+def _on_plan(pc: _F, rq: _I, st: _I, fs: _F, cfg: _I, ch_r: _I, ch_n: _I, end: float) -> None:
     """The saturated run's statistics of a plan about to fire (``capacity._Saturated.on_plan``)."""
     if st[S_DONE] < cfg[C_WARM]:
         return
@@ -801,7 +823,6 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
     order), ``st`` (status: 0 ran to the end, 1 went idle while work was expected) and ``fs``.
     """
     bs, n_arr = cfg[C_BS], arrivals.shape[0]
-    run = np.zeros((2, cfg[C_SEQS] + 1), np.int64)  # the running requests, admission order; their last steps
     hist = np.zeros(bs, np.int64)
     wq = np.zeros(rq.shape[0] + 1, np.int64)
     ch_r = np.zeros(cfg[C_SEQS] + 1, np.int64)
@@ -814,14 +835,14 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
         _launch(rq, rt, st, wq, sizes, 0.0)
     if st[S_DONE] >= cfg[C_NDONE]:
         return
-    sched = _plan(pc, rq, rt, run, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, g, cqr)
+    sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, g, cqr)
     ai = 0
     arr_t = arrivals[0] if n_arr else math.inf
     while sched < math.inf or arr_t < math.inf:
         if sched <= arr_t:  # a node's step end comes first at equal times
             if cfg[C_POOL]:
-                _on_plan(pc, rq, run, st, fs, cfg, ch_r, ch_n, sched)
-            _fire(rq, rt, run, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh)
+                _on_plan(pc, rq, st, fs, cfg, ch_r, ch_n, sched)
+            _fire(rq, rt, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh)
             for i in range(st[S_NDONE_EV]):
                 r = done_ev[i]
                 rt[r, DONE] = fs[F_NOW]
@@ -835,11 +856,11 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
                     st[S_STOPPED] = 1
             if st[S_STOPPED]:
                 return
-            sched = _plan(pc, rq, rt, run, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, g, cqr)
-        elif _interrupt(pc, rq, rt, run, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh, arrivals[ai]):
+            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, g, cqr)
+        elif _interrupt(pc, rq, rt, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh, arrivals[ai]):
             _launch(rq, rt, st, wq, sizes, arrivals[ai])
             ai += 1
-            sched = _plan(pc, rq, rt, run, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, g, cqr)
+            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, g, cqr)
             arr_t = arrivals[ai] if ai < n_arr else math.inf
         else:  # a step that is never cut: the arrival, and those after it, wait for its end
             arr_t = fs[F_PEND]
@@ -849,7 +870,7 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
 #: The helpers in the order numba compiles them (each before those that call it); the fleet kernel
 #: (``sim._fleet_kernel``) compiles and calls the same ones.
 HELPERS = ("_mod", "_step_time", "_decode_fixed", "_decode_run_time", "_steps_within", "_partial_need",
-           "_failure_steps", "_run_remove", "_release", "_wq_push", "_wq_pop", "_wq_remove", "_remove", "_preempt",
+           "_failure_steps", "_run_remove", "_run_append", "_release", "_wq_push", "_wq_pop", "_wq_remove", "_remove", "_preempt",
            "_cq_peek", "_cq_take", "_next_admit", "_fh_less", "_fh_swap", "_fh_push", "_fh_pop", "_fh_clean",
            "_finish_min", "_plan_merged", "_plan_run", "_plan", "_advance", "_end_prefill",
            "_complete_decoding", "_completions", "_completions_heap", "_fire", "_set_idle", "_interrupt", "_may_take", "_can_admit", "_load", "_counters",
@@ -922,6 +943,7 @@ def run_node(perf: Any, kv_blocks: int, block_size: int, max_num_seqs: int, max_
     rt = np.full((n, _NRT), math.nan)
     order = np.zeros(until_done + max_num_seqs + 1, np.int64)  # a stopping fire may complete several
     st = np.zeros(_NST, np.int64)
+    st[S_RHEAD] = st[S_RTAIL] = -1
     fs = np.zeros(_NFS)
     fs[F_TSTART] = math.nan
     kernel = node_kernel() if compiled else None

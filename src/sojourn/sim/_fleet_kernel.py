@@ -177,9 +177,9 @@ def _pop(E: Tuple, g: _I) -> tuple[float, int, int, int]:
 
 def _plan_node(S: Tuple, N: Tuple, i: int) -> float:
     pc, cfg, rq, rt, g, gf, cqr, done_ev = S
-    run, hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
+    hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
     pool = cqr  # unused: the central queue is the source
-    end: float = ek._plan(pc, rq, rt, run[i], hist[i], st[i], fs[i], wq[i], cfg, pool, ch_r[i], ch_n[i], fh[i], g,
+    end: float = ek._plan(pc, rq, rt, hist[i], st[i], fs[i], wq[i], cfg, pool, ch_r[i], ch_n[i], fh[i], g,
                           cqr)
     return end
 
@@ -187,7 +187,7 @@ def _plan_node(S: Tuple, N: Tuple, i: int) -> float:
 def _replan(S: Tuple, N: Tuple, E: Tuple, i: int) -> None:
     """``Scheduler.replan``: plan from the boundary; schedule the end if it moved."""
     g = S[4]
-    sched, ver = N[10], N[11]
+    sched, ver = N[9], N[10]
     end = _plan_node(S, N, i)
     if end != sched[i]:
         sched[i] = end
@@ -198,7 +198,7 @@ def _replan(S: Tuple, N: Tuple, E: Tuple, i: int) -> None:
 
 def _resched(S: Tuple, N: Tuple, E: Tuple, i: int) -> None:
     """``Scheduler.resched``: the plan ends earlier than scheduled (a "steprun" cut back to its step)."""
-    fs, sched, ver = N[3], N[10], N[11]
+    fs, sched, ver = N[2], N[9], N[10]
     end = sched[i] = fs[i, F_PEND]
     ver[i] += 1
     _push(E, S[4], end, _FIRE, i, ver[i])
@@ -216,10 +216,10 @@ def _maybe_free(S: Tuple, B: Tuple, r: int) -> None:
 def _purge(S: Tuple, N: Tuple, B: Tuple, i: int) -> None:
     """``Scheduler.purge``: remove from node ``i`` (at a boundary) the requests cancelled meanwhile."""
     cfg, rq = S[1], S[2]
-    run, hist, st, wq, pend, pn = N[0], N[1], N[2], N[4], N[8], N[9]
+    hist, st, wq, pend, pn = N[0], N[1], N[3], N[7], N[8]
     for k in range(pn[i]):
         r = pend[i, k]
-        ek._remove(rq, run[i], hist[i], st[i], wq[i], cfg[C_BS], r)
+        ek._remove(rq, hist[i], st[i], wq[i], cfg[C_BS], r)
         rq[r, INPEND] = 0
         _maybe_free(S, B, r)
     pn[i] = 0
@@ -228,8 +228,8 @@ def _purge(S: Tuple, N: Tuple, B: Tuple, i: int) -> None:
 def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, i: int, t: float) -> bool:
     """``Scheduler.poke``: stop node ``i`` at its first boundary at or after ``t`` and replan there."""
     pc, cfg, rq, rt, g, gf, cqr, done_ev = S
-    run, hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
-    if ek._interrupt(pc, rq, rt, run[i], hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i], t):
+    hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
+    if ek._interrupt(pc, rq, rt, hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i], t):
         if pn[i]:
             _purge(S, N, B, i)
         _replan(S, N, E, i)
@@ -242,8 +242,8 @@ def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, i: int, t: float) -> bool:
 def _fire_node(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, i: int) -> None:
     """``Scheduler.fire``: node ``i``'s plan ends: its completions, its removals, then its next plan."""
     pc, cfg, rq, rt, g, gf, cqr, done_ev = S
-    run, hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
-    ek._fire(rq, rt, run[i], hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i])
+    hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
+    ek._fire(rq, rt, hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i])
     now = fs[i, F_NOW]
     for k in range(st[i, ek.S_NDONE_EV]):
         _complete(S, B, O, C, done_ev[k], now)
@@ -366,7 +366,7 @@ def _can_take(S: Tuple, N: Tuple, E: Tuple, i: int, t: float) -> bool:
     """Whether waking node ``i`` now could start the queue's head on it; a "steprun" whose prefill step's end
     could pull is cut back to that step and rescheduled."""
     cfg, rq, g, cqr = S[1], S[2], S[4], S[6]
-    hist, st, fs = N[1], N[2], N[3]
+    hist, st, fs = N[0], N[1], N[2]
     ok = ek._may_take(st[i], fs[i], t)
     if ok == 2:
         head = ek._cq_peek(rq, g, cqr)
@@ -552,9 +552,9 @@ def _expire(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, t: float) -> None:
     """``FleetSim._expire``: cancel the unfinished work of every batch whose deadline has come."""
     rq = S[2]
     bi, bf, cls = B[0], B[1], B[6]
-    pend, pn = N[8], N[9]
+    pend, pn = N[7], N[8]
     n = C[1][FI_N]
-    touched = N[12]
+    touched = N[11]
     touched[:] = 0
     for c in range(C[1][FI_NCLS]):
         while cls[c, K_HEAD] >= 0:
@@ -592,7 +592,7 @@ def _expire(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, t: float) -> None:
 def _mark(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, m: int) -> None:
     """``FleetSim._mark``: the backlog released, or the counters at the measured span's start or end."""
     g, gf = S[4], S[5]
-    st, fs = N[2], N[3]
+    st, fs = N[1], N[2]
     now = gf[GF_NOW]
     if m == _M_RELEASE:
         _offer(S, N, E, B, C, now)
@@ -644,7 +644,7 @@ def _room(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, A: Tuple) 
         return ST_GROW
     if g[G_NMISSED] + g[G_BHI] - g[G_BFREE_N] + 1 > B[5].shape[0]:
         return ST_GROW
-    st, fh = N[2], N[7]
+    st, fh = N[1], N[6]
     for i in range(n):
         if st[i, ek.S_FHN] + seqs + 2 > fh.shape[1]:
             return ST_GROW
@@ -658,7 +658,7 @@ def _step(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, A: Tuple, 
     """Handle one event; True at a progress mark (the caller reports it)."""
     g, gf = S[4], S[5]
     if kind == _FIRE:
-        if ver == N[11][arg]:
+        if ver == N[10][arg]:
             _fire_node(S, N, E, B, O, C, arg)
     elif kind == _ARRIVAL:
         _arrive(S, N, E, B, O, C, A, t, arg)
@@ -763,6 +763,11 @@ def supported(scenario: Any) -> bool:
 # -- the Python side: arrays, chunks, growth, folding, the result ----------------------------
 
 
+#: Batches (or requests) handed to the kernel at once, the stream's chunks joined: fewer calls of the kernel,
+#: without drawing much more traffic than the run uses.
+_CHUNK_BATCHES = 8192
+
+
 class _Run:
     """The kernel's arrays for one replication of ``sim`` (a ``FleetSim`` built but not run), and what
     ``run`` does between calls: load the next chunk of arrivals, grow an array, fold the sojourns."""
@@ -784,9 +789,10 @@ class _Run:
                   np.zeros(seqs + 2, np.int64)]
         st = np.zeros((n, ek._NST), np.int64)
         st[:, ek.S_INDEX] = np.arange(n)
+        st[:, ek.S_RHEAD] = st[:, ek.S_RTAIL] = -1
         fs = np.zeros((n, ek._NFS))
         fs[:, F_PEND] = math.inf
-        self.N = [np.zeros((n, 2, seqs + 1), np.int64), np.zeros((n, bs), np.int64), st, fs,
+        self.N = [np.zeros((n, bs), np.int64), st, fs,
                   np.zeros((n, seqs + 2), np.int64), np.zeros((n, seqs + 1), np.int64),
                   np.zeros((n, seqs + 1), np.int64), np.zeros((n, 4 * seqs + 8, 3), np.int64),
                   np.zeros((n, seqs + 2), np.int64), np.zeros(n, np.int64), np.full(n, math.inf),
@@ -813,9 +819,19 @@ class _Run:
         return tuple(self.S), tuple(self.N), tuple(self.E), tuple(self.B), tuple(self.O), self.C, tuple(self.A)
 
     def load_chunk(self) -> None:
-        t, sizes, p, o, sla = next(self.chunks)
-        cls = np.array([self.classes[x] for x in sla.tolist()], dtype=np.int64)
-        jn = self.A[6] if len(self.A[6]) >= (sizes.max() if len(sizes) else 0) else np.zeros(int(sizes.max()), np.int64)
+        """The stream's next chunks, joined until they hold ``_CHUNK_BATCHES`` batches (fewer kernel calls)."""
+        parts = []
+        nb = nr = 0
+        while nb < _CHUNK_BATCHES and nr < _CHUNK_BATCHES:
+            parts.append(next(self.chunks))
+            nb += len(parts[-1][0])
+            nr += len(parts[-1][2])
+        t, sizes, p, o, sla = (np.concatenate(x) for x in zip(*parts))
+        vals = np.array(list(self.classes))
+        order = np.argsort(vals)
+        cls = np.array([self.classes[x] for x in vals[order]], dtype=np.int64)[np.searchsorted(vals[order], sla)]
+        big = int(sizes.max()) if len(sizes) else 0
+        jn = self.A[6] if len(self.A[6]) >= big else np.zeros(big, np.int64)
         self.A = [t, sizes, p, o, sla, cls, jn]
         g = self.S[4]
         g[G_CI] = g[G_CR] = 0
@@ -840,11 +856,11 @@ class _Run:
             E[0], E[1] = _grown(E[0], 0.0), _grown(E[1], 0)
         while g[G_NMISSED] + g[G_BHI] - g[G_BFREE_N] + 1 > len(B[5]):
             B[4], B[5] = _grown(B[4], 0.0), _grown(B[5], 0)
-        fh = N[7]
-        if int(N[2][:, ek.S_FHN].max()) + self.seqs + 2 > fh.shape[1]:
+        fh = N[6]
+        if int(N[1][:, ek.S_FHN].max()) + self.seqs + 2 > fh.shape[1]:
             new = np.zeros((fh.shape[0], 2 * fh.shape[1], 3), np.int64)
             new[:, : fh.shape[1]] = fh
-            N[7] = new
+            N[6] = new
 
     def buffers(self) -> None:
         """The sojourn buffers are full: fold them (past the cap, as FleetSim does), else grow them."""
@@ -942,7 +958,7 @@ def run(sim: Any, kernel: Kernel | None = None) -> Any:
     st.sim_end_s = float(gf[GF_NOW])
     st.requests_simulated = int(g[G_RID])
     st.wall_s = time.perf_counter() - wall
-    nst = r.N[2]
+    nst = r.N[1]
     #: What the benchmark reports (``benchmarks/sim_speed.py``): events pushed on the heap, steps simulated.
     sim.kernel_counts = {"events": int(g[G_COUNT]), "steps": int(nst[:, ek.S_STEP].sum()),
                          "preemptions": int(nst[:, S_PREEMPT].sum())}
