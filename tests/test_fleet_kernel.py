@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_sim_fleet import engine_scenario
 
 from sojourn.scenario import scenario_from_dict
 from sojourn.sim import _fleet_kernel
 from sojourn.sim.fleet import FleetSim, run_replication
 from sojourn.sim.workload import batch_chunks, batch_stream
+from test_sim_fleet import engine_scenario
 
 needs_numba = pytest.mark.skipif(_fleet_kernel.fleet_kernel() is None, reason="numba not available or switched off")
 

@@ -34,7 +34,8 @@ def compile_kernel(namespace: MutableMapping[str, Any], helpers: Sequence[str],
     except ImportError:  # pragma: no cover - numba is a dependency; a platform may lack its wheels
         return None
     jit = numba.njit(cache=True, nogil=True)
-    helper_jit = jit if counted_helpers else numba.njit(cache=True, nogil=True, _nrt=False)
+    uncounted: dict[str, Any] = {"_nrt": False}  # numba's private flag: no reference counting
+    helper_jit = jit if counted_helpers else numba.njit(cache=True, nogil=True, **uncounted)
     for name in helpers:
         namespace[name] = helper_jit(namespace[name])
     compiled: Callable[..., Any] = jit(namespace[kernel])

@@ -342,7 +342,7 @@ def _next_admit(rq: _I, rt: _F, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, g: _I
 
 
 def _fh_less(fh: _I, a: int, b: int) -> bool:
-    return fh[a, 0] < fh[b, 0] or (fh[a, 0] == fh[b, 0] and fh[a, 1] < fh[b, 1])
+    return bool(fh[a, 0] < fh[b, 0] or (fh[a, 0] == fh[b, 0] and fh[a, 1] < fh[b, 1]))
 
 
 def _fh_swap(fh: _I, a: int, b: int) -> None:
@@ -459,7 +459,8 @@ def _plan(pc: _F, rq: _I, rt: _F, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, poo
         dt = _step_time(pc, ptok, dec_n, st[S_CBASE] + dec_n * step, pairs, done)
         if (cfg[C_MERGE] and done == npref and (st[S_FHN] == 0 or fh[0, 0] > step + 1)
                 and _plan_merged(pc, rq, hist, st, fs, wq, cfg, ch_r, fh, g, empty, dt)):
-            return fs[F_PEND]
+            merged: float = fs[F_PEND]
+            return merged
         st[S_KIND], st[S_PSTEPS] = _STEP, 1
         end: float = fs[F_NOW] + dt
         fs[F_PEND] = end
@@ -758,7 +759,7 @@ def _can_admit(hist: _I, st: _I, cfg: _I, tokens: int) -> bool:
         free = st[S_FREE1]
     else:
         free = cfg[C_TOTAL] - st[S_USED] - (hist[_mod(-st[S_STEP], cfg[C_BS])] if st[S_DECN] else 0)
-    return st[S_WCOUNT] == 0 and st[S_NRUN] < cfg[C_SEQS] and -(-tokens // cfg[C_BS]) <= free
+    return bool(st[S_WCOUNT] == 0 and st[S_NRUN] < cfg[C_SEQS] and -(-tokens // cfg[C_BS]) <= free)
 
 
 def _load(st: _I, fs: _F, t: float) -> int:

@@ -35,7 +35,7 @@ import math
 import time
 from array import array
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -75,6 +75,9 @@ from sojourn.sim._engine_kernel import (
     TARGET,
 )
 from sojourn.steady import BINS
+
+if TYPE_CHECKING:
+    from sojourn.sim.fleet import ReplicationStats
 
 __all__ = ["fleet_kernel", "run", "supported"]
 
@@ -239,14 +242,14 @@ def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, i: int, t: float) -> bool:
     return False
 
 
-def _fire_node(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, i: int) -> None:
+def _fire_node(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, i: int) -> None:
     """``Scheduler.fire``: node ``i``'s plan ends: its completions, its removals, then its next plan."""
     pc, cfg, rq, rt, g, gf, cqr, done_ev = S
     hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
     ek._fire(rq, rt, hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i])
     now = fs[i, F_NOW]
     for k in range(st[i, ek.S_NDONE_EV]):
-        _complete(S, B, O, C, done_ev[k], now)
+        _complete(S, B, M, C, done_ev[k], now)
     if pn[i]:
         _purge(S, N, B, i)
     if g[G_STOPPED]:
@@ -324,7 +327,7 @@ def _cancel(S: Tuple, B: Tuple, C: Tuple, r: int) -> None:
         _miss(S, B, C, b)
 
 
-def _complete(S: Tuple, B: Tuple, O: Tuple, C: Tuple, r: int, t: float) -> None:
+def _complete(S: Tuple, B: Tuple, M: Tuple, C: Tuple, r: int, t: float) -> None:
     """``FleetSim._complete``: a node's "done" event, unless the request was cancelled meanwhile."""
     rq, rt, g, gf = S[2], S[3], S[4], S[5]
     bi, bf = B[0], B[1]
@@ -339,7 +342,7 @@ def _complete(S: Tuple, B: Tuple, O: Tuple, C: Tuple, r: int, t: float) -> None:
         g[G_MOPEN] -= 1
         if not g[G_MOPEN] and g[G_MARKED_END]:
             g[G_STOPPED] = 1
-        soj, ttft, tpot = O[0], O[1], O[2]
+        soj, ttft, tpot = M[0], M[1], M[2]
         arr = bf[b, BF_ARR]
         s = t - arr
         g[G_COMPLETED] += 1
@@ -445,11 +448,11 @@ def _free_batch(S: Tuple, B: Tuple, b: int) -> None:
     g[G_BFREE_N] += 1
 
 
-def _count_arrival(S: Tuple, B: Tuple, O: Tuple, C: Tuple, t: float, size: int, c: int, measured: bool) -> None:
+def _count_arrival(S: Tuple, B: Tuple, M: Tuple, C: Tuple, t: float, size: int, c: int, measured: bool) -> None:
     """``FleetSim._count_arrival``: the steady-state series, and the measured arrival counts."""
     g, gf = S[4], S[5]
     fcf = C[0]
-    qsum, qn = O[3], O[4]
+    qsum, qn = M[3], M[4]
     if t < fcf[FC_WH]:
         k = min(int(t / fcf[FC_BINW]), BINS - 1)
         qsum[k] += g[G_NWAIT]
@@ -471,14 +474,14 @@ def _count_arrival(S: Tuple, B: Tuple, O: Tuple, C: Tuple, t: float, size: int, 
         g[G_MOPEN] += size
 
 
-def _arrive(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, A: Tuple, t: float, ci: int) -> None:
+def _arrive(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple, t: float, ci: int) -> None:
     """``FleetSim._arrive`` of the chunk's batch ``ci`` (pull routing: the batch joins the queue in order)."""
     cfg, rq, g, cqr = S[1], S[2], S[4], S[6]
     fcf, fci = C
     ch_t, ch_size, ch_p, ch_o, ch_sla, ch_cls, jn = A
     measured = fcf[FC_W] <= t < fcf[FC_WH]
     size, c = ch_size[ci], ch_cls[ci]
-    _count_arrival(S, B, O, C, t, size, c, measured)
+    _count_arrival(S, B, M, C, t, size, c, measured)
     b = _new_batch(S, B, t, ch_sla[ci], measured, size, c)
     bs, mml = cfg[C_BS], fci[FI_MML]
     off = g[G_ARR_R]
@@ -632,7 +635,7 @@ def _start(S: Tuple, E: Tuple, C: Tuple) -> None:
     g[G_NEED_ARR] = 1
 
 
-def _room(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, A: Tuple) -> int:
+def _room(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple) -> int:
     """ST_GROW or ST_BUF when an array could overflow during the next event, else 0 (``run`` grows them)."""
     cfg, rq, g, cqr = S[1], S[2], S[4], S[6]
     n = C[1][FI_N]
@@ -648,20 +651,20 @@ def _room(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, A: Tuple) 
     for i in range(n):
         if st[i, ek.S_FHN] + seqs + 2 > fh.shape[1]:
             return ST_GROW
-    if g[G_SOJ_N] + n * (seqs + 2) > O[0].shape[0]:
+    if g[G_SOJ_N] + n * (seqs + 2) > M[0].shape[0]:
         return ST_BUF
     return 0
 
 
-def _step(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, A: Tuple, t: float, kind: int, arg: int,
+def _step(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple, t: float, kind: int, arg: int,
           ver: int) -> bool:
     """Handle one event; True at a progress mark (the caller reports it)."""
     g, gf = S[4], S[5]
     if kind == _FIRE:
         if ver == N[10][arg]:
-            _fire_node(S, N, E, B, O, C, arg)
+            _fire_node(S, N, E, B, M, C, arg)
     elif kind == _ARRIVAL:
-        _arrive(S, N, E, B, O, C, A, t, arg)
+        _arrive(S, N, E, B, M, C, A, t, arg)
         g[G_NEED_ARR] = 1
     elif kind == _DEADLINE:
         if ver == g[G_TIMER_V]:  # only the latest timer is live
@@ -692,7 +695,7 @@ def _finish(S: Tuple, B: Tuple, C: Tuple) -> None:
             b = bi[b, B_NEXT]
 
 
-def _kernel(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, A: Tuple) -> int:
+def _kernel(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple) -> int:
     """``FleetSim.run`` from where the last call stopped; returns why it stopped (``ST_*``)."""
     g, gf = S[4], S[5]
     if not g[G_STARTED]:
@@ -707,7 +710,7 @@ def _kernel(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, A: Tuple
             g[G_CI] = ci + 1
             g[G_NEED_ARR] = 0
             _push(E, g, A[0][ci], _ARRIVAL, ci, 0)
-        status = _room(S, N, E, B, O, C, A)
+        status = _room(S, N, E, B, M, C, A)
         if status:
             return status
         if not g[G_HN] or g[G_STOPPED]:
@@ -716,7 +719,7 @@ def _kernel(S: Tuple, N: Tuple, E: Tuple, B: Tuple, O: Tuple, C: Tuple, A: Tuple
         if t > C[0][FC_CAP]:
             break
         gf[GF_NOW] = t
-        if _step(S, N, E, B, O, C, A, t, kind, arg, ver):
+        if _step(S, N, E, B, M, C, A, t, kind, arg, ver):
             return ST_PROGRESS
     if not g[G_MARKED_END]:  # pragma: no cover - the end mark precedes the cap
         _mark(S, N, E, B, C, _M_END)
@@ -807,7 +810,7 @@ class _Run:
                   np.zeros(rows, np.int64), np.zeros((256, 2)), np.zeros(256, np.int64), cls]
         self.classes = {sla: k for k, sla in enumerate(classes)}
         buf = int(min(sim.sojourn_cap, 1 << 16)) + n * (seqs + 2)
-        self.O = [np.zeros(buf), np.zeros(buf), np.zeros(buf), sim._qsum, sim._qn]
+        self.M = [np.zeros(buf), np.zeros(buf), np.zeros(buf), sim._qsum, sim._qn]
         fcf = np.array([sim.W, sim.WH, sim.H, sim.cap, sim.busy_until, sim.oversize, sim._bin_w,
                         math.inf if sim.max_queue is None else float(sim.max_queue)])
         progress = bool(sim.progress_label or sim.on_progress is not None)
@@ -816,7 +819,7 @@ class _Run:
                              np.zeros(0), np.zeros(0, np.int64), np.zeros(1, np.int64)]
 
     def args(self) -> tuple[Any, ...]:
-        return tuple(self.S), tuple(self.N), tuple(self.E), tuple(self.B), tuple(self.O), self.C, tuple(self.A)
+        return tuple(self.S), tuple(self.N), tuple(self.E), tuple(self.B), tuple(self.M), self.C, tuple(self.A)
 
     def load_chunk(self) -> None:
         """The stream's next chunks, joined until they hold ``_CHUNK_BATCHES`` batches (fewer kernel calls)."""
@@ -864,18 +867,18 @@ class _Run:
 
     def buffers(self) -> None:
         """The sojourn buffers are full: fold them (past the cap, as FleetSim does), else grow them."""
-        sim, g, O = self.sim, self.S[4], self.O
+        sim, g, M = self.sim, self.S[4], self.M
         if g[G_SOJ_N] >= sim.sojourn_cap:
             self.fold()
         else:
-            O[0], O[1], O[2] = (_grown(a, 0.0) for a in O[:3])
+            M[0], M[1], M[2] = (_grown(a, 0.0) for a in M[:3])
 
     def fold(self) -> None:
         """Hand the buffers to FleetSim's own folding (its arrays, then ``_fold_sojourns``/``_fold_latencies``)."""
-        sim, g, O = self.sim, self.S[4], self.O
-        sim._soj = _as_array(O[0][: g[G_SOJ_N]])
-        sim._ttft = _as_array(O[1][: g[G_TTFT_N]])
-        sim._tpot = _as_array(O[2][: g[G_TPOT_N]])
+        sim, g, M = self.sim, self.S[4], self.M
+        sim._soj = _as_array(M[0][: g[G_SOJ_N]])
+        sim._ttft = _as_array(M[1][: g[G_TTFT_N]])
+        sim._tpot = _as_array(M[2][: g[G_TPOT_N]])
         sim._fold_sojourns()
         sim._fold_latencies()
         g[G_SOJ_N] = g[G_TTFT_N] = g[G_TPOT_N] = 0
@@ -894,7 +897,7 @@ def _as_array(x: Any) -> array[float]:
     return out
 
 
-def run(sim: Any, kernel: Kernel | None = None) -> Any:
+def run(sim: Any, kernel: Kernel | None = None) -> ReplicationStats:
     """``sim.run()`` (a ``FleetSim`` of a ``supported`` scenario, built and not run) in the fleet kernel: the
     same ``ReplicationStats``. ``kernel``: the compiled one by default; ``_kernel`` runs it as plain Python."""
     from sojourn.sim.fleet import Batch
@@ -919,7 +922,8 @@ def run(sim: Any, kernel: Kernel | None = None) -> Any:
             r.buffers()
         else:
             sim._mark(f"progress:{int(r.S[4][G_PROGRESS])}")
-    g, gf, st = r.S[4], r.S[5], sim.st
+    g, gf = r.S[4], r.S[5]
+    st: ReplicationStats = sim.st
     for name, k in (("arrived", G_ARRIVED), ("completed", G_COMPLETED), ("rejected", G_REJECTED),
                     ("cancelled", G_CANCELLED), ("in_system", G_INSYS), ("misses", G_MISSES),
                     ("batches", G_BATCHES), ("batches_missed", G_BMISSED), ("size_max", G_SIZE_MAX),
@@ -932,9 +936,9 @@ def run(sim: Any, kernel: Kernel | None = None) -> Any:
     st.by_sla = {sla: [int(cls[k, K_ARR]), int(cls[k, K_MISS])] for sla, k in r.classes.items() if cls[k, K_SEEN]}
     st.batch_size_sum, st.batch_size_sq = float(gf[GF_BSUM]), float(gf[GF_BSQ])
     st.sojourn_sum, st.wait_sum = float(gf[GF_SOJ_SUM]), float(gf[GF_WAIT_SUM])
-    sim._soj = _as_array(r.O[0][: g[G_SOJ_N]])
-    sim._ttft = _as_array(r.O[1][: g[G_TTFT_N]])
-    sim._tpot = _as_array(r.O[2][: g[G_TPOT_N]])
+    sim._soj = _as_array(r.M[0][: g[G_SOJ_N]])
+    sim._ttft = _as_array(r.M[1][: g[G_TTFT_N]])
+    sim._tpot = _as_array(r.M[2][: g[G_TPOT_N]])
     if st.sojourn_hist is not None:
         sim._fold_sojourns()
     st.sojourn = np.array(sim._soj, dtype=np.float64)
@@ -949,10 +953,10 @@ def run(sim: Any, kernel: Kernel | None = None) -> Any:
     st.miss_episodes = sim._episodes()
     st.queue_bins, st.queue_bins_n = sim._qsum, sim._qn
     h = gf[GF_H0:GF_HN1 + 1]
-    st.queue_halves = (h[0] / h[2] if h[2] else math.nan, h[1] / h[3] if h[3] else math.nan)
+    st.queue_halves = (float(h[0] / h[2]) if h[2] else math.nan, float(h[1] / h[3]) if h[3] else math.nan)
     n, H = r.n, sim.H
-    st.busy_fraction = (gf[GF_B1] - gf[GF_B0]) / (n * H)
-    st.kv_utilization = (gf[GF_K1] - gf[GF_K0]) / (sum(node.total_blocks for node in sim.nodes) * H)
+    st.busy_fraction = float((gf[GF_B1] - gf[GF_B0]) / (n * H))
+    st.kv_utilization = float((gf[GF_K1] - gf[GF_K0]) / (sum(node.total_blocks for node in sim.nodes) * H))
     st.preemptions = int(g[G_PRE1] - g[G_PRE0])
     st.completions_in_horizon = int(g[G_COMP1] - g[G_COMP0])
     st.sim_end_s = float(gf[GF_NOW])
