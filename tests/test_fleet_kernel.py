@@ -1,7 +1,7 @@
 """The compiled fleet (``sim._fleet_kernel``) against ``FleetSim``, its reference, field by field.
 
-Randomized scenarios (seeded numpy: 1-4 nodes, KV caches small enough to preempt, block
-sizes, max_num_seqs, token budgets, batch-size laws down to single arrivals, finish and
+Randomized scenarios (seeded numpy: 1-4 nodes, the three routings, KV caches small enough to
+preempt, block sizes, max_num_seqs, token budgets, batch-size laws down to single arrivals, finish and
 cancel at the deadline, max_queue, mixed SLA classes, rate profiles, warm-up, a stationary
 start's backlog, oversize batches, a replayed trace with windows and empty requests) must
 give the same ReplicationStats: every count exact, every float to 1e-9, the same
@@ -46,6 +46,7 @@ def random_scenario(seed: int) -> dict:
         "simulation.horizon_hours": 0.1,
         "simulation.warmup_hours": float(rng.choice([0.0, 0.05])),
         "workload.batch_rate_per_hour": float(rng.uniform(100, 3000)),
+        "fleet.routing": str(rng.choice(["pull", "round_robin", "least_loaded"])),
     }
     if rng.random() < 0.3:
         up["workload.batch_size"] = {"dist": "fixed", "value": 1}
@@ -101,11 +102,13 @@ def both(d: dict, seed: int, cap: float | None = None, **kw):
 
 @needs_numba
 def test_compiled_fleet_matches_fleetsim_on_random_scenarios():
-    seen = {"preemptions": 0, "cancelled": 0, "queue_full": 0, "max_model_len": 0, "in_system": 0, "misses": 0}
+    seen = {"preemptions": 0, "cancelled": 0, "queue_full": 0, "max_model_len": 0, "in_system": 0, "misses": 0,
+            "round_robin": 0, "least_loaded": 0}
     for seed in range(60):
         busy = (0.0, 30.0, 200.0)[seed % 3]
         oversize = (math.inf, 5.0)[seed % 2]
-        ref, got, calls = both(random_scenario(seed), seed, start_busy_s=busy, oversize=oversize)
+        d = random_scenario(seed)
+        ref, got, calls = both(d, seed, start_busy_s=busy, oversize=oversize)
         assert_same_stats(ref, got)
         assert calls[0] == calls[1] and len(calls[0]) == 9
         seen["preemptions"] += ref.preemptions > 0
@@ -114,6 +117,7 @@ def test_compiled_fleet_matches_fleetsim_on_random_scenarios():
         seen["max_model_len"] += "max_model_len" in ref.rejected_by
         seen["in_system"] += ref.in_system > 0
         seen["misses"] += ref.misses > 0
+        seen[d["fleet"]["routing"]] = seen.get(d["fleet"]["routing"], 0) + 1
     assert min(seen.values()) >= 3, seen  # the scenarios exercise each rule
 
 
@@ -227,7 +231,7 @@ def test_the_fleet_kernel_as_plain_python_matches_fleetsim():
 
 @pytest.mark.parametrize("updates", [
     {"serving.discipline": "edf"},
-    {"fleet.routing": "round_robin"},
+    {"workload.prefix": {"groups": 4, "tokens": {"dist": "fixed", "value": 128}}},
     {"serving.forecast_sigma": 0.5},
     {"fleet.server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 4.0}, "concurrency": 2}},
 ])

@@ -44,7 +44,9 @@ PROMPT, OUTPUT, TARGET, COMPUTED, GEN, BLOCKS, ESTEP, ECTX, RES, DEC, ALIVE, FIN
 RID, STATE, BATCH, NEXTR, NODE, INWQ, INPEND, ORPHAN = range(14, 22)
 # The running set, a list in admission order: the previous and next running request of the node (-1: none).
 RPREV, RNEXT = 22, 23
-_NRQ = 24
+# The fleet's queue the request joined (its node's under push routing; 0, the central one, under pull).
+QUEUE = 24
+_NRQ = 25
 # Columns of the request times ``rt`` (float64): entered (arrival, or admission from a pool), first token, done,
 # start of service (the fleet's).
 ENTER, FIRST, DONE, START = range(4)
@@ -73,11 +75,14 @@ _IDLE, _STEP, _RUN, _SRUN = 0, 1, 2, 3
 # whether a prefill step and the decode run after it may be planned as one "steprun" (``Engine.merge_steps``).
 C_TOTAL, C_BS, C_SEQS, C_BUDGET, C_N0, C_RELAUNCH, C_NDONE, C_POOL, C_WARM, C_MERGE = range(10)
 _NCFG = 10
-# The central FIFO queue ``g`` (the fleet's int state starts with it; a node alone passes zeros): whether there is
-# one, the ring ``cqr``'s head and tail positions (entries: row, request id; lazily deleted), requests queued,
-# their load (prompt blocks), and requests queued and never started (``FleetSim.n_waiting``).
-G_CQ_ON, G_RHEAD, G_RTAIL, G_RLIVE, G_QLOAD, G_NWAIT = range(6)
-_NG0 = 6
+# A FIFO queue a node draws from (the fleet's central queue, or a node's own under push routing), its state
+# ``q`` (a node alone passes zeros): whether there is one, the ring ``cqr``'s head and tail positions (entries:
+# row, request id; lazily deleted), requests queued, their load (prompt blocks).
+Q_ON, Q_HEAD, Q_TAIL, Q_LIVE, Q_LOAD = range(5)
+_NQ = 5
+# The fleet's int state ``g`` starts with its requests queued and never started (``FleetSim.n_waiting``).
+G_NWAIT = 0
+_NG0 = 1
 # Perf constants ``pc``.
 P_SO, P_SQ, P_TOK, P_LOGIT, P_W, P_PAIR, P_CTX, P_CFIX, P_CTOK = range(9)
 
@@ -282,30 +287,40 @@ def _preempt(rq: _I, hist: _I, st: _I, wq: _I, bs: int) -> None:
 # -- the central FIFO queue (the fleet's; ``disciplines.Fifo`` with lazy deletion) ------------
 
 
-def _cq_peek(rq: _I, g: _I, cqr: _I) -> int:
+def _cq_peek(rq: _I, q: _I, cqr: _I) -> int:
     """The queue's head (dropping entries no longer queued), or -1 when nothing is queued."""
-    if g[G_RLIVE] == 0:
+    if q[Q_LIVE] == 0:
         return -1
     cap = cqr.shape[0]
     while True:
-        k = g[G_RHEAD] % cap
+        k = q[Q_HEAD] % cap
         r = cqr[k, 0]
         if rq[r, RID] == cqr[k, 1] and rq[r, STATE] == QUEUED:
             return int(r)
-        g[G_RHEAD] += 1
+        q[Q_HEAD] += 1
 
 
-def _cq_take(rq: _I, rt: _F, g: _I, cqr: _I, bs: int, r: int, now: float) -> None:
+def _cq_push(rq: _I, q: _I, cqr: _I, r: int, w: int) -> None:
+    """Request ``r`` (load ``w``) joins the queue's tail."""
+    k = q[Q_TAIL] % cqr.shape[0]
+    cqr[k, 0], cqr[k, 1] = r, rq[r, RID]
+    q[Q_TAIL] += 1
+    q[Q_LIVE] += 1
+    q[Q_LOAD] += w
+
+
+def _cq_take(rq: _I, rt: _F, q: _I, g: _I, bs: int, r: int, now: float) -> None:
     """The head ``r`` starts on a node at ``now`` (``FleetSim._make_source``'s source)."""
-    g[G_QLOAD] -= -(-rq[r, PROMPT] // bs)
-    g[G_RHEAD] += 1
-    g[G_RLIVE] -= 1
+    q[Q_LOAD] -= -(-rq[r, PROMPT] // bs)
+    q[Q_HEAD] += 1
+    q[Q_LIVE] -= 1
     rq[r, STATE] = ONNODE
     rt[r, START] = now
     g[G_NWAIT] -= 1
 
 
-def _next_admit(rq: _I, rt: _F, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, g: _I, cqr: _I, free: int) -> int:
+def _next_admit(rq: _I, rt: _F, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, q: _I, g: _I, cqr: _I,
+                free: int) -> int:
     """The next request to admit with ``free`` blocks: the local queue's head, else the central queue's or the
     pool's; -1 if the head does not fit, -2 if the central queue has nothing queued."""
     bs = cfg[C_BS]
@@ -314,13 +329,13 @@ def _next_admit(rq: _I, rt: _F, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, g: _I
         if -(-rq[r, TARGET] // bs) > free:
             return -1
         return _wq_pop(rq, wq, st)
-    if g[G_CQ_ON]:
-        r = _cq_peek(rq, g, cqr)
+    if q[Q_ON]:
+        r = _cq_peek(rq, q, cqr)
         if r < 0:
             return -2
         if -(-rq[r, PROMPT] // bs) > free:
             return -1  # head-of-line blocking
-        _cq_take(rq, rt, g, cqr, bs, r, fs[F_NOW])
+        _cq_take(rq, rt, q, g, bs, r, fs[F_NOW])
         return r
     npool = cfg[C_POOL]
     if npool == 0:
@@ -393,7 +408,7 @@ def _fh_clean(rq: _I, st: _I, fh: _I) -> None:
 
 
 def _plan(pc: _F, rq: _I, rt: _F, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, ch_r: _I,
-          ch_n: _I, fh: _I, g: _I, cqr: _I) -> float:
+          ch_n: _I, fh: _I, q: _I, g: _I, cqr: _I) -> float:
     """``Engine.plan``: preempt until this step's decode blocks fit, go on with prefills, admit, plan."""
     step, bs, total = st[S_STEP], cfg[C_BS], cfg[C_TOTAL]
     need = hist[_mod(-step, bs)] if st[S_DECN] else 0
@@ -431,7 +446,7 @@ def _plan(pc: _F, rq: _I, rt: _F, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, poo
         r = rq[r, RNEXT]
     empty = False  # the central queue was asked and has nothing queued
     while budget > 0 and st[S_NRUN] < cfg[C_SEQS]:
-        r = _next_admit(rq, rt, st, fs, wq, cfg, pool, g, cqr, free)
+        r = _next_admit(rq, rt, st, fs, wq, cfg, pool, q, g, cqr, free)
         if r < 0:
             empty = r == -2
             break
@@ -458,7 +473,7 @@ def _plan(pc: _F, rq: _I, rt: _F, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, poo
     if nch:
         dt = _step_time(pc, ptok, dec_n, st[S_CBASE] + dec_n * step, pairs, done)
         if (cfg[C_MERGE] and done == npref and (st[S_FHN] == 0 or fh[0, 0] > step + 1)
-                and _plan_merged(pc, rq, hist, st, fs, wq, cfg, ch_r, fh, g, empty, dt)):
+                and _plan_merged(pc, rq, hist, st, fs, wq, cfg, ch_r, fh, q, empty, dt)):
             merged: float = fs[F_PEND]
             return merged
         st[S_KIND], st[S_PSTEPS] = _STEP, 1
@@ -468,7 +483,7 @@ def _plan(pc: _F, rq: _I, rt: _F, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, poo
     return _plan_run(pc, rq, hist, st, fs, cfg, fh, free, need)
 
 
-def _plan_merged(pc: _F, rq: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, ch_r: _I, fh: _I, g: _I,
+def _plan_merged(pc: _F, rq: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, ch_r: _I, fh: _I, q: _I,
                  empty: bool, dt: float) -> bool:
     """``Engine._plan_merged``: this prefill step and the decode run after it as one "steprun", if exact."""
     bs = cfg[C_BS]
@@ -505,7 +520,7 @@ def _plan_merged(pc: _F, rq: _I, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, ch_r
         if st[S_WCOUNT]:
             if -(-rq[wq[st[S_WHEAD]], TARGET] // bs) <= free1:
                 return False
-        elif (g[G_CQ_ON] or cfg[C_POOL]) and not empty:
+        elif (q[Q_ON] or cfg[C_POOL]) and not empty:
             return False
     k = first - s1
     if free1 + need1 < B * -(-k // bs):
@@ -830,13 +845,14 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
     ch_n = np.zeros(cfg[C_SEQS] + 1, np.int64)
     done_ev = np.zeros(cfg[C_SEQS] + 1, np.int64)
     fh = np.zeros((1, 3), np.int64)  # no merged plans: no finish heap
-    g = np.zeros(_NG0, np.int64)  # no central queue
+    q = np.zeros(_NQ, np.int64)  # no queue of the fleet's
+    g = np.zeros(_NG0, np.int64)
     cqr = np.zeros((1, 2), np.int64)
     for _ in range(cfg[C_N0]):
         _launch(rq, rt, st, wq, sizes, 0.0)
     if st[S_DONE] >= cfg[C_NDONE]:
         return
-    sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, g, cqr)
+    sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, q, g, cqr)
     ai = 0
     arr_t = arrivals[0] if n_arr else math.inf
     while sched < math.inf or arr_t < math.inf:
@@ -857,11 +873,11 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
                     st[S_STOPPED] = 1
             if st[S_STOPPED]:
                 return
-            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, g, cqr)
+            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, q, g, cqr)
         elif _interrupt(pc, rq, rt, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh, arrivals[ai]):
             _launch(rq, rt, st, wq, sizes, arrivals[ai])
             ai += 1
-            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, g, cqr)
+            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, q, g, cqr)
             arr_t = arrivals[ai] if ai < n_arr else math.inf
         else:  # a step that is never cut: the arrival, and those after it, wait for its end
             arr_t = fs[F_PEND]
@@ -872,7 +888,7 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
 #: (``sim._fleet_kernel``) compiles and calls the same ones.
 HELPERS = ("_mod", "_step_time", "_decode_fixed", "_decode_run_time", "_steps_within", "_partial_need",
            "_failure_steps", "_run_remove", "_run_append", "_release", "_wq_push", "_wq_pop", "_wq_remove", "_remove", "_preempt",
-           "_cq_peek", "_cq_take", "_next_admit", "_fh_less", "_fh_swap", "_fh_push", "_fh_pop", "_fh_clean",
+           "_cq_peek", "_cq_push", "_cq_take", "_next_admit", "_fh_less", "_fh_swap", "_fh_push", "_fh_pop", "_fh_clean",
            "_finish_min", "_plan_merged", "_plan_run", "_plan", "_advance", "_end_prefill",
            "_complete_decoding", "_completions", "_completions_heap", "_fire", "_set_idle", "_interrupt", "_may_take", "_can_admit", "_load", "_counters",
            "_on_plan", "_launch")

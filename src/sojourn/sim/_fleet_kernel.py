@@ -53,10 +53,6 @@ from sojourn.sim._engine_kernel import (
     F_PEND,
     FIRST,
     G_NWAIT,
-    G_QLOAD,
-    G_RHEAD,
-    G_RLIVE,
-    G_RTAIL,
     INPEND,
     INWQ,
     NEXTR,
@@ -65,6 +61,11 @@ from sojourn.sim._engine_kernel import (
     ORPHAN,
     OUTPUT,
     PROMPT,
+    Q_HEAD,
+    Q_LIVE,
+    Q_LOAD,
+    Q_TAIL,
+    QUEUE,
     QUEUED,
     REJECTED,
     RID,
@@ -84,7 +85,7 @@ __all__ = ["fleet_kernel", "run", "supported"]
 _F = NDArray[np.float64]
 _I = NDArray[np.int64]
 
-# The fleet's int state ``g`` (after the central queue's first ``_NG0``).
+# The fleet's int state ``g`` (after the engine's first ``_NG0``).
 (G_COUNT, G_HN, G_RID, G_MOPEN, G_MARKED_END, G_STOPPED, G_TIMER_V, G_COMPLETIONS, G_FREE_N, G_HI, G_BFREE_N,
  G_BHI, G_NMISSED, G_SOJ_N, G_TTFT_N, G_TPOT_N, G_CI, G_CR, G_NEED_ARR, G_ARR_R, G_STARTED, G_PROGRESS,
  G_ARRIVED, G_COMPLETED, G_REJECTED, G_REJ_EMPTY, G_REJ_MML, G_REJ_QFULL, G_CANCELLED, G_INSYS, G_MISSES,
@@ -97,8 +98,11 @@ _NGF = 14
 # Float config ``fcf``: warm-up, its end plus the horizon, the horizon, the cap, the stationary start's backlog,
 # the oversize batch, the steady-state bin width, max_queue (inf: none).
 FC_W, FC_WH, FC_H, FC_CAP, FC_BUSY, FC_OVERSIZE, FC_BINW, FC_MAXQ = range(8)
-# Int config ``fci``: nodes, cancel at the deadline, max_model_len, progress marks, SLA classes.
-FI_N, FI_CANCEL, FI_MML, FI_PROGRESS, FI_NCLS = range(5)
+# Int config ``fci``: nodes, cancel at the deadline, max_model_len, progress marks, SLA classes, routing.
+FI_N, FI_CANCEL, FI_MML, FI_PROGRESS, FI_NCLS, FI_ROUTING = range(6)
+#: Routings (``fleet.routing``): one central queue; a queue per node, the next in turn or the least loaded.
+ROUTINGS = ("pull", "round_robin", "least_loaded")
+_PULL, _RR, _LEAST = range(3)
 # Event kinds, in their order at equal times (``fleet``'s).
 _FIRE, _ARRIVAL, _DEADLINE, _MARK = 0, 1, 2, 3
 # Marks: the backlog released, the measured span's start and end; progress marks are 10, 20, ... 90.
@@ -178,20 +182,21 @@ def _pop(E: Tuple, g: _I) -> tuple[float, int, int, int]:
 # -- nodes as the scheduler drives them (``driver.Scheduler``) ------------------------------
 
 
-def _plan_node(S: Tuple, N: Tuple, i: int) -> float:
-    pc, cfg, rq, rt, g, gf, cqr, done_ev = S
-    hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
-    pool = cqr  # unused: the central queue is the source
-    end: float = ek._plan(pc, rq, rt, hist[i], st[i], fs[i], wq[i], cfg, pool, ch_r[i], ch_n[i], fh[i], g,
-                          cqr)
+def _plan_node(S: Tuple, N: Tuple, C: Tuple, i: int) -> float:
+    pc, cfg, rq, rt, g, gf, cqr, done_ev, qs = S
+    hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _, _, _ = N
+    qi = i if C[1][FI_ROUTING] != _PULL else 0
+    pool = cqr[qi]  # unused: the fleet's queue is the source
+    end: float = ek._plan(pc, rq, rt, hist[i], st[i], fs[i], wq[i], cfg, pool, ch_r[i], ch_n[i], fh[i], qs[qi], g,
+                          cqr[qi])
     return end
 
 
-def _replan(S: Tuple, N: Tuple, E: Tuple, i: int) -> None:
+def _replan(S: Tuple, N: Tuple, E: Tuple, C: Tuple, i: int) -> None:
     """``Scheduler.replan``: plan from the boundary; schedule the end if it moved."""
     g = S[4]
     sched, ver = N[9], N[10]
-    end = _plan_node(S, N, i)
+    end = _plan_node(S, N, C, i)
     if end != sched[i]:
         sched[i] = end
         ver[i] += 1
@@ -228,14 +233,14 @@ def _purge(S: Tuple, N: Tuple, B: Tuple, i: int) -> None:
     pn[i] = 0
 
 
-def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, i: int, t: float) -> bool:
+def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, i: int, t: float) -> bool:
     """``Scheduler.poke``: stop node ``i`` at its first boundary at or after ``t`` and replan there."""
-    pc, cfg, rq, rt, g, gf, cqr, done_ev = S
-    hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
+    pc, cfg, rq, rt, g, gf, cqr, done_ev, qs = S
+    hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _, _, _ = N
     if ek._interrupt(pc, rq, rt, hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i], t):
         if pn[i]:
             _purge(S, N, B, i)
-        _replan(S, N, E, i)
+        _replan(S, N, E, C, i)
         return True
     if fs[i, F_PEND] != sched[i]:
         _resched(S, N, E, i)
@@ -244,8 +249,8 @@ def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, i: int, t: float) -> bool:
 
 def _fire_node(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, i: int) -> None:
     """``Scheduler.fire``: node ``i``'s plan ends: its completions, its removals, then its next plan."""
-    pc, cfg, rq, rt, g, gf, cqr, done_ev = S
-    hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _ = N
+    pc, cfg, rq, rt, g, gf, cqr, done_ev, qs = S
+    hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _, _, _ = N
     ek._fire(rq, rt, hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i])
     now = fs[i, F_NOW]
     for k in range(st[i, ek.S_NDONE_EV]):
@@ -254,7 +259,7 @@ def _fire_node(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, i: in
         _purge(S, N, B, i)
     if g[G_STOPPED]:
         return
-    end = _plan_node(S, N, i)
+    end = _plan_node(S, N, C, i)
     sched[i] = end
     if end < math.inf:
         ver[i] += 1
@@ -365,14 +370,14 @@ def _complete(S: Tuple, B: Tuple, M: Tuple, C: Tuple, r: int, t: float) -> None:
 # -- the queue and the nodes (``FleetSim._offer``, ``_can_take``) ------------------------------
 
 
-def _can_take(S: Tuple, N: Tuple, E: Tuple, i: int, t: float) -> bool:
-    """Whether waking node ``i`` now could start the queue's head on it; a "steprun" whose prefill step's end
+def _can_take(S: Tuple, N: Tuple, E: Tuple, qi: int, i: int, t: float) -> bool:
+    """Whether waking node ``i`` now could start queue ``qi``'s head on it; a "steprun" whose prefill step's end
     could pull is cut back to that step and rescheduled."""
-    cfg, rq, g, cqr = S[1], S[2], S[4], S[6]
+    cfg, rq, cqr, qs = S[1], S[2], S[6], S[8]
     hist, st, fs = N[0], N[1], N[2]
     ok = ek._may_take(st[i], fs[i], t)
     if ok == 2:
-        head = ek._cq_peek(rq, g, cqr)
+        head = ek._cq_peek(rq, qs[qi], cqr[qi])
         return head >= 0 and ek._can_admit(hist[i], st[i], cfg, rq[head, PROMPT])
     if ok == 0 and st[i, ek.S_KIND] == ek._SRUN and t < fs[i, ek.F_MID] and st[i, ek.S_OPEN]:
         st[i, ek.S_KIND], st[i, ek.S_PSTEPS] = ek._STEP, 1  # Engine.cut_to_step
@@ -381,23 +386,36 @@ def _can_take(S: Tuple, N: Tuple, E: Tuple, i: int, t: float) -> bool:
     return ok == 1
 
 
-def _offer(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, t: float) -> None:
+def _offer(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, qi: int, lo: int, hi: int, t: float) -> None:
+    """``FleetSim._offer``: queue ``qi``'s work to the nodes ``lo`` .. ``hi - 1``."""
     if t < C[0][FC_BUSY]:
         return  # every node is serving the stationary start's backlog
-    g = S[4]
-    for i in range(C[1][FI_N]):
-        if not g[G_RLIVE]:
+    qs = S[8]
+    for i in range(lo, hi):
+        if not qs[qi, Q_LIVE]:
             return
-        if _can_take(S, N, E, i, t):
-            _poke(S, N, E, B, i, t)
+        if _can_take(S, N, E, qi, i, t):
+            _poke(S, N, E, B, C, i, t)
+
+
+def _offer_all(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, touched: Any, t: float) -> None:
+    """Offer the queues ``touched`` (every queue when None) to their nodes: under pull, the one to all."""
+    n = C[1][FI_N]
+    if C[1][FI_ROUTING] == _PULL:
+        _offer(S, N, E, B, C, 0, 0, n, t)
+        return
+    for qi in range(n):
+        if touched is None or touched[qi]:
+            _offer(S, N, E, B, C, qi, qi, qi + 1, t)
 
 
 def _unqueue(S: Tuple, r: int) -> None:
     """``FleetSim._unqueue`` (the ring's entry is dropped lazily once the request leaves ``QUEUED``)."""
-    cfg, rq, g = S[1], S[2], S[4]
-    g[G_RLIVE] -= 1
+    cfg, rq, g, qs = S[1], S[2], S[4], S[8]
+    qi = rq[r, QUEUE]
+    qs[qi, Q_LIVE] -= 1
+    qs[qi, Q_LOAD] -= -(-rq[r, PROMPT] // cfg[C_BS])
     g[G_NWAIT] -= 1
-    g[G_QLOAD] -= -(-rq[r, PROMPT] // cfg[C_BS])
 
 
 # -- events -------------------------------------------------------------------------------
@@ -475,8 +493,9 @@ def _count_arrival(S: Tuple, B: Tuple, M: Tuple, C: Tuple, t: float, size: int, 
 
 
 def _arrive(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple, t: float, ci: int) -> None:
-    """``FleetSim._arrive`` of the chunk's batch ``ci`` (pull routing: the batch joins the queue in order)."""
-    cfg, rq, g, cqr = S[1], S[2], S[4], S[6]
+    """``FleetSim._arrive`` of the chunk's batch ``ci``: its requests join the central queue in order (pull), or
+    each the queue of the node it is routed to."""
+    cfg, rq, g, cqr, qs = S[1], S[2], S[4], S[6], S[8]
     fcf, fci = C
     ch_t, ch_size, ch_p, ch_o, ch_sla, ch_cls, jn = A
     measured = fcf[FC_W] <= t < fcf[FC_WH]
@@ -486,8 +505,12 @@ def _arrive(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple
     bs, mml = cfg[C_BS], fci[FI_MML]
     off = g[G_ARR_R]
     nj = 0
-    load = 0
-    cap = cqr.shape[0]
+    routing, n = fci[FI_ROUTING], fci[FI_N]
+    least, touched = N[12], N[13]
+    touched[:] = 0
+    if routing == _LEAST:  # the loads as the batch arrives (FleetSim's heap of them, as a plain minimum)
+        for i in range(n):
+            least[i] = ek._load(N[1][i], N[2][i], t) + qs[i, Q_LOAD]
     for j in range(size):
         p, o = ch_p[off + j], ch_o[off + j]
         r = _new_request(S, B, b, p, o)
@@ -500,15 +523,29 @@ def _arrive(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple
         rq[r, STATE] = QUEUED
         jn[nj] = r
         nj += 1
-        load += -(-p // bs)
-        k = g[G_RTAIL] % cap
-        cqr[k, 0], cqr[k, 1] = r, rq[r, RID]
-        g[G_RTAIL] += 1
-    if nj:
-        g[G_QLOAD] += load
-        g[G_NWAIT] += nj
-        g[G_RLIVE] += nj
+        w = -(-p // bs)
+        qi = _route(g, least, routing, n, w)
+        rq[r, QUEUE] = qi
+        ek._cq_push(rq, qs[qi], cqr[qi], r, w)
+        touched[qi] = 1
+    g[G_NWAIT] += nj
     _arrived(S, N, E, B, C, A, b, nj, t)
+
+
+def _route(g: _I, least: _I, routing: int, n: int, w: int) -> int:
+    """The queue a request of load ``w`` joins (``FleetSim._route``; least_loaded: least load, then lowest index)."""
+    if routing == _PULL:
+        return 0
+    if routing == _RR:
+        qi = g[G_RR]
+        g[G_RR] = (qi + 1) % n
+        return int(qi)
+    qi = 0
+    for i in range(1, n):
+        if least[i] < least[qi]:
+            qi = i
+    least[qi] += w
+    return qi
 
 
 def _arrived(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, A: Tuple, b: int, nj: int, t: float) -> None:
@@ -531,7 +568,7 @@ def _arrived(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, A: Tuple, b: int,
             _set_timer(S, E, bf[b, BF_DL])
     else:
         _free_batch(S, B, b)  # never opened: every request was rejected
-    _offer(S, N, E, B, C, t)
+    _offer_all(S, N, E, B, C, N[13], t)
     mq = fcf[FC_MAXQ]
     if g[G_NWAIT] > mq:
         jn = A[6]
@@ -583,7 +620,7 @@ def _expire(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, t: float) -> None:
             _free_batch(S, B, b)
     for i in range(n):
         if touched[i]:
-            _poke(S, N, E, B, i, t)
+            _poke(S, N, E, B, C, i, t)
     nxt = math.inf
     for c in range(C[1][FI_NCLS]):
         if cls[c, K_HEAD] >= 0:
@@ -598,7 +635,7 @@ def _mark(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, m: int) -> None:
     st, fs = N[1], N[2]
     now = gf[GF_NOW]
     if m == _M_RELEASE:
-        _offer(S, N, E, B, C, now)
+        _offer_all(S, N, E, B, C, None, now)
         return
     busy = 0.0
     kv = 0.0
@@ -637,14 +674,17 @@ def _start(S: Tuple, E: Tuple, C: Tuple) -> None:
 
 def _room(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple) -> int:
     """ST_GROW or ST_BUF when an array could overflow during the next event, else 0 (``run`` grows them)."""
-    cfg, rq, g, cqr = S[1], S[2], S[4], S[6]
+    cfg, rq, g, cqr, qs = S[1], S[2], S[4], S[6], S[8]
     n = C[1][FI_N]
     seqs = cfg[C_SEQS]
     size = A[1][g[G_CI] - 1] if g[G_CI] else 0  # the batch whose arrival is on the heap
     if g[G_FREE_N] + rq.shape[0] - g[G_HI] < size + 1 or g[G_BFREE_N] + B[0].shape[0] - g[G_BHI] < 1:
         return ST_GROW
-    if g[G_RTAIL] - g[G_RHEAD] + size > cqr.shape[0] or g[G_HN] + 4 * n + 16 > E[0].shape[0]:
+    if g[G_HN] + 4 * n + 16 > E[0].shape[0]:
         return ST_GROW
+    for qi in range(qs.shape[0]):
+        if qs[qi, Q_TAIL] - qs[qi, Q_HEAD] + size > cqr.shape[1]:
+            return ST_GROW
     if g[G_NMISSED] + g[G_BHI] - g[G_BFREE_N] + 1 > B[5].shape[0]:
         return ST_GROW
     st, fh = N[1], N[6]
@@ -729,7 +769,7 @@ def _kernel(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple
 
 _HELPERS = ("_h_less", "_h_swap", "_push", "_pop", "_plan_node", "_replan", "_resched", "_maybe_free", "_purge",
             "_poke", "_settle", "_resolve", "_miss", "_reject", "_cancel", "_complete", "_fire_node", "_can_take",
-            "_offer", "_unqueue", "_new_request", "_new_batch", "_free_batch", "_count_arrival", "_arrive",
+            "_offer", "_offer_all", "_unqueue", "_route", "_new_request", "_new_batch", "_free_batch", "_count_arrival", "_arrive",
             "_arrived", "_set_timer", "_expire", "_mark", "_start", "_room", "_step", "_finish")
 
 Kernel = Callable[..., int]
@@ -755,7 +795,7 @@ def _compile() -> Kernel | None:
 def supported(scenario: Any) -> bool:
     """Whether the fleet kernel reproduces ``FleetSim`` on this scenario (module docstring); else FleetSim runs."""
     sc = scenario
-    if sc.fleet.server is not None or sc.prefix_caching or sc.fleet.routing != "pull":
+    if sc.fleet.server is not None or sc.prefix_caching or sc.fleet.routing not in ROUTINGS:
         return False
     if sc.serving.discipline != "fifo" or sc.serving.forecast_sigma is not None or sc.fleet_realism() is not None:
         return False
@@ -783,23 +823,29 @@ class _Run:
         cfg[[ek.C_TOTAL, ek.C_BS, ek.C_SEQS, ek.C_BUDGET, ek.C_MERGE]] = (node.total_blocks, bs, seqs,
                                                                         node.max_num_batched_tokens, 1)
         g = np.zeros(_NG, np.int64)
-        g[ek.G_CQ_ON] = 1
+        routing = ROUTINGS.index(sim.routing)
+        nq = n if routing != _PULL else 1
+        qs = np.zeros((nq, ek._NQ), np.int64)
+        qs[:, ek.Q_ON] = 1
         gf = np.zeros(_NGF)
         gf[GF_TIMER] = math.inf
         rows = 1024
         self.S = [ek.perf_constants(node.perf), cfg, np.zeros((rows, ek._NRQ), np.int64),
-                  np.full((rows, ek._NRT), math.nan), g, gf, np.zeros((rows, 2), np.int64),
-                  np.zeros(seqs + 2, np.int64)]
+                  np.full((rows, ek._NRT), math.nan), g, gf, np.zeros((nq, rows, 2), np.int64),
+                  np.zeros(seqs + 2, np.int64), qs]
         st = np.zeros((n, ek._NST), np.int64)
         st[:, ek.S_INDEX] = np.arange(n)
         st[:, ek.S_RHEAD] = st[:, ek.S_RTAIL] = -1
         fs = np.zeros((n, ek._NFS))
         fs[:, F_PEND] = math.inf
-        self.N = [np.zeros((n, bs), np.int64), st, fs,
-                  np.zeros((n, seqs + 2), np.int64), np.zeros((n, seqs + 1), np.int64),
-                  np.zeros((n, seqs + 1), np.int64), np.zeros((n, 4 * seqs + 8, 3), np.int64),
-                  np.zeros((n, seqs + 2), np.int64), np.zeros(n, np.int64), np.full(n, math.inf),
-                  np.zeros(n, np.int64), np.zeros(n, np.int64)]
+        # Per node: residue histogram, int and float state, local queue, planned chunks (rows, tokens), finish
+        # heap, removals waiting for a boundary and their count, scheduled step end, version; then scratch:
+        # the nodes an expiry touched, least_loaded's loads, the queues an arrival touched.
+        self.N = [np.zeros((n, bs), np.int64), st, fs, np.zeros((n, seqs + 2), np.int64),
+                  np.zeros((n, seqs + 1), np.int64), np.zeros((n, seqs + 1), np.int64),
+                  np.zeros((n, 4 * seqs + 8, 3), np.int64), np.zeros((n, seqs + 2), np.int64),
+                  np.zeros(n, np.int64), np.full(n, math.inf), np.zeros(n, np.int64),
+                  np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)]
         self.E = [np.zeros(64), np.zeros((64, 4), np.int64)]
         self.classes: dict[float, int] = {}
         classes = sim.scenario_classes
@@ -814,7 +860,7 @@ class _Run:
         fcf = np.array([sim.W, sim.WH, sim.H, sim.cap, sim.busy_until, sim.oversize, sim._bin_w,
                         math.inf if sim.max_queue is None else float(sim.max_queue)])
         progress = bool(sim.progress_label or sim.on_progress is not None)
-        self.C = (fcf, np.array([n, int(sim.cancel), sim.max_model_len, int(progress), ncls], np.int64))
+        self.C = (fcf, np.array([n, int(sim.cancel), sim.max_model_len, int(progress), ncls, routing], np.int64))
         self.A: list[Any] = [np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
                              np.zeros(0), np.zeros(0, np.int64), np.zeros(1, np.int64)]
 
@@ -849,12 +895,14 @@ class _Run:
             B[3] = _grown(B[3], 0)
         if g[G_BFREE_N] + len(B[0]) - g[G_BHI] < 1:
             B[0], B[1], B[2] = _grown(B[0], 0), _grown(B[1], 0.0), _grown(B[2], 0)
-        if g[G_RTAIL] - g[G_RHEAD] + size > len(S[6]):
-            cqr, m = S[6], int(g[G_RTAIL] - g[G_RHEAD])
-            ring = np.zeros((2 * max(len(cqr), m + size), 2), np.int64)
-            ring[:m] = cqr[(np.arange(g[G_RHEAD], g[G_RTAIL]) % len(cqr))]
+        cqr, qs = S[6], S[8]
+        held = int((qs[:, ek.Q_TAIL] - qs[:, ek.Q_HEAD]).max())
+        if held + size > cqr.shape[1]:  # the rings, each laid out again from its head
+            ring = np.zeros((len(qs), 2 * max(cqr.shape[1], held + size), 2), np.int64)
+            for qi, (h, t) in enumerate(qs[:, [ek.Q_HEAD, ek.Q_TAIL]].tolist()):
+                ring[qi, : t - h] = cqr[qi, np.arange(h, t) % cqr.shape[1]]
+                qs[qi, ek.Q_HEAD], qs[qi, ek.Q_TAIL] = 0, t - h
             S[6] = ring
-            g[G_RHEAD], g[G_RTAIL] = 0, m
         while g[G_HN] + 4 * self.n + 16 > len(E[0]):
             E[0], E[1] = _grown(E[0], 0.0), _grown(E[1], 0)
         while g[G_NMISSED] + g[G_BHI] - g[G_BFREE_N] + 1 > len(B[5]):
