@@ -25,6 +25,7 @@ import pytest
 
 from sojourn.scenario import scenario_from_dict
 from sojourn.sim import _fleet_kernel
+from sojourn.sim._sojourns import LogHistogram
 from sojourn.sim.fleet import FleetSim, run_replication
 from sojourn.sim.workload import batch_chunks, batch_stream
 from test_sim_fleet import engine_scenario
@@ -208,6 +209,7 @@ sys.path.insert(0, {tests!r})
 from test_fleet_kernel import random_scenario
 from sojourn.scenario import scenario_from_dict
 from sojourn.sim import _fleet_kernel
+from sojourn.sim._sojourns import LogHistogram
 from sojourn.sim.fleet import FleetSim
 assert _fleet_kernel.fleet_kernel() is None
 sim = FleetSim(scenario_from_dict(random_scenario({seed})), np.random.SeedSequence({seed}), 30.0)
@@ -251,3 +253,11 @@ def test_run_replication_uses_the_kernel_with_the_same_results(monkeypatch):
     got = run_replication(sc, np.random.SeedSequence(4), keep_samples=True)
     assert used == [True]
     assert_same_stats(FleetSim(sc, np.random.SeedSequence(4)).run(), got)
+
+
+def test_the_kernels_histogram_is_log_histogram_of():
+    rng = np.random.default_rng(2)
+    for x in (rng.lognormal(3.0, 2.0, 5000), np.array([0.0, 1e-9, 1e-6, 2.5, 2.5, 1e7]), np.empty(0)):
+        got, ref = _fleet_kernel._log_histogram(x), LogHistogram.of(x)
+        np.testing.assert_array_equal(got.index, ref.index)
+        np.testing.assert_array_equal(got.count, ref.count)

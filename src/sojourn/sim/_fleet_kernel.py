@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import time
-from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +74,7 @@ from sojourn.sim._engine_kernel import (
     STATE,
     TARGET,
 )
+from sojourn.sim._sojourns import FLOOR_S, REL, LogHistogram
 from sojourn.steady import BINS
 
 if TYPE_CHECKING:
@@ -875,7 +875,7 @@ class _Run:
             parts.append(next(self.chunks))
             nb += len(parts[-1][0])
             nr += len(parts[-1][2])
-        t, sizes, p, o, sla = (np.concatenate(x) for x in zip(*parts))
+        t, sizes, p, o, sla = parts[0] if len(parts) == 1 else (np.concatenate(x) for x in zip(*parts))
         vals = np.array(list(self.classes))
         order = np.argsort(vals)
         cls = np.array([self.classes[x] for x in vals[order]], dtype=np.int64)[np.searchsorted(vals[order], sla)]
@@ -919,17 +919,23 @@ class _Run:
         if g[G_SOJ_N] >= sim.sojourn_cap:
             self.fold()
         else:
-            M[0], M[1], M[2] = (_grown(a, 0.0) for a in M[:3])
+            M[0], M[1], M[2] = (_grown(a, math.nan) for a in M[:3])
 
-    def fold(self) -> None:
-        """Hand the buffers to FleetSim's own folding (its arrays, then ``_fold_sojourns``/``_fold_latencies``)."""
-        sim, g, M = self.sim, self.S[4], self.M
-        sim._soj = _as_array(M[0][: g[G_SOJ_N]])
-        sim._ttft = _as_array(M[1][: g[G_TTFT_N]])
-        sim._tpot = _as_array(M[2][: g[G_TPOT_N]])
-        sim._fold_sojourns()
-        sim._fold_latencies()
-        g[G_SOJ_N] = g[G_TTFT_N] = g[G_TPOT_N] = 0
+    def fold(self, sojourns: bool = True) -> None:
+        """``FleetSim._fold_sojourns`` (unless not ``sojourns``) and ``_fold_latencies`` of the buffers: the
+        same histograms and sums, the histograms counted by ``_log_histogram``."""
+        st, g, M = self.sim.st, self.S[4], self.M
+        if sojourns:
+            h = _log_histogram(M[0][: g[G_SOJ_N]])
+            st.sojourn_hist = h if st.sojourn_hist is None else st.sojourn_hist.merge(h)
+            g[G_SOJ_N] = 0
+        for name, a in (("ttft", M[1][: g[G_TTFT_N]]), ("tpot", M[2][: g[G_TPOT_N]])):
+            if len(a):
+                h = _log_histogram(a)
+                old = getattr(st, f"{name}_hist")
+                setattr(st, f"{name}_hist", h if old is None else old.merge(h))
+                setattr(st, f"{name}_sum", getattr(st, f"{name}_sum") + float(a.sum()))
+        g[G_TTFT_N] = g[G_TPOT_N] = 0
 
 
 def _grown(a: Any, fill: float) -> Any:
@@ -939,10 +945,18 @@ def _grown(a: Any, fill: float) -> Any:
     return new
 
 
-def _as_array(x: Any) -> array[float]:
-    out = array("d")
-    out.frombytes(np.ascontiguousarray(x, dtype=np.float64).tobytes())
-    return out
+def _log_histogram(samples: Any) -> LogHistogram:
+    """``LogHistogram.of(samples)``, the same bins by the same operations, counted in linear time (a count
+    per bin over the samples' span of bins, instead of sorting them): folding millions of sojourns is
+    otherwise a good part of a long replication's time in the kernel."""
+    if not len(samples):
+        return LogHistogram.empty()
+    s = np.maximum(np.asarray(samples, dtype=np.float64), FLOOR_S)
+    idx = np.floor(np.log(s) / math.log1p(REL)).astype(np.int64)  # _sojourns._LOG_STEP
+    lo = int(idx.min())
+    count = np.bincount(idx - lo)
+    nz = np.flatnonzero(count)
+    return LogHistogram(nz + lo, count[nz].astype(np.int64))
 
 
 def run(sim: Any, kernel: Kernel | None = None) -> ReplicationStats:
@@ -984,13 +998,11 @@ def run(sim: Any, kernel: Kernel | None = None) -> ReplicationStats:
     st.by_sla = {sla: [int(cls[k, K_ARR]), int(cls[k, K_MISS])] for sla, k in r.classes.items() if cls[k, K_SEEN]}
     st.batch_size_sum, st.batch_size_sq = float(gf[GF_BSUM]), float(gf[GF_BSQ])
     st.sojourn_sum, st.wait_sum = float(gf[GF_SOJ_SUM]), float(gf[GF_WAIT_SUM])
-    sim._soj = _as_array(r.M[0][: g[G_SOJ_N]])
-    sim._ttft = _as_array(r.M[1][: g[G_TTFT_N]])
-    sim._tpot = _as_array(r.M[2][: g[G_TPOT_N]])
+    # As FleetSim._finish: the sojourns exact unless some were folded already, the latencies folded.
+    st.sojourn = r.M[0][: g[G_SOJ_N]].copy()
+    r.fold(sojourns=st.sojourn_hist is not None)
     if st.sojourn_hist is not None:
-        sim._fold_sojourns()
-    st.sojourn = np.array(sim._soj, dtype=np.float64)
-    sim._fold_latencies()
+        st.sojourn = np.empty(0)
     mrf, mrn = r.B[4], r.B[5]
     missed = []
     for m in range(int(g[G_NMISSED])):
