@@ -3,8 +3,8 @@
 ``engine.Engine`` run by ``driver.drive`` is the readable loop and the tested reference;
 this is the same node and the same driver in the array style numba compiles: requests
 are rows of an int64 table (prompt, output, prefill target, tokens computed, tokens
-generated, blocks, decoding entry, residue, ...), the running set an array in admission
-order, the waiting queue a ring buffer, the decoding set's residue histogram an array,
+generated, blocks, decoding entry, residue, ...), the running set a list through them in
+admission order, the waiting queue a ring buffer, the decoding set's residue histogram an array,
 and the perf model the nine constants ``PerfModel.step_time`` uses for a dense model.
 Every float operation is the engine's and ``PerfModel``'s, in the same order, so first
 token and completion times and preemption counts are the engine's
@@ -14,7 +14,16 @@ What is covered: ``drive`` without merged steps (its users never set ``merge_ste
 requests arriving at given times into the local queue (``arrivals``), a closed loop that
 sends the next request as one completes (``relaunch``), and a central FIFO queue cycling
 through a request pool with head-of-line blocking (``pool``, the saturated node of
-``sojourn.fast.capacity``, whose per-plan statistics the kernel also keeps). Not covered
+``sojourn.fast.capacity``, whose per-plan statistics the kernel also keeps). The fleet
+kernel (``sim._fleet_kernel``) runs its nodes on these same helpers (``HELPERS``), with what
+an engine in the fleet does beyond that: merged "steprun" plans (``C_MERGE``:
+``_plan_merged``, the cut back to the prefill step, an interruption after it applying the
+step as its own ``fire``), consulting the finish heap as ``Engine.finish_heap`` holds it,
+stale entries and all (``fh``); a FIFO queue of the fleet's as the source (``q``, ``cqr``: a
+ring with lazy deletion); removals at a boundary (``_remove``); the busy and KV counters
+(``_counters``) and the fleet's questions (``_may_take``, ``_can_admit``, ``_load``). The
+running set is a list through the request rows (``RPREV``/``RNEXT``), in admission order.
+The helpers allocate nothing and are compiled without reference counting. Not covered
 (``supported`` says no, and the Python engine runs): mixture-of-experts, multi-head latent
 attention and sliding-window models, prefix caching, perf models other than ``PerfModel``.
 Without numba (``SOJOURN_NO_NUMBA=1``, or where it does not install) ``node_kernel``
