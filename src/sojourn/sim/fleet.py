@@ -977,6 +977,6 @@ def run_replication(scenario: Any, seed: np.random.SeedSequence, progress_label:
         sim.sojourn_cap = math.inf
     sim.progress_label = progress_label
     sim.on_progress = on_progress
-    if _fleet_kernel.supported(scenario) and _fleet_kernel.fleet_kernel() is not None:
+    if _fleet_kernel.fleet_kernel() is not None and _fleet_kernel.supported(scenario):
         return _fleet_kernel.run(sim)
     return sim.run()
