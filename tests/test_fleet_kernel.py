@@ -123,6 +123,14 @@ def test_compiled_fleet_matches_fleetsim_on_random_scenarios():
 
 
 @needs_numba
+def test_compiled_fleet_grows_its_arrays_mid_run_with_the_same_results(monkeypatch):
+    monkeypatch.setattr(_fleet_kernel, "_INITIAL", 8)  # every table, ring, heap and buffer grows, repeatedly
+    for seed in (0, 7, 18, 27):
+        ref, got, _ = both(random_scenario(seed), seed)
+        assert_same_stats(ref, got)
+
+
+@needs_numba
 def test_compiled_fleet_folds_sojourns_as_fleetsim_does():
     folded = 0
     for seed in range(8):

@@ -806,6 +806,8 @@ def supported(scenario: Any) -> bool:
 # -- the Python side: arrays, chunks, growth, folding, the result ----------------------------
 
 
+#: The request table's first rows (the other arrays' first sizes follow it); every array grows by doubling.
+_INITIAL = 1024
 #: Batches (or requests) handed to the kernel at once, the stream's chunks joined: fewer calls of the kernel,
 #: without drawing much more traffic than the run uses.
 _CHUNK_BATCHES = 8192
@@ -829,7 +831,7 @@ class _Run:
         qs[:, ek.Q_ON] = 1
         gf = np.zeros(_NGF)
         gf[GF_TIMER] = math.inf
-        rows = 1024
+        rows, nb = _INITIAL, _INITIAL // 4
         self.S = [ek.perf_constants(node.perf), cfg, np.zeros((rows, ek._NRQ), np.int64),
                   np.full((rows, ek._NRT), math.nan), g, gf, np.zeros((nq, rows, 2), np.int64),
                   np.zeros(seqs + 2, np.int64), qs]
@@ -843,19 +845,20 @@ class _Run:
         # the nodes an expiry touched, least_loaded's loads, the queues an arrival touched.
         self.N = [np.zeros((n, bs), np.int64), st, fs, np.zeros((n, seqs + 2), np.int64),
                   np.zeros((n, seqs + 1), np.int64), np.zeros((n, seqs + 1), np.int64),
-                  np.zeros((n, 4 * seqs + 8, 3), np.int64), np.zeros((n, seqs + 2), np.int64),
+                  np.zeros((n, seqs + 2 + _INITIAL // 128, 3), np.int64), np.zeros((n, seqs + 2), np.int64),
                   np.zeros(n, np.int64), np.full(n, math.inf), np.zeros(n, np.int64),
                   np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)]
-        self.E = [np.zeros(64), np.zeros((64, 4), np.int64)]
+        ne = max(nb // 4, 4 * n + 32)  # room for the first marks (``_start`` pushes them before any check)
+        self.E = [np.zeros(ne), np.zeros((ne, 4), np.int64)]
         self.classes: dict[float, int] = {}
         classes = sim.scenario_classes
         ncls = len(classes)
         cls = np.zeros((ncls, 5), np.int64)
         cls[:, K_HEAD] = cls[:, K_TAIL] = -1
-        self.B = [np.zeros((256, _NB), np.int64), np.zeros((256, 3)), np.zeros(256, np.int64),
-                  np.zeros(rows, np.int64), np.zeros((256, 2)), np.zeros(256, np.int64), cls]
+        self.B = [np.zeros((nb, _NB), np.int64), np.zeros((nb, 3)), np.zeros(nb, np.int64),
+                  np.zeros(rows, np.int64), np.zeros((nb, 2)), np.zeros(nb, np.int64), cls]
         self.classes = {sla: k for k, sla in enumerate(classes)}
-        buf = int(min(sim.sojourn_cap, 1 << 16)) + n * (seqs + 2)
+        buf = int(min(sim.sojourn_cap, 64 * _INITIAL)) + n * (seqs + 2)
         self.M = [np.zeros(buf), np.zeros(buf), np.zeros(buf), sim._qsum, sim._qn]
         fcf = np.array([sim.W, sim.WH, sim.H, sim.cap, sim.busy_until, sim.oversize, sim._bin_w,
                         math.inf if sim.max_queue is None else float(sim.max_queue)])
@@ -939,8 +942,8 @@ class _Run:
 
 
 def _grown(a: Any, fill: float) -> Any:
-    """``a`` with twice the rows, the new ones ``fill``."""
-    new = np.full((2 * len(a), *a.shape[1:]), fill, dtype=a.dtype)
+    """``a`` with twice the rows (at least 4), the new ones ``fill``."""
+    new = np.full((max(2 * len(a), 4), *a.shape[1:]), fill, dtype=a.dtype)
     new[: len(a)] = a
     return new
 
