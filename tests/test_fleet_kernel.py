@@ -123,6 +123,17 @@ def test_compiled_fleet_matches_fleetsim_on_random_scenarios():
 
 
 @needs_numba
+def test_compiled_fleet_folds_exactly_when_fleetsim_does(monkeypatch):
+    monkeypatch.setattr(_fleet_kernel, "_INITIAL", 1)  # buffers that grow up to the cap
+    d = random_scenario(3)
+    served = both(d, 3)[0].completed
+    for cap in (served - 1, served, served + 1):  # FleetSim folds once it holds cap samples
+        ref, got, _ = both(d, 3, cap=cap)
+        assert (ref.sojourn_hist is None) == (cap > served)
+        assert_same_stats(ref, got)
+
+
+@needs_numba
 def test_compiled_fleet_grows_its_arrays_mid_run_with_the_same_results(monkeypatch):
     monkeypatch.setattr(_fleet_kernel, "_INITIAL", 8)  # every table, ring, heap and buffer grows, repeatedly
     for seed in (0, 7, 18, 27):

@@ -691,7 +691,7 @@ def _room(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple) 
     for i in range(n):
         if st[i, ek.S_FHN] + seqs + 2 > fh.shape[1]:
             return ST_GROW
-    if g[G_SOJ_N] + n * (seqs + 2) > M[0].shape[0]:
+    if g[G_SOJ_N] + n * (seqs + 2) >= M[0].shape[0]:  # full: at the cap, when the buffers are that size
         return ST_BUF
     return 0
 
@@ -858,7 +858,9 @@ class _Run:
         self.B = [np.zeros((nb, _NB), np.int64), np.zeros((nb, 3)), np.zeros(nb, np.int64),
                   np.zeros(rows, np.int64), np.zeros((nb, 2)), np.zeros(nb, np.int64), cls]
         self.classes = {sla: k for k, sla in enumerate(classes)}
-        buf = int(min(sim.sojourn_cap, 64 * _INITIAL)) + n * (seqs + 2)
+        #: Room for the completions of one event past the buffers' fill (``_room``'s margin).
+        self.margin = n * (seqs + 2)
+        buf = int(min(sim.sojourn_cap, 64 * _INITIAL)) + self.margin
         self.M = [np.zeros(buf), np.zeros(buf), np.zeros(buf), sim._qsum, sim._qn]
         fcf = np.array([sim.W, sim.WH, sim.H, sim.cap, sim.busy_until, sim.oversize, sim._bin_w,
                         math.inf if sim.max_queue is None else float(sim.max_queue)])
@@ -917,12 +919,18 @@ class _Run:
             N[6] = new
 
     def buffers(self) -> None:
-        """The sojourn buffers are full: fold them (past the cap, as FleetSim does), else grow them."""
+        """The sojourn buffers are full: fold them once they hold the cap's samples, as FleetSim does (the
+        buffers grow to the cap plus ``margin``, no further, so that is as soon as the cap is reached),
+        else grow them."""
         sim, g, M = self.sim, self.S[4], self.M
         if g[G_SOJ_N] >= sim.sojourn_cap:
             self.fold()
-        else:
-            M[0], M[1], M[2] = (_grown(a, math.nan) for a in M[:3])
+            return
+        size = min(2 * len(M[0]), sim.sojourn_cap + self.margin)
+        for k in range(3):
+            new = np.empty(int(size))
+            new[: len(M[k])] = M[k]
+            M[k] = new
 
     def fold(self, sojourns: bool = True) -> None:
         """``FleetSim._fold_sojourns`` (unless not ``sojourns``) and ``_fold_latencies`` of the buffers: the
