@@ -89,8 +89,8 @@ _I = NDArray[np.int64]
 (G_COUNT, G_HN, G_RID, G_MOPEN, G_MARKED_END, G_STOPPED, G_TIMER_V, G_COMPLETIONS, G_FREE_N, G_HI, G_BFREE_N,
  G_BHI, G_NMISSED, G_SOJ_N, G_TTFT_N, G_TPOT_N, G_CI, G_CR, G_NEED_ARR, G_ARR_R, G_STARTED, G_PROGRESS,
  G_ARRIVED, G_COMPLETED, G_REJECTED, G_REJ_EMPTY, G_REJ_MML, G_REJ_QFULL, G_CANCELLED, G_INSYS, G_MISSES,
- G_BATCHES, G_BMISSED, G_SIZE_MAX, G_OVERSIZE, G_PRE0, G_PRE1, G_COMP0, G_COMP1, G_RR) = range(_NG0, _NG0 + 40)
-_NG = _NG0 + 40
+ G_BATCHES, G_BMISSED, G_SIZE_MAX, G_OVERSIZE, G_PRE0, G_PRE1, G_COMP0, G_COMP1, G_RR, G_NOPEN) = range(_NG0, _NG0 + 41)
+_NG = _NG0 + 41
 # The fleet's float state ``gf``: the clock, the live timer, sums, the halves' queued sums and counts, the marks.
 (GF_NOW, GF_TIMER, GF_SOJ_SUM, GF_WAIT_SUM, GF_BSUM, GF_BSQ, GF_H0, GF_H1, GF_HN0, GF_HN1, GF_B0, GF_K0, GF_B1,
  GF_K1) = range(14)
@@ -114,8 +114,10 @@ H_KIND, H_COUNT, H_ARG, H_VER = range(4)
 B_MEAS, B_PEND, B_MREC, B_SIZE, B_CLS, B_FIRST, B_LAST, B_NEXT = range(8)
 _NB = 8
 BF_ARR, BF_SLA, BF_DL = range(3)
-# Class columns: the open batches' head and tail, measured requests arrived and missed, seen measured.
-K_HEAD, K_TAIL, K_ARR, K_MISS, K_SEEN = range(5)
+# Class columns: the open batches' head and tail, measured requests arrived and missed, seen measured, opened
+# (a batch with work to do arrived); by rank, the classes in the order they opened (``FleetSim._open``'s order).
+K_HEAD, K_TAIL, K_ARR, K_MISS, K_SEEN, K_OPENED, K_BYRANK = range(7)
+_NK = 7
 # Statuses the kernel returns.
 ST_DONE, ST_CHUNK, ST_GROW, ST_BUF, ST_PROGRESS = range(5)
 
@@ -564,6 +566,10 @@ def _arrived(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, A: Tuple, b: int,
         else:
             bi[cls[c, K_TAIL], B_NEXT] = b
         cls[c, K_TAIL] = b
+        if not cls[c, K_OPENED]:
+            cls[c, K_OPENED] = 1
+            cls[g[G_NOPEN], K_BYRANK] = c
+            g[G_NOPEN] += 1
         if fci[FI_CANCEL] and bf[b, BF_DL] < gf[GF_TIMER]:
             _set_timer(S, E, bf[b, BF_DL])
     else:
@@ -596,7 +602,8 @@ def _expire(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, t: float) -> None:
     n = C[1][FI_N]
     touched = N[11]
     touched[:] = 0
-    for c in range(C[1][FI_NCLS]):
+    for k in range(S[4][G_NOPEN]):  # in FleetSim._open's order
+        c = cls[k, K_BYRANK]
         while cls[c, K_HEAD] >= 0:
             b = cls[c, K_HEAD]
             if not (bi[b, B_PEND] == 0 or bf[b, BF_DL] <= t):
@@ -622,7 +629,8 @@ def _expire(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, t: float) -> None:
         if touched[i]:
             _poke(S, N, E, B, C, i, t)
     nxt = math.inf
-    for c in range(C[1][FI_NCLS]):
+    for k in range(S[4][G_NOPEN]):  # in FleetSim._open's order
+        c = cls[k, K_BYRANK]
         if cls[c, K_HEAD] >= 0:
             nxt = min(nxt, bf[cls[c, K_HEAD], BF_DL])
     if nxt < math.inf:
@@ -722,7 +730,8 @@ def _finish(S: Tuple, B: Tuple, C: Tuple) -> None:
     """``FleetSim._finish``'s count of the measured requests still unresolved (past their deadline)."""
     rq, g = S[2], S[4]
     bi, cls = B[0], B[6]
-    for c in range(C[1][FI_NCLS]):
+    for k in range(S[4][G_NOPEN]):  # in FleetSim._open's order
+        c = cls[k, K_BYRANK]
         b = cls[c, K_HEAD]
         while b >= 0:
             if bi[b, B_MEAS] and bi[b, B_PEND]:
@@ -853,7 +862,7 @@ class _Run:
         self.classes: dict[float, int] = {}
         classes = sim.scenario_classes
         ncls = len(classes)
-        cls = np.zeros((ncls, 5), np.int64)
+        cls = np.zeros((ncls, _NK), np.int64)
         cls[:, K_HEAD] = cls[:, K_TAIL] = -1
         self.B = [np.zeros((nb, _NB), np.int64), np.zeros((nb, 3)), np.zeros(nb, np.int64),
                   np.zeros(rows, np.int64), np.zeros((nb, 2)), np.zeros(nb, np.int64), cls]
