@@ -4,15 +4,16 @@
 readable replication and the tested reference; this is the same replication in the array
 style numba compiles, for the common case (``supported``): engine nodes of one pool whose
 perf model the engine kernel reproduces, no prefix caching, the FIFO discipline, no work
-forecasts, no failures, spot nodes or capacity schedule, routing ``pull`` (one central queue
-every node draws from). Everything the engine does is ``sim._engine_kernel``'s helpers (one
+forecasts, no failures, spot nodes or capacity schedule, any routing (``pull``: one central
+queue every node draws from; ``round_robin``, ``least_loaded``: a queue per node, the node
+picked as each request arrives). Everything the engine does is ``sim._engine_kernel``'s helpers (one
 copy of the engine arithmetic, merged "steprun" plans included), called on a node's rows of
 2-D arrays; what the fleet adds is here:
 
 * the event heap, ordered as the driver's: (time, kind, insertion counter), node step ends
   first at equal times, then arrivals, deadlines and marks; each node's version number
   makes its superseded step ends stale, and only the latest deadline timer is live;
-* the central queue, a ring buffer with lazy deletion (``disciplines.Fifo``), and the fleet's
+* the queues, ring buffers with lazy deletion (``disciplines.Fifo``), and the fleet's
   ``_offer``, ``_can_take``, the scheduler's ``poke``/``resched``/``fire`` and removals at a
   node's next boundary (``pend``) for requests cancelled at their deadline;
 * batches (their requests chained in arrival order), the open batches of each SLA class in
