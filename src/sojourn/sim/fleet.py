@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from sojourn.disciplines import Fifo, QueueContext, make_discipline
+from sojourn.sim import _fleet_kernel
 from sojourn.sim._sojourns import EXACT_CAP, LogHistogram
 from sojourn.sim.availability import FAIL, OUT, Availability
 from sojourn.sim.driver import FIRE, Scheduler
@@ -176,6 +177,9 @@ class FleetSim:
         #: Whether the engines cache prefixes (then each batch carries its requests' prefixes).
         self.caching = sc.fleet.server is None and sc.prefix_caching
         self._stream = batch_stream(sc, wl_seed, self.caching)
+        #: The scenario and its traffic's seed, for the fleet kernel (``_fleet_kernel.run``, which draws the
+        #: same traffic as arrays), and the SLAs (seconds) its batches may carry, in the classes' order.
+        self.scenario, self.wl_seed = sc, wl_seed
         sim = sc.simulation
         self.W = sim.warmup_hours * 3600.0
         self.H = sim.horizon_hours * 3600.0
@@ -183,6 +187,8 @@ class FleetSim:
         self.cancel = sc.serving.on_deadline == "cancel"
         classes = sc.workload.sla_classes
         sla_max = max(c.hours for c in classes) * 3600.0 if classes else sc.sla_seconds
+        self.scenario_classes: list[float] = (
+            (np.array([c.hours for c in classes]) * 3600.0).tolist() if classes else [sc.sla_seconds])
         self.cap = self.WH + sla_max * (1.0 if self.cancel else 2.0) + 1.0
         self.max_queue = sc.serving.max_queue
         self.max_model_len = sc.serving.max_model_len
@@ -963,10 +969,14 @@ def run_replication(scenario: Any, seed: np.random.SeedSequence, progress_label:
                     keep_samples: bool = False) -> ReplicationStats:
     """Simulate one replication of ``scenario`` from ``seed`` (reporting progress under a label, or to
     ``on_progress`` with the share of the measured span done). ``keep_samples``: every sojourn
-    exact, however many (otherwise folded into a histogram past ``_sojourns.EXACT_CAP``)."""
+    exact, however many (otherwise folded into a histogram past ``_sojourns.EXACT_CAP``). Runs in the
+    compiled fleet kernel where it covers the scenario (``_fleet_kernel.supported``: same results) and
+    numba is in use, else in ``FleetSim``."""
     sim = FleetSim(scenario, seed, start_busy_s, oversize)
     if keep_samples:
         sim.sojourn_cap = math.inf
     sim.progress_label = progress_label
     sim.on_progress = on_progress
+    if _fleet_kernel.fleet_kernel() is not None and _fleet_kernel.supported(scenario):
+        return _fleet_kernel.run(sim)
     return sim.run()

@@ -21,7 +21,7 @@ from sojourn._cache import file_stamp, register
 from sojourn._errors import ConfigError
 from sojourn._io import check_input_file, not_utf8
 
-__all__ = ["BatchTuple", "MOONCAKE_BLOCK", "batch_stream", "load_hash_ids", "load_trace", "mean_tokens",
+__all__ = ["BatchTuple", "ChunkTuple", "MOONCAKE_BLOCK", "batch_chunks", "batch_stream", "load_hash_ids", "load_trace", "mean_tokens",
            "prefix_sampler"]
 
 #: One batch: arrival time (s), prompt and output token counts of its requests, SLA (s).
@@ -101,9 +101,11 @@ def _sla_sampler(scenario: Any, rng: np.random.Generator) -> SlaSampler:
     return draw
 
 
-def _synthetic_batches(wl: Any, gaps: np.random.Generator, sizes: np.random.Generator, ins: np.random.Generator,
-                       outs: np.random.Generator, sla: SlaSampler, draw: PrefixSampler | None) -> Iterator[Any]:
-    """Poisson batch arrivals, thinned by the hourly profile when one is given."""
+def _synthetic_draws(wl: Any, gaps: np.random.Generator, sizes: np.random.Generator, ins: np.random.Generator,
+                     outs: np.random.Generator, sla: SlaSampler) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                                  np.ndarray, list[float]]]:
+    """Poisson batch arrivals, thinned by the hourly profile when one is given: per chunk of ``_CHUNK``
+    candidates, (times, batch sizes, prompts, outputs, SLAs), empty batches included."""
     rate = wl.batch_rate_per_hour / 3600.0
     accept = None
     if wl.rate_profile is not None:
@@ -122,9 +124,18 @@ def _synthetic_batches(wl: Any, gaps: np.random.Generator, sizes: np.random.Gene
             continue
         size = wl.batch_size.sample_int(sizes, n)
         total = int(size.sum())
-        prompts = wl.input_tokens.sample_int(ins, total).tolist()
-        outputs = wl.output_tokens.sample_int(outs, total).tolist()
-        slas = sla(n)
+        prompts = wl.input_tokens.sample_int(ins, total)
+        outputs = wl.output_tokens.sample_int(outs, total)
+        yield cand, size, prompts, outputs, sla(n)
+
+
+def _synthetic_batches(wl: Any, gaps: np.random.Generator, sizes: np.random.Generator, ins: np.random.Generator,
+                       outs: np.random.Generator, sla: SlaSampler, draw: PrefixSampler | None) -> Iterator[Any]:
+    """Poisson batch arrivals, thinned by the hourly profile when one is given, batch by batch."""
+    for cand, size, p, o, slas in _synthetic_draws(wl, gaps, sizes, ins, outs, sla):
+        n = len(cand)
+        prompts = p.tolist()
+        outputs = o.tolist()
         ends = np.cumsum(size).tolist()
         times = cand.tolist()
         a = 0
@@ -141,6 +152,74 @@ def _synthetic_batches(wl: Any, gaps: np.random.Generator, sizes: np.random.Gene
             if b > a:
                 yield times[i], prompts[a:b], outputs[a:b], slas[i]
             a = b
+
+
+#: One chunk of an array stream (``batch_chunks``): batch times, their sizes (>= 1), the requests'
+#: prompts and outputs (the batches' in order, ``sizes.sum()`` of each), the batches' SLAs (s).
+ChunkTuple = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def batch_chunks(scenario: Any, seed: np.random.SeedSequence) -> Iterator[ChunkTuple]:
+    """``batch_stream`` (without prefixes) as arrays, chunk by chunk: the same draws, the same batches.
+
+    For the compiled fleet (``sim._fleet_kernel``), which reads a chunk's batches from arrays.
+    A synthetic chunk is one of the stream's chunks of candidates (empty batches dropped); a
+    trace's, one cycle of the trace (with windows: the batches that cycle closes).
+    """
+    wl = scenario.workload
+    gaps, sizes, ins, outs, classes = (np.random.default_rng(s) for s in seed.spawn(5))
+    sla = _sla_sampler(scenario, classes)
+    if wl.trace is not None:
+        yield from _trace_chunks(scenario, gaps, sla)
+        return
+    for cand, size, p, o, slas in _synthetic_draws(wl, gaps, sizes, ins, outs, sla):
+        keep = size > 0
+        yield (cand[keep], size[keep].astype(np.int64), p.astype(np.int64), o.astype(np.int64),
+               np.asarray(slas, dtype=np.float64)[keep])
+
+
+def _trace_chunks(scenario: Any, gaps: np.random.Generator, sla: SlaSampler) -> Iterator[ChunkTuple]:
+    """``_trace_batches`` (no prefixes) as arrays, one cycle of the trace a chunk."""
+    wl = scenario.workload
+    times, prompts, outputs = load_trace(scenario.path(wl.trace), wl.format)
+    times = times / wl.rate_scale
+    n = len(times)
+    period = float(times[-1] - times[0]) * n / (n - 1)
+    times = times - times[0]
+    phase = float(gaps.uniform(0.0, period))
+    w = wl.batch_window_s
+    prompts = prompts.astype(np.int64)
+    outputs = outputs.astype(np.int64)
+    # The open window carried from one cycle to the next: its index and its requests' lengths.
+    cur_k = -1
+    cur_p = np.zeros(0, np.int64)
+    cur_o = np.zeros(0, np.int64)
+    k = 0
+    while True:
+        t = times + (k * period - phase)
+        k += 1
+        keep = t >= 0.0
+        t, p, o = t[keep], prompts[keep], outputs[keep]
+        if w <= 0.0:
+            m = len(t)
+            if m:
+                yield t, np.ones(m, np.int64), p, o, np.asarray(sla(m), dtype=np.float64)
+            continue
+        win = np.floor_divide(t, w).astype(np.int64)
+        if not len(win):
+            continue
+        wins = np.concatenate([np.full(len(cur_p), cur_k, np.int64), win])
+        p = np.concatenate([cur_p, p])
+        o = np.concatenate([cur_o, o])
+        starts = np.flatnonzero(np.concatenate([[True], wins[1:] != wins[:-1]]))
+        # Every window but the last is closed by the one after it; the last stays open.
+        closed = starts[1:]
+        if len(closed):
+            bt = (wins[starts[:-1]] + 1) * w
+            yield (bt.astype(np.float64), np.diff(starts).astype(np.int64), p[: closed[-1]], o[: closed[-1]],
+                   np.asarray(sla(len(bt)), dtype=np.float64))
+        last = starts[-1]
+        cur_k, cur_p, cur_o = int(wins[last]), p[last:], o[last:]
 
 
 def _trace_batches(scenario: Any, gaps: np.random.Generator, sla: SlaSampler, prefixes: bool = False
