@@ -94,8 +94,8 @@ _I = NDArray[np.int64]
 _NG = _NG0 + 41
 # The fleet's float state ``gf``: the clock, the live timer, sums, the halves' queued sums and counts, the marks.
 (GF_NOW, GF_TIMER, GF_SOJ_SUM, GF_WAIT_SUM, GF_BSUM, GF_BSQ, GF_H0, GF_H1, GF_HN0, GF_HN1, GF_B0, GF_K0, GF_B1,
- GF_K1) = range(14)
-_NGF = 14
+ GF_K1, GF_TTFT_SUM, GF_TPOT_SUM) = range(16)
+_NGF = 16
 # Float config ``fcf``: warm-up, its end plus the horizon, the horizon, the cap, the stationary start's backlog,
 # the oversize batch, the steady-state bin width, max_queue (inf: none).
 FC_W, FC_WH, FC_H, FC_CAP, FC_BUSY, FC_OVERSIZE, FC_BINW, FC_MAXQ = range(8)
@@ -359,11 +359,15 @@ def _complete(S: Tuple, B: Tuple, M: Tuple, C: Tuple, r: int, t: float) -> None:
         soj[g[G_SOJ_N]] = s
         g[G_SOJ_N] += 1
         ft = rt[r, FIRST]
-        ttft[g[G_TTFT_N]] = ft - arr
+        x = ft - arr
+        ttft[g[G_TTFT_N]] = x
         g[G_TTFT_N] += 1
+        gf[GF_TTFT_SUM] += x
         if rq[r, OUTPUT] > 1:
-            tpot[g[G_TPOT_N]] = (t - ft) / (rq[r, OUTPUT] - 1)
+            x = (t - ft) / (rq[r, OUTPUT] - 1)
+            tpot[g[G_TPOT_N]] = x
             g[G_TPOT_N] += 1
+            gf[GF_TPOT_SUM] += x
         if s > bf[b, BF_SLA]:
             _miss(S, B, C, b)
     if not bi[b, B_PEND]:
@@ -944,7 +948,8 @@ class _Run:
 
     def fold(self, sojourns: bool = True) -> None:
         """``FleetSim._fold_sojourns`` (unless not ``sojourns``) and ``_fold_latencies`` of the buffers: the
-        same histograms and sums, the histograms counted by ``_log_histogram``."""
+        same histograms, counted by ``_log_histogram`` (the sums are kept as each request completes, as
+        ``FleetSim`` keeps them, so they do not depend on where the buffers fold)."""
         st, g, M = self.sim.st, self.S[4], self.M
         if sojourns:
             h = _log_histogram(M[0][: g[G_SOJ_N]])
@@ -955,7 +960,6 @@ class _Run:
                 h = _log_histogram(a)
                 old = getattr(st, f"{name}_hist")
                 setattr(st, f"{name}_hist", h if old is None else old.merge(h))
-                setattr(st, f"{name}_sum", getattr(st, f"{name}_sum") + float(a.sum()))
         g[G_TTFT_N] = g[G_TPOT_N] = 0
 
 
@@ -1019,6 +1023,7 @@ def run(sim: Any, kernel: Kernel | None = None) -> ReplicationStats:
     st.by_sla = {sla: [int(cls[k, K_ARR]), int(cls[k, K_MISS])] for sla, k in r.classes.items() if cls[k, K_SEEN]}
     st.batch_size_sum, st.batch_size_sq = float(gf[GF_BSUM]), float(gf[GF_BSQ])
     st.sojourn_sum, st.wait_sum = float(gf[GF_SOJ_SUM]), float(gf[GF_WAIT_SUM])
+    st.ttft_sum, st.tpot_sum = float(gf[GF_TTFT_SUM]), float(gf[GF_TPOT_SUM])
     # As FleetSim._finish: the sojourns exact unless some were folded already, the latencies folded.
     st.sojourn = r.M[0][: g[G_SOJ_N]].copy()
     r.fold(sojourns=st.sojourn_hist is not None)

@@ -471,9 +471,13 @@ class FleetSim:
             soj.append(s)
             ft = r.first_token_time
             if ft == ft:  # an engine's request (a generic server's has no tokens: nan)
-                self._ttft.append(ft - b.arrival)
+                x = ft - b.arrival
+                self._ttft.append(x)
+                st.ttft_sum += x  # summed as they come (as the sojourns), whatever the folds
                 if r.output > 1:
-                    self._tpot.append((t - ft) / (r.output - 1))
+                    x = (t - ft) / (r.output - 1)
+                    self._tpot.append(x)
+                    st.tpot_sum += x
             if len(soj) >= self.sojourn_cap:  # the latencies, at most one per sojourn, fold with them
                 self._fold_sojourns()
                 self._fold_latencies()
@@ -488,7 +492,8 @@ class FleetSim:
         self._soj = array("d")
 
     def _fold_latencies(self) -> None:
-        """Move the token latencies into the replication's sums and histograms (bounded memory)."""
+        """Move the token latencies into the replication's histograms (bounded memory; their sums are kept as
+        each request completes)."""
         st = self.st
         for name in ("ttft", "tpot"):
             a = np.frombuffer(getattr(self, f"_{name}"), dtype=np.float64)
@@ -496,7 +501,6 @@ class FleetSim:
                 h = LogHistogram.of(a)
                 old = getattr(st, f"{name}_hist")
                 setattr(st, f"{name}_hist", h if old is None else old.merge(h))
-                setattr(st, f"{name}_sum", getattr(st, f"{name}_sum") + float(a.sum()))
             setattr(self, f"_{name}", array("d"))
 
     def _triage_drop(self, r: SimRequest, now: float) -> None:
