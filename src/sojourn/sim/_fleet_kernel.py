@@ -3,7 +3,8 @@
 ``fleet.FleetSim`` (its nodes ``engine.Engine``, its loop ``driver.Scheduler``) is the
 readable replication and the tested reference; this is the same replication in the array
 style numba compiles, for the common case (``supported``): engine nodes of one pool whose
-perf model the engine kernel reproduces, no prefix caching, the FIFO discipline, no work
+perf model the engine kernel reproduces, no prefix caching, the FIFO, LIFO, SJF or EDF discipline
+(``disciplines.Fifo``, ``Lifo``, ``Sjf``, ``Edf``; not ``sjf_work``, ``fair``, ``triage``), no work
 forecasts, no failures, spot nodes or capacity schedule, any routing (``pull``: one central
 queue every node draws from; ``round_robin``, ``least_loaded``: a queue per node, the node
 picked as each request arrives). Everything the engine does is ``sim._engine_kernel``'s helpers (one
@@ -13,7 +14,9 @@ copy of the engine arithmetic, merged "steprun" plans included), called on a nod
 * the event heap, ordered as the driver's: (time, kind, insertion counter), node step ends
   first at equal times, then arrivals, deadlines and marks; each node's version number
   makes its superseded step ends stale, and only the latest deadline timer is live;
-* the queues, ring buffers with lazy deletion (``disciplines.Fifo``), and the fleet's
+* the queues (``sim._engine_kernel``'s: a ring, a stack or a heap on (key, request id), with lazy
+  deletion as the disciplines' ``inq`` flags), their entries dropped when a queue grows where they pile
+  up (``_Run.queues``), and the fleet's
   ``_offer``, ``_can_take``, the scheduler's ``poke``/``resched``/``fire`` and removals at a
   node's next boundary (``pend``) for requests cancelled at their deadline;
 * batches (their requests chained in arrival order), the open batches of each SLA class in
