@@ -1,7 +1,7 @@
 """The compiled fleet (``sim._fleet_kernel``) against ``FleetSim``, its reference, field by field.
 
-Randomized scenarios (seeded numpy: 1-4 nodes, the three routings, KV caches small enough to
-preempt, block sizes, max_num_seqs, token budgets, batch-size laws down to single arrivals, finish and
+Randomized scenarios (seeded numpy: 1-4 nodes, the three routings, the four queue disciplines the
+kernel has (FIFO, LIFO, SJF, EDF), KV caches small enough to preempt, block sizes, max_num_seqs, token budgets, batch-size laws down to single arrivals, finish and
 cancel at the deadline, max_queue, mixed SLA classes, rate profiles, warm-up, a stationary
 start's backlog, oversize batches, a replayed trace with windows and empty requests) must
 give the same ReplicationStats: every count exact, every float to 1e-9, the same
@@ -25,10 +25,16 @@ import pytest
 
 from sojourn.scenario import scenario_from_dict
 from sojourn.sim import _fleet_kernel
+from sojourn.sim._engine_kernel import Q_HEAD, Q_TAIL
 from sojourn.sim._sojourns import LogHistogram
 from sojourn.sim.fleet import FleetSim, run_replication
 from sojourn.sim.workload import batch_chunks, batch_stream
 from test_sim_fleet import engine_scenario
+
+#: The disciplines the kernel runs; the others stay on FleetSim.
+KERNEL_DISCIPLINES = ("fifo", "lifo", "sjf", "edf")
+#: Two SLA classes: a later batch of the first may be due before an earlier one of the second.
+MIXED = [{"hours": 0.02, "weight": 1.0}, {"hours": 0.2, "weight": 2.0}]
 
 needs_numba = pytest.mark.skipif(_fleet_kernel.fleet_kernel() is None, reason="numba not available or switched off")
 
@@ -57,12 +63,15 @@ def random_scenario(seed: int) -> dict:
     if rng.random() < 0.3:
         up["serving.max_queue"] = int(rng.integers(0, 40))
     if rng.random() < 0.3:
-        up["workload.sla_classes"] = [{"hours": 0.02, "weight": 1.0}, {"hours": 0.2, "weight": 2.0}]
+        up["workload.sla_classes"] = MIXED
     if rng.random() < 0.2:
         up["workload.rate_profile"] = rng.uniform(0.2, 1.0, 24).tolist()
     if rng.random() < 0.5:  # long outputs: overload, deadlines, requests longer than max_model_len
         up["workload.output_tokens"] = {"dist": "lognormal", "median": float(rng.uniform(100, 600)), "sigma": 0.8,
                                         "max": 1500}
+    up["serving.discipline"] = str(rng.choice(KERNEL_DISCIPLINES))
+    if up["serving.discipline"] == "edf" and "workload.sla_classes" not in up and rng.random() < 0.7:
+        up["workload.sla_classes"] = MIXED  # deadlines out of arrival order
     return engine_scenario(kv_tokens=int(rng.integers(2100, 12000)), **up)
 
 
@@ -104,7 +113,8 @@ def both(d: dict, seed: int, cap: float | None = None, **kw):
 @needs_numba
 def test_compiled_fleet_matches_fleetsim_on_random_scenarios():
     seen = {"preemptions": 0, "cancelled": 0, "queue_full": 0, "max_model_len": 0, "in_system": 0, "misses": 0,
-            "round_robin": 0, "least_loaded": 0}
+            "round_robin": 0, "least_loaded": 0, "lifo": 0, "sjf": 0, "edf": 0, "edf, mixed SLAs": 0,
+            "lifo, sjf or edf, cancelled": 0, "lifo, sjf or edf, queue_full": 0, "lifo, sjf or edf, pushed": 0}
     for seed in range(60):
         busy = (0.0, 30.0, 200.0)[seed % 3]
         oversize = (math.inf, 5.0)[seed % 2]
@@ -119,6 +129,13 @@ def test_compiled_fleet_matches_fleetsim_on_random_scenarios():
         seen["in_system"] += ref.in_system > 0
         seen["misses"] += ref.misses > 0
         seen[d["fleet"]["routing"]] = seen.get(d["fleet"]["routing"], 0) + 1
+        disc = d["serving"]["discipline"]
+        seen[disc] = seen.get(disc, 0) + 1
+        if disc != "fifo":
+            seen["edf, mixed SLAs"] += disc == "edf" and "sla_classes" in d["workload"]
+            seen["lifo, sjf or edf, cancelled"] += ref.cancelled > 0
+            seen["lifo, sjf or edf, queue_full"] += "queue_full" in ref.rejected_by
+            seen["lifo, sjf or edf, pushed"] += d["fleet"]["routing"] != "pull" and d["fleet"]["nodes"] > 1
     assert min(seen.values()) >= 3, seen  # the scenarios exercise each rule
 
 
@@ -136,9 +153,24 @@ def test_compiled_fleet_folds_exactly_when_fleetsim_does(monkeypatch):
 @needs_numba
 def test_compiled_fleet_grows_its_arrays_mid_run_with_the_same_results(monkeypatch):
     monkeypatch.setattr(_fleet_kernel, "_INITIAL", 8)  # every table, ring, heap and buffer grows, repeatedly
-    for seed in (0, 7, 18, 27):
-        ref, got, _ = both(random_scenario(seed), seed)
+    dropped: list[int] = []
+    real = _fleet_kernel._Run.queues
+
+    def queues(run, size):  # counts the stale entries a stack's or a heap's new layout drops
+        held = run.S[8][:, Q_TAIL] - run.S[8][:, Q_HEAD]
+        real(run, size)
+        dropped.append(int((held - (run.S[8][:, Q_TAIL] - run.S[8][:, Q_HEAD])).sum()))
+
+    monkeypatch.setattr(_fleet_kernel._Run, "queues", queues)
+    for seed, disc in ((0, None), (7, None), (18, None), (27, None), (37, "lifo"), (27, "sjf"), (27, "edf")):
+        d = random_scenario(seed)
+        if disc is not None:
+            d["serving"]["discipline"] = disc
+            d["workload"]["sla_classes"] = MIXED
+        dropped.clear()
+        ref, got, _ = both(d, seed)
         assert_same_stats(ref, got)
+        assert disc is None or sum(dropped) > 0, disc
 
 
 @needs_numba
@@ -250,8 +282,39 @@ def test_the_fleet_kernel_as_plain_python_matches_fleetsim():
     assert busy == pytest.approx(ref.busy_fraction, rel=1e-9)
 
 
+@needs_numba
+def test_each_discipline_orders_the_queue_its_own_way_in_the_kernel_as_in_fleetsim():
+    """One overloaded fleet with an admission cap, cancelling at the deadline, two SLA classes: each
+    discipline gives other sojourns (so agreeing with FleetSim says something about the order), and the
+    kernel gives FleetSim's, under a central queue and under a queue per node."""
+    outcomes, cancelled = [], 0
+    for disc in KERNEL_DISCIPLINES:
+        for routing in ("pull", "least_loaded"):
+            d = engine_scenario(kv_tokens=4000, **{
+                "fleet.nodes": 2, "fleet.routing": routing, "serving.discipline": disc,
+                "serving.on_deadline": "cancel", "serving.max_queue": 150, "workload.sla_classes": MIXED,
+                "workload.batch_size": {"dist": "geometric", "mean": 6.0}, "workload.batch_rate_per_hour": 6000.0,
+                "simulation.horizon_hours": 0.1, "simulation.warmup_hours": 0.0})
+            ref, got, _ = both(d, 11)
+            assert_same_stats(ref, got)
+            assert ref.rejected_by.get("queue_full", 0) > 0
+            cancelled += ref.cancelled
+            if routing == "pull":
+                outcomes.append((ref.completed, ref.misses, tuple(ref.sojourn.tolist())))
+    assert len(set(outcomes)) == len(KERNEL_DISCIPLINES)
+    assert cancelled > 0
+
+
+@pytest.mark.parametrize("disc", ["fifo", "lifo", "sjf", "edf", "sjf_work", "fair", "triage"])
+def test_the_kernel_covers_the_disciplines_it_has(disc):
+    sc = scenario_from_dict(engine_scenario(**{"serving.discipline": disc}))
+    assert _fleet_kernel.supported(sc) == (disc in KERNEL_DISCIPLINES)
+
+
 @pytest.mark.parametrize("updates", [
-    {"serving.discipline": "edf"},
+    {"serving.discipline": "sjf_work"},
+    {"serving.discipline": "fair"},
+    {"serving.discipline": "triage"},
     {"workload.prefix": {"groups": 4, "tokens": {"dist": "fixed", "value": 128}}},
     {"serving.forecast_sigma": 0.5},
     {"fleet.server": {"kind": "generic", "service_time": {"dist": "exponential", "mean": 4.0}, "concurrency": 2}},

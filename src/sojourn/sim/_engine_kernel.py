@@ -19,8 +19,8 @@ kernel (``sim._fleet_kernel``) runs its nodes on these same helpers (``HELPERS``
 an engine in the fleet does beyond that: merged "steprun" plans (``C_MERGE``:
 ``_plan_merged``, the cut back to the prefill step, an interruption after it applying the
 step as its own ``fire``), consulting the finish heap as ``Engine.finish_heap`` holds it,
-stale entries and all (``fh``); a FIFO queue of the fleet's as the source (``q``, ``cqr``: a
-ring with lazy deletion); removals at a boundary (``_remove``); the busy and KV counters
+stale entries and all (``fh``); a queue of the fleet's as the source (``q``, ``cqr``, ``cqk``: a FIFO
+ring, a LIFO stack or an SJF/EDF heap, with lazy deletion); removals at a boundary (``_remove``); the busy and KV counters
 (``_counters``) and the fleet's questions (``_may_take``, ``_can_admit``, ``_load``). The
 running set is a list through the request rows (``RPREV``/``RNEXT``), in admission order.
 The helpers allocate nothing and are compiled without reference counting. Not covered
@@ -84,11 +84,17 @@ _IDLE, _STEP, _RUN, _SRUN = 0, 1, 2, 3
 # whether a prefill step and the decode run after it may be planned as one "steprun" (``Engine.merge_steps``).
 C_TOTAL, C_BS, C_SEQS, C_BUDGET, C_N0, C_RELAUNCH, C_NDONE, C_POOL, C_WARM, C_MERGE = range(10)
 _NCFG = 10
-# A FIFO queue a node draws from (the fleet's central queue, or a node's own under push routing), its state
-# ``q`` (a node alone passes zeros): whether there is one, the ring ``cqr``'s head and tail positions (entries:
-# row, request id; lazily deleted), requests queued, their load (prompt blocks).
-Q_ON, Q_HEAD, Q_TAIL, Q_LIVE, Q_LOAD = range(5)
-_NQ = 5
+# A queue a node draws from (the fleet's central queue, or a node's own under push routing), its state ``q`` (a
+# node alone passes zeros): whether there is one, the head and tail positions of its entries ``cqr`` (row,
+# request id; lazily deleted) and their keys ``cqk``, requests queued, their load (prompt blocks), its discipline.
+Q_ON, Q_HEAD, Q_TAIL, Q_LIVE, Q_LOAD, Q_DISC = range(6)
+_NQ = 6
+#: The disciplines a queue of the fleet's may have (``disciplines.Fifo``, ``Lifo``, ``Sjf``, ``Edf``), by ``Q_DISC``:
+#: FIFO a ring (head to tail, modulo its size); LIFO a stack (``Q_HEAD`` stays 0, the top at ``Q_TAIL - 1``);
+#: SJF and EDF a binary heap on (key, request id) in entries 0 .. ``Q_TAIL - 1``, the key the prompt's tokens or
+#: the deadline (``cqk``).
+QUEUE_DISCIPLINES = ("fifo", "lifo", "sjf", "edf")
+D_FIFO, D_LIFO, D_SJF, D_EDF = range(4)
 # The fleet's int state ``g`` starts with its requests queued and never started (``FleetSim.n_waiting``).
 G_NWAIT = 0
 _NG0 = 1
@@ -293,35 +299,97 @@ def _preempt(rq: _I, hist: _I, st: _I, wq: _I, bs: int) -> None:
     rq[r, INWQ] = 1
 
 
-# -- the central FIFO queue (the fleet's; ``disciplines.Fifo`` with lazy deletion) ------------
+# -- the fleet's queues (``disciplines.Fifo``, ``Lifo``, ``Sjf``, ``Edf``; stale entries dropped lazily) ---------
 
 
-def _cq_peek(rq: _I, q: _I, cqr: _I) -> int:
-    """The queue's head (dropping entries no longer queued), or -1 when nothing is queued."""
+def _cq_live(rq: _I, cqr: _I, k: int) -> bool:
+    """Whether entry ``k`` is still queued (its row not recycled since, its request not started or removed)."""
+    r = cqr[k, 0]
+    return bool(rq[r, RID] == cqr[k, 1] and rq[r, STATE] == QUEUED)
+
+
+def _qh_less(cqr: _I, cqk: _F, a: int, b: int) -> bool:
+    return bool(cqk[a] < cqk[b] or (cqk[a] == cqk[b] and cqr[a, 1] < cqr[b, 1]))
+
+
+def _qh_swap(cqr: _I, cqk: _F, a: int, b: int) -> None:
+    x = cqk[a]
+    cqk[a] = cqk[b]
+    cqk[b] = x
+    for c in range(2):
+        y = cqr[a, c]
+        cqr[a, c] = cqr[b, c]
+        cqr[b, c] = y
+
+
+def _qh_pop(q: _I, cqr: _I, cqk: _F) -> None:
+    """Remove a heap queue's root (``heapq.heappop``: the same entries left, in heap order)."""
+    n = q[Q_TAIL] - 1
+    q[Q_TAIL] = n
+    _qh_swap(cqr, cqk, 0, n)
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and _qh_less(cqr, cqk, c + 1, c):
+            c += 1
+        if not _qh_less(cqr, cqk, c, i):
+            break
+        _qh_swap(cqr, cqk, i, c)
+        i = c
+
+
+def _cq_peek(rq: _I, q: _I, cqr: _I, cqk: _F) -> int:
+    """The queue's head (dropping stale entries on the way), or -1 when nothing is queued."""
     if q[Q_LIVE] == 0:
         return -1
-    cap = cqr.shape[0]
-    while True:
-        k = q[Q_HEAD] % cap
-        r = cqr[k, 0]
-        if rq[r, RID] == cqr[k, 1] and rq[r, STATE] == QUEUED:
-            return int(r)
-        q[Q_HEAD] += 1
+    d = q[Q_DISC]
+    if d == D_FIFO:
+        cap = cqr.shape[0]
+        while True:
+            k = q[Q_HEAD] % cap
+            if _cq_live(rq, cqr, k):
+                return int(cqr[k, 0])
+            q[Q_HEAD] += 1
+    if d == D_LIFO:
+        while True:
+            k = q[Q_TAIL] - 1
+            if _cq_live(rq, cqr, k):
+                return int(cqr[k, 0])
+            q[Q_TAIL] = k
+    while not _cq_live(rq, cqr, 0):
+        _qh_pop(q, cqr, cqk)
+    return int(cqr[0, 0])
 
 
-def _cq_push(rq: _I, q: _I, cqr: _I, r: int, w: int) -> None:
-    """Request ``r`` (load ``w``) joins the queue's tail."""
+def _cq_push(rq: _I, q: _I, cqr: _I, cqk: _F, r: int, w: int, key: float) -> None:
+    """Request ``r`` (load ``w``, key ``key`` under SJF and EDF) joins the queue."""
     k = q[Q_TAIL] % cqr.shape[0]
     cqr[k, 0], cqr[k, 1] = r, rq[r, RID]
+    cqk[k] = key
     q[Q_TAIL] += 1
     q[Q_LIVE] += 1
     q[Q_LOAD] += w
+    if q[Q_DISC] >= D_SJF:  # sift up
+        while k > 0:
+            up = (k - 1) // 2
+            if not _qh_less(cqr, cqk, k, up):
+                break
+            _qh_swap(cqr, cqk, k, up)
+            k = up
 
 
-def _cq_take(rq: _I, rt: _F, q: _I, g: _I, bs: int, r: int, now: float) -> None:
-    """The head ``r`` starts on a node at ``now`` (``FleetSim._make_source``'s source)."""
+def _cq_take(rq: _I, rt: _F, q: _I, cqr: _I, cqk: _F, g: _I, bs: int, r: int, now: float) -> None:
+    """The head ``r`` (``_cq_peek``'s answer) starts on a node at ``now`` (``FleetSim._make_source``'s source)."""
     q[Q_LOAD] -= -(-rq[r, PROMPT] // bs)
-    q[Q_HEAD] += 1
+    d = q[Q_DISC]
+    if d == D_FIFO:
+        q[Q_HEAD] += 1
+    elif d == D_LIFO:
+        q[Q_TAIL] -= 1
+    else:
+        _qh_pop(q, cqr, cqk)
     q[Q_LIVE] -= 1
     rq[r, STATE] = ONNODE
     rt[r, START] = now
@@ -329,7 +397,7 @@ def _cq_take(rq: _I, rt: _F, q: _I, g: _I, bs: int, r: int, now: float) -> None:
 
 
 def _next_admit(rq: _I, rt: _F, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, q: _I, g: _I, cqr: _I,
-                free: int) -> int:
+                cqk: _F, free: int) -> int:
     """The next request to admit with ``free`` blocks: the local queue's head, else the central queue's or the
     pool's; -1 if the head does not fit, -2 if the central queue has nothing queued."""
     bs = cfg[C_BS]
@@ -339,12 +407,12 @@ def _next_admit(rq: _I, rt: _F, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, q: _I
             return -1
         return _wq_pop(rq, wq, st)
     if q[Q_ON]:
-        r = _cq_peek(rq, q, cqr)
+        r = _cq_peek(rq, q, cqr, cqk)
         if r < 0:
             return -2
         if -(-rq[r, PROMPT] // bs) > free:
             return -1  # head-of-line blocking
-        _cq_take(rq, rt, q, g, bs, r, fs[F_NOW])
+        _cq_take(rq, rt, q, cqr, cqk, g, bs, r, fs[F_NOW])
         return r
     npool = cfg[C_POOL]
     if npool == 0:
@@ -417,7 +485,7 @@ def _fh_clean(rq: _I, st: _I, fh: _I) -> None:
 
 
 def _plan(pc: _F, rq: _I, rt: _F, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, pool: _I, ch_r: _I,
-          ch_n: _I, fh: _I, q: _I, g: _I, cqr: _I) -> float:
+          ch_n: _I, fh: _I, q: _I, g: _I, cqr: _I, cqk: _F) -> float:
     """``Engine.plan``: preempt until this step's decode blocks fit, go on with prefills, admit, plan."""
     step, bs, total = st[S_STEP], cfg[C_BS], cfg[C_TOTAL]
     need = hist[_mod(-step, bs)] if st[S_DECN] else 0
@@ -455,7 +523,7 @@ def _plan(pc: _F, rq: _I, rt: _F, hist: _I, st: _I, fs: _F, wq: _I, cfg: _I, poo
         r = rq[r, RNEXT]
     empty = False  # the central queue was asked and has nothing queued
     while budget > 0 and st[S_NRUN] < cfg[C_SEQS]:
-        r = _next_admit(rq, rt, st, fs, wq, cfg, pool, q, g, cqr, free)
+        r = _next_admit(rq, rt, st, fs, wq, cfg, pool, q, g, cqr, cqk, free)
         if r < 0:
             empty = r == -2
             break
@@ -857,11 +925,12 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
     q = np.zeros(_NQ, np.int64)  # no queue of the fleet's
     g = np.zeros(_NG0, np.int64)
     cqr = np.zeros((1, 2), np.int64)
+    cqk = np.zeros(1)
     for _ in range(cfg[C_N0]):
         _launch(rq, rt, st, wq, sizes, 0.0)
     if st[S_DONE] >= cfg[C_NDONE]:
         return
-    sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, q, g, cqr)
+    sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, q, g, cqr, cqk)
     ai = 0
     arr_t = arrivals[0] if n_arr else math.inf
     while sched < math.inf or arr_t < math.inf:
@@ -882,11 +951,11 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
                     st[S_STOPPED] = 1
             if st[S_STOPPED]:
                 return
-            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, q, g, cqr)
+            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, q, g, cqr, cqk)
         elif _interrupt(pc, rq, rt, hist, st, fs, cfg, ch_r, ch_n, done_ev, fh, arrivals[ai]):
             _launch(rq, rt, st, wq, sizes, arrivals[ai])
             ai += 1
-            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, q, g, cqr)
+            sched = _plan(pc, rq, rt, hist, st, fs, wq, cfg, pool, ch_r, ch_n, fh, q, g, cqr, cqk)
             arr_t = arrivals[ai] if ai < n_arr else math.inf
         else:  # a step that is never cut: the arrival, and those after it, wait for its end
             arr_t = fs[F_PEND]
@@ -897,7 +966,7 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
 #: (``sim._fleet_kernel``) compiles and calls the same ones.
 HELPERS = ("_mod", "_step_time", "_decode_fixed", "_decode_run_time", "_steps_within", "_partial_need",
            "_failure_steps", "_run_remove", "_run_append", "_release", "_wq_push", "_wq_pop", "_wq_remove", "_remove", "_preempt",
-           "_cq_peek", "_cq_push", "_cq_take", "_next_admit", "_fh_less", "_fh_swap", "_fh_push", "_fh_pop", "_fh_clean",
+           "_cq_live", "_qh_less", "_qh_swap", "_qh_pop", "_cq_peek", "_cq_push", "_cq_take", "_next_admit", "_fh_less", "_fh_swap", "_fh_push", "_fh_pop", "_fh_clean",
            "_finish_min", "_plan_merged", "_plan_run", "_plan", "_advance", "_end_prefill",
            "_complete_decoding", "_completions", "_completions_heap", "_fire", "_set_idle", "_interrupt", "_may_take", "_can_admit", "_load", "_counters",
            "_on_plan", "_launch")

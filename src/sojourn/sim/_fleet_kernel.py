@@ -3,7 +3,8 @@
 ``fleet.FleetSim`` (its nodes ``engine.Engine``, its loop ``driver.Scheduler``) is the
 readable replication and the tested reference; this is the same replication in the array
 style numba compiles, for the common case (``supported``): engine nodes of one pool whose
-perf model the engine kernel reproduces, no prefix caching, the FIFO discipline, no work
+perf model the engine kernel reproduces, no prefix caching, the FIFO, LIFO, SJF or EDF discipline
+(``disciplines.Fifo``, ``Lifo``, ``Sjf``, ``Edf``; not ``sjf_work``, ``fair``, ``triage``), no work
 forecasts, no failures, spot nodes or capacity schedule, any routing (``pull``: one central
 queue every node draws from; ``round_robin``, ``least_loaded``: a queue per node, the node
 picked as each request arrives). Everything the engine does is ``sim._engine_kernel``'s helpers (one
@@ -13,7 +14,9 @@ copy of the engine arithmetic, merged "steprun" plans included), called on a nod
 * the event heap, ordered as the driver's: (time, kind, insertion counter), node step ends
   first at equal times, then arrivals, deadlines and marks; each node's version number
   makes its superseded step ends stale, and only the latest deadline timer is live;
-* the queues, ring buffers with lazy deletion (``disciplines.Fifo``), and the fleet's
+* the queues (``sim._engine_kernel``'s: a ring, a stack or a heap on (key, request id), with lazy
+  deletion as the disciplines' ``inq`` flags), their entries dropped when a queue grows where they pile
+  up (``_Run.queues``), and the fleet's
   ``_offer``, ``_can_take``, the scheduler's ``poke``/``resched``/``fire`` and removals at a
   node's next boundary (``pend``) for requests cancelled at their deadline;
 * batches (their requests chained in arrival order), the open batches of each SLA class in
@@ -186,12 +189,12 @@ def _pop(E: Tuple, g: _I) -> tuple[float, int, int, int]:
 
 
 def _plan_node(S: Tuple, N: Tuple, C: Tuple, i: int) -> float:
-    pc, cfg, rq, rt, g, gf, cqr, done_ev, qs = S
+    pc, cfg, rq, rt, g, gf, cqr, done_ev, qs, cqk = S
     hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _, _, _ = N
     qi = i if C[1][FI_ROUTING] != _PULL else 0
     pool = cqr[qi]  # unused: the fleet's queue is the source
     end: float = ek._plan(pc, rq, rt, hist[i], st[i], fs[i], wq[i], cfg, pool, ch_r[i], ch_n[i], fh[i], qs[qi], g,
-                          cqr[qi])
+                          cqr[qi], cqk[qi])
     return end
 
 
@@ -238,7 +241,7 @@ def _purge(S: Tuple, N: Tuple, B: Tuple, i: int) -> None:
 
 def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, i: int, t: float) -> bool:
     """``Scheduler.poke``: stop node ``i`` at its first boundary at or after ``t`` and replan there."""
-    pc, cfg, rq, rt, g, gf, cqr, done_ev, qs = S
+    pc, cfg, rq, rt, g, gf, cqr, done_ev, qs, cqk = S
     hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _, _, _ = N
     if ek._interrupt(pc, rq, rt, hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i], t):
         if pn[i]:
@@ -252,7 +255,7 @@ def _poke(S: Tuple, N: Tuple, E: Tuple, B: Tuple, C: Tuple, i: int, t: float) ->
 
 def _fire_node(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, i: int) -> None:
     """``Scheduler.fire``: node ``i``'s plan ends: its completions, its removals, then its next plan."""
-    pc, cfg, rq, rt, g, gf, cqr, done_ev, qs = S
+    pc, cfg, rq, rt, g, gf, cqr, done_ev, qs, cqk = S
     hist, st, fs, wq, ch_r, ch_n, fh, pend, pn, sched, ver, _, _, _ = N
     ek._fire(rq, rt, hist[i], st[i], fs[i], cfg, ch_r[i], ch_n[i], done_ev, fh[i])
     now = fs[i, F_NOW]
@@ -380,11 +383,11 @@ def _complete(S: Tuple, B: Tuple, M: Tuple, C: Tuple, r: int, t: float) -> None:
 def _can_take(S: Tuple, N: Tuple, E: Tuple, qi: int, i: int, t: float) -> bool:
     """Whether waking node ``i`` now could start queue ``qi``'s head on it; a "steprun" whose prefill step's end
     could pull is cut back to that step and rescheduled."""
-    cfg, rq, cqr, qs = S[1], S[2], S[6], S[8]
+    cfg, rq, cqr, qs, cqk = S[1], S[2], S[6], S[8], S[9]
     hist, st, fs = N[0], N[1], N[2]
     ok = ek._may_take(st[i], fs[i], t)
     if ok == 2:
-        head = ek._cq_peek(rq, qs[qi], cqr[qi])
+        head = ek._cq_peek(rq, qs[qi], cqr[qi], cqk[qi])
         return head >= 0 and ek._can_admit(hist[i], st[i], cfg, rq[head, PROMPT])
     if ok == 0 and st[i, ek.S_KIND] == ek._SRUN and t < fs[i, ek.F_MID] and st[i, ek.S_OPEN]:
         st[i, ek.S_KIND], st[i, ek.S_PSTEPS] = ek._STEP, 1  # Engine.cut_to_step
@@ -502,7 +505,7 @@ def _count_arrival(S: Tuple, B: Tuple, M: Tuple, C: Tuple, t: float, size: int, 
 def _arrive(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple, t: float, ci: int) -> None:
     """``FleetSim._arrive`` of the chunk's batch ``ci``: its requests join the central queue in order (pull), or
     each the queue of the node it is routed to."""
-    cfg, rq, g, cqr, qs = S[1], S[2], S[4], S[6], S[8]
+    cfg, rq, g, cqr, qs, cqk = S[1], S[2], S[4], S[6], S[8], S[9]
     fcf, fci = C
     ch_t, ch_size, ch_p, ch_o, ch_sla, ch_cls, jn = A
     measured = fcf[FC_W] <= t < fcf[FC_WH]
@@ -513,6 +516,8 @@ def _arrive(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple
     off = g[G_ARR_R]
     nj = 0
     routing, n = fci[FI_ROUTING], fci[FI_N]
+    disc = qs[0, ek.Q_DISC]
+    dl = B[1][b, BF_DL]
     least, touched = N[12], N[13]
     touched[:] = 0
     if routing == _LEAST:  # the loads as the batch arrives (FleetSim's heap of them, as a plain minimum)
@@ -533,7 +538,7 @@ def _arrive(S: Tuple, N: Tuple, E: Tuple, B: Tuple, M: Tuple, C: Tuple, A: Tuple
         w = -(-p // bs)
         qi = _route(g, least, routing, n, w)
         rq[r, QUEUE] = qi
-        ek._cq_push(rq, qs[qi], cqr[qi], r, w)
+        ek._cq_push(rq, qs[qi], cqr[qi], cqk[qi], r, w, dl if disc == ek.D_EDF else float(p))
         touched[qi] = 1
     g[G_NWAIT] += nj
     _arrived(S, N, E, B, C, A, b, nj, t)
@@ -811,7 +816,7 @@ def supported(scenario: Any) -> bool:
     sc = scenario
     if sc.fleet.server is not None or sc.prefix_caching or sc.fleet.routing not in ROUTINGS:
         return False
-    if sc.serving.discipline != "fifo" or sc.serving.forecast_sigma is not None or sc.fleet_realism() is not None:
+    if sc.serving.discipline not in ek.QUEUE_DISCIPLINES or sc.serving.forecast_sigma is not None or sc.fleet_realism() is not None:
         return False
     pools = [s for p, s in sc.pool_scenarios() if p.nodes > 0]
     return len(pools) == 1 and ek.supported(pools[0].perf_model())
@@ -843,12 +848,13 @@ class _Run:
         nq = n if routing != _PULL else 1
         qs = np.zeros((nq, ek._NQ), np.int64)
         qs[:, ek.Q_ON] = 1
+        qs[:, ek.Q_DISC] = ek.QUEUE_DISCIPLINES.index(sim.scenario.serving.discipline)
         gf = np.zeros(_NGF)
         gf[GF_TIMER] = math.inf
         rows, nb = _INITIAL, _INITIAL // 4
         self.S = [ek.perf_constants(node.perf), cfg, np.zeros((rows, ek._NRQ), np.int64),
                   np.full((rows, ek._NRT), math.nan), g, gf, np.zeros((nq, rows, 2), np.int64),
-                  np.zeros(seqs + 2, np.int64), qs]
+                  np.zeros(seqs + 2, np.int64), qs, np.zeros((nq, rows))]
         st = np.zeros((n, ek._NST), np.int64)
         st[:, ek.S_INDEX] = np.arange(n)
         st[:, ek.S_RHEAD] = st[:, ek.S_RTAIL] = -1
@@ -914,14 +920,7 @@ class _Run:
             B[3] = _grown(B[3], 0)
         if g[G_BFREE_N] + len(B[0]) - g[G_BHI] < 1:
             B[0], B[1], B[2] = _grown(B[0], 0), _grown(B[1], 0.0), _grown(B[2], 0)
-        cqr, qs = S[6], S[8]
-        held = int((qs[:, ek.Q_TAIL] - qs[:, ek.Q_HEAD]).max())
-        if held + size > cqr.shape[1]:  # the rings, each laid out again from its head
-            ring = np.zeros((len(qs), 2 * max(cqr.shape[1], held + size), 2), np.int64)
-            for qi, (h, t) in enumerate(qs[:, [ek.Q_HEAD, ek.Q_TAIL]].tolist()):
-                ring[qi, : t - h] = cqr[qi, np.arange(h, t) % cqr.shape[1]]
-                qs[qi, ek.Q_HEAD], qs[qi, ek.Q_TAIL] = 0, t - h
-            S[6] = ring
+        self.queues(size)
         while g[G_HN] + 4 * self.n + 16 > len(E[0]):
             E[0], E[1] = _grown(E[0], 0.0), _grown(E[1], 0)
         while g[G_NMISSED] + g[G_BHI] - g[G_BFREE_N] + 1 > len(B[5]):
@@ -931,6 +930,34 @@ class _Run:
             new = np.zeros((fh.shape[0], 2 * fh.shape[1], 3), np.int64)
             new[:, : fh.shape[1]] = fh
             N[6] = new
+
+    def queues(self, size: int) -> None:
+        """Room for ``size`` more entries in every queue: each laid out again from its head (a ring) or bottom
+        (a stack, a heap), its stale entries dropped where the discipline lets them pile up (a stack's below
+        its top, a heap's below its root: the live ones keep their order, a heap's sorted, which is a heap
+        that pops as the old one did), in arrays twice as large where that is not enough."""
+        S = self.S
+        cqr, qs, cqk, rq = S[6], S[8], S[9], S[2]
+        cap = cqr.shape[1]
+        if int((qs[:, ek.Q_TAIL] - qs[:, ek.Q_HEAD]).max()) + size <= cap:
+            return
+        disc = int(qs[0, ek.Q_DISC])
+        kept = []
+        for qi, (h, t) in enumerate(qs[:, [ek.Q_HEAD, ek.Q_TAIL]].tolist()):
+            idx = np.arange(h, t) % cap
+            if disc != ek.D_FIFO:
+                rows, rids = cqr[qi, idx, 0], cqr[qi, idx, 1]
+                idx = idx[(rq[rows, ek.RID] == rids) & (rq[rows, ek.STATE] == ek.QUEUED)]
+                if disc != ek.D_LIFO:
+                    idx = idx[np.lexsort((cqr[qi, idx, 1], cqk[qi, idx]))]
+            kept.append(idx)
+        held = max(len(idx) for idx in kept)
+        new = cap if held + size <= cap // 2 else 2 * max(cap, held + size)
+        ring, keys = np.zeros((len(qs), new, 2), np.int64), np.zeros((len(qs), new))
+        for qi, idx in enumerate(kept):
+            ring[qi, : len(idx)], keys[qi, : len(idx)] = cqr[qi, idx], cqk[qi, idx]
+            qs[qi, ek.Q_HEAD], qs[qi, ek.Q_TAIL] = 0, len(idx)
+        S[6], S[9] = ring, keys
 
     def buffers(self) -> None:
         """The sojourn buffers are full: fold them once they hold the cap's samples, as FleetSim does (the
