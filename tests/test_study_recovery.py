@@ -125,3 +125,35 @@ def test_of_two_trials_started_at_once_for_the_last_place_the_later_steps_back()
         _over_total(second, 6)  # 5 evaluated + the first running: the total is reached
     assert study.trials[second.number].user_attrs.get(OVER_TOTAL_ATTR) is True
     _over_total(second, 7)  # with room for both, neither steps back
+
+
+def test_a_waiting_trial_another_worker_told_first_is_left_to_it(tmp_path):
+    """SQLite has no row locks: two workers can pop the same enqueued trial (a polish neighbour, a
+    confirmation job, a trial the heartbeat re-queued). The second to finish must go on, not crash
+    with Optuna's "Cannot tell a COMPLETE trial" (it did, in polish, on a two-worker overnight study)."""
+    import optuna
+
+    from sojourn.study.confirm import run_waiting
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    mine = optuna.create_study(study_name="race", storage=url)
+    other = optuna.load_study(study_name="race", storage=url)  # the other worker's handle
+    mine.enqueue_trial({"x": 1.0})
+    mine.enqueue_trial({"x": 2.0})
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 10.0)
+        if x == 1.0:  # the other worker finished this trial first
+            other.tell(trial.number, 100.0)
+        return x
+
+    with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):  # what Optuna does on its own
+        mine.enqueue_trial({"x": 1.0})
+        mine.optimize(objective, n_trials=1)
+    run_waiting(mine, objective)  # the second waiting trial (x = 2): told here
+    mine.enqueue_trial({"x": 1.0})
+    run_waiting(mine, objective)  # the race again: left to the other worker, no error
+    values = sorted(t.value for t in mine.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    assert values == [2.0, 100.0, 100.0]
+    with pytest.raises(ValueError, match="boom"):  # any other error still propagates
+        run_waiting(mine, lambda t: (_ for _ in ()).throw(ValueError("boom")))

@@ -54,7 +54,7 @@ from sojourn.sim._stored import replication_to_json
 
 __all__ = ["CONFIRM_PREFIX", "QUEUE_SUFFIX", "REPLICATION_PREFIX", "check_interrupt", "confirm_params", "confirm_parts",
            "in_stoppable", "interrupt_at_once", "interruptible_sleep", "not_stoppable", "part_range", "queue_study",
-           "run_jobs", "run_part", "stoppable", "stored_confirmation", "stored_replications", "wait_for_other_workers"]
+           "run_jobs", "run_part", "run_waiting", "stoppable", "stored_confirmation", "stored_replications", "wait_for_other_workers"]
 
 #: Study attribute holding a trial's confirmation: ``confirm:<trial number>``.
 CONFIRM_PREFIX = "confirm:"
@@ -389,16 +389,23 @@ def _queued(queue: optuna.Study, jobs: Mapping[int, Mapping[str, Any]], replicat
     return waiting, running
 
 
+def run_waiting(study: optuna.Study, func: Callable[[optuna.Trial], Any], callbacks: Any = None,
+                catch: tuple[type[Exception], ...] = ()) -> None:
+    """``study.optimize`` of one trial, the next waiting one (enqueued), shared with other workers: one that
+    another worker popped at the same time and told first is left to it (``runner.told_elsewhere``)."""
+    from sojourn.study.runner import told_elsewhere
+
+    try:
+        study.optimize(func, n_trials=1, callbacks=callbacks, catch=catch)
+    except ValueError as err:
+        if not told_elsewhere(err):
+            raise
+
+
 def _run_next(queue: optuna.Study, job: Callable[[optuna.Trial], float]) -> None:
     """Run the queue's next waiting job here (KeyboardInterrupt propagates)."""
-    try:
-        with _quiet_optuna():  # an interrupted job is reported by the caller, not as Optuna's traceback
-            queue.optimize(job, n_trials=1, catch=())
-    except ValueError as err:
-        # SQLite has no row locks: two workers can pop the same waiting job, and the second to
-        # finish finds it told. Its result is stored all the same; go on.
-        if not str(err).startswith("Cannot tell a"):
-            raise
+    with _quiet_optuna():  # an interrupted job is reported by the caller, not as Optuna's traceback
+        run_waiting(queue, job)
 
 
 def wait_for_other_workers(runner: Any, study: optuna.Study, bar: Any = None) -> int:

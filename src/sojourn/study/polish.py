@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sojourn.study.config import Range
+from sojourn.study.confirm import run_waiting
 from sojourn.study.front import front_trials
 from sojourn.study.runner import DUPLICATE_ATTR, StudyRunner, _dominates, _feasible
 
@@ -228,7 +229,10 @@ def _polish_round(runner: StudyRunner, study: optuna.Study, batch: list[dict[str
     n = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     pbar.total = pbar.n + n
     pbar.refresh()
-    study.optimize(only_enqueued, n_trials=n, callbacks=[stop_if_asked, advance], catch=(Exception,))
+    for _ in range(n):  # one at a time: a trial another worker popped at once is left to it (run_waiting)
+        if runner.interrupted:
+            break
+        run_waiting(study, only_enqueued, callbacks=[stop_if_asked, advance], catch=(Exception,))
 
 
 def _tally(runner: StudyRunner, study: optuna.Study, rep: PolishReport) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "evaluate",
     "pessimistic_result",
     "suggest",
+    "told_elsewhere",
 ]
 
 #: User attribute holding the constraint values (<= 0 is feasible): [cost - budget, infeasible].
@@ -556,10 +557,25 @@ class StudyRunner:
                 if left is not None and left <= 0:
                     break
                 n = min(todo - count[0], attempts - mine[0])
-                study.optimize(self.objective(seen, self.cfg.study.n_trials if total else None),
-                               callbacks=[remember, stop_if_asked], n_trials=n, timeout=left,
-                               catch=())
+                try:
+                    study.optimize(self.objective(seen, self.cfg.study.n_trials if total else None),
+                                   callbacks=[remember, stop_if_asked], n_trials=n, timeout=left,
+                                   catch=())
+                except ValueError as err:  # a retried trial two workers popped at once: the other told it
+                    if not told_elsewhere(err):
+                        raise
         return study
+
+
+def told_elsewhere(err: ValueError) -> bool:
+    """Whether ``err`` is Optuna refusing to tell a trial another worker has told already.
+
+    SQLite has no row locks: two workers sharing a study can pop the same waiting trial (one
+    enqueued: polish's neighbours, a confirmation job, a trial the heartbeat re-queued), and
+    the second to finish finds it told. The first one's result is stored; the second goes on
+    (the trial cost twice the time, never a wrong result).
+    """
+    return str(err).startswith("Cannot tell a")
 
 
 def _over_total(trial: optuna.Trial, total: int) -> None:
