@@ -121,6 +121,10 @@ def test_capacity_scaling_and_fragility():
     cap98 = cap.scaled(0.98)
     assert load_report(sc, cap98).rho == pytest.approx(load_report(sc, cap).rho / 0.98)
     assert cap98.work_mean == pytest.approx(cap.work_mean / 0.98)
+    # Its work order statistics are carried over, scaled (no second sort of the pool): what a sort gives.
+    carried = cap98.work_quantiles
+    del cap98.__dict__["work_quantiles"]
+    assert (carried == cap98.work_quantiles).all() and carried[-1] == pytest.approx(cap.work_quantiles[-1] / 0.98)
     heavy = fast_simulate(generic(0.97, 1.0, 400.0))  # P(miss) ~ e^{-0.03 * 400}: 2% capacity is x2.2
     assert heavy.fragile and heavy.p_miss_fragility > 2
     light = fast_simulate(generic(0.5, 1.0, 10.0))  # e^{-5} -> e^{-4.8}: x1.2

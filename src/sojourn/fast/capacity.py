@@ -190,7 +190,7 @@ class NodeCapacity:
         f = float(factor)
         lat = self.latency
         coef = self.work_coef
-        return dataclasses.replace(
+        new = dataclasses.replace(
             self,
             requests_per_s=self.requests_per_s * f,
             input_tokens_per_s=self.input_tokens_per_s * f,
@@ -206,6 +206,9 @@ class NodeCapacity:
             source=f"{self.source}, scaled x{f:g}",
             _forecast_keys={},
         )
+        if f > 0:  # the order statistics of works / f are those of works over f: no second sort of the pool
+            new.__dict__["work_quantiles"] = self.work_quantiles / f
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         return {
