@@ -102,21 +102,25 @@ def test_a_replication_keeps_at_most_the_cap_and_a_histogram_bounded_by_the_spre
     assert len(h.index) <= math.log(hi / lo) / math.log1p(REL) + 2
 
 
+#: Two engines, two SLA classes, four short replications: a run stored replication by replication and resumed.
+RESUMED = scenario_from_dict({
+    "sla_hours": 0.05,
+    "workload": {"batch_rate_per_hour": 400.0, "batch_size": {"dist": "geometric", "mean": 6},
+                 "input_tokens": {"dist": "lognormal", "median": 800, "sigma": 0.8, "max": 4000},
+                 "output_tokens": {"dist": "lognormal", "median": 150, "sigma": 0.7, "max": 1000},
+                 "sla_classes": [{"hours": 0.05, "weight": 0.7}, {"hours": 0.2, "weight": 0.3}]},
+    "fleet": {"nodes": 2},
+    "serving": {"max_model_len": 8192},
+    "simulation": {"horizon_hours": 0.3, "warmup_hours": 0.05, "replications": 4, "seed": 5},
+})
+
+
 def test_a_run_resumed_from_stored_replications_reports_what_an_uninterrupted_one_does():
     import json
 
     from sojourn.sim._stored import replication_from_json, replication_to_json
 
-    sc = scenario_from_dict({
-        "sla_hours": 0.05,
-        "workload": {"batch_rate_per_hour": 400.0, "batch_size": {"dist": "geometric", "mean": 6},
-                     "input_tokens": {"dist": "lognormal", "median": 800, "sigma": 0.8, "max": 4000},
-                     "output_tokens": {"dist": "lognormal", "median": 150, "sigma": 0.7, "max": 1000},
-                     "sla_classes": [{"hours": 0.05, "weight": 0.7}, {"hours": 0.2, "weight": 0.3}]},
-        "fleet": {"nodes": 2},
-        "serving": {"max_model_len": 8192},
-        "simulation": {"horizon_hours": 0.3, "warmup_hours": 0.05, "replications": 4, "seed": 5},
-    })
+    sc = RESUMED
     stored: dict[int, str] = {}
     whole = simulate(sc, on_replication=lambda i, st: stored.__setitem__(i, json.dumps(replication_to_json(st))))
     assert sorted(stored) == [0, 1, 2, 3]

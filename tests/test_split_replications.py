@@ -14,19 +14,11 @@ import pytest
 
 from sojourn._errors import ConfigError
 from sojourn.request import simulate, simulate_part
-from sojourn.scenario import scenario_from_dict
 from sojourn.sim._stored import replication_from_json, replication_to_json
+from test_sojourns_memory import RESUMED
 
-SC = scenario_from_dict({
-    "sla_hours": 0.05,
-    "workload": {"batch_rate_per_hour": 400.0, "batch_size": {"dist": "geometric", "mean": 6},
-                 "input_tokens": {"dist": "lognormal", "median": 800, "sigma": 0.8, "max": 4000},
-                 "output_tokens": {"dist": "lognormal", "median": 150, "sigma": 0.7, "max": 1000},
-                 "sla_classes": [{"hours": 0.05, "weight": 0.7}, {"hours": 0.2, "weight": 0.3}]},
-    "fleet": {"nodes": 2},
-    "serving": {"max_model_len": 8192},
-    "simulation": {"horizon_hours": 0.3, "warmup_hours": 0.05, "replications": 5, "seed": 11},
-})
+#: test_sojourns_memory's resumed run's scenario (two engines, two SLA classes), with five replications.
+SC = RESUMED.with_updates({"simulation.replications": 5, "simulation.seed": 11})
 
 
 def _stored(part: dict) -> dict:
