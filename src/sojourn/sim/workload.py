@@ -181,12 +181,7 @@ def batch_chunks(scenario: Any, seed: np.random.SeedSequence) -> Iterator[ChunkT
 def _trace_chunks(scenario: Any, gaps: np.random.Generator, sla: SlaSampler) -> Iterator[ChunkTuple]:
     """``_trace_batches`` (no prefixes) as arrays, one cycle of the trace a chunk."""
     wl = scenario.workload
-    times, prompts, outputs = load_trace(scenario.path(wl.trace), wl.format)
-    times = times / wl.rate_scale
-    n = len(times)
-    period = float(times[-1] - times[0]) * n / (n - 1)
-    times = times - times[0]
-    phase = float(gaps.uniform(0.0, period))
+    times, prompts, outputs, period, phase = _trace_cycle(scenario, gaps)
     w = wl.batch_window_s
     prompts = prompts.astype(np.int64)
     outputs = outputs.astype(np.int64)
@@ -222,6 +217,18 @@ def _trace_chunks(scenario: Any, gaps: np.random.Generator, sla: SlaSampler) -> 
         cur_k, cur_p, cur_o = int(wins[last]), p[last:], o[last:]
 
 
+def _trace_cycle(scenario: Any, gaps: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """A trace's (times from its first arrival, over ``rate_scale``; prompts; outputs), its period (span plus a
+    mean gap; > 0, as load_trace refuses a zero span) and this replication's random phase in it."""
+    wl = scenario.workload
+    times, prompts, outputs = load_trace(scenario.path(wl.trace), wl.format)
+    times = times / wl.rate_scale
+    n = len(times)
+    period = float(times[-1] - times[0]) * n / (n - 1)
+    times = times - times[0]
+    return times, prompts, outputs, period, float(gaps.uniform(0.0, period))
+
+
 def _trace_batches(scenario: Any, gaps: np.random.Generator, sla: SlaSampler, prefixes: bool = False
                    ) -> Iterator[Any]:
     """A trace replayed cyclically from a random phase, arrivals grouped into windows.
@@ -238,12 +245,8 @@ def _trace_batches(scenario: Any, gaps: np.random.Generator, sla: SlaSampler, pr
         yield from _trace_batches_prefixed(scenario, gaps, sla)
         return
     wl = scenario.workload
-    times, prompts, outputs = load_trace(scenario.path(wl.trace), wl.format)
-    times = times / wl.rate_scale
+    times, prompts, outputs, period, phase = _trace_cycle(scenario, gaps)
     n = len(times)
-    period = float(times[-1] - times[0]) * n / (n - 1)  # > 0: load_trace refuses a zero span
-    times = times - times[0]
-    phase = float(gaps.uniform(0.0, period))
     w = wl.batch_window_s
     plist, olist = prompts.tolist(), outputs.tolist()
     # Pending requests of the current window: (prompts, outputs), its window index.
@@ -273,13 +276,9 @@ def _trace_batches(scenario: Any, gaps: np.random.Generator, sla: SlaSampler, pr
 def _trace_batches_prefixed(scenario: Any, gaps: np.random.Generator, sla: SlaSampler) -> Iterator[Any]:
     """``_trace_batches`` with each request's shared prefix: its trace hash_ids, offset by cycle."""
     wl = scenario.workload
-    times, prompts, outputs = load_trace(scenario.path(wl.trace), wl.format)
+    times, prompts, outputs, period, phase = _trace_cycle(scenario, gaps)
     ids, stride = load_hash_ids(scenario.path(wl.trace))
-    times = times / wl.rate_scale
     n = len(times)
-    period = float(times[-1] - times[0]) * n / (n - 1)
-    times = times - times[0]
-    phase = float(gaps.uniform(0.0, period))
     w = wl.batch_window_s
     plist, olist = prompts.tolist(), outputs.tolist()
     cur: list[tuple[int, int]] = []  # (trace index, cycle) of the current window's requests
