@@ -797,7 +797,7 @@ _COMPILED: list[Kernel | None] = []
 
 def fleet_kernel() -> Kernel | None:
     """The compiled fleet kernel, or None without numba (or with ``SOJOURN_NO_NUMBA`` set); compiled on first
-    use (the engine kernel's helpers with it) and cached beside the modules."""
+    use (the engine kernel's helpers with it) and cached by the content of both modules (``_numba``)."""
     if not _COMPILED:
         _COMPILED.append(_compile())
     return _COMPILED[0]
@@ -808,7 +808,8 @@ def _compile() -> Kernel | None:
         return None
     # Helpers without reference counting: they pass the state's groups of arrays (numba tuples) to each
     # other on every event, and counting their references cost more than the work itself.
-    return compile_kernel(globals(), _HELPERS, counted_helpers=False)
+    # The engine kernel's source is part of the cache's key: the fleet's kernel inlines its helpers.
+    return compile_kernel(globals(), _HELPERS, counted_helpers=False, depends=(ek.__file__,))
 
 
 def supported(scenario: Any) -> bool:
