@@ -29,6 +29,11 @@ from sojourn.sim.engine import Engine, Request
 CAT = default_catalogue()
 PERF = build_perf_model(CAT.model("llama-3.1-8b"), CAT.gpu("h100-sxm"), check=False)
 PERF_TP4 = build_perf_model(CAT.model("llama-3.1-70b"), CAT.gpu("h100-sxm"), tp=4, check=False)
+#: TensorRT-LLM's profiles: the host overlaps the GPU (a step is max(host, GPU)) and the GEMMs fill up
+#: (T_half > 0). On B200 a small model's step is the host's at small batches, the GPU's at large ones.
+PERF_TRT = build_perf_model(CAT.model("llama-3.1-8b"), CAT.gpu("b200"), precision="fp8", backend="trtllm", check=False)
+PERF_TRT_TP4 = build_perf_model(CAT.model("llama-3.1-70b"), CAT.gpu("h100-sxm"), tp=4, precision="fp8",
+                                backend="trtllm", check=False)
 
 needs_numba = pytest.mark.skipif(not _engine_kernel.available(), reason="numba not available or switched off")
 
@@ -68,6 +73,8 @@ def scenario(seed: int):
     else:  # bunched: several requests at each of a few instants
         arrivals = np.sort(rng.choice(rng.uniform(0.0, 5.0, 5), n))
     perf = PERF if rng.random() < 0.7 else PERF_TP4
+    if seed % 3 == 2:  # a third of the seeds on TensorRT-LLM's overlapping, filling profiles
+        perf = PERF_TRT if perf is PERF else PERF_TRT_TP4
     return perf, sizes, arrivals, blocks, bs, seqs, budget
 
 
@@ -90,6 +97,27 @@ def test_compiled_node_matches_the_python_engine_on_random_scenarios():
         assert_same(res, ref)
         preempted += ref[3] > 0
     assert preempted >= 20  # the scenarios do exercise preemption
+
+
+def test_the_kernels_step_arithmetic_is_the_perf_models():
+    """Step, decode-run and fixed-part times of the kernel's helpers against PerfModel's, on both sides of
+    max(host, GPU) and with the GEMM fill, bit for bit."""
+    assert PERF_TRT.profile.host_overlap and PERF_TRT.profile.gemm_half_tokens > 0
+    host_side = gpu_side = 0
+    for perf in (PERF, PERF_TP4, PERF_TRT, PERF_TRT_TP4):
+        pc = _engine_kernel.perf_constants(perf)
+        for ptok, dec, ctx, pairs, done in [(0, 1, 100, 0.0, 0), (512, 0, 0, 131072.0, 1), (0, 256, 200_000, 0.0, 0),
+                                            (3000, 40, 40_000, 4.5e6, 2), (0, 2048, 4_000_000, 0.0, 0), (7, 3, 9, 24.5, 0)]:
+            assert _engine_kernel._step_time(pc, ptok, dec, ctx, pairs, done) == perf.step_time(ptok, dec, ctx, pairs, done)
+        for seqs in (1, 8, 64, 256, 1024, 2048):
+            assert _engine_kernel._decode_fixed(pc, seqs) == perf.decode_step_fixed(seqs)
+            for ctx0, steps in [(0, 1), (seqs * 100, 7), (seqs * 3000, 500), (5, 0)]:
+                assert _engine_kernel._decode_run_time(pc, seqs, ctx0, steps) == perf.decode_run_time(seqs, ctx0, steps)
+            if perf.profile.host_overlap:
+                host = perf._decode_host(seqs)
+                host_side += host > perf._decode_gpu_fixed(seqs)
+                gpu_side += host < perf._decode_gpu_fixed(seqs)
+    assert host_side and gpu_side  # both sides of the max are exercised
 
 
 _PURE = """
@@ -124,9 +152,10 @@ def test_the_kernel_as_plain_python_matches_the_python_engine():
 @needs_numba
 def test_closed_loop_on_the_kernel_equals_the_python_engine(monkeypatch):
     cases = [(1000, 200, 32, None), (2000, 500, 64, 2000), (3000, 1, 16, None), (500, 300, 100, 800)]
-    fast = [closed_loop(PERF, i, o, c, kv_blocks=kv) for i, o, c, kv in cases]
+    perfs = (PERF, PERF_TRT)
+    fast = [closed_loop(perf, i, o, c, kv_blocks=kv) for perf in perfs for i, o, c, kv in cases]
     monkeypatch.setattr(_engine_kernel, "available", lambda: False)
-    slow = [closed_loop(PERF, i, o, c, kv_blocks=kv) for i, o, c, kv in cases]
+    slow = [closed_loop(perf, i, o, c, kv_blocks=kv) for perf in perfs for i, o, c, kv in cases]
     assert fast == slow
     assert any(r.preemptions for r in slow)
 
@@ -154,7 +183,7 @@ def test_saturated_capacity_on_the_kernel_equals_the_python_engine(monkeypatch):
         return (c.requests_per_s, c.concurrency, c.latency_s, c.work_coef, c.preemptions, c.in_service_work,
                 c.works.tolist(), c.measured_requests)
 
-    scenarios = [_llm(), _llm(gpu_memory_utilization=0.25, max_num_seqs=256)]
+    scenarios = [_llm(), _llm(gpu_memory_utilization=0.25, max_num_seqs=256), _llm(backend="trtllm")]
     fast = [figures(sc) for sc in scenarios]
     monkeypatch.setattr(_engine_kernel, "available", lambda: False)
     slow = [figures(sc) for sc in scenarios]

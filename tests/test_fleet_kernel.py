@@ -70,6 +70,8 @@ def random_scenario(seed: int) -> dict:
         up["workload.output_tokens"] = {"dist": "lognormal", "median": float(rng.uniform(100, 600)), "sigma": 0.8,
                                         "max": 1500}
     up["serving.discipline"] = str(rng.choice(KERNEL_DISCIPLINES))
+    if seed % 4 == 3:  # TensorRT-LLM's profile: max(host, GPU) steps and the GEMM fill
+        up["serving.backend"] = "trtllm"
     if up["serving.discipline"] == "edf" and "workload.sla_classes" not in up and rng.random() < 0.7:
         up["workload.sla_classes"] = MIXED  # deadlines out of arrival order
     return engine_scenario(kv_tokens=int(rng.integers(2100, 12000)), **up)

@@ -5,7 +5,8 @@ this is the same node and the same driver in the array style numba compiles: req
 are rows of an int64 table (prompt, output, prefill target, tokens computed, tokens
 generated, blocks, decoding entry, residue, ...), the running set a list through them in
 admission order, the waiting queue a ring buffer, the decoding set's residue histogram an array,
-and the perf model the nine constants ``PerfModel.step_time`` uses for a dense model.
+and the perf model the constants ``PerfModel.step_time`` uses for a dense model (host overlap and GEMM fill
+included).
 Every float operation is the engine's and ``PerfModel``'s, in the same order, so first
 token and completion times and preemption counts are the engine's
 (``tests/test_engine_kernel.py``).
@@ -98,15 +99,17 @@ D_FIFO, D_LIFO, D_SJF, D_EDF = range(4)
 # The fleet's int state ``g`` starts with its requests queued and never started (``FleetSim.n_waiting``).
 G_NWAIT = 0
 _NG0 = 1
-# Perf constants ``pc``.
-P_SO, P_SQ, P_TOK, P_LOGIT, P_W, P_PAIR, P_CTX, P_CFIX, P_CTOK = range(9)
+# Perf constants ``pc``: the nine of the step's terms, then the GEMM fill's T_half (``Profile.gemm_half_tokens``)
+# and whether the host overlaps the GPU (``Profile.host_overlap``: 1.0 or 0.0).
+P_SO, P_SQ, P_TOK, P_LOGIT, P_W, P_PAIR, P_CTX, P_CFIX, P_CTOK, P_THALF, P_OVL = range(11)
 
 
 def perf_constants(perf: Any) -> _F:
     """The constants of ``PerfModel.step_time`` for a dense full-attention model, in the kernel's order."""
     p = perf.profile
     return np.array([p.step_overhead_s, p.seq_overhead_s, perf._c_tok, perf._c_logit, perf._w_time, perf._c_pair,
-                     perf._c_ctx, perf._comm_fixed, perf._comm_tok], dtype=np.float64)
+                     perf._c_ctx, perf._comm_fixed, perf._comm_tok, perf._t_half, 1.0 if perf._overlap else 0.0],
+                    dtype=np.float64)
 
 
 def supported(perf: Any, prefix_caching: bool = False) -> bool:
@@ -130,25 +133,58 @@ def _step_time(pc: _F, ptok: int, dec_n: int, ctx: int, pairs: float, done: int)
     if T <= 0:
         return 0.0
     sampled = dec_n + done
-    lin = max(pc[P_TOK] * T + pc[P_LOGIT] * sampled, pc[P_W])
+    lin = max(pc[P_TOK] * (T + pc[P_THALF]) + pc[P_LOGIT] * sampled, pc[P_W])
+    if pc[P_OVL] != 0.0:
+        gpu = lin + pc[P_PAIR] * pairs + pc[P_CTX] * ctx + pc[P_CFIX]
+        gpu += pc[P_CTOK] * T
+        over: float = max(pc[P_SO] + pc[P_SQ] * sampled, gpu)
+        return over
     t: float = (pc[P_SO] + pc[P_SQ] * sampled + lin + pc[P_PAIR] * pairs + pc[P_CTX] * ctx + pc[P_CFIX]
                 + pc[P_CTOK] * T)
     return t
 
 
-def _decode_fixed(pc: _F, seqs: int) -> float:
+def _decode_gpu_fixed(pc: _F, seqs: int) -> float:
+    """``PerfModel._decode_gpu_fixed``: the GPU part of a decode step that does not depend on the context."""
     T = seqs
-    lin = max(pc[P_TOK] * T + pc[P_LOGIT] * seqs, pc[P_W])
+    lin = max(pc[P_TOK] * (T + pc[P_THALF]) + pc[P_LOGIT] * seqs, pc[P_W])
+    t: float = lin + pc[P_CFIX] + pc[P_CTOK] * T
+    return t
+
+
+def _decode_fixed(pc: _F, seqs: int) -> float:
+    """``PerfModel.decode_step_fixed``."""
+    if pc[P_OVL] != 0.0:
+        over: float = max(pc[P_SO] + pc[P_SQ] * seqs, _decode_gpu_fixed(pc, seqs))
+        return over
+    T = seqs
+    lin = max(pc[P_TOK] * (T + pc[P_THALF]) + pc[P_LOGIT] * seqs, pc[P_W])
     t: float = pc[P_SO] + pc[P_SQ] * seqs + lin + pc[P_CFIX] + pc[P_CTOK] * T
     return t
 
 
 def _decode_run_time(pc: _F, seqs: int, context0: int, steps: int) -> float:
+    """``PerfModel.decode_run_time``: an arithmetic sum; with host overlap the steps whose GPU part is under the
+    host's take the host's time first."""
     if steps <= 0 or seqs <= 0:
         return 0.0
-    a = _decode_fixed(pc, seqs)
-    t: float = steps * a + pc[P_CTX] * (steps * context0 + seqs * steps * (steps - 1) / 2.0)
-    return t
+    c = pc[P_CTX]
+    if pc[P_OVL] == 0.0:
+        a = _decode_fixed(pc, seqs)
+        t: float = steps * a + c * (steps * context0 + seqs * steps * (steps - 1) / 2.0)
+        return t
+    host = pc[P_SO] + pc[P_SQ] * seqs
+    first = _decode_gpu_fixed(pc, seqs) + c * context0
+    rise = c * seqs
+    if first >= host:
+        k_star = 0
+    elif rise <= 0:
+        k_star = steps
+    else:
+        k_star = min(steps, int(math.ceil((host - first) / rise)))
+    n = steps - k_star
+    r: float = k_star * host + n * first + rise * n * (k_star + steps - 1) / 2.0
+    return r
 
 
 def _steps_within(pc: _F, B: int, x0: int, dt: float) -> int:
@@ -964,7 +1000,7 @@ def _kernel(pc: _F, cfg: _I, sizes: _I, arrivals: _F, pool: _I, rq: _I, rt: _F, 
 
 #: The helpers in the order numba compiles them (each before those that call it); the fleet kernel
 #: (``sim._fleet_kernel``) compiles and calls the same ones.
-HELPERS = ("_mod", "_step_time", "_decode_fixed", "_decode_run_time", "_steps_within", "_partial_need",
+HELPERS = ("_mod", "_step_time", "_decode_gpu_fixed", "_decode_fixed", "_decode_run_time", "_steps_within", "_partial_need",
            "_failure_steps", "_run_remove", "_run_append", "_release", "_wq_push", "_wq_pop", "_wq_remove", "_remove", "_preempt",
            "_cq_live", "_qh_less", "_qh_swap", "_qh_pop", "_cq_peek", "_cq_push", "_cq_take", "_next_admit", "_fh_less", "_fh_swap", "_fh_push", "_fh_pop", "_fh_clean",
            "_finish_min", "_plan_merged", "_plan_run", "_plan", "_advance", "_end_prefill",
