@@ -5,7 +5,9 @@
 Silicon profiles are fitted to the dense-model, aggregated-serving rows of
 ../shared/data/silicon_sample_public.csv (aiconfigurator-core 0.12.0,
 aiconfigurator_core/systems/silicon_sample.csv, Apache-2.0), all rows of the
-engine on that GPU. A100 and L40S have no such rows: their profiles are fitted to
+engine on that GPU. TensorRT-LLM's are fitted with its own offline throughput
+figures on the GPU too (src/sojourn/perf/measurements/trtllm_perf_overview.csv),
+and its H200 profile on those figures alone, from H100's. A100 and L40S have no such rows: their profiles are fitted to
 ../shared/data/step_time_grid_public.csv, aiconfigurator's kernel-based step-time
 estimates (not end-to-end measurements). Kernel sums leave out the engine's host
 overheads (scheduling, input preparation, sampling), so the per-step and
@@ -34,9 +36,11 @@ from sojourn.perf import save_profile
 from sojourn.perf._calibrate import (
     DEFAULT_FIT,
     GRID_ORIGIN,
+    OFFLINE_ORIGIN,
     SILICON_ORIGIN,
     load_silicon,
     load_step_grid,
+    load_throughput,
     summary_lines,
 )
 from sojourn.sim.calibrate import fit_profile
@@ -64,10 +68,31 @@ def fit_silicon(backend: str, gpu: str):
         f"fitted to {len(loaded.records)} dense-model {backend} rows on {gpu} of silicon_sample_public.csv "
         f"({SILICON_ORIGIN}): closed-loop TPOT and TTFT, end-to-end measurements"
     )
-    prof = fit_profile(
-        loaded.records, gpu, backend, ttft_weight=TTFT_WEIGHT, source=src, skipped_on_load=dict(loaded.skipped)
-    )
+    records = list(loaded.records)
+    if backend == "trtllm":  # the engine's own offline throughput figures on this GPU, fitted with them
+        offline = load_throughput(gpu=gpu).records
+        records += offline
+        src += f"; and {len(offline)} offline throughput figures ({OFFLINE_ORIGIN})"
+    prof = fit_profile(records, gpu, backend, ttft_weight=TTFT_WEIGHT, source=src, skipped_on_load=dict(loaded.skipped))
     return prof, loaded
+
+
+#: GPUs whose TensorRT-LLM profile is fitted on offline throughput figures alone (no closed-loop rows): the GEMM,
+#: memory and GEMM-fill factors; the host and communication parameters are the measured GPU's they start from.
+OFFLINE_FITS = {"h200": "h100-sxm"}
+OFFLINE_PARAMS = ("eff_compute_fp8", "eff_memory", "gemm_half_tokens")
+
+
+def fit_offline(gpu: str, start):
+    offline = load_throughput(gpu=gpu).records
+    src = (
+        f"fitted to {len(offline)} offline throughput figures on {gpu} ({OFFLINE_ORIGIN}): the fp8 GEMM, memory and "
+        f"GEMM-fill factors; the host and communication parameters from {start.gpu}'s fit ({start.source})"
+    )
+    prof = fit_profile(offline, gpu, "trtllm", params=OFFLINE_PARAMS, start=start, source=src)
+    # What the profile takes from the measured GPU's fit, for ``calibration_of`` (e.g. its bf16 GEMM factor).
+    taken = [n for n in start.fit.get("fitted", ()) if n not in OFFLINE_PARAMS]
+    return replace(prof, fit={**prof.fit, "carried_parameters": {"from": start.gpu, "parameters": taken}})
 
 
 def fit_grid(gpu: str):
@@ -135,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
             silicon[(backend, gpu)] = prof
             if want(name):
                 emit(prof)
+            print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for gpu, measured in OFFLINE_FITS.items():
+        if want(f"{gpu}-trtllm"):
+            start = silicon.get(("trtllm", measured))
+            if start is None:  # the measured GPU's shipped profile, as last written
+                from sojourn.perf import default_profile
+
+                start = default_profile(measured, "trtllm")
+            emit(fit_offline(gpu, start))
             print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     if need_h100:
         grid_h100, _ = fit_grid("h100-sxm")

@@ -43,7 +43,9 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
 
 def _speed(cal: Any) -> str:
     if cal.calibrated:
-        return "measured (steps)" if "no end-to-end check" in cal.source else "measured"
+        if "no end-to-end check" in cal.source:
+            return "measured (steps)"
+        return "measured (offline)" if "offline throughput runs only" in cal.source else "measured"
     return f"from {cal.carried_from}" if cal.carried_from else "prior"
 
 

@@ -53,6 +53,12 @@ __all__ = [
     "Record",
     "SiliconRow",
     "StepRow",
+    "TRTLLM_OFFLINE",
+    "OFFLINE_ORIGIN",
+    "kv_free_utilization",
+    "trtllm_bench_settings",
+    "load_throughput",
+    "ThroughputRow",
     "fits",
     "group_mape",
     "holdout_split",
@@ -208,7 +214,30 @@ class StepRow:
     kind: str = "step"
 
 
-Record = SiliconRow | StepRow
+@dataclass(frozen=True)
+class ThroughputRow:
+    """One offline throughput run: ``requests`` requests of ``isl``/``osl`` tokens all queued at once and served
+    to the last, reported as output tokens over the makespan (``trtllm-bench throughput``), with the engine
+    limits the run had (``max_num_seqs``, ``max_num_batched_tokens``) and the KV share of the memory left
+    after weights and activations (``kv_free_fraction``, TensorRT-LLM's kv_cache_free_gpu_mem_fraction)."""
+
+    id: str
+    backend: str
+    model: str
+    gpu: str
+    precision: str
+    tp: int
+    isl: int
+    osl: int
+    requests: int
+    output_tokens_per_s: float
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    kv_free_fraction: float
+    line: int = 0
+
+
+Record = SiliconRow | StepRow | ThroughputRow
 
 
 @dataclass
@@ -503,6 +532,86 @@ def load_step_grid(path: str | Path, gpu: str | None = None, catalogue: Any = No
 # ---------------------------------------------------------------------------
 
 
+#: TensorRT-LLM's own offline maximum-throughput table, shipped with sojourn (its source in the file's header).
+TRTLLM_OFFLINE = "trtllm_perf_overview.csv"
+OFFLINE_ORIGIN = ("TensorRT-LLM 1.0 docs/source/performance/perf-overview.md (github.com/NVIDIA/TensorRT-LLM): "
+                  "trtllm-bench throughput, PyTorch backend, NVIDIA's FP8/FP4 checkpoints")
+#: The KV share trtllm-bench's published runs used: "In many cases, we also use a higher KV cache percentage by
+#: setting --kv_cache_free_gpu_mem_fraction 0.95" (perf-overview.md; 0.90 is the default they fall back to).
+OFFLINE_KV_FRACTION = 0.95
+#: Bytes per weight and per KV element trtllm-bench's tuning heuristic assumes (bench/build/tuning.py BYTES_PER_ELEM).
+_BENCH_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5}
+
+
+def trtllm_bench_settings(model: Any, gpu: Any, tp: int, precision: str, isl: int, osl: int,
+                          kv_fraction: float = OFFLINE_KV_FRACTION) -> tuple[int, int]:
+    """(max_batch_size, max_num_tokens) that ``trtllm-bench throughput`` picks for a dataset of fixed ``isl``/``osl``
+    when none are given: the requests of isl + osl tokens its estimate of the KV cache holds (fp8 KV, every parameter
+    at the weight precision), capped at 4096 and rounded up optimistically; max_num_tokens that batch times
+    1 + isl/osl, capped at 32768, at least 2048 and rounded up (TensorRT-LLM tensorrt_llm/bench/build/tuning.py,
+    calc_engine_setting and finetune_setting, v1.0; paraphrased, not copied)."""
+    kv_gib_per_token = 2 * model.num_layers * max(tp, model.num_key_value_heads) * model.head_dim * 1.0 / 2**30
+    engine_gib = model.num_parameters * _BENCH_BYTES[precision] / 2**30
+    available = gpu.memory_gib * tp - engine_gib
+    requests = available * kv_fraction / (kv_gib_per_token * (isl + osl))
+    raw_bs = min(requests, 4096.0)
+    raw_tokens = min(raw_bs * (1 + isl / osl), 32768.0)
+    if raw_bs < 256:
+        bs = max(64, 32 * math.ceil(raw_bs / 32))
+    elif raw_bs < 1024:
+        bs = 128 * math.ceil(raw_bs / 128)
+    else:
+        bs = 256 * math.ceil(raw_bs / 256)
+    if raw_tokens < 4096:
+        tokens = max(2048, 256 * math.ceil(raw_tokens / 256))
+    elif raw_tokens < 8192:
+        tokens = 512 * math.ceil(raw_tokens / 512)
+    else:
+        tokens = 1024 * math.ceil(raw_tokens / 1024)
+    return bs, tokens
+
+
+def load_throughput(path: str | Path | None = None, gpu: str | None = None, catalogue: Any = None) -> Loaded:
+    """Offline throughput rows (``ThroughputRow``) of a CSV with columns model, gpu, tp, precision, isl, osl,
+    requests, output_tokens_per_s; by default the shipped TensorRT-LLM table (``TRTLLM_OFFLINE``). The engine
+    limits of each run are trtllm-bench's own choice (``trtllm_bench_settings``). ``gpu`` keeps that GPU's rows."""
+    from importlib.resources import files
+
+    cat = _catalogue(catalogue)
+    where = "calibrate.throughput"
+    src = Path(str(files("sojourn.perf") / "measurements" / TRTLLM_OFFLINE)) if path is None else Path(path)
+    _, rows = _read_csv(src, where)
+    out = Loaded(records=[], path=str(src))
+    for lineno, r in rows:
+        try:
+            model, g = cat.model(r["model"]), cat.gpu(r["gpu"])
+            tp, isl, osl = int(r["tp"]), int(r["isl"]), int(r["osl"])
+            requests, tps = int(r["requests"]), float(r["output_tokens_per_s"])
+        except KeyError as err:
+            raise ConfigError(where, f"{src.name} lacks column {err}") from None
+        except ValueError as err:
+            raise ConfigError(where, f"line {lineno} of {src.name}: {err}") from None
+        if gpu is not None and g.id != gpu:
+            out.skipped["other GPU"] += 1
+            continue
+        bs, tokens = trtllm_bench_settings(model, g, tp, r["precision"], isl, osl)
+        out.records.append(ThroughputRow(
+            id=f"{model.id}/{g.id}/tp{tp}/{r['precision']}/{isl}x{osl}", backend="trtllm", model=model.id, gpu=g.id,
+            precision=r["precision"], tp=tp, isl=isl, osl=osl, requests=requests, output_tokens_per_s=tps,
+            max_num_seqs=bs, max_num_batched_tokens=tokens, kv_free_fraction=OFFLINE_KV_FRACTION, line=lineno,
+        ))  # fmt: skip
+    return out
+
+
+def kv_free_utilization(pm: PerfModel, kv_free_fraction: float) -> float:
+    """sojourn's ``gpu_memory_utilization`` (the share of a GPU that weights, activations and KV may take) that gives
+    the KV cache TensorRT-LLM's ``kv_cache_free_gpu_mem_fraction`` gives it: that fraction of what the weights and
+    activation buffers leave, u = (W + A + f·(M - W - A)) / M per GPU."""
+    mem = pm.gpu.memory_bytes
+    used = pm.weights_bytes_per_gpu + pm.activation_reserve_bytes_per_gpu
+    return (used + kv_free_fraction * (mem - used)) / mem
+
+
 def perf_model_for(
     rec: Record, profile: Profile, catalogue: Any = None, specs: dict[tuple[str, str], Any] | None = None
 ) -> PerfModel:
@@ -526,6 +635,12 @@ def perf_model_for(
         )
         if rec.ep > 1:
             kwargs["ep"] = rec.ep
+    elif isinstance(rec, ThroughputRow):
+        kwargs = dict(max_num_batched_tokens=rec.max_num_batched_tokens, max_num_seqs=rec.max_num_seqs,
+                      kv_cache_dtype="fp8")
+        bare = PerfModel(model=specs[("m", rec.model)], gpu=specs[("g", rec.gpu)], tp=rec.tp, precision=rec.precision,
+                         profile=profile, **kwargs)  # fmt: skip
+        kwargs["gpu_memory_utilization"] = kv_free_utilization(bare, rec.kv_free_fraction)
     return PerfModel(
         model=specs[("m", rec.model)], gpu=specs[("g", rec.gpu)], tp=rec.tp, precision=rec.precision,
         profile=profile, **kwargs,
@@ -540,6 +655,7 @@ class Prediction:
     tpot_s: float = math.nan
     ttft_s: float = math.nan
     step_s: float = math.nan
+    output_tokens_per_s: float = math.nan
     preemptions: int = 0
 
     def errors(self) -> dict[str, float]:
@@ -547,6 +663,8 @@ class Prediction:
         r = self.record
         if isinstance(r, SiliconRow):
             return {"tpot": self.tpot_s / r.tpot_s - 1.0, "ttft": self.ttft_s / r.ttft_s - 1.0}
+        if isinstance(r, ThroughputRow):
+            return {"throughput": self.output_tokens_per_s / r.output_tokens_per_s - 1.0}
         return {"step": self.step_s / r.step_s - 1.0}
 
 
@@ -560,7 +678,7 @@ def fits(rec: Record, catalogue: Any = None) -> str | None:
         pm.check_fits()
     except ConfigError as err:
         return f"does not fit ({err.field})"
-    if isinstance(rec, SiliconRow):
+    if isinstance(rec, (SiliconRow, ThroughputRow)):
         blocks = -(-(rec.isl + rec.osl) // pm.block_size)
         if blocks > pm.kv_capacity_blocks:
             return "one request does not fit in the KV cache"

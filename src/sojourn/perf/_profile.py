@@ -298,7 +298,8 @@ def calibration_of(profile: Profile, gpu: str, backend: str | None = None,
         what = profile.source.split(":")[0]
         return Calibration(False, f"{what}: no fit to measurements of {gpu} ({backend})")
     silicon = int(fit.get("silicon_rows") or 0)
-    kind = "end-to-end measurements" if silicon else "step times"
+    offline = int(fit.get("throughput_rows") or 0)  # offline throughput runs: end-to-end too
+    kind = "end-to-end measurements" if silicon or offline else "step times"
     if origin.lower() != gpu.strip().lower():
         return Calibration(False, f"carried over from {origin} ({profile.backend}, fitted on {rows} {kind}): "
                                   f"no {gpu} measurements")
@@ -310,7 +311,9 @@ def calibration_of(profile: Profile, gpu: str, backend: str | None = None,
     if unmeasured:
         return Calibration(False, f"fitted on {rows} {gpu} {kind} ({backend}), {unmeasured}")
     notes = [backend]
-    if not silicon:
+    if offline and not silicon:
+        notes.append("offline throughput runs only")
+    elif not silicon:
         notes.append("no end-to-end check")
     if fit.get("host_overheads_added"):
         notes.append("engine overheads from another GPU")
@@ -325,6 +328,10 @@ def _unmeasured_precision(fit: dict[str, Any], precision: str | None) -> str:
     measured = [p for p, name in PRECISION_PARAM.items() if name in fitted]
     if not measured:
         return ""
+    carried = fit.get("carried_parameters") or {}
+    if PRECISION_PARAM.get(precision) in carried.get("parameters", ()):
+        return (f"on {'/'.join(measured)} models only: {precision} GEMMs use {carried.get('from')}'s fitted "
+                "efficiency")
     wider = {"fp4": ["fp8", "bf16"], "fp8": ["bf16"]}.get(precision, [])
     used = next((p for p in wider if p in measured), None)
     whose = f"{used}'s" if used else "the uncalibrated prior's"

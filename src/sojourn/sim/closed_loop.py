@@ -24,7 +24,7 @@ from sojourn.sim.engine import Engine, EngineEvent, Request
 if TYPE_CHECKING:
     from sojourn.perf import PerfModel
 
-__all__ = ["ClosedLoopResult", "closed_loop"]
+__all__ = ["ClosedLoopResult", "OfflineResult", "closed_loop", "offline_batch"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,51 @@ class ClosedLoopResult:
     output_tokens_per_s: float
     preemptions: int
     measured: int  # requests measured (after warm-up)
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    makespan_s: float  # from the first request's arrival (all at 0) to the last completion
+    output_tokens_per_s: float  # requests x output tokens / makespan, as an offline benchmark reports it
+    preemptions: int
+    requests: int
+
+
+def offline_batch(
+    perf: PerfModel,
+    isl: int,
+    osl: int,
+    requests: int,
+    *,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    kv_blocks: int | None = None,
+) -> OfflineResult:
+    """An offline throughput run: ``requests`` requests of ``isl``/``osl`` tokens all queued at time 0 and
+    served to the last (``trtllm-bench throughput``, which feeds its requests "at an infinite rate", and
+    an MLPerf Offline run). Its figure is the output tokens over the whole makespan, ramp-up and drain
+    included, not a steady state (``node_capacity`` gives that)."""
+    if isl < 1 or osl < 1 or requests < 1:
+        raise ValueError("isl, osl and requests must be >= 1")
+    budget = max_num_batched_tokens or perf.max_num_batched_tokens
+    seqs = max_num_seqs or perf.max_num_seqs
+    blocks = kv_blocks if kv_blocks is not None else perf.kv_capacity_blocks
+    eng = Engine(perf, blocks, perf.block_size, seqs, budget)
+    if not eng.fits_ever(Request(-1, isl, osl)):
+        raise ValueError(f"one request of {isl}+{osl} tokens does not fit in {blocks} KV blocks")
+    if _engine_kernel.supported(perf) and _engine_kernel.available():
+        sizes = np.tile(np.array([[isl, osl]], dtype=np.int64), (requests, 1))
+        res = _engine_kernel.run_node(perf, blocks, perf.block_size, seqs, budget, sizes=sizes, initial=requests,
+                                      until_done=requests)
+        makespan, preemptions = float(np.max(res.done)), res.preemptions
+    else:
+        for i in range(requests):
+            eng.enqueue(Request(i, isl, osl))
+        ends: list[float] = []
+        drive(eng, lambda: len(ends) < requests, lambda ev: ends.append(ev.time))
+        makespan, preemptions = max(ends), eng.preemptions
+    return OfflineResult(makespan_s=makespan, output_tokens_per_s=requests * osl / makespan,
+                         preemptions=preemptions, requests=requests)
 
 
 class _Clients:
