@@ -591,6 +591,11 @@ class Serving(_Strict):
     #: tensor-parallel. MoE models and tp > 1 only (``sojourn.perf.PerfModel.ep``). Left out of the
     #: serialised form while false, so scenarios (and studies' fingerprints) without it read as before.
     enable_expert_parallel: bool = Field(default=False, exclude_if=lambda v: v is False)
+    #: vLLM's --pipeline-parallel-size: the node's fleet.tp GPUs run as this many pipeline stages of
+    #: fleet.tp / pipeline_parallel_size tensor-parallel GPUs each (e.g. fleet.tp = 8 with 2: TP4 x PP2).
+    #: Must divide fleet.tp; dense full-attention models only (``sojourn.perf.PerfModel.pp``). Left out of
+    #: the serialised form at 1, so scenarios (and studies' fingerprints) without it read as before.
+    pipeline_parallel_size: int = Field(default=1, ge=1, exclude_if=lambda v: v == 1)
     discipline: Literal[SCENARIO_DISCIPLINES] = "fifo"  # type: ignore[valid-type]
     #: Requests waiting beyond this many in the central queue are rejected (None: unbounded).
     max_queue: int | None = Field(default=None, ge=0)

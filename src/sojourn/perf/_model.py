@@ -51,6 +51,19 @@ tensor-parallel and no data-parallel attention, vLLM and SGLang reduce the MoE o
 the TP group as they reduce a dense MLP's (all-to-all dispatch comes with data-parallel
 attention, which is not modelled).
 
+Pipeline parallelism (``pp`` > 1, vLLM's --pipeline-parallel-size): the replica is pp stages of tp
+GPUs, each stage holding L/pp layers, with pp micro-batches in flight (in-flight batching keeps
+them all busy: no pipeline bubbles are counted). A step, in which every running sequence
+advances a token, is pp micro-batch passes through the slowest stage, so over the tp·pp GPUs:
+the GEMM and attention compute is shared as under tensor parallelism; each stage reads its
+weights once per micro-batch (pp·W/(tp·pp) = W/tp a step: more than TP over tp·pp GPUs reads,
+W/(tp·pp)); a micro-batch's GEMMs see T/pp tokens (the fill's T_half counts pp times); the
+all-reduces stay within a stage's tp GPUs, on T/pp tokens per micro-batch, and each micro-batch
+hands its T/pp hidden states to the next stage (pp latencies and T·h·2 bytes a step); the
+logits are the last stage's; and each micro-batch is scheduled as a step of its own
+(pp·t0 of host time). Each GPU holds W/(tp·pp) of the weights and 1/pp of the layers' KV.
+Dense full-attention models only.
+
 Attention is counted per layer type:
 
 - Multi-head latent attention (DeepSeek-V3/R1, Kimi-K2; ``ModelSpec.is_mla``): the KV cache
@@ -188,6 +201,10 @@ class PerfModel:
     #: the tp GPUs, as TP does; tp: vLLM's --enable-expert-parallel, whole experts spread over
     #: the GPUs, moe_tp = tp/ep slicing each). Must divide tp; MoE models only.
     ep: int = 1
+    #: Pipeline-parallel stages (vLLM's --pipeline-parallel-size, TensorRT-LLM's pp_size): the replica is
+    #: ``pp`` stages of ``tp`` GPUs, each stage holding num_layers/pp layers; tp·pp GPUs in all. Dense
+    #: full-attention models only (module docstring, "Pipeline parallelism").
+    pp: int = 1
 
     if TYPE_CHECKING:
         # The hot path's constants, set per instance by __post_init__ (object.__setattr__, the class
@@ -203,6 +220,7 @@ class PerfModel:
         _moe: ClassVar[bool]
         _overlap: ClassVar[bool]
         _t_half: ClassVar[float]
+        _so: ClassVar[float]
         _w_dense: ClassVar[float]
         _w_expert: ClassVar[float]
         _n_experts: ClassVar[int]
@@ -234,19 +252,28 @@ class PerfModel:
                 f"tp={self.tp} neither divides nor is a multiple of {m.id}'s {kv} KV heads",
             )
         self._check_ep()
+        self._check_pp()
         # Validates the precision against the GPU (e.g. no fp8 on A100).
         self.gpu.peak_flops(self.precision)
         # Precompute the constants of the hot path (step_time is called per simulated step).
         p = self.profile
         L, h = m.num_layers, m.hidden_size
-        peak = self.gpu.peak_flops(self.precision) * self.tp * p.compute_efficiency(self.precision)
+        pp = self.pp
+        # All the replica's GPUs (tp·pp): pipeline stages share the layers' work as tensor slices do.
+        peak = self.gpu.peak_flops(self.precision) * self.tp * pp * p.compute_efficiency(self.precision)
         bw = self.gpu.bandwidth_bytes_per_s * p.eff_memory
         lm_head = m.vocab_size * h
-        object.__setattr__(self, "_c_logit", 2.0 * lm_head / peak)
-        object.__setattr__(self, "_w_time", self.weights_bytes_per_gpu / bw)
+        # The logits: on the last stage's tp GPUs, whose share of them paces the pipeline.
+        object.__setattr__(self, "_c_logit", 2.0 * lm_head / peak * pp)
+        # Weights: each stage reads its own for each of the pp micro-batches of a step.
+        object.__setattr__(self, "_w_time", self.weights_bytes_per_gpu * pp / bw)
         object.__setattr__(self, "_moe", m.is_moe)
         object.__setattr__(self, "_overlap", bool(p.host_overlap))
-        object.__setattr__(self, "_t_half", float(p.gemm_half_tokens))
+        # GEMM fill: each micro-batch holds 1/pp of the step's tokens. (Scaling the half point with the per-GPU
+        # width h/tp as well, i.e. in output tiles, was tried: it fitted TRT-LLM's rows no better, B200's worse.)
+        object.__setattr__(self, "_t_half", float(p.gemm_half_tokens) * pp)
+        # Host: each micro-batch is scheduled as a step of its own.
+        object.__setattr__(self, "_so", p.step_overhead_s * pp)
         if not m.is_moe:
             layer_matmul = m.matmul_parameters - lm_head
             object.__setattr__(self, "_c_tok", 2.0 * layer_matmul / peak)
@@ -266,12 +293,15 @@ class PerfModel:
         else:
             self._set_attention_constants(peak, bw)
         object.__setattr__(self, "_c_ctx", self.kv_bytes_per_token_per_gpu / bw)
+        ic = self.gpu.interconnect_bytes_per_s * p.eff_interconnect
         if self.tp > 1:
-            ic = self.gpu.interconnect_bytes_per_s * p.eff_interconnect
             comm_fixed = 2 * L * p.comm_latency_s
             comm_tok = 2 * L * 2 * (self.tp - 1) / self.tp * h * 2.0 / ic
         else:
             comm_fixed = comm_tok = 0.0
+        if pp > 1:  # all-reduces of 1/pp of the tokens per micro-batch; one hand-over per stage and micro-batch
+            comm_tok = comm_tok / pp + h * 2.0 / ic
+            comm_fixed += pp * p.comm_latency_s
         object.__setattr__(self, "_comm_fixed", comm_fixed)
         object.__setattr__(self, "_comm_tok", comm_tok)
 
@@ -287,6 +317,17 @@ class PerfModel:
             allowed = [d for d in range(1, self.tp + 1) if self.tp % d == 0]
             raise ConfigError(where, f"expert-parallel size {self.ep} does not divide tp={self.tp}; allowed: "
                                      f"{', '.join(map(str, allowed))}")  # fmt: skip
+
+    def _check_pp(self) -> None:
+        """The pipeline-parallel size: 1, or up to num_layers stages of a dense full-attention model."""
+        if self.pp == 1:
+            return
+        m, where = self.model, "serving.pipeline_parallel_size"
+        if self.pp < 1 or self.pp > m.num_layers:
+            raise ConfigError(where, f"got {self.pp}; allowed: 1..{m.num_layers} ({m.id}'s layers)")
+        if m.is_moe or m.is_mla or m.sliding_window_layers:
+            raise ConfigError(where, f"pipeline parallelism is modelled for dense full-attention models only, and "
+                                     f"{m.id} is not one; allowed: 1")  # fmt: skip
 
     def _set_attention_constants(self, peak: float, bw: float) -> None:
         """Prefill-attention and sliding-window constants of MLA and sliding-window models (the
@@ -307,7 +348,7 @@ class PerfModel:
 
     @property
     def weights_bytes_per_gpu(self) -> float:
-        return self.weights_bytes / self.tp
+        return self.weights_bytes / (self.tp * self.pp)
 
     @property
     def kv_heads_per_gpu(self) -> int:
@@ -323,8 +364,8 @@ class PerfModel:
         (:attr:`window_kv_bytes_per_token_per_gpu`)."""
         m = self.model
         kv = kv_bytes_per_element(self.precision, self.kv_cache_dtype)
-        if not (m.is_mla or m.sliding_window_layers):
-            return 2.0 * m.num_layers * self.kv_heads_per_gpu * m.head_dim * kv
+        if not (m.is_mla or m.sliding_window_layers):  # a pipeline stage holds 1/pp of the layers
+            return 2.0 * m.num_layers * self.kv_heads_per_gpu * m.head_dim * kv / self.pp
         return m.full_attention_layers * self._kv_elements_per_layer_per_gpu * kv
 
     @property
@@ -355,7 +396,7 @@ class PerfModel:
     @property
     def kv_bytes_per_token(self) -> float:
         """KV bytes of one token over the whole replica (replicated heads counted once per GPU)."""
-        return self.kv_bytes_per_token_per_gpu * self.tp
+        return self.kv_bytes_per_token_per_gpu * self.tp * self.pp
 
     @property
     def activation_reserve_bytes_per_gpu(self) -> float:
@@ -465,10 +506,10 @@ class PerfModel:
             gpu += self._comm_tok * T
             if self._c_window:
                 gpu += self.window_attention_time(prefill_tokens, decode_seqs, prefill_pairs)
-            return max(p.step_overhead_s + p.seq_overhead_s * sampled, gpu)
+            return max(self._so + p.seq_overhead_s * sampled, gpu)
         # host + GPU, summed in the order it always was (bit-for-bit the same step times)
         t = (
-            p.step_overhead_s
+            self._so
             + p.seq_overhead_s * sampled
             + lin
             + self._c_pair * prefill_pairs
@@ -524,7 +565,7 @@ class PerfModel:
 
     def _decode_host(self, seqs: int) -> float:
         """Host part of a decode step of ``seqs`` sequences (per-step and per-sequence overheads)."""
-        return self.profile.step_overhead_s + self.profile.seq_overhead_s * seqs
+        return self._so + self.profile.seq_overhead_s * seqs
 
     def _decode_gpu_fixed(self, seqs: int) -> float:
         """GPU part of a decode step of ``seqs`` sequences that does not depend on the context read."""
@@ -555,7 +596,7 @@ class PerfModel:
         else:
             lin = max(self._c_tok * Tg + self._c_logit * seqs + self.ep_compute_excess(T), self.weight_read_time(T))
         p = self.profile
-        t = p.step_overhead_s + p.seq_overhead_s * seqs + lin + self._comm_fixed + self._comm_tok * T
+        t = self._so + p.seq_overhead_s * seqs + lin + self._comm_fixed + self._comm_tok * T
         if self._c_window:
             t += self._c_window * seqs
         return t
@@ -600,6 +641,7 @@ class PerfModel:
             "model": self.model.id,
             "gpu": self.gpu.id,
             "tp": self.tp,
+            **({"pp": self.pp} if self.pp > 1 else {}),
             "precision": self.precision,
             "kv_cache_dtype": self.kv_cache_dtype or ("bf16" if _KV_BYTES[self.precision] == 2.0 else "fp8"),
             "profile_source": prof.source,
@@ -625,6 +667,8 @@ def build_perf_model(
     ``kv_cache_dtype`` (or ``serving.kv_cache_dtype`` where the serving settings have
     it) overrides the KV-cache element type that ``precision`` implies.
     ``serving.enable_expert_parallel`` (vLLM's --enable-expert-parallel) sets ``ep`` = tp.
+    ``serving.pipeline_parallel_size`` = pp > 1 splits the node's ``tp`` GPUs into pp stages of
+    tp/pp tensor-parallel GPUs each (the PerfModel's ``tp`` is then tp/pp, its ``pp`` pp).
     """
     prof = resolve_profile(gpu.id, backend, profile, base_dir)
     kwargs: dict[str, Any] = {}
@@ -638,6 +682,15 @@ def build_perf_model(
         )
         max_model_len = serving.max_model_len
         kv_cache_dtype = kv_cache_dtype or getattr(serving, "kv_cache_dtype", None)
+        pp = getattr(serving, "pipeline_parallel_size", 1)
+        if pp > 1:
+            if tp % pp:
+                allowed = [d for d in range(1, tp + 1) if tp % d == 0]
+                raise ConfigError("serving.pipeline_parallel_size",
+                                  f"{pp} stages do not divide the node's {tp} GPUs (fleet.tp); allowed: "
+                                  f"{', '.join(map(str, allowed))}")  # fmt: skip
+            kwargs["pp"] = pp
+            tp //= pp
         if getattr(serving, "enable_expert_parallel", False):
             if tp == 1:
                 raise ConfigError(
