@@ -79,19 +79,20 @@ def test_one_row_predicted_within_a_factor_of_three(mlperf):
 
 def test_the_kv_cache_gets_trtllms_share_of_the_free_memory(mlperf):
     # TRT-LLM's kvcache_free_gpu_mem_frac is a share of what the weights and activations leave;
-    # the utilisation the benchmark sets gives the KV cache exactly that share
-    from sojourn.perf import PerfModel, default_profile
-
-    cat = default_catalogue()
+    # the utilisation the benchmark sets gives the KV cache exactly that share, pipeline stages too
     for row in mlperf.ROWS:
-        u = mlperf.trtllm_memory_utilization(row)
-        pm = PerfModel(cat.model(row.model), cat.gpu(row.gpu), row.tp, row.precision,
-                       default_profile(row.gpu, "trtllm"), gpu_memory_utilization=u,
-                       max_num_batched_tokens=row.max_num_batched_tokens, max_num_seqs=row.batch,
-                       kv_cache_dtype="fp8")  # fmt: skip
+        pm = mlperf.scenario_for(row).perf_model()
+        assert (pm.tp * pm.pp, pm.pp) == (row.tp, row.pp)
         left = pm.gpu.memory_bytes - pm.weights_bytes_per_gpu - pm.activation_reserve_bytes_per_gpu
         assert pm.kv_free_bytes_per_gpu == pytest.approx(row.kv_free_fraction * left, rel=1e-5), row.system
-        assert 0 < u <= 1
+        assert 0 < pm.gpu_memory_utilization <= 1
+
+
+def test_rows_run_the_submitters_pipeline_stages(mlperf):
+    staged = {(r.benchmark, r.system.split(",")[0]): r.pp for r in mlperf.ROWS if r.pp > 1}
+    assert staged == {("llama2-70b", "8xH100-SXM-80GB"): 2, ("llama3.1-405b", "8xH200-SXM-141GB"): 2,
+                      ("llama3.1-405b", "8xB200-SXM-180GB"): 2}
+    assert all(f"PP{r.pp}" in r.setting for r in mlperf.ROWS if r.pp > 1)
 
 
 def test_a_step_never_runs_more_sequences_than_its_token_budget(mlperf):
@@ -100,10 +101,8 @@ def test_a_step_never_runs_more_sequences_than_its_token_budget(mlperf):
         assert mlperf.scenario_for(row).serving.max_num_seqs <= row.max_num_batched_tokens
 
 
-def test_the_same_engine_cross_check_rows_are_valid_replicas(mlperf):
-    cat = default_catalogue()
-    for model, gpu, tp, precision, isl, osl, published in mlperf.TRTLLM_BENCH:
-        assert model in cat.models and precision in cat.gpu(gpu).precisions
-        assert tp in (1, 2, 4, 8) and isl > 0 and osl > 0 and published > 0
-    spans = [{"case": ("m", "g", 1, "fp4", 1, 1, 1.0), "error_pct": e} for e in (-20.4, -9.6)]
-    assert mlperf._span(spans, "fp4") == "-20% to -10%" and mlperf._span(spans, "fp8") == "not run"
+def test_the_profiles_table_reads_what_each_profile_is_fitted_on(mlperf):
+    fits = {f["gpu"]: f for f in mlperf.profile_fits()}
+    assert fits["h200"]["closed"] == 0 and fits["h200"]["offline"] == 30
+    assert fits["h100-sxm"]["closed"] > 0 and fits["h100-sxm"]["offline"] == 30 and fits["h100-sxm"]["weight"] > 1
+    assert fits["b200"]["offline"] == 20
