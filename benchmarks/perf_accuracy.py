@@ -41,7 +41,7 @@ import numpy as np
 
 from sojourn import __version__
 from sojourn.perf import default_profile
-from sojourn.perf._calibrate import fits, holdout_split, load_silicon
+from sojourn.perf._calibrate import fits, holdout_split, load_silicon, load_throughput
 from sojourn.perf._profile import CARRY_OVER, shipped_profiles
 from sojourn.sim.calibrate import evaluate, fit_profile
 
@@ -93,6 +93,8 @@ def run(engines: list[str], log=print) -> tuple[list[str], dict]:
             fit_rows, held = holdout_split(loaded.records)
             held = [r for r in held if fits(r) is None]
             t0 = time.perf_counter()
+            if engine == "trtllm":  # as the shipped profiles are: with the engine's offline figures on the GPU
+                fit_rows = [*fit_rows, *load_throughput(gpu=gpu).records]
             prof = fit_profile(fit_rows, gpu, engine, ttft_weight=fdp.TTFT_WEIGHT)
             preds = evaluate(held, prof)
             log(f"{engine}/{gpu}: fitted on {prof.fit['rows_used']} rows, {len(held)} held out "
@@ -330,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         "(the engine scheduler on a closed loop of C clients), against the dense-model, aggregated-serving "
         "rows of `silicon_sample_public.csv` (aiconfigurator-core 0.12.0, Apache-2.0). One profile per "
         "(engine, GPU), fitted with `fit_profile` on the rows whose CRC-32 of the id is even, across all "
-        "models, precisions and TP sizes; errors on the other rows. Bias is the mean signed error "
+        "models, precisions and TP sizes (TensorRT-LLM's also on its offline throughput figures on the GPU, "
+        "as the shipped profiles are: `src/sojourn/perf/measurements/trtllm_perf_overview.csv`); errors on the "
+        "other rows. Bias is the mean signed error "
         "(negative: the model predicts too fast). Rows skipped by the loader: MoE models, disaggregated "
         "serving, Dynamo whole-node deployments. B300, GB200 and GB300 have no dense row left (B300: MoE "
         "models only; GB200: Dynamo deployments and disaggregated serving; GB300: disaggregated only), so "

@@ -106,23 +106,13 @@ def fit_profile(
     (``soft_l1``, scale ``f_scale`` in log units) so that a few rows with effects
     outside the model (KV-cache exhaustion queueing, a slow run) do not drag the fit.
 
-    A throughput row (``ThroughputRow``: an offline run, all requests queued at once) is
-    predicted by ``offline_batch`` and weighs ``throughput_weight``. Each is one figure of
-    what a node's capacity, the number P(miss) depends on most, is at batches in the hundreds
-    to thousands, which closed-loop rows at concurrency <= 256 do not reach. By default
-    (None) the two kinds of measurement weigh the same in total: w = sqrt(n_closed·(1 +
-    ttft_weight²) / n_offline), so thirty figures are not drowned by hundreds of closed-loop
-    rows, nor the other way round. Fitted on TensorRT-LLM's H100 closed-loop rows alone, the
-    fp8 factor (0.44) predicted the engine's own offline figures 15-35% low.
+    A throughput row (``ThroughputRow``, an offline run) is predicted by ``offline_batch``,
+    weighted ``throughput_weight`` (None: ``_throughput_weight``).
 
-    Silicon rows are predicted with the benchmark engine's assumed settings, where
-    the row does not say (vLLM defaults, ``BENCH_DEFAULTS``): max_num_batched_tokens
-    8192 (vLLM's OpenAI-server default on GPUs with >= 70 GiB), max_num_seqs =
-    max(256, concurrency), gpu_memory_utilization 0.9, block size 16, and the
-    KV-cache type of ``BENCH_KV_CACHE`` where the evidence says it differed.
+    Silicon rows run with the benchmark engine's assumed settings where the row does not say
+    (``BENCH_DEFAULTS``, ``BENCH_KV_CACHE``: ``perf_model_for``).
 
-    ``params`` None: ``default_fit_params`` (one compute factor per precision the rows hold).
-    Records for another GPU or engine are an error; rows that cannot run (weights or one
+    ``params`` None: ``_fit_names``. Records for another GPU or engine are an error; rows that cannot run (weights or one
     request do not fit) are dropped and counted in ``fit["skipped"]``, with the
     loader's ``skipped_on_load`` counts (rows filtered out as another backend or GPU
     are not worth recording and are left out).
@@ -132,9 +122,7 @@ def fit_profile(
     cat = _catalogue(catalogue)
     usable, skipped = _usable(records, gpu, backend, params, skipped_on_load, cat)
     base = replace(start or engine_prior(backend), gpu=gpu, backend=backend, carried_from=None, fit={})
-    names = list(default_fit_params(usable) if params is None else params)
-    if not any(isinstance(r, SiliconRow) for r in usable) and "request_overhead_s" in names:
-        names.remove("request_overhead_s")  # only a client's TTFT sees it: step rows cannot fit it
+    names = _fit_names(usable, params)
     throughput_weight = _throughput_weight(usable, ttft_weight) if throughput_weight is None else throughput_weight
     lo = np.array([FIT_PARAMS[n][0] / FIT_PARAMS[n][2] for n in names])
     hi = np.array([FIT_PARAMS[n][1] / FIT_PARAMS[n][2] for n in names])
@@ -219,9 +207,25 @@ def _usable(records: Sequence[Record], gpu: str, backend: str, params: Sequence[
     return usable, skipped
 
 
+def _fit_names(usable: Sequence[Record], params: Sequence[str] | None) -> list[str]:
+    """The parameters to fit: ``params``, or ``default_fit_params``; never the client's front-end cost
+    without silicon rows (only a client's TTFT sees it: step and throughput rows cannot fit it)."""
+    names = list(default_fit_params(usable) if params is None else params)
+    if not any(isinstance(r, SiliconRow) for r in usable) and "request_overhead_s" in names:
+        names.remove("request_overhead_s")
+    return names
+
+
 def _throughput_weight(records: Sequence[Record], ttft_weight: float) -> float:
     """The weight that gives the throughput rows, in total, the squared weight of the closed-loop rows
-    (each a TPOT residual of weight 1 and a TTFT one of ``ttft_weight``); 1 without either kind."""
+    (each a TPOT residual of weight 1 and a TTFT one of ``ttft_weight``); 1 without either kind:
+    w = sqrt(n_closed·(1 + ttft_weight²) / n_offline).
+
+    Each throughput row is one figure of what a node's capacity, the number P(miss) depends on
+    most, is at batches in the hundreds to thousands, which closed-loop rows at concurrency <= 256
+    do not reach; weighing both kinds the same keeps thirty figures from being drowned by hundreds
+    of closed-loop rows, or the other way round. Fitted on TensorRT-LLM's H100 closed-loop rows
+    alone, the fp8 factor (0.44) predicted the engine's own offline figures 15-35% low."""
     n_sil = sum(isinstance(r, SiliconRow) for r in records)
     n_thr = sum(isinstance(r, ThroughputRow) for r in records)
     if not (n_sil and n_thr):
