@@ -741,7 +741,8 @@ def holdout_split(records: Sequence[SiliconRow]) -> tuple[list[SiliconRow], list
 def summary_lines(profile: Profile, skipped: Counter[str] | None = None) -> list[str]:
     """Human-readable fit summary: parameters, errors overall and per group, rows used and skipped."""
     f = profile.fit
-    lines = [f"profile {profile.gpu}-{profile.backend}: {profile.source}"]
+    moe = "-moe" if profile.models == "moe" else ""
+    lines = [f"profile {profile.gpu}-{profile.backend}{moe}: {profile.source}"]
     units = {
         "eff_compute": (1, ""), "eff_compute_fp8": (1, ""), "eff_compute_fp4": (1, ""),
         "eff_memory": (1, ""), "eff_interconnect": (1, ""),

@@ -670,7 +670,7 @@ def build_perf_model(
     ``serving.pipeline_parallel_size`` = pp > 1 splits the node's ``tp`` GPUs into pp stages of
     tp/pp tensor-parallel GPUs each (the PerfModel's ``tp`` is then tp/pp, its ``pp`` pp).
     """
-    prof = resolve_profile(gpu.id, backend, profile, base_dir)
+    prof = resolve_profile(gpu.id, backend, profile, base_dir, moe=model.is_moe)
     kwargs: dict[str, Any] = {}
     max_model_len = None
     if serving is not None:

@@ -89,6 +89,11 @@ class Profile:
     #: Fitted for TensorRT-LLM (``ENGINE_FIT_EXTRA``), whose rows span decode steps of a few
     #: hundred tokens and prefill steps of thousands.
     gemm_half_tokens: float = 0.0
+    #: The models the factors are fitted on: "dense", or "moe" for a profile fitted on mixture-of-experts
+    #: rows, which a MoE model runs with (``default_profile(moe=True)``): their factors absorb what the
+    #: model has no term for (the routed experts' small GEMMs, routing and dispatch), and dense factors
+    #: predict MoE rows about twice as far off (benchmarks/RESULTS.md, perf_accuracy, MoE section).
+    models: str = "dense"
     source: str = "uncalibrated prior"
     carried_from: str | None = None
     fit: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +109,8 @@ class Profile:
             v = getattr(self, name)
             if not v >= 0:
                 raise ConfigError(f"profile.{name}", f"must be >= 0, got {v!r}")
+        if self.models not in ("dense", "moe"):
+            raise ConfigError("profile.models", f"got {self.models!r}; allowed: dense, moe")
 
     def compute_efficiency(self, precision: str) -> float:
         """The share of ``precision``'s dense peak that GEMMs reach: its own factor, else the next
@@ -136,6 +143,8 @@ class Profile:
             del d["host_overlap"]
         if not self.gemm_half_tokens:
             del d["gemm_half_tokens"]
+        if self.models == "dense":
+            del d["models"]
         return d
 
 
@@ -200,21 +209,53 @@ def _profiles_dir() -> Traversable:
 
 
 @cache
-def shipped_profiles() -> dict[tuple[str, str], Profile]:
-    """The default profiles shipped in the package, keyed by (gpu, backend)."""
-    out: dict[tuple[str, str], Profile] = {}
+def _shipped() -> dict[tuple[str, str, str], Profile]:
+    out: dict[tuple[str, str, str], Profile] = {}
     d = _profiles_dir()
     if not d.is_dir():
         return out
     for entry in sorted(d.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".json"):
             prof = _from_dict(json.loads(entry.read_text()), where=f"profile {entry.name}")
-            out[(prof.gpu, prof.backend)] = prof
+            out[(prof.gpu, prof.backend, prof.models)] = prof
     return out
 
 
-def default_profile(gpu: str, backend: str = "vllm") -> Profile:
-    """The shipped profile for (gpu, backend), or an honest carry-over from the closest measured GPU."""
+def shipped_profiles(models: str = "dense") -> dict[tuple[str, str], Profile]:
+    """The default profiles shipped in the package fitted on ``models`` ("dense" or "moe") rows, keyed by
+    (gpu, backend)."""
+    return {(g, b): p for (g, b, m), p in _shipped().items() if m == models}
+
+
+def _moe_profile(gpu: str, backend: str) -> Profile | None:
+    """The shipped MoE-fitted profile of (gpu, backend), or of the GPU it is carried over from, or None."""
+    table = shipped_profiles("moe")
+    seen, reasons, cur = {gpu}, [], gpu
+    if (gpu, backend) in table:
+        return table[(gpu, backend)]
+    while cur in CARRY_OVER:
+        nxt, why = CARRY_OVER[cur]
+        if nxt in seen:
+            break
+        reasons.append(f"{cur} <- {nxt} ({why})")
+        if (nxt, backend) in table:
+            return table[(nxt, backend)].carried_to(gpu, "; ".join(reasons))
+        seen.add(nxt)
+        cur = nxt
+    return None
+
+
+def default_profile(gpu: str, backend: str = "vllm", moe: bool = False) -> Profile:
+    """The shipped profile for (gpu, backend), or an honest carry-over from the closest measured GPU.
+
+    ``moe``: for a mixture-of-experts model, the MoE-fitted profile of the GPU (or of the GPU it is
+    carried over from) where one ships; else the dense one, marked so (``calibration_of``)."""
+    if moe:
+        found = _moe_profile(gpu, backend)
+        if found is not None:
+            return found
+        dense = default_profile(gpu, backend)
+        return replace(dense, fit={**dense.fit, "models_carried_from": "dense"})
     table = shipped_profiles()
     if (gpu, backend) in table:
         return table[(gpu, backend)]
@@ -239,13 +280,14 @@ def default_profile(gpu: str, backend: str = "vllm") -> Profile:
 
 
 def resolve_profile(gpu: str, backend: str = "vllm", profile: str | Profile | None = None,
-                    base_dir: str | Path = ".") -> Profile:
-    """The profile a replica of ``gpu`` runs with: the one given or named, else the shipped default."""
+                    base_dir: str | Path = ".", moe: bool = False) -> Profile:
+    """The profile a replica of ``gpu`` runs with: the one given or named, else the shipped default
+    (``moe``: for a mixture-of-experts model)."""
     if isinstance(profile, Profile):
         return profile
     if profile:
         return load_profile(profile, base_dir)
-    return default_profile(gpu, backend)
+    return default_profile(gpu, backend, moe)
 
 
 @dataclass(frozen=True)
@@ -303,6 +345,9 @@ def calibration_of(profile: Profile, gpu: str, backend: str | None = None,
     if origin.lower() != gpu.strip().lower():
         return Calibration(False, f"carried over from {origin} ({profile.backend}, fitted on {rows} {kind}): "
                                   f"no {gpu} measurements")
+    if fit.get("models_carried_from"):
+        return Calibration(False, f"dense-model factors (fitted on {rows} {gpu} {kind}, {backend}) used for a "
+                                  "mixture-of-experts model: no MoE measurements")
     engine = fit.get("engine_carried_from") or (profile.backend if profile.backend != backend else None)
     if engine:
         return Calibration(False, f"carried over from {gpu} {engine} (fitted on {rows} {kind}): "
@@ -339,9 +384,10 @@ def _unmeasured_precision(fit: dict[str, Any], precision: str | None) -> str:
 
 
 def calibration(gpu: str, backend: str = "vllm", profile: str | Profile | None = None,
-                base_dir: str | Path = ".", precision: str | None = None) -> Calibration:
-    """``calibration_of`` the profile that ``build_perf_model`` gives a replica of ``gpu`` (a catalogue id)."""
-    return calibration_of(resolve_profile(gpu, backend, profile, base_dir), gpu, backend, precision)
+                base_dir: str | Path = ".", precision: str | None = None, moe: bool = False) -> Calibration:
+    """``calibration_of`` the profile that ``build_perf_model`` gives a replica of ``gpu`` (a catalogue id)
+    of a dense model, or with ``moe`` of a mixture-of-experts one."""
+    return calibration_of(resolve_profile(gpu, backend, profile, base_dir, moe), gpu, backend, precision)
 
 
 def scenario_calibration(scenario: Any) -> Calibration:
@@ -360,7 +406,8 @@ def scenario_calibration(scenario: Any) -> Calibration:
     if scenario.fleet.server is not None:
         return Calibration(True, "generic server: the service time the scenario gives")
     sv = scenario.serving
-    return calibration(scenario.gpu_spec().id, sv.backend, sv.profile, scenario.base_dir, scenario.model.precision)
+    return calibration(scenario.gpu_spec().id, sv.backend, sv.profile, scenario.base_dir, scenario.model.precision,
+                       scenario.model_spec().is_moe)
 
 
 def _from_dict(data: dict[str, Any], where: str) -> Profile:
@@ -378,14 +425,14 @@ def _from_dict(data: dict[str, Any], where: str) -> Profile:
 
 def load_profile(name_or_path: str, base_dir: str | Path = ".") -> Profile:
     """A profile by shipped name (``h100-sxm-vllm``) or by path to a JSON file."""
-    for (gpu, backend), prof in shipped_profiles().items():
-        if name_or_path == f"{gpu}-{backend}":
+    for (gpu, backend, models), prof in _shipped().items():
+        if name_or_path == f"{gpu}-{backend}" + ("-moe" if models == "moe" else ""):
             return prof
     p = Path(name_or_path).expanduser()
     if not p.is_absolute():
         p = Path(base_dir) / p
     if not p.exists():
-        names = ", ".join(f"{g}-{b}" for g, b in shipped_profiles())
+        names = ", ".join(f"{g}-{b}" + ("-moe" if m == "moe" else "") for g, b, m in _shipped())
         raise ConfigError("serving.profile", f"no profile {name_or_path!r}: not a file; shipped: {names or 'none'}")
     from sojourn._io import read_text
 

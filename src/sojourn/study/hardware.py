@@ -52,7 +52,8 @@ def _calibration(scenario: Any, gpu: str | None = None) -> dict[str, Any]:
         cal = scenario_calibration(scenario)
     else:
         sv = scenario.serving
-        cal = calibration(gpu, sv.backend, sv.profile, scenario.base_dir, scenario.model.precision)
+        cal = calibration(gpu, sv.backend, sv.profile, scenario.base_dir, scenario.model.precision,
+                          scenario.model_spec().is_moe)
     return {"calibrated": cal.calibrated, "calibration": cal.source}
 
 
