@@ -261,17 +261,23 @@ def test_loader_moe_rows_and_reasons(tmp_path):
         {"model_path": "Qwen/Qwen3-32B", "precision": ""},
         {"model_path": "Qwen/Qwen3.5-397B-A17B"},
         {"model_path": "deepseek-ai/DeepSeek-R1", "tp_size": "16", "moe_tp_size": "4", "moe_ep_size": "4"},
+        {"model_path": "MiniMaxAI/MiniMax-M2.5", "tp_size": "2", "attention_dp_size": "2", "moe_tp_size": "1",
+         "moe_ep_size": "4"},
+        {"model_path": "MiniMaxAI/MiniMax-M2.5", "tp_size": "2", "attention_dp_size": "2", "moe_tp_size": "1",
+         "moe_ep_size": "2"},
     ])  # fmt: skip
     dense = load_silicon(path)
     assert [r.model for r in dense.records] == ["qwen3-32b"]
-    assert dense.skipped["MoE or unknown model"] == 6  # the dense default is what it was
+    assert dense.skipped["MoE or unknown model"] == 8  # the dense default is what it was
     moe = load_silicon(path, models="moe")
-    assert [(r.model, r.ep) for r in moe.records] == [("minimax-m2.5", 1), ("minimax-m2.5", 4), ("deepseek-v3", 1)]
-    assert moe.skipped["data-parallel attention (not modelled)"] == 1
+    assert [(r.model, r.ep, r.dp) for r in moe.records] == [
+        ("minimax-m2.5", 1, 1), ("minimax-m2.5", 4, 1), ("deepseek-v3", 1, 1), ("minimax-m2.5", 4, 2)]
+    assert moe.skipped["expert parallelism over other GPUs than the replica's (not modelled)"] == 1
     assert moe.skipped["MoE model with hybrid linear attention (Gated DeltaNet) (not modelled)"] == 1
-    assert moe.skipped["TP beyond one NVLink domain (8-GPU node; the inter-node network is not modelled)"] == 1
+    # the tp16 row, and the 4 ranks of tp4 (16 GPUs)
+    assert moe.skipped["replica beyond one NVLink domain (8-GPU node; the inter-node network is not modelled)"] == 2
     assert moe.skipped["dense model"] == 1
-    assert len(load_silicon(path, models="all").records) == 4
+    assert len(load_silicon(path, models="all").records) == 5
     # the EP row's replica has ep = 4: the busiest GPU's share of the routed experts
     from sojourn.perf._calibrate import perf_model_for
 

@@ -596,6 +596,12 @@ class Serving(_Strict):
     #: Must divide fleet.tp; dense full-attention models only (``sojourn.perf.PerfModel.pp``). Left out of
     #: the serialised form at 1, so scenarios (and studies' fingerprints) without it read as before.
     pipeline_parallel_size: int = Field(default=1, ge=1, exclude_if=lambda v: v == 1)
+    #: vLLM's --data-parallel-size for a mixture-of-experts model (SGLang's and TensorRT-LLM's attention DP): the
+    #: node's fleet.tp GPUs run as this many attention ranks of fleet.tp / data_parallel_size tensor-parallel GPUs
+    #: each, every rank with its own sequences and its own max_num_seqs and max_num_batched_tokens, the experts
+    #: over all fleet.tp GPUs (expert-parallel with enable_expert_parallel). Must divide fleet.tp; MoE models
+    #: only (``sojourn.perf.PerfModel.dp``). Left out of the serialised form at 1.
+    data_parallel_size: int = Field(default=1, ge=1, exclude_if=lambda v: v == 1)
     discipline: Literal[SCENARIO_DISCIPLINES] = "fifo"  # type: ignore[valid-type]
     #: Requests waiting beyond this many in the central queue are rejected (None: unbounded).
     max_queue: int | None = Field(default=None, ge=0)

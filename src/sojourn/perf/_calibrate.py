@@ -196,6 +196,8 @@ class SiliconRow:
     line: int = 0
     #: expert-parallel size of the MoE layers (1: experts split by TP, as for dense layers)
     ep: int = 1
+    #: data-parallel attention ranks (the row's attention_dp_size), each of ``tp`` GPUs: tp·dp GPUs in all
+    dp: int = 1
 
 
 @dataclass(frozen=True)
@@ -341,7 +343,7 @@ def load_silicon(
             # TPOT flat across tp): the row's concurrency is spread over workers it does not count.
             out.skipped["Dynamo deployment (concurrency split over an unstated number of workers)"] += 1
             continue
-        model, ep, why = _row_model(r, models)
+        model, ep, dp, why = _row_model(r, models)
         if model is None:
             out.skipped[why] += 1
             continue
@@ -349,71 +351,67 @@ def load_silicon(
         if prec not in cat.gpu(g).precisions:
             out.skipped[f"precision {prec} not modelled on {g}"] += 1
             continue
-        try:
-            row = SiliconRow(
-                id=r.get("id") or f"line{lineno}",
-                backend=r["backend"],
-                model=model,
-                gpu=g,
-                precision=prec,
-                tp=int(r["tp_size"]),
-                isl=int(r["isl"]),
-                osl=int(r["osl"]),
-                concurrency=int(r["batch_size"]),
-                ttft_s=float(r["silicon_ttft_ms"]) / 1e3,
-                tpot_s=float(r["silicon_tpot_ms"]) / 1e3,
-                version=r.get("backend_version", ""),
-                line=lineno,
-                ep=ep,
-            )
-        except ValueError:
-            out.skipped["unreadable numbers"] += 1
-            continue
-        if min(row.tp, row.isl, row.osl, row.concurrency) < 1 or not (row.ttft_s > 0 and row.tpot_s > 0):
-            out.skipped["non-positive sizes or times"] += 1
-            continue
-        if row.osl < 2:
-            out.skipped["osl < 2 (no TPOT)"] += 1
+        row, why = _silicon_row(r, lineno, model, g, prec, ep, dp)
+        if row is None:
+            out.skipped[why] += 1
             continue
         out.records.append(row)
     return out
 
 
-def _row_model(r: dict[str, str], models: str) -> tuple[str | None, int, str]:
-    """A silicon row's catalogue model and expert-parallel size, or None and why it is skipped.
+def _silicon_row(r: dict[str, str], lineno: int, model: str, gpu: str, precision: str, ep: int,
+                 dp: int) -> tuple[SiliconRow | None, str]:
+    """The row's ``SiliconRow``, or None and why it cannot be one (unreadable, non-positive, no TPOT)."""
+    try:
+        row = SiliconRow(
+            id=r.get("id") or f"line{lineno}", backend=r["backend"], model=model, gpu=gpu, precision=precision,
+            tp=int(r["tp_size"]), isl=int(r["isl"]), osl=int(r["osl"]), concurrency=int(r["batch_size"]),
+            ttft_s=float(r["silicon_ttft_ms"]) / 1e3, tpot_s=float(r["silicon_tpot_ms"]) / 1e3,
+            version=r.get("backend_version", ""), line=lineno, ep=ep, dp=dp,
+        )  # fmt: skip
+    except ValueError:
+        return None, "unreadable numbers"
+    if min(row.tp, row.isl, row.osl, row.concurrency) < 1 or not (row.ttft_s > 0 and row.tpot_s > 0):
+        return None, "non-positive sizes or times"
+    if row.osl < 2:
+        return None, "osl < 2 (no TPOT)"
+    return row, ""
 
-    MoE rows are skipped where the model's attention is not modelled (hybrid linear
-    attention, DSA: ``UNMODELLED_MOE``), where attention runs data-parallel
-    (``attention_dp_size`` > 1) and where TP spans more than one NVLink domain (``NODE_GPUS``, ``NVLINK_DOMAIN``). Rows
-    with expert parallelism (``moe_ep_size`` > 1, ``moe_tp_size·moe_ep_size = tp``) are kept
-    with their ``ep``, which the perf model takes (``PerfModel.ep``: the busiest GPU's share of
-    the routed experts).
+
+def _row_model(r: dict[str, str], models: str) -> tuple[str | None, int, int, str]:
+    """A silicon row's catalogue model, expert-parallel size and data-parallel attention ranks, or None and why
+    it is skipped.
+
+    MoE rows are skipped where the model's attention is not modelled (hybrid linear attention, DSA:
+    ``UNMODELLED_MOE``), where the experts do not spread over exactly the replica's GPUs, and where the
+    replica spans more than one NVLink domain (``NODE_GPUS``, ``NVLINK_DOMAIN``). Rows with expert
+    parallelism (``moe_ep_size`` > 1) are kept with their ``ep`` (``PerfModel.ep``: the busiest GPU's
+    share of the routed experts), and rows with data-parallel attention (``attention_dp_size`` > 1,
+    ``moe_tp_size·moe_ep_size = tp·dp``) with their ``dp`` (``PerfModel.dp``).
     """
     path = r["model_path"]
     model = MODEL_PATHS.get(path) if models != "moe" else None
     moe = MOE_MODEL_PATHS.get(path) if models != "dense" else None
     if moe is None:
         if model is not None:
-            return model, 1, ""
+            return model, 1, 1, ""
         if models == "dense":
-            return None, 1, "MoE or unknown model"
+            return None, 1, 1, "MoE or unknown model"
         if path in UNMODELLED_MOE:
-            return None, 1, f"MoE model with {UNMODELLED_MOE[path]} (not modelled)"
-        return None, 1, "dense model" if path in MODEL_PATHS else "unknown model"
+            return None, 1, 1, f"MoE model with {UNMODELLED_MOE[path]} (not modelled)"
+        return None, 1, 1, "dense model" if path in MODEL_PATHS else "unknown model"
     try:
-        dp = int(r.get("attention_dp_size") or 1)
-        ep = int(r.get("moe_ep_size") or 1)
-        moe_tp = int(r.get("moe_tp_size") or 1)
+        dp = int(r.get("attention_dp_size") or 1) or 1
+        ep = int(r.get("moe_ep_size") or 1) or 1
+        moe_tp = int(r.get("moe_tp_size") or 1) or 1
         tp = int(r["tp_size"])
     except ValueError:
-        return None, 1, "unreadable numbers"
-    if dp > 1:
-        return None, 1, "data-parallel attention (not modelled)"
-    if ep > 1 and moe_tp * ep != tp:
-        return None, 1, "expert parallelism over other GPUs than the TP group (not modelled)"
-    if tp > NVLINK_DOMAIN.get(r["system"], NODE_GPUS):
-        return None, 1, f"TP beyond one NVLink domain ({NODE_GPUS}-GPU node; the inter-node network is not modelled)"
-    return moe, ep, ""
+        return None, 1, 1, "unreadable numbers"
+    if (ep > 1 or dp > 1) and moe_tp * ep != tp * dp:
+        return None, 1, 1, "expert parallelism over other GPUs than the replica's (not modelled)"
+    if tp * dp > NVLINK_DOMAIN.get(r["system"], NODE_GPUS):
+        return None, 1, 1, f"replica beyond one NVLink domain ({NODE_GPUS}-GPU node; the inter-node network is not modelled)"
+    return moe, ep, dp, ""
 
 
 STEP_COLUMNS = ("prefill_tokens", "decode_seqs", "context_tokens", "step_ms")
@@ -635,6 +633,9 @@ def perf_model_for(
         )
         if rec.ep > 1:
             kwargs["ep"] = rec.ep
+        if rec.dp > 1:  # each rank's engine runs the benchmark defaults: the replica's limits are dp times them
+            kwargs.update(dp=rec.dp, max_num_seqs=max(BENCH_DEFAULTS["max_num_seqs"] * rec.dp, rec.concurrency),
+                          max_num_batched_tokens=BENCH_DEFAULTS["max_num_batched_tokens"] * rec.dp)
     elif isinstance(rec, ThroughputRow):
         kwargs = dict(max_num_batched_tokens=rec.max_num_batched_tokens, max_num_seqs=rec.max_num_seqs,
                       kv_cache_dtype="fp8")

@@ -64,6 +64,18 @@ logits are the last stage's; and each micro-batch is scheduled as a step of its 
 (pp·t0 of host time). Each GPU holds W/(tp·pp) of the weights and 1/pp of the layers' KV.
 Dense full-attention models only.
 
+Data-parallel attention (``dp`` > 1, MoE models: vLLM's --data-parallel-size, SGLang's
+--enable-dp-attention, TensorRT-LLM's enable_attention_dp): dp ranks of tp GPUs each run the
+attention and dense layers on their own sequences (their own KV cache and scheduler), and the
+experts spread over all tp·dp GPUs (expert-parallel of size ``ep``, each expert sliced tp·dp/ep
+ways). One engine stands for the dp ranks, balanced (the busiest rank's excess is not counted):
+its limits are the ranks' together; the compute is shared over the tp·dp GPUs; every GPU reads
+its rank's dense weights (replicated, W_dense/tp) and its share of the experts hit; a token's KV
+lives in one rank (1/dp per GPU on average); the all-reduces stay within a rank on its 1/dp of
+the tokens, and each MoE layer adds an all-to-all dispatch and combine, each GPU sending its
+1/(tp·dp) of the tokens' hidden states to the k experts' GPUs; each rank schedules its own
+sequences, in parallel (the per-sequence host cost over dp).
+
 Attention is counted per layer type:
 
 - Multi-head latent attention (DeepSeek-V3/R1, Kimi-K2; ``ModelSpec.is_mla``): the KV cache
@@ -205,6 +217,10 @@ class PerfModel:
     #: ``pp`` stages of ``tp`` GPUs, each stage holding num_layers/pp layers; tp·pp GPUs in all. Dense
     #: full-attention models only (module docstring, "Pipeline parallelism").
     pp: int = 1
+    #: Data-parallel attention ranks (vLLM's --data-parallel-size with a MoE model, SGLang's and TensorRT-LLM's
+    #: attention DP): dp ranks of tp GPUs each run attention and the dense layers on their own sequences, and
+    #: the experts spread over all tp·dp GPUs (module docstring, "Data-parallel attention"). MoE models only.
+    dp: int = 1
 
     if TYPE_CHECKING:
         # The hot path's constants, set per instance by __post_init__ (object.__setattr__, the class
@@ -221,6 +237,8 @@ class PerfModel:
         _overlap: ClassVar[bool]
         _t_half: ClassVar[float]
         _so: ClassVar[float]
+        _sq: ClassVar[float]
+        _c_dense: ClassVar[float]
         _w_dense: ClassVar[float]
         _w_expert: ClassVar[float]
         _n_experts: ClassVar[int]
@@ -235,6 +253,95 @@ class PerfModel:
     _c_routed = 0.0
 
     def __post_init__(self) -> None:
+        m = self.model
+        self._check_tp()
+        self._check_dp()
+        self._check_ep()
+        self._check_pp()
+        # Validates the precision against the GPU (e.g. no fp8 on A100).
+        self.gpu.peak_flops(self.precision)
+        # Precompute the constants of the hot path (step_time is called per simulated step).
+        p = self.profile
+        L, h = m.num_layers, m.hidden_size
+        pp, dp = self.pp, self.dp
+        # All the replica's GPUs (tp·pp·dp): pipeline stages and data-parallel ranks share the layers' work as
+        # tensor slices do.
+        peak = self.gpu.peak_flops(self.precision) * self.tp * pp * dp * p.compute_efficiency(self.precision)
+        bw = self.gpu.bandwidth_bytes_per_s * p.eff_memory
+        lm_head = m.vocab_size * h
+        # The logits: on the last stage's tp GPUs, whose share of them paces the pipeline.
+        object.__setattr__(self, "_c_logit", 2.0 * lm_head / peak * pp)
+        # Weights: each stage reads its own for each of the pp micro-batches of a step.
+        object.__setattr__(self, "_w_time", self.weights_bytes_per_gpu * pp / bw)
+        object.__setattr__(self, "_moe", m.is_moe)
+        object.__setattr__(self, "_overlap", bool(p.host_overlap))
+        # GEMM fill: each micro-batch holds 1/pp of the step's tokens. (Scaling the half point with the per-GPU
+        # width h/tp as well, i.e. in output tiles, was tried: it fitted TRT-LLM's rows no better, B200's worse.)
+        object.__setattr__(self, "_t_half", float(p.gemm_half_tokens) * pp)
+        # Host: each micro-batch is scheduled as a step of its own; each data-parallel rank schedules its own share.
+        object.__setattr__(self, "_so", p.step_overhead_s * pp)
+        object.__setattr__(self, "_sq", p.seq_overhead_s / dp)
+        if not m.is_moe:
+            layer_matmul = m.matmul_parameters - lm_head
+            object.__setattr__(self, "_c_tok", 2.0 * layer_matmul / peak)
+        else:
+            routed_active = float(m.moe_layers * m.experts_per_token) * m.expert_parameters
+            rest = m.active_matmul_parameters - lm_head - routed_active
+            object.__setattr__(self, "_c_tok", 2.0 * (rest + EXPERT_LOAD_IMBALANCE * routed_active) / peak)
+            # one routed expert in every MoE layer, per GPU; the rest of the weights are read every step
+            w_expert = m.moe_layers * m.expert_parameters * weight_bytes_per_param(self.precision) / self.tp / bw
+            w_dense = self._w_time - m.num_experts * w_expert
+            if dp > 1:  # the experts over all tp·dp GPUs; the dense parts replicated in every rank's tp GPUs
+                w_expert /= dp
+                w_dense = (self.weights_bytes - self._routed_expert_bytes) / self.tp / bw
+            object.__setattr__(self, "_w_expert", EXPERT_LOAD_IMBALANCE * w_expert)
+            object.__setattr__(self, "_w_dense", w_dense)
+            object.__setattr__(self, "_n_experts", m.num_experts)
+            object.__setattr__(self, "_miss", 1.0 - m.experts_per_token / m.num_experts)
+            object.__setattr__(self, "_c_routed", 2.0 * EXPERT_LOAD_IMBALANCE * routed_active / peak)
+        if not (m.is_mla or m.sliding_window_layers):
+            object.__setattr__(self, "_c_pair", 4.0 * L * m.num_attention_heads * m.head_dim / peak)
+        else:
+            self._set_attention_constants(peak, bw)
+        if dp > 1:  # a prefill runs on its own rank's tp GPUs: dp times the share the whole replica would take
+            object.__setattr__(self, "_c_pair", self._c_pair * dp)
+            object.__setattr__(self, "_c_pair_window", self._c_pair_window * dp)
+            lm_and_routed = 2.0 * EXPERT_LOAD_IMBALANCE * float(m.moe_layers * m.experts_per_token) * m.expert_parameters
+            object.__setattr__(self, "_c_dense", self._c_tok - lm_and_routed / peak)
+        object.__setattr__(self, "_c_ctx", self.kv_bytes_per_token_per_gpu / bw)
+        ic = self.gpu.interconnect_bytes_per_s * p.eff_interconnect
+        if self.tp > 1:
+            comm_fixed = 2 * L * p.comm_latency_s
+            comm_tok = 2 * L * 2 * (self.tp - 1) / self.tp * h * 2.0 / ic
+        else:
+            comm_fixed = comm_tok = 0.0
+        if pp > 1:  # all-reduces of 1/pp of the tokens per micro-batch; one hand-over per stage and micro-batch
+            comm_tok = comm_tok / pp + h * 2.0 / ic
+            comm_fixed += pp * p.comm_latency_s
+        if dp > 1:  # all-reduces within a rank on its 1/dp of the tokens; an all-to-all dispatch and combine per
+            # MoE layer, each GPU sending its 1/(tp·dp) of the tokens' hidden states to the k experts' GPUs
+            g = self.tp * dp
+            comm_tok = comm_tok / dp + 2 * m.moe_layers * m.experts_per_token * h * 2.0 * (g - 1) / g / g / ic
+            comm_fixed += 2 * m.moe_layers * p.comm_latency_s
+        object.__setattr__(self, "_comm_fixed", comm_fixed)
+        object.__setattr__(self, "_comm_tok", comm_tok)
+
+    def _check_ep(self) -> None:
+        """The expert-parallel size: 1, or a divisor of tp above 1 for a mixture-of-experts model."""
+        if self.ep == 1:
+            return
+        where = "serving.enable_expert_parallel"
+        if not self.model.is_moe:
+            raise ConfigError(where, f"{self.model.id} is a dense model: expert parallelism needs a mixture-of-experts "
+                                     "model; allowed: false")  # fmt: skip
+        gpus = self.tp * self.dp
+        if self.ep < 1 or gpus % self.ep:
+            allowed = [d for d in range(1, gpus + 1) if gpus % d == 0]
+            raise ConfigError(where, f"expert-parallel size {self.ep} does not divide the replica's {gpus} GPUs; "
+                                     f"allowed: {', '.join(map(str, allowed))}")  # fmt: skip
+
+    def _check_tp(self) -> None:
+        """The tensor-parallel size divides the attention heads, and divides or is a multiple of the KV heads."""
         m = self.model
         if self.tp < 1:
             raise ConfigError("fleet.tp", f"must be >= 1, got {self.tp}")
@@ -251,72 +358,19 @@ class PerfModel:
                 "fleet.tp",
                 f"tp={self.tp} neither divides nor is a multiple of {m.id}'s {kv} KV heads",
             )
-        self._check_ep()
-        self._check_pp()
-        # Validates the precision against the GPU (e.g. no fp8 on A100).
-        self.gpu.peak_flops(self.precision)
-        # Precompute the constants of the hot path (step_time is called per simulated step).
-        p = self.profile
-        L, h = m.num_layers, m.hidden_size
-        pp = self.pp
-        # All the replica's GPUs (tp·pp): pipeline stages share the layers' work as tensor slices do.
-        peak = self.gpu.peak_flops(self.precision) * self.tp * pp * p.compute_efficiency(self.precision)
-        bw = self.gpu.bandwidth_bytes_per_s * p.eff_memory
-        lm_head = m.vocab_size * h
-        # The logits: on the last stage's tp GPUs, whose share of them paces the pipeline.
-        object.__setattr__(self, "_c_logit", 2.0 * lm_head / peak * pp)
-        # Weights: each stage reads its own for each of the pp micro-batches of a step.
-        object.__setattr__(self, "_w_time", self.weights_bytes_per_gpu * pp / bw)
-        object.__setattr__(self, "_moe", m.is_moe)
-        object.__setattr__(self, "_overlap", bool(p.host_overlap))
-        # GEMM fill: each micro-batch holds 1/pp of the step's tokens. (Scaling the half point with the per-GPU
-        # width h/tp as well, i.e. in output tiles, was tried: it fitted TRT-LLM's rows no better, B200's worse.)
-        object.__setattr__(self, "_t_half", float(p.gemm_half_tokens) * pp)
-        # Host: each micro-batch is scheduled as a step of its own.
-        object.__setattr__(self, "_so", p.step_overhead_s * pp)
-        if not m.is_moe:
-            layer_matmul = m.matmul_parameters - lm_head
-            object.__setattr__(self, "_c_tok", 2.0 * layer_matmul / peak)
-        else:
-            routed_active = float(m.moe_layers * m.experts_per_token) * m.expert_parameters
-            rest = m.active_matmul_parameters - lm_head - routed_active
-            object.__setattr__(self, "_c_tok", 2.0 * (rest + EXPERT_LOAD_IMBALANCE * routed_active) / peak)
-            # one routed expert in every MoE layer, per GPU; the rest of the weights are read every step
-            w_expert = m.moe_layers * m.expert_parameters * weight_bytes_per_param(self.precision) / self.tp / bw
-            object.__setattr__(self, "_w_expert", EXPERT_LOAD_IMBALANCE * w_expert)
-            object.__setattr__(self, "_w_dense", self._w_time - m.num_experts * w_expert)
-            object.__setattr__(self, "_n_experts", m.num_experts)
-            object.__setattr__(self, "_miss", 1.0 - m.experts_per_token / m.num_experts)
-            object.__setattr__(self, "_c_routed", 2.0 * EXPERT_LOAD_IMBALANCE * routed_active / peak)
-        if not (m.is_mla or m.sliding_window_layers):
-            object.__setattr__(self, "_c_pair", 4.0 * L * m.num_attention_heads * m.head_dim / peak)
-        else:
-            self._set_attention_constants(peak, bw)
-        object.__setattr__(self, "_c_ctx", self.kv_bytes_per_token_per_gpu / bw)
-        ic = self.gpu.interconnect_bytes_per_s * p.eff_interconnect
-        if self.tp > 1:
-            comm_fixed = 2 * L * p.comm_latency_s
-            comm_tok = 2 * L * 2 * (self.tp - 1) / self.tp * h * 2.0 / ic
-        else:
-            comm_fixed = comm_tok = 0.0
-        if pp > 1:  # all-reduces of 1/pp of the tokens per micro-batch; one hand-over per stage and micro-batch
-            comm_tok = comm_tok / pp + h * 2.0 / ic
-            comm_fixed += pp * p.comm_latency_s
-        object.__setattr__(self, "_comm_fixed", comm_fixed)
-        object.__setattr__(self, "_comm_tok", comm_tok)
 
-    def _check_ep(self) -> None:
-        """The expert-parallel size: 1, or a divisor of tp above 1 for a mixture-of-experts model."""
-        if self.ep == 1:
+    def _check_dp(self) -> None:
+        """The data-parallel attention size: 1, or more ranks of a mixture-of-experts model (without pipeline stages)."""
+        if self.dp == 1:
             return
-        where = "serving.enable_expert_parallel"
+        where = "serving.data_parallel_size"
+        if self.dp < 1:
+            raise ConfigError(where, f"got {self.dp}; allowed: >= 1")
         if not self.model.is_moe:
-            raise ConfigError(where, f"{self.model.id} is a dense model: expert parallelism needs a mixture-of-experts "
-                                     "model; allowed: false")  # fmt: skip
-        if self.ep < 1 or self.tp % self.ep:
-            allowed = [d for d in range(1, self.tp + 1) if self.tp % d == 0]
-            raise ConfigError(where, f"expert-parallel size {self.ep} does not divide tp={self.tp}; allowed: "
-                                     f"{', '.join(map(str, allowed))}")  # fmt: skip
+            raise ConfigError(where, f"{self.model.id} is a dense model: data-parallel attention is modelled for "
+                                     "mixture-of-experts models (whose experts the ranks share); allowed: 1")  # fmt: skip
+        if self.pp > 1:
+            raise ConfigError(where, "data-parallel attention with pipeline stages is not modelled; allowed: 1")
 
     def _check_pp(self) -> None:
         """The pipeline-parallel size: 1, or up to num_layers stages of a dense full-attention model."""
@@ -347,7 +401,18 @@ class PerfModel:
         return (m.num_parameters - emb) * weight_bytes_per_param(self.precision) + emb * 2.0
 
     @property
+    def _routed_expert_bytes(self) -> float:
+        """Bytes of every routed expert of a MoE model (0 for a dense one)."""
+        m = self.model
+        if not m.is_moe:
+            return 0.0
+        return m.num_experts * m.moe_layers * m.expert_parameters * weight_bytes_per_param(self.precision)
+
+    @property
     def weights_bytes_per_gpu(self) -> float:
+        if self.dp > 1:  # data-parallel attention: the dense parts in every rank, the experts spread over all GPUs
+            experts = self._routed_expert_bytes
+            return (self.weights_bytes - experts) / self.tp + experts / (self.tp * self.dp)
         return self.weights_bytes / (self.tp * self.pp)
 
     @property
@@ -365,8 +430,11 @@ class PerfModel:
         m = self.model
         kv = kv_bytes_per_element(self.precision, self.kv_cache_dtype)
         if not (m.is_mla or m.sliding_window_layers):  # a pipeline stage holds 1/pp of the layers
-            return 2.0 * m.num_layers * self.kv_heads_per_gpu * m.head_dim * kv / self.pp
-        return m.full_attention_layers * self._kv_elements_per_layer_per_gpu * kv
+            per_gpu = 2.0 * m.num_layers * self.kv_heads_per_gpu * m.head_dim * kv / self.pp
+        else:
+            per_gpu = m.full_attention_layers * self._kv_elements_per_layer_per_gpu * kv
+        # data-parallel attention: a token's KV lives in one rank's tp GPUs, 1/dp of it per GPU on average
+        return per_gpu / self.dp if self.dp > 1 else per_gpu
 
     @property
     def _kv_elements_per_layer_per_gpu(self) -> float:
@@ -380,7 +448,8 @@ class PerfModel:
         if not m.sliding_window_layers:
             return 0.0
         kv = kv_bytes_per_element(self.precision, self.kv_cache_dtype)
-        return m.sliding_window_layers * self._kv_elements_per_layer_per_gpu * kv
+        per_gpu = m.sliding_window_layers * self._kv_elements_per_layer_per_gpu * kv
+        return per_gpu / self.dp if self.dp > 1 else per_gpu
 
     @property
     def window_reserve_bytes_per_gpu(self) -> float:
@@ -396,7 +465,7 @@ class PerfModel:
     @property
     def kv_bytes_per_token(self) -> float:
         """KV bytes of one token over the whole replica (replicated heads counted once per GPU)."""
-        return self.kv_bytes_per_token_per_gpu * self.tp * self.pp
+        return self.kv_bytes_per_token_per_gpu * self.tp * self.pp * self.dp
 
     @property
     def activation_reserve_bytes_per_gpu(self) -> float:
@@ -408,14 +477,16 @@ class PerfModel:
         float32 logits for ``max_num_seqs`` sequences.
         """
         m = self.model
-        M = self.max_num_batched_tokens
+        M: float = self.max_num_batched_tokens
+        if self.dp > 1:  # limits of the whole replica: each rank's GPUs hold their rank's share
+            M = M / self.dp
         # MoE: the fused expert kernel holds each token's k (+ shared) expert intermediates
         inter = m.intermediate_size
         if m.is_moe:
             moe = (m.experts_per_token + m.num_shared_experts) * m.moe_intermediate_size
             inter = max(moe, m.intermediate_size if m.first_k_dense_layers else 0)
         hidden = M * (4 * m.hidden_size + 2 * inter / self.tp) * 2.0
-        logits = min(self.max_num_seqs, M) * m.vocab_size * 4.0 / self.tp
+        logits = min(self.max_num_seqs / self.dp if self.dp > 1 else self.max_num_seqs, M) * m.vocab_size * 4.0 / self.tp
         return FIXED_RESERVE_BYTES + hidden + logits
 
     @property
@@ -494,23 +565,22 @@ class PerfModel:
             return 0.0
         if prefill_pairs is None:
             prefill_pairs = 0.5 * prefill_tokens * prefill_tokens
-        p = self.profile
         sampled = decode_seqs + prefill_done
         Tg = T + self._t_half
         if not self._moe:
             lin = max(self._c_tok * Tg + self._c_logit * sampled, self._w_time)
         else:
-            lin = max(self._c_tok * Tg + self._c_logit * sampled + self.ep_compute_excess(T), self.weight_read_time(T))
+            lin = self._moe_lin(T, Tg, sampled, prefill_tokens)
         if self._overlap:
             gpu = lin + self._c_pair * prefill_pairs + self._c_ctx * decode_context + self._comm_fixed
             gpu += self._comm_tok * T
             if self._c_window:
                 gpu += self.window_attention_time(prefill_tokens, decode_seqs, prefill_pairs)
-            return max(self._so + p.seq_overhead_s * sampled, gpu)
+            return max(self._so + self._sq * sampled, gpu)
         # host + GPU, summed in the order it always was (bit-for-bit the same step times)
         t = (
             self._so
-            + p.seq_overhead_s * sampled
+            + self._sq * sampled
             + lin
             + self._c_pair * prefill_pairs
             + self._c_ctx * decode_context
@@ -527,6 +597,22 @@ class PerfModel:
         per token (min(pairs, tokens·window))."""
         w = self.model.sliding_window
         return self._c_window * decode_seqs + self._c_pair_window * min(prefill_pairs, prefill_tokens * w)
+
+    def _moe_lin(self, T: float, Tg: float, sampled: float, prefill_tokens: float) -> float:
+        """A MoE step's layer GEMMs and logits, or its weight reads, whichever is longer (``step_time``'s ``lin``).
+
+        With data-parallel attention the ranks' dense parts (attention projections, shared experts, dense
+        layers, logits) run on each rank's own tp GPUs and the step waits for the busiest rank: its share of the
+        decoding sequences (balls into bins over dp ranks, :func:`ep_busiest`) and the step's prefill tokens,
+        which a rank's own chunk holds (taken as one rank's); the routed experts' GEMMs are shared by all GPUs."""
+        if self.dp == 1:
+            return max(self._c_tok * Tg + self._c_logit * sampled + self.ep_compute_excess(T), self.weight_read_time(T))
+        dp, th = self.dp, self._t_half
+        decode = T - prefill_tokens
+        rank_tokens = prefill_tokens + ep_busiest(decode, dp) + th
+        dense = dp * (self._c_dense * rank_tokens + self._c_logit * ep_busiest(sampled, dp))
+        routed = (self._c_tok - self._c_dense) * Tg
+        return max(dense + routed + self.ep_compute_excess(T), self.weight_read_time(T))
 
     def ep_compute_excess(self, tokens: float) -> float:
         """Seconds the busiest GPU's routed-expert GEMMs add over an even split, under expert
@@ -565,7 +651,7 @@ class PerfModel:
 
     def _decode_host(self, seqs: int) -> float:
         """Host part of a decode step of ``seqs`` sequences (per-step and per-sequence overheads)."""
-        return self._so + self.profile.seq_overhead_s * seqs
+        return self._so + self._sq * seqs
 
     def _decode_gpu_fixed(self, seqs: int) -> float:
         """GPU part of a decode step of ``seqs`` sequences that does not depend on the context read."""
@@ -574,7 +660,7 @@ class PerfModel:
         if not self._moe:
             lin = max(self._c_tok * Tg + self._c_logit * seqs, self._w_time)
         else:
-            lin = max(self._c_tok * Tg + self._c_logit * seqs + self.ep_compute_excess(T), self.weight_read_time(T))
+            lin = self._moe_lin(T, Tg, seqs, 0.0)
         t = lin + self._comm_fixed + self._comm_tok * T
         if self._c_window:
             t += self._c_window * seqs
@@ -594,9 +680,8 @@ class PerfModel:
         if not self._moe:
             lin = max(self._c_tok * Tg + self._c_logit * seqs, self._w_time)
         else:
-            lin = max(self._c_tok * Tg + self._c_logit * seqs + self.ep_compute_excess(T), self.weight_read_time(T))
-        p = self.profile
-        t = self._so + p.seq_overhead_s * seqs + lin + self._comm_fixed + self._comm_tok * T
+            lin = self._moe_lin(T, Tg, seqs, 0.0)
+        t = self._so + self._sq * seqs + lin + self._comm_fixed + self._comm_tok * T
         if self._c_window:
             t += self._c_window * seqs
         return t
@@ -642,6 +727,7 @@ class PerfModel:
             "gpu": self.gpu.id,
             "tp": self.tp,
             **({"pp": self.pp} if self.pp > 1 else {}),
+            **({"dp": self.dp} if self.dp > 1 else {}),
             "precision": self.precision,
             "kv_cache_dtype": self.kv_cache_dtype or ("bf16" if _KV_BYTES[self.precision] == 2.0 else "fp8"),
             "profile_source": prof.source,
@@ -668,7 +754,9 @@ def build_perf_model(
     it) overrides the KV-cache element type that ``precision`` implies.
     ``serving.enable_expert_parallel`` (vLLM's --enable-expert-parallel) sets ``ep`` = tp.
     ``serving.pipeline_parallel_size`` = pp > 1 splits the node's ``tp`` GPUs into pp stages of
-    tp/pp tensor-parallel GPUs each (the PerfModel's ``tp`` is then tp/pp, its ``pp`` pp).
+    tp/pp tensor-parallel GPUs each (the PerfModel's ``tp`` is then tp/pp, its ``pp`` pp), and
+    ``serving.data_parallel_size`` = dp > 1 into dp attention ranks of tp/dp GPUs (``dp``), whose
+    limits add up (max_num_seqs and max_num_batched_tokens are per rank, as in vLLM).
     """
     prof = resolve_profile(gpu.id, backend, profile, base_dir, moe=model.is_moe)
     kwargs: dict[str, Any] = {}
@@ -691,14 +779,26 @@ def build_perf_model(
                                   f"{', '.join(map(str, allowed))}")  # fmt: skip
             kwargs["pp"] = pp
             tp //= pp
+        dp = getattr(serving, "data_parallel_size", 1)
+        gpus = tp
+        if dp > 1:
+            if tp % dp:
+                allowed = [d for d in range(1, tp + 1) if tp % d == 0]
+                raise ConfigError("serving.data_parallel_size",
+                                  f"{dp} ranks do not divide the node's {tp} GPUs (fleet.tp); allowed: "
+                                  f"{', '.join(map(str, allowed))}")  # fmt: skip
+            # each rank has its own limits: the replica's are dp times them
+            kwargs.update(dp=dp, max_num_seqs=serving.max_num_seqs * dp,
+                          max_num_batched_tokens=serving.max_num_batched_tokens * dp)
+            tp //= dp
         if getattr(serving, "enable_expert_parallel", False):
-            if tp == 1:
+            if gpus == 1:
                 raise ConfigError(
                     "serving.enable_expert_parallel",
                     "expert parallelism spreads the experts over the replica's GPUs, and tp=1 has one; "
                     "allowed: false, or fleet.tp > 1",
                 )
-            ep = tp
+            ep = gpus
     pm = PerfModel(
         model=model, gpu=gpu, tp=tp, precision=precision, profile=prof, kv_cache_dtype=kv_cache_dtype, ep=ep, **kwargs
     )

@@ -106,8 +106,7 @@ P_SO, P_SQ, P_TOK, P_LOGIT, P_W, P_PAIR, P_CTX, P_CFIX, P_CTOK, P_THALF, P_OVL =
 
 def perf_constants(perf: Any) -> _F:
     """The constants of ``PerfModel.step_time`` for a dense full-attention model, in the kernel's order."""
-    p = perf.profile
-    return np.array([perf._so, p.seq_overhead_s, perf._c_tok, perf._c_logit, perf._w_time, perf._c_pair,
+    return np.array([perf._so, perf._sq, perf._c_tok, perf._c_logit, perf._w_time, perf._c_pair,
                      perf._c_ctx, perf._comm_fixed, perf._comm_tok, perf._t_half, 1.0 if perf._overlap else 0.0],
                     dtype=np.float64)
 
