@@ -76,6 +76,8 @@ BAD = {
     "--max-num-seqs": ("0", "serving", "max_num_seqs", 0),
     "--block-size": ("7", "serving", "block_size", 7),
     "--kv-cache-dtype": ("fp4", "serving", "kv_cache_dtype", "fp4"),
+    "--pipeline-parallel-size": ("0", "serving", "pipeline_parallel_size", 0),
+    "--data-parallel-size": ("0", "serving", "data_parallel_size", 0),
 }
 
 

@@ -109,3 +109,17 @@ def test_silicon_rows_with_attention_dp_keep_their_ranks():
     assert len(ranked) >= 50
     assert {(r.model, r.tp, r.dp, r.ep) for r in ranked} >= {("minimax-m2.5", 2, 2, 4), ("deepseek-r1", 1, 8, 8)}
     assert all(r.tp * r.dp <= 8 for r in ranked)
+
+
+def test_sojourn_perf_takes_the_ranks_and_stages(capsys):
+    from sojourn.cli import main
+
+    assert main(["perf", "--model", "deepseek-r1", "--gpu", "b200", "--tp", "8", "--precision", "fp4",
+                 "--data-parallel-size", "8", "--enable-expert-parallel", "--json"]) == 0  # fmt: skip
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert (out["tp"], out["dp"], out["ep"], out["pp"]) == (8, 8, 8, 1)
+    assert main(["perf", "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--tp", "8", "--pipeline-parallel-size",
+                 "3"]) == 2  # fmt: skip
+    assert "serving.pipeline_parallel_size" in capsys.readouterr().err

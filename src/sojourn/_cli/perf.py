@@ -31,6 +31,8 @@ SETTINGS = {
     "max_num_seqs": ("serving", "max_num_seqs"),
     "block_size": ("serving", "block_size"),
     "kv_cache_dtype": ("serving", "kv_cache_dtype"),
+    "pipeline_parallel_size": ("serving", "pipeline_parallel_size"),
+    "data_parallel_size": ("serving", "data_parallel_size"),
 }
 #: The scenario's model of each section.
 SECTIONS = {"model": "ModelConfig", "fleet": "Fleet", "serving": "Serving"}
@@ -71,7 +73,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="catalogue model id or a path to a HF config.json")
     p.add_argument("--gpu", required=True, help="catalogue GPU id (e.g. h100-sxm)")
-    p.add_argument("--tp", type=int, help="GPUs per replica (tensor parallel)")
+    p.add_argument("--tp", type=int, help="GPUs per replica (tensor parallel, or split by the two options below)")
     p.add_argument("--precision", help="of the weights (and the KV cache, unless --kv-cache-dtype)")
     p.add_argument("--backend", help="engine whose profile to use")
     p.add_argument("--profile", help="a profile from `sojourn calibrate` (name or path); unset: the shipped one")
@@ -85,6 +87,10 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--enable-expert-parallel", action="store_true",
                    help="vLLM's: a MoE model's experts spread whole over the tp GPUs (scenario setting "
                         "serving.enable_expert_parallel; default false)")  # fmt: skip
+    p.add_argument("--pipeline-parallel-size", type=int,
+                   help="vLLM's: the --tp GPUs as this many pipeline stages (dense models; default 1)")
+    p.add_argument("--data-parallel-size", type=int,
+                   help="vLLM's: the --tp GPUs as this many attention ranks (MoE models; default 1)")
     p.add_argument("--request-tokens", type=int, default=None,
                    help="tokens of one request for 'KV capacity in requests' (default isl+osl, else 1024+256)")
     p.add_argument("--isl", type=int, help="input tokens per request (closed-loop prediction)")
@@ -177,6 +183,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         "gpu": gpu.id,
         "tp": fleet.tp,
         "ep": pm.ep,
+        "pp": pm.pp,
+        "dp": pm.dp,
         "precision": model_cfg.precision,
         "backend": serving.backend,
         "calibrated": speed["calibrated"],
@@ -256,7 +264,8 @@ def _closed_loop(args: argparse.Namespace, pm: Any, out: dict[str, Any]) -> None
 def _table(out: dict[str, Any]) -> str:
     gib = 2**30
     lines = [
-        f"{out['model']} on {out['gpu']} x{out['tp']}{' EP' if out['ep'] > 1 else ''} ({out['precision']}, "
+        f"{out['model']} on {out['gpu']} x{out['tp']}{f' PP{pp}' if (pp := out.get('pp', 1)) > 1 else ''}"
+        f"{f' DP{dp}' if (dp := out.get('dp', 1)) > 1 else ''}{' EP' if out['ep'] > 1 else ''} ({out['precision']}, "
         f"{out['backend']})",
         f"  GPU speed          {'measured: ' if out['calibrated'] else ''}{out['calibration']}",
         f"  weights            {out['weights_bytes'] / gib:8.1f} GiB  ({out['weights_bytes_per_gpu'] / gib:.1f} GiB per GPU)",
