@@ -123,3 +123,18 @@ def test_sojourn_perf_takes_the_ranks_and_stages(capsys):
     assert main(["perf", "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--tp", "8", "--pipeline-parallel-size",
                  "3"]) == 2  # fmt: skip
     assert "serving.pipeline_parallel_size" in capsys.readouterr().err
+
+
+def test_the_all_to_alls_latency_is_its_own_where_fitted():
+    base = pm(OSS, 1, dp=4, ep=4)
+    slow = PerfModel(OSS, B200, 1, "fp8", replace(BARE, a2a_latency_s=50e-6), kv_cache_dtype="fp8", dp=4, ep=4)
+    # two all-to-alls per MoE layer a step, nothing else changed (BARE's all-reduce latency is 0)
+    assert slow._comm_fixed - base._comm_fixed == pytest.approx(2 * OSS.moe_layers * 50e-6, rel=1e-12)
+    assert "a2a_latency_s" not in BARE.to_dict() and replace(BARE, a2a_latency_s=1e-5).to_dict()["a2a_latency_s"]
+    from sojourn.perf._calibrate import default_fit_params
+
+    ranked = [r for r in load_silicon(SILICON, models="moe").records if r.dp > 1]
+    assert "a2a_latency_s" in default_fit_params(ranked)
+    assert "a2a_latency_s" not in default_fit_params([replace(r, dp=1) for r in ranked])
+    with pytest.raises(ConfigError):
+        replace(BARE, a2a_latency_s=-1.0)

@@ -139,6 +139,7 @@ FIT_PARAMS: dict[str, tuple[float, float, float]] = {
     "step_overhead_s": (0.0, 0.05, 1e-3),
     "seq_overhead_s": (0.0, 2e-4, 1e-6),
     "comm_latency_s": (0.0, 1e-4, 1e-6),
+    "a2a_latency_s": (0.0, 5e-4, 1e-6),
     "eff_interconnect": (0.05, 1.0, 1.0),
     "request_overhead_s": (0.0, 0.5, 1e-2),
     "eff_compute_fp8": (0.05, 1.0, 1.0),
@@ -162,6 +163,8 @@ def default_fit_params(records: Sequence[Any], extra: Sequence[str] = ()) -> tup
     compute = [n for n in PRECISION_PARAM.values() if n in present] or ["eff_compute"]
     engines = sorted({getattr(r, "backend", "") for r in records})
     extra = (*extra, *(n for e in engines for n in ENGINE_FIT_EXTRA.get(e, ())))
+    if any(getattr(r, "dp", 1) > 1 for r in records):  # data-parallel attention: its all-to-all's latency
+        extra = (*extra, "a2a_latency_s")
     return (*compute, *rest, *dict.fromkeys(n for n in extra if n not in rest))
 
 
@@ -748,6 +751,7 @@ def summary_lines(profile: Profile, skipped: Counter[str] | None = None) -> list
         "eff_compute": (1, ""), "eff_compute_fp8": (1, ""), "eff_compute_fp4": (1, ""),
         "eff_memory": (1, ""), "eff_interconnect": (1, ""),
         "step_overhead_s": (1e3, " ms"), "seq_overhead_s": (1e6, " us"), "comm_latency_s": (1e6, " us"),
+        "a2a_latency_s": (1e6, " us"),
         "gemm_half_tokens": (1, " tokens"),
     }  # fmt: skip
     for name, (mult, unit) in units.items():

@@ -322,7 +322,8 @@ class PerfModel:
             # MoE layer, each GPU sending its 1/(tp·dp) of the tokens' hidden states to the k experts' GPUs
             g = self.tp * dp
             comm_tok = comm_tok / dp + 2 * m.moe_layers * m.experts_per_token * h * 2.0 * (g - 1) / g / g / ic
-            comm_fixed += 2 * m.moe_layers * p.comm_latency_s
+            a2a = p.comm_latency_s if p.a2a_latency_s is None else p.a2a_latency_s
+            comm_fixed += 2 * m.moe_layers * a2a
         object.__setattr__(self, "_comm_fixed", comm_fixed)
         object.__setattr__(self, "_comm_tok", comm_tok)
 

@@ -64,6 +64,9 @@ class Profile:
     comm_latency_s: float = 1.0e-5
     #: Fraction of the interconnect bandwidth an all-reduce reaches.
     eff_interconnect: float = 0.7
+    #: Latency of one all-to-all (a MoE layer's dispatch or combine under data-parallel attention, two per MoE
+    #: layer per step); None: ``comm_latency_s``. Fitted where a profile's rows hold data-parallel attention.
+    a2a_latency_s: float | None = None
     #: Per-request time outside the engine's steps that a benchmark client sees in TTFT and
     #: end-to-end latency (API server: tokenisation, HTTP, detokenisation). Fitted on TTFT,
     #: it also absorbs the extra queueing of clients more synchronised than ours (so it
@@ -109,6 +112,8 @@ class Profile:
             v = getattr(self, name)
             if not v >= 0:
                 raise ConfigError(f"profile.{name}", f"must be >= 0, got {v!r}")
+        if self.a2a_latency_s is not None and not self.a2a_latency_s >= 0:
+            raise ConfigError("profile.a2a_latency_s", f"must be >= 0, got {self.a2a_latency_s!r}")
         if self.models not in ("dense", "moe"):
             raise ConfigError("profile.models", f"got {self.models!r}; allowed: dense, moe")
 
@@ -145,6 +150,8 @@ class Profile:
             del d["gemm_half_tokens"]
         if self.models == "dense":
             del d["models"]
+        if self.a2a_latency_s is None:
+            del d["a2a_latency_s"]
         return d
 
 

@@ -173,8 +173,10 @@ def _starts(x0: np.ndarray, names: list[str], base: Profile, lo: np.ndarray, hi:
 
 def _start_value(base: Profile, name: str) -> float:
     """Where the fit of ``name`` starts: its value, or for an unset precision factor the factor
-    that precision uses now (``Profile.compute_efficiency``)."""
+    that precision uses now (``Profile.compute_efficiency``), for an unset all-to-all latency the all-reduce's."""
     v = getattr(base, name)
+    if v is None and name == "a2a_latency_s":  # unset: the all-reduce's
+        return float(base.comm_latency_s)
     if v is None:
         return base.compute_efficiency(name.removeprefix("eff_compute_"))
     return float(v)
