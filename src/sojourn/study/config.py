@@ -41,6 +41,8 @@ SHORT_NAMES = {
     "model": "model.name",
     "precision": "model.precision",
     "enable_expert_parallel": "serving.enable_expert_parallel",
+    "data_parallel_size": "serving.data_parallel_size",
+    "pipeline_parallel_size": "serving.pipeline_parallel_size",
     "gpu_memory_utilization": "serving.gpu_memory_utilization",
     "max_num_batched_tokens": "serving.max_num_batched_tokens",
     "max_num_seqs": "serving.max_num_seqs",
