@@ -228,13 +228,17 @@ def _carried_rows(engine: str, gpu: str, held: list, own: dict, figures: dict) -
     src = CARRY_OVER.get(gpu, ("", ""))[0]
     if (gpu, engine) in shipped_profiles() or (engine, src) not in figures:
         return []
-    default = default_profile(gpu, engine)
+    default = default_profile(gpu, engine, moe=True)  # what a MoE model runs with
+    if default.models == "moe" and default.carried_from is None:
+        what = f"default (the shipped {gpu} {engine} MoE profile, fitted on all its MoE rows: in-sample)"
+    else:
+        kind = "MoE" if default.models == "moe" else "dense"
+        what = f"default ({kind} {default.carried_from or gpu} {engine} profile, carried over)"
     return [
         _row([engine, gpu, f"MoE profile fitted on {gpu}'s own MoE rows"], own),
         _row([engine, gpu, f"MoE profile of {src}, carried over"],
              _stats(evaluate(held, figures[(engine, src)]["profile"]))),
-        _row([engine, gpu, f"default (dense {default.carried_from} {engine} profile, carried over)"],
-             _stats(evaluate(held, default))),
+        _row([engine, gpu, what], _stats(evaluate(held, default))),
     ]  # fmt: skip
 
 
@@ -378,30 +382,31 @@ MOE_NOTES = [
     "per (engine, GPU) fitted on the MoE fit half alone. The perf model counts every expert's weights in "
     "memory, the active parameters (attention, the top-k routed experts, shared experts) in each step's "
     "compute, and in a step of T tokens reads the dense weights plus the expected distinct experts "
-    "E(1-(1-k/E)^T) (uniform routing). EP rows (moe_ep_size > 1 over the TP group) are predicted with the "
-    "busiest GPU's share of the routed work (balls into bins, `perf.ep_busiest`; communication stays the TP "
-    "all-reduce). Multi-head latent attention (DeepSeek-V3/R1, Kimi-K2.5) keeps kv_lora_rank + rope "
-    "elements per token and layer on every GPU; gpt-oss's 18 sliding-window layers keep a 128-token window "
-    "per sequence. Left out: sparse attention (GLM-5) and hybrid linear attention (Qwen3.5-397B-A17B); "
-    "data-parallel attention; TP beyond one NVLink domain (8 GPUs; 72 on GB200/GB300 NVL72); int4 weights "
+    "E(1-(1-k/E)^T) (uniform routing). EP rows (moe_ep_size > 1) are predicted with the busiest GPU's share "
+    "of the routed work (balls into bins, `perf.ep_busiest`). Data-parallel attention rows (attention_dp_size "
+    "> 1, 64 of them inside one NVLink domain) run as dp ranks of tp GPUs with the experts over all tp·dp "
+    "GPUs (`PerfModel.dp`): dense weights per rank, a token's KV in one rank, the step paced by the busiest "
+    "rank, an all-to-all dispatch and combine per MoE layer with its own fitted latency "
+    "(`Profile.a2a_latency_s`). Multi-head latent attention (DeepSeek-V3/R1, Kimi-K2.5) keeps kv_lora_rank + "
+    "rope elements per token and layer on every GPU of a rank; gpt-oss's 18 sliding-window layers keep a "
+    "128-token window per sequence. Left out: sparse attention (GLM-5) and hybrid linear attention "
+    "(Qwen3.5-397B-A17B); replicas beyond one NVLink domain (8 GPUs; 72 on GB200/GB300 NVL72); int4 weights "
     "(Kimi-K2.5's native checkpoint) and fp4 weights on H100 (gpt-oss's MXFP4 runs as weight-only "
     "quantisation there: no fp4 tensor-core rate); disaggregated serving (all GB300 rows) and Dynamo "
     "deployments (GB200).",
     "",
-    "Reading: the issue's target, TPOT MAPE <= 15% on held-out MoE rows for vLLM and SGLang, is met per "
-    "(engine, GPU): vLLM B200 11.6% (208 rows), B300 7.2% (46), H100 3.0% (7 rows; 8 fit rows for 6 "
-    "parameters, not evidence), SGLang B200 12.5% (98 rows: DeepSeek-R1 13.5%, DeepSeek-V3 9.3%). Per "
-    "model, gpt-oss-120b on vLLM B200 (17.1%) is above it, as are a few small groups (MiniMax-M2.5 fp4 tp1, "
-    "2 rows). TensorRT-LLM B200 (not part of the target) fits worse with DeepSeek-R1/V3 in its profile "
-    "(its rows above; gpt-oss alone was fitted to 7.9% before): one set of factors does not serve both on "
-    "that engine. The MoE profiles' compute factors are far below the dense ones (the per-expert GEMMs are small "
-    "and the model has no term for their lower efficiency or for routing overheads, so the fit absorbs "
-    "them), and a dense profile does not transfer (second table). TensorRT-LLM profiles overlap the host "
-    "with the GPU (`Profile.host_overlap`: a step is max(host, GPU)) and fit the GEMM fill "
-    "(`Profile.gemm_half_tokens`), as the dense ones do. B300 (vLLM MiniMax-M2.5 and Kimi-K2.5 rows, no dense row) checks its carry-over from B200 "
-    "(last table): B200's MoE factors on B300's peaks predict its held-out TPOT within 9.4% (own fit "
-    "7.2%), the dense B200 profile B300 runs by default within 9.3%, so B300 ships no profile of its own "
-    "and is marked carried over from b200.",
+    "Reading (2026-12-06, with the data-parallel rows): the issue's target, TPOT MAPE <= 15% on held-out MoE "
+    "rows for vLLM and SGLang, is met per (engine, GPU): vLLM B200 12.4% (215 rows), B300 8.5% (52), H100 "
+    "3.0% (7 rows; 8 fit rows for 6 parameters, not evidence), SGLang B200 12.5% (98 rows). Per model, "
+    "gpt-oss-120b on vLLM B200 is above it (first table). TensorRT-LLM B200 (not part of the target) is at "
+    "21.7%: DeepSeek-R1/V3 and gpt-oss do not share one set of factors on that engine. The MoE profiles' "
+    "compute factors are far below the dense ones (the per-expert GEMMs are small and the model has no term "
+    "for their lower efficiency or for routing overheads, so the fit absorbs them), and a dense profile does "
+    "not transfer (second table): sojourn ships MoE-fitted profiles (`Profile.models = \"moe\"`, "
+    "benchmarks/fit_default_profiles.py, fitted on all of each pair's MoE rows) and a MoE model runs with "
+    "them. TensorRT-LLM profiles overlap the host with the GPU and fit the GEMM fill, as the dense ones do. "
+    "B300 (vLLM MiniMax-M2.5 and Kimi-K2.5 rows, no dense row) ships a vLLM MoE profile of its own (its own "
+    "fit beats B200's carried over, last table); its dense models stay carried over from b200.",
 ]
 
 NOTES = [
