@@ -181,8 +181,8 @@ GRID_ORIGIN = (
 
 
 @dataclass(frozen=True)
-class SiliconRow:
-    """One closed-loop benchmark: ``concurrency`` clients of ``isl``/``osl`` tokens."""
+class _Run:
+    """What every end-to-end run states: its engine, model, GPU, precision, TP and request size."""
 
     id: str
     backend: str
@@ -192,6 +192,12 @@ class SiliconRow:
     tp: int
     isl: int
     osl: int
+
+
+@dataclass(frozen=True)
+class SiliconRow(_Run):
+    """One closed-loop benchmark: ``concurrency`` clients of ``isl``/``osl`` tokens."""
+
     concurrency: int
     ttft_s: float
     tpot_s: float
@@ -220,20 +226,12 @@ class StepRow:
 
 
 @dataclass(frozen=True)
-class ThroughputRow:
+class ThroughputRow(_Run):
     """One offline throughput run: ``requests`` requests of ``isl``/``osl`` tokens all queued at once and served
     to the last, reported as output tokens over the makespan (``trtllm-bench throughput``), with the engine
     limits the run had (``max_num_seqs``, ``max_num_batched_tokens``) and the KV share of the memory left
     after weights and activations (``kv_free_fraction``, TensorRT-LLM's kv_cache_free_gpu_mem_fraction)."""
 
-    id: str
-    backend: str
-    model: str
-    gpu: str
-    precision: str
-    tp: int
-    isl: int
-    osl: int
     requests: int
     output_tokens_per_s: float
     max_num_seqs: int

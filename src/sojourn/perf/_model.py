@@ -736,6 +736,16 @@ class PerfModel:
         }
 
 
+def _split(gpus: int, parts: int, field: str, what: str) -> int:
+    """The tensor-parallel GPUs of each of ``parts`` stages or ranks of a node's ``gpus``; a ConfigError naming
+    ``field`` and the allowed values where they do not divide."""
+    if gpus % parts:
+        allowed = [d for d in range(1, gpus + 1) if gpus % d == 0]
+        raise ConfigError(field, f"{parts} {what} do not divide the node's {gpus} GPUs (fleet.tp); allowed: "
+                                 f"{', '.join(map(str, allowed))}")  # fmt: skip
+    return gpus // parts
+
+
 def build_perf_model(
     model: ModelSpec,
     gpu: GPU,
@@ -773,25 +783,15 @@ def build_perf_model(
         kv_cache_dtype = kv_cache_dtype or getattr(serving, "kv_cache_dtype", None)
         pp = getattr(serving, "pipeline_parallel_size", 1)
         if pp > 1:
-            if tp % pp:
-                allowed = [d for d in range(1, tp + 1) if tp % d == 0]
-                raise ConfigError("serving.pipeline_parallel_size",
-                                  f"{pp} stages do not divide the node's {tp} GPUs (fleet.tp); allowed: "
-                                  f"{', '.join(map(str, allowed))}")  # fmt: skip
+            tp = _split(tp, pp, "serving.pipeline_parallel_size", "stages")
             kwargs["pp"] = pp
-            tp //= pp
         dp = getattr(serving, "data_parallel_size", 1)
         gpus = tp
         if dp > 1:
-            if tp % dp:
-                allowed = [d for d in range(1, tp + 1) if tp % d == 0]
-                raise ConfigError("serving.data_parallel_size",
-                                  f"{dp} ranks do not divide the node's {tp} GPUs (fleet.tp); allowed: "
-                                  f"{', '.join(map(str, allowed))}")  # fmt: skip
+            tp = _split(tp, dp, "serving.data_parallel_size", "ranks")
             # each rank has its own limits: the replica's are dp times them
             kwargs.update(dp=dp, max_num_seqs=serving.max_num_seqs * dp,
                           max_num_batched_tokens=serving.max_num_batched_tokens * dp)
-            tp //= dp
         if getattr(serving, "enable_expert_parallel", False):
             if gpus == 1:
                 raise ConfigError(

@@ -234,12 +234,12 @@ def shipped_profiles(models: str = "dense") -> dict[tuple[str, str], Profile]:
     return {(g, b): p for (g, b, m), p in _shipped().items() if m == models}
 
 
-def _moe_profile(gpu: str, backend: str) -> Profile | None:
-    """The shipped MoE-fitted profile of (gpu, backend), or of the GPU it is carried over from, or None."""
-    table = shipped_profiles("moe")
-    seen, reasons, cur = {gpu}, [], gpu
+def _own_or_carried(gpu: str, backend: str, table: dict[tuple[str, str], Profile]) -> Profile | None:
+    """``table``'s profile of (gpu, backend), else of the first GPU along its ``CARRY_OVER`` chain that has one
+    (marked carried, with the chain's reasons), else None."""
     if (gpu, backend) in table:
         return table[(gpu, backend)]
+    seen, reasons, cur = {gpu}, [], gpu
     while cur in CARRY_OVER:
         nxt, why = CARRY_OVER[cur]
         if nxt in seen:
@@ -258,26 +258,14 @@ def default_profile(gpu: str, backend: str = "vllm", moe: bool = False) -> Profi
     ``moe``: for a mixture-of-experts model, the MoE-fitted profile of the GPU (or of the GPU it is
     carried over from) where one ships; else the dense one, marked so (``calibration_of``)."""
     if moe:
-        found = _moe_profile(gpu, backend)
+        found = _own_or_carried(gpu, backend, shipped_profiles("moe"))
         if found is not None:
             return found
         dense = default_profile(gpu, backend)
         return replace(dense, fit={**dense.fit, "models_carried_from": "dense"})
-    table = shipped_profiles()
-    if (gpu, backend) in table:
-        return table[(gpu, backend)]
-    seen = {gpu}
-    reasons = []
-    cur = gpu
-    while cur in CARRY_OVER:
-        nxt, why = CARRY_OVER[cur]
-        if nxt in seen:
-            break
-        reasons.append(f"{cur} <- {nxt} ({why})")
-        if (nxt, backend) in table:
-            return table[(nxt, backend)].carried_to(gpu, "; ".join(reasons))
-        seen.add(nxt)
-        cur = nxt
+    found = _own_or_carried(gpu, backend, shipped_profiles())
+    if found is not None:
+        return found
     if backend != "vllm":
         base = default_profile(gpu, "vllm")
         # The fit record says so, for ``calibration_of``: these are another engine's factors.
