@@ -555,19 +555,15 @@ def trtllm_bench_settings(model: Any, gpu: Any, tp: int, precision: str, isl: in
     requests = available * kv_fraction / (kv_gib_per_token * (isl + osl))
     raw_bs = min(requests, 4096.0)
     raw_tokens = min(raw_bs * (1 + isl / osl), 32768.0)
-    if raw_bs < 256:
-        bs = max(64, 32 * math.ceil(raw_bs / 32))
-    elif raw_bs < 1024:
-        bs = 128 * math.ceil(raw_bs / 128)
-    else:
-        bs = 256 * math.ceil(raw_bs / 256)
-    if raw_tokens < 4096:
-        tokens = max(2048, 256 * math.ceil(raw_tokens / 256))
-    elif raw_tokens < 8192:
-        tokens = 512 * math.ceil(raw_tokens / 512)
-    else:
-        tokens = 1024 * math.ceil(raw_tokens / 1024)
+    bs = _round_up(raw_bs, 64, ((256, 32), (1024, 128), (math.inf, 256)))
+    tokens = _round_up(raw_tokens, 2048, ((4096, 256), (8192, 512), (math.inf, 1024)))
     return bs, tokens
+
+
+def _round_up(x: float, floor: int, tiers: tuple[tuple[float, int], ...]) -> int:
+    """``x`` rounded up to the step of the first tier whose bound exceeds it, and at least ``floor``."""
+    step = next(s for bound, s in tiers if x < bound)
+    return max(floor, step * math.ceil(x / step))
 
 
 def load_throughput(path: str | Path | None = None, gpu: str | None = None, catalogue: Any = None) -> Loaded:
